@@ -1,0 +1,15 @@
+//! llmtool: one binary from fine-tuned adapter to deployed artifact.
+//!
+//! The library holds every subcommand's logic so that tests and benches call
+//! it directly; `main.rs` only parses arguments and dispatches.
+//!
+//! Data flows from [`store`] (memory-mapped tensors from safetensors, GGUF,
+//! the Hugging Face cache) through [`quant`] (block layouts, dequantization)
+//! into the analyses ([`arch`], [`inspect`]) and back out through the
+//! streaming writers in [`store`].
+
+pub mod arch;
+pub mod inspect;
+pub mod interrupt;
+pub mod quant;
+pub mod store;

@@ -1,0 +1,99 @@
+//! Atomic outputs: every file llmtool writes is first a hidden temporary in
+//! the destination directory (`.NAME.XXXXXX.partial`) and is renamed to its
+//! final name only after its last byte is written and synced. A failed,
+//! full-disk or interrupted run drops the temporary, which deletes it, so no
+//! file that looks finished is ever left behind.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use super::{Result, StoreError};
+
+/// A file being written under a temporary name next to `dest`.
+pub struct AtomicFile {
+    dest: PathBuf,
+    out: BufWriter<tempfile::NamedTempFile>,
+    written: u64,
+}
+
+impl AtomicFile {
+    /// Starts writing `dest`; its directory must exist.
+    pub fn create(dest: &Path) -> Result<AtomicFile> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(dir)
+            .map_err(|e| StoreError::io(dest, e))?;
+        Ok(AtomicFile {
+            dest: dest.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, tmp),
+            written: 0,
+        })
+    }
+
+    /// The final path this file will have.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends bytes, naming the destination in errors (a full disk shows here).
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| StoreError::io(&self.dest, e))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends `n` zero bytes.
+    pub fn write_zeros(&mut self, n: u64) -> Result<()> {
+        const ZEROS: [u8; 64] = [0; 64];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(ZEROS.len() as u64) as usize;
+            self.write_all(&ZEROS[..k])?;
+            left -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames the file to its final name.
+    pub fn commit(self) -> Result<PathBuf> {
+        let dest = self.dest;
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| StoreError::io(&dest, e.into_error()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| StoreError::io(&dest, e))?;
+        tmp.persist(&dest)
+            .map_err(|e| StoreError::io(&dest, e.error))?;
+        Ok(dest)
+    }
+}
+
+/// Writes a small file atomically in one go.
+pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let mut f = AtomicFile::create(dest)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+/// Checks that `dir` exists (creating it if needed) before a writer starts.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))
+}

@@ -1,0 +1,839 @@
+//! GGUF: reader (v2/v3, split files) and streaming writer.
+//!
+//! Layout and rules must agree with llama.cpp `ggml/include/gguf.h` and
+//! `ggml/src/gguf.cpp`, and with gguf-py `gguf/gguf_reader.py`,
+//! `gguf_writer.py`, `constants.py`: magic `GGUF`, u32 version, u64 tensor
+//! and KV counts, typed KVs, tensor infos (name, n_dims ≤ 4, `ne[]`
+//! innermost first, ggml type, offset relative to the data section), zero
+//! padding to `general.alignment` (default 32), then tensor data, each
+//! tensor padded to the alignment.
+//!
+//! Why our own code rather than gguf-rs-lib: that crate refuses metadata keys
+//! with hyphens (real architectures such as `command-r` use them), reads only
+//! v3, and cannot stream tensor data from a memory map; candle's writer emits
+//! v2 and needs every tensor in memory. GGUF is small enough to own.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::atomic::AtomicFile;
+use super::{checked_numel, DType, ModelFile, Result, StoreError, TensorInfo};
+use crate::interrupt;
+use crate::quant::GgmlType;
+
+/// `GGUF` read as a little-endian u32.
+pub const MAGIC: [u8; 4] = *b"GGUF";
+/// Version written by llmtool (and by current llama.cpp).
+pub const VERSION: u32 = 3;
+/// `GGUF_DEFAULT_ALIGNMENT`.
+pub const DEFAULT_ALIGNMENT: u32 = 32;
+/// `GGML_MAX_DIMS`.
+pub const MAX_DIMS: usize = 4;
+/// `GGML_MAX_NAME` is 64 including the terminating NUL.
+pub const MAX_NAME_LEN: usize = 63;
+/// Key holding the alignment.
+pub const KEY_ALIGNMENT: &str = "general.alignment";
+/// Split-file keys (`llama-gguf-split`): u16, u16, i32.
+pub const KEY_SPLIT_NO: &str = "split.no";
+pub const KEY_SPLIT_COUNT: &str = "split.count";
+pub const KEY_SPLIT_TENSORS: &str = "split.tensors.count";
+
+/// `gguf_type`: the type tag of a metadata value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ValueType {
+    Uint8 = 0,
+    Int8 = 1,
+    Uint16 = 2,
+    Int16 = 3,
+    Uint32 = 4,
+    Int32 = 5,
+    Float32 = 6,
+    Bool = 7,
+    String = 8,
+    Array = 9,
+    Uint64 = 10,
+    Int64 = 11,
+    Float64 = 12,
+}
+
+impl ValueType {
+    fn from_id(id: u32) -> Option<ValueType> {
+        use ValueType::*;
+        Some(match id {
+            0 => Uint8,
+            1 => Int8,
+            2 => Uint16,
+            3 => Int16,
+            4 => Uint32,
+            5 => Int32,
+            6 => Float32,
+            7 => Bool,
+            8 => String,
+            9 => Array,
+            10 => Uint64,
+            11 => Int64,
+            12 => Float64,
+            _ => return None,
+        })
+    }
+
+    /// Encoded size of one scalar of this type (strings and arrays: their
+    /// smallest possible encoding, used to bound untrusted counts).
+    fn min_size(self) -> u64 {
+        use ValueType::*;
+        match self {
+            Uint8 | Int8 | Bool => 1,
+            Uint16 | Int16 => 2,
+            Uint32 | Int32 | Float32 => 4,
+            Uint64 | Int64 | Float64 | String => 8,
+            Array => 12,
+        }
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A metadata value. Arrays are homogeneous and never nested (llama.cpp
+/// rejects nested arrays, so we neither read nor write them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    F32(f32),
+    Bool(bool),
+    String(String),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Array(ValueType, Vec<Value>),
+}
+
+impl Value {
+    /// The type tag this value is written with.
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::U8(_) => ValueType::Uint8,
+            Value::I8(_) => ValueType::Int8,
+            Value::U16(_) => ValueType::Uint16,
+            Value::I16(_) => ValueType::Int16,
+            Value::U32(_) => ValueType::Uint32,
+            Value::I32(_) => ValueType::Int32,
+            Value::F32(_) => ValueType::Float32,
+            Value::Bool(_) => ValueType::Bool,
+            Value::String(_) => ValueType::String,
+            Value::U64(_) => ValueType::Uint64,
+            Value::I64(_) => ValueType::Int64,
+            Value::F64(_) => ValueType::Float64,
+            Value::Array(..) => ValueType::Array,
+        }
+    }
+
+    /// Any integer value as u64 (negative values give `None`).
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// Any numeric value as f64.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            // Widen through the shortest decimal form, so that an f32 1e-5
+            // reads as 1e-5 rather than 9.999999747378752e-6.
+            Value::F32(v) => v.to_string().parse().ok(),
+            Value::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64).or(match *self {
+                Value::I8(v) => Some(v.into()),
+                Value::I16(v) => Some(v.into()),
+                Value::I32(v) => Some(v.into()),
+                Value::I64(v) => Some(v as f64),
+                _ => None,
+            }),
+        }
+    }
+
+    /// The string, for string values.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A JSON rendering (for manifests and `--json` output).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Value::U8(v) => json!(v),
+            Value::I8(v) => json!(v),
+            Value::U16(v) => json!(v),
+            Value::I16(v) => json!(v),
+            Value::U32(v) => json!(v),
+            Value::I32(v) => json!(v),
+            Value::F32(v) => json!(v),
+            Value::Bool(v) => json!(v),
+            Value::String(v) => json!(v),
+            Value::U64(v) => json!(v),
+            Value::I64(v) => json!(v),
+            Value::F64(v) => json!(v),
+            Value::Array(_, items) => items.iter().map(Value::to_json).collect(),
+        }
+    }
+}
+
+/// GGUF metadata: key/value pairs in file order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metadata {
+    pub version: u32,
+    entries: Vec<(String, Value)>,
+    index: HashMap<String, usize>,
+}
+
+impl Metadata {
+    /// Builds metadata from entries (the writer's input).
+    pub fn new(entries: Vec<(String, Value)>) -> Metadata {
+        let index = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
+        Metadata {
+            version: VERSION,
+            entries,
+            index,
+        }
+    }
+    /// Looks a key up.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.index.get(key).map(|&i| &self.entries[i].1)
+    }
+    /// All entries, in file order.
+    pub fn entries(&self) -> &[(String, Value)] {
+        &self.entries
+    }
+    /// A string value.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+    /// An integer value of any width.
+    pub fn u64(&self, key: &str) -> Option<u64> {
+        self.get(key).and_then(Value::as_u64)
+    }
+    /// A numeric value.
+    pub fn f64(&self, key: &str) -> Option<f64> {
+        self.get(key).and_then(Value::as_f64)
+    }
+    /// `general.alignment`, or the default.
+    pub fn alignment(&self) -> u32 {
+        self.get(KEY_ALIGNMENT)
+            .and_then(|v| match v {
+                Value::U32(a) => Some(*a),
+                _ => None,
+            })
+            .unwrap_or(DEFAULT_ALIGNMENT)
+    }
+}
+
+/// Bounds-checked little-endian reader over an untrusted header.
+struct Cursor<'a> {
+    path: &'a Path,
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
+        let left = (self.data.len() - self.pos) as u64;
+        if n > left {
+            return Err(StoreError::invalid(
+                self.path,
+                format!(
+                    "truncated: {} needs {n} bytes at offset {} but the file has {left} left",
+                    what(),
+                    self.pos
+                ),
+            ));
+        }
+        let s = &self.data[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N]> {
+        Ok(self.take(N as u64, what)?.try_into().expect("N bytes"))
+    }
+    fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+    fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+        let n = self.u64(what)?;
+        let at = self.pos;
+        let bytes = self.take(n, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| {
+            StoreError::invalid(
+                self.path,
+                format!(
+                    "{} is not valid UTF-8 (byte {} of the string at offset {at})",
+                    what(),
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+        })
+    }
+    /// Checks that `count` items of at least `min` bytes each can still fit,
+    /// so a lying count cannot make us allocate without bound.
+    fn check_count(&self, count: u64, min: u64, what: &dyn Fn() -> String) -> Result<()> {
+        let left = (self.data.len() - self.pos) as u64;
+        if count.checked_mul(min).is_none_or(|need| need > left) {
+            return Err(StoreError::invalid(
+                self.path,
+                format!(
+                    "{} claims {count} items, more than the {left} remaining bytes can hold (corrupt or truncated)",
+                    what()
+                ),
+            ));
+        }
+        Ok(())
+    }
+    fn value(&mut self, ty: ValueType, what: &dyn Fn() -> String, in_array: bool) -> Result<Value> {
+        Ok(match ty {
+            ValueType::Uint8 => Value::U8(self.array::<1>(what)?[0]),
+            ValueType::Int8 => Value::I8(self.array::<1>(what)?[0] as i8),
+            ValueType::Uint16 => Value::U16(u16::from_le_bytes(self.array(what)?)),
+            ValueType::Int16 => Value::I16(i16::from_le_bytes(self.array(what)?)),
+            ValueType::Uint32 => Value::U32(self.u32(what)?),
+            ValueType::Int32 => Value::I32(i32::from_le_bytes(self.array(what)?)),
+            ValueType::Float32 => Value::F32(f32::from_le_bytes(self.array(what)?)),
+            ValueType::Bool => match self.array::<1>(what)?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => {
+                    return Err(StoreError::invalid(
+                        self.path,
+                        format!("{} is a bool with byte value {b} (must be 0 or 1)", what()),
+                    ))
+                }
+            },
+            ValueType::String => Value::String(self.string(what)?),
+            ValueType::Uint64 => Value::U64(self.u64(what)?),
+            ValueType::Int64 => Value::I64(i64::from_le_bytes(self.array(what)?)),
+            ValueType::Float64 => Value::F64(f64::from_le_bytes(self.array(what)?)),
+            ValueType::Array => {
+                if in_array {
+                    return Err(StoreError::invalid(
+                        self.path,
+                        format!("{} is a nested array, which llama.cpp rejects", what()),
+                    ));
+                }
+                let et = self.u32(what)?;
+                let et = ValueType::from_id(et).ok_or_else(|| {
+                    StoreError::invalid(
+                        self.path,
+                        format!("{} has unknown element type {et}", what()),
+                    )
+                })?;
+                let n = self.u64(what)?;
+                self.check_count(n, et.min_size(), what)?;
+                let mut items = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    items.push(self.value(et, what, true)?);
+                }
+                Value::Array(et, items)
+            }
+        })
+    }
+}
+
+/// A parsed GGUF file: metadata and tensors with absolute offsets.
+#[derive(Debug)]
+pub struct Parsed {
+    pub metadata: Metadata,
+    pub tensors: Vec<TensorInfo>,
+    /// Absolute offset of the data section.
+    pub data_offset: u64,
+}
+
+/// Parses and validates a GGUF file held in `data`. `file` is the index
+/// recorded in each [`TensorInfo`].
+pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
+    let mut c = Cursor { path, data, pos: 0 };
+    let magic = c.array::<4>(&|| "the GGUF magic".into())?;
+    if magic != MAGIC {
+        return Err(StoreError::invalid(
+            path,
+            format!("not a GGUF file: magic bytes are {magic:02x?}, expected \"GGUF\""),
+        ));
+    }
+    let version = c.u32(&|| "the version".into())?;
+    if version & 0xFFFF == 0 && version != 0 {
+        return Err(StoreError::invalid(
+            path,
+            "big-endian GGUF files are not supported; convert it on a little-endian machine",
+        ));
+    }
+    if version != 2 && version != 3 {
+        return Err(StoreError::invalid(
+            path,
+            format!("GGUF version {version} is not supported (llmtool reads versions 2 and 3)"),
+        ));
+    }
+    let n_tensors = c.u64(&|| "the tensor count".into())?;
+    let n_kv = c.u64(&|| "the metadata count".into())?;
+    c.check_count(n_kv, 8 + 4 + 1, &|| "the metadata count".into())?;
+    let mut entries = Vec::with_capacity(n_kv as usize);
+    let mut keys = HashSet::new();
+    for i in 0..n_kv {
+        let key = c.string(&|| format!("metadata key #{i}"))?;
+        let what = || format!("metadata '{key}'");
+        if key.is_empty() {
+            return Err(StoreError::invalid(
+                path,
+                format!("metadata key #{i} is empty"),
+            ));
+        }
+        if !keys.insert(key.clone()) {
+            return Err(StoreError::invalid(
+                path,
+                format!("metadata key '{key}' appears twice"),
+            ));
+        }
+        let ty = c.u32(&what)?;
+        let ty = ValueType::from_id(ty).ok_or_else(|| {
+            StoreError::invalid(
+                path,
+                format!("metadata '{key}' has unknown value type {ty}"),
+            )
+        })?;
+        let v = c.value(ty, &what, false)?;
+        entries.push((key, v));
+    }
+    let mut metadata = Metadata::new(entries);
+    metadata.version = version;
+    let alignment = match metadata.get(KEY_ALIGNMENT) {
+        None => DEFAULT_ALIGNMENT,
+        Some(Value::U32(a)) if *a > 0 && a.is_power_of_two() => *a,
+        Some(v) => {
+            return Err(StoreError::invalid(
+                path,
+                format!("{KEY_ALIGNMENT} must be a UINT32 power of two, found {v:?}"),
+            ))
+        }
+    } as u64;
+
+    c.check_count(n_tensors, 8 + 4 + 8 + 4 + 8, &|| "the tensor count".into())?;
+    let mut infos = Vec::with_capacity(n_tensors as usize);
+    let mut names = HashSet::new();
+    for i in 0..n_tensors {
+        let name = c.string(&|| format!("tensor name #{i}"))?;
+        let what = || format!("tensor info of '{name}'");
+        if !names.insert(name.clone()) {
+            return Err(StoreError::tensor(
+                path,
+                &name,
+                "appears twice in the tensor infos",
+            ));
+        }
+        let n_dims = c.u32(&what)? as usize;
+        if n_dims > MAX_DIMS {
+            return Err(StoreError::tensor(
+                path,
+                &name,
+                format!("has {n_dims} dimensions; GGUF allows at most {MAX_DIMS}"),
+            ));
+        }
+        let mut ne = Vec::with_capacity(n_dims);
+        for _ in 0..n_dims {
+            ne.push(c.u64(&what)?);
+        }
+        let ty_id = c.u32(&what)?;
+        let offset = c.u64(&what)?;
+        let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
+            StoreError::tensor(path, &name, format!("has unknown ggml type id {ty_id}"))
+        })?;
+        if ne.iter().any(|&d| d > i64::MAX as u64) {
+            return Err(StoreError::tensor(
+                path,
+                &name,
+                format!("dimension out of range in ne {ne:?}"),
+            ));
+        }
+        if let Some(&ne0) = ne.first() {
+            if ne0 % ty.block_size() != 0 {
+                return Err(StoreError::tensor(
+                    path,
+                    &name,
+                    format!(
+                        "ne[0] = {ne0} is not a multiple of {ty}'s block size {}",
+                        ty.block_size()
+                    ),
+                ));
+            }
+        }
+        let len = checked_numel(&ne)
+            .and_then(|n| ty.bytes_for(n))
+            .ok_or_else(|| {
+                StoreError::tensor(path, &name, format!("size of ne {ne:?} overflows"))
+            })?;
+        if offset % alignment != 0 {
+            return Err(StoreError::tensor(
+                path,
+                &name,
+                format!("data offset {offset} is not a multiple of the alignment {alignment}"),
+            ));
+        }
+        let mut shape = ne;
+        shape.reverse();
+        infos.push((name, DType::from_ggml(ty), shape, offset, len));
+    }
+    let data_offset = if n_tensors > 0 {
+        (c.pos as u64).div_ceil(alignment) * alignment
+    } else {
+        c.pos as u64
+    };
+    let file_len = data.len() as u64;
+    let mut tensors = Vec::with_capacity(infos.len());
+    for (name, dtype, shape, rel, len) in infos {
+        let end = data_offset
+            .checked_add(rel)
+            .and_then(|a| a.checked_add(len));
+        match end {
+            Some(end) if end <= file_len => {}
+            _ => {
+                return Err(StoreError::tensor(
+                    path,
+                    &name,
+                    format!(
+                        "data at offset {rel} (+{len} bytes) runs past the end of the {file_len}-byte file (truncated?)"
+                    ),
+                ))
+            }
+        }
+        tensors.push(TensorInfo {
+            name,
+            dtype,
+            shape,
+            file,
+            offset: data_offset + rel,
+            len,
+        });
+    }
+    check_overlaps(path, &tensors)?;
+    Ok(Parsed {
+        metadata,
+        tensors,
+        data_offset,
+    })
+}
+
+fn check_overlaps(path: &Path, tensors: &[TensorInfo]) -> Result<()> {
+    let mut order: Vec<&TensorInfo> = tensors.iter().filter(|t| t.len > 0).collect();
+    order.sort_by_key(|t| t.offset);
+    for w in order.windows(2) {
+        if w[1].offset < w[0].offset + w[0].len {
+            return Err(StoreError::tensor(
+                path,
+                &w[1].name,
+                format!(
+                    "its bytes {}..{} overlap tensor '{}' ({}..{})",
+                    w[1].offset,
+                    w[1].offset + w[1].len,
+                    w[0].name,
+                    w[0].offset,
+                    w[0].offset + w[0].len
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// If `path` is shard 1 of a split (`PREFIX-00001-of-0000N.gguf`), the paths
+/// of all N shards (as `llama_split_path` names them).
+pub fn split_paths(path: &Path) -> Option<Vec<PathBuf>> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".gguf")?;
+    let (prefix, rest) = stem.rsplit_once("-of-")?;
+    let (prefix, no) = prefix.rsplit_once('-')?;
+    if no.len() != 5
+        || rest.len() != 5
+        || !no.bytes().all(|b| b.is_ascii_digit())
+        || !rest.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let count: u32 = rest.parse().ok()?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    Some(
+        (1..=count)
+            .map(|i| dir.join(format!("{prefix}-{i:05}-of-{count:05}.gguf")))
+            .collect(),
+    )
+}
+
+/// Opens a GGUF model of one or several shards and merges their tensors.
+pub(crate) fn open_all(shards: &[PathBuf]) -> Result<(Vec<ModelFile>, Vec<TensorInfo>, Metadata)> {
+    let mut files = Vec::with_capacity(shards.len());
+    let mut tensors = Vec::new();
+    let mut first_meta = None;
+    for (i, p) in shards.iter().enumerate() {
+        if !p.is_file() {
+            return Err(StoreError::NotFound(format!(
+                "{}: split shard {} of {} is missing",
+                p.display(),
+                i + 1,
+                shards.len()
+            )));
+        }
+        let f = ModelFile::open(p)?;
+        let parsed = parse(p, f.data(), i)?;
+        if shards.len() > 1 {
+            let no = parsed.metadata.get(KEY_SPLIT_NO);
+            if no.and_then(Value::as_u64) != Some(i as u64) {
+                return Err(StoreError::invalid(
+                    p,
+                    format!("{KEY_SPLIT_NO} is {no:?}, expected {i} for this shard"),
+                ));
+            }
+            let count = parsed.metadata.get(KEY_SPLIT_COUNT).and_then(Value::as_u64);
+            if count != Some(shards.len() as u64) {
+                return Err(StoreError::invalid(
+                    p,
+                    format!("{KEY_SPLIT_COUNT} is {count:?}, expected {}", shards.len()),
+                ));
+            }
+        }
+        tensors.extend(parsed.tensors);
+        files.push(f);
+        if first_meta.is_none() {
+            first_meta = Some(parsed.metadata);
+        }
+    }
+    let meta = first_meta.unwrap_or_default();
+    if shards.len() > 1 {
+        if let Some(total) = meta.u64(KEY_SPLIT_TENSORS) {
+            if total != tensors.len() as u64 {
+                return Err(StoreError::invalid(
+                    &shards[0],
+                    format!(
+                        "{KEY_SPLIT_TENSORS} says {total} tensors but the shards hold {}",
+                        tensors.len()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((files, tensors, meta))
+}
+
+/// A tensor the GGUF writer will write: name, type and torch-order shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub ty: GgmlType,
+    /// Torch order (outermost first); written reversed as `ne[]`.
+    pub shape: Vec<u64>,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => out.push(*x as u8),
+        Value::String(s) => put_str(out, s),
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Array(et, items) => {
+            out.extend_from_slice(&(*et as u32).to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for it in items {
+                put_value(out, it);
+            }
+        }
+    }
+}
+
+/// Streams a GGUF v3 file: the header (metadata, tensor infos, offsets) is
+/// computed from the plan up front, then tensor data is written one tensor
+/// at a time in plan order, each zero-padded to the alignment, exactly the
+/// layout llama.cpp's strict offset check expects. The file is a temporary
+/// until [`GgufWriter::finish`].
+pub struct GgufWriter {
+    out: AtomicFile,
+    plan: Vec<(TensorSpec, u64)>,
+    alignment: u64,
+    next: usize,
+}
+
+impl GgufWriter {
+    /// Validates the plan and writes the header to a temporary beside `dest`.
+    pub fn create(
+        dest: &Path,
+        metadata: &[(String, Value)],
+        tensors: Vec<TensorSpec>,
+    ) -> Result<GgufWriter> {
+        let bad = |msg: String| StoreError::Write {
+            path: dest.to_path_buf(),
+            msg,
+        };
+        let mut keys = HashSet::new();
+        let mut alignment = DEFAULT_ALIGNMENT as u64;
+        for (k, v) in metadata {
+            if k.is_empty() || !keys.insert(k.as_str()) {
+                return Err(bad(format!("metadata key '{k}' is empty or repeated")));
+            }
+            if let Value::Array(et, items) = v {
+                if *et == ValueType::Array || items.iter().any(|i| i.value_type() != *et) {
+                    return Err(bad(format!(
+                        "metadata '{k}': arrays must be flat and of one element type {et}"
+                    )));
+                }
+            }
+            if k == KEY_ALIGNMENT {
+                match v {
+                    Value::U32(a) if *a > 0 && a.is_power_of_two() => alignment = *a as u64,
+                    _ => {
+                        return Err(bad(format!(
+                            "{KEY_ALIGNMENT} must be a UINT32 power of two"
+                        )))
+                    }
+                }
+            }
+        }
+        let mut names = HashSet::new();
+        let mut plan = Vec::with_capacity(tensors.len());
+        let mut hdr = Vec::new();
+        hdr.extend_from_slice(&MAGIC);
+        hdr.extend_from_slice(&VERSION.to_le_bytes());
+        hdr.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+        hdr.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+        for (k, v) in metadata {
+            put_str(&mut hdr, k);
+            hdr.extend_from_slice(&(v.value_type() as u32).to_le_bytes());
+            put_value(&mut hdr, v);
+        }
+        let mut offset = 0u64;
+        for t in tensors {
+            if t.name.is_empty() || t.name.len() > MAX_NAME_LEN || !names.insert(t.name.clone()) {
+                return Err(bad(format!(
+                    "tensor name '{}' is empty, repeated or longer than {MAX_NAME_LEN} bytes",
+                    t.name
+                )));
+            }
+            if t.shape.len() > MAX_DIMS {
+                return Err(bad(format!(
+                    "tensor '{}' has more than {MAX_DIMS} dimensions",
+                    t.name
+                )));
+            }
+            let ne0 = t.shape.last().copied().unwrap_or(1);
+            let len = checked_numel(&t.shape)
+                .filter(|_| ne0 % t.ty.block_size() == 0)
+                .and_then(|n| t.ty.bytes_for(n))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "tensor '{}': shape {:?} does not fit {} blocks of {} along its last dimension",
+                        t.name,
+                        t.shape,
+                        t.ty,
+                        t.ty.block_size()
+                    ))
+                })?;
+            put_str(&mut hdr, &t.name);
+            hdr.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
+            for d in t.shape.iter().rev() {
+                hdr.extend_from_slice(&d.to_le_bytes());
+            }
+            hdr.extend_from_slice(&t.ty.id().to_le_bytes());
+            hdr.extend_from_slice(&offset.to_le_bytes());
+            offset += len.div_ceil(alignment) * alignment;
+            plan.push((t, len));
+        }
+        if !plan.is_empty() {
+            hdr.resize(
+                (hdr.len() as u64).div_ceil(alignment) as usize * alignment as usize,
+                0,
+            );
+        }
+        let mut out = AtomicFile::create(dest)?;
+        out.write_all(&hdr)?;
+        Ok(GgufWriter {
+            out,
+            plan,
+            alignment,
+            next: 0,
+        })
+    }
+
+    /// Writes the next tensor's bytes; name and length must match the plan.
+    pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        interrupt::check()?;
+        let dest = self.out.dest().to_path_buf();
+        let Some((t, len)) = self.plan.get(self.next) else {
+            return Err(StoreError::Write {
+                path: dest,
+                msg: format!("tensor '{name}' is beyond the plan"),
+            });
+        };
+        if t.name != name || *len != data.len() as u64 {
+            return Err(StoreError::Write {
+                path: dest,
+                msg: format!(
+                    "expected tensor '{}' ({len} bytes) next, got '{name}' ({} bytes)",
+                    t.name,
+                    data.len()
+                ),
+            });
+        }
+        let pad = len.div_ceil(self.alignment) * self.alignment - len;
+        self.out.write_all(data)?;
+        self.out.write_zeros(pad)?;
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Checks all tensors were written and renames the file into place.
+    pub fn finish(self) -> Result<PathBuf> {
+        if self.next != self.plan.len() {
+            return Err(StoreError::Write {
+                path: self.out.dest().to_path_buf(),
+                msg: format!(
+                    "only {} of {} planned tensors were written",
+                    self.next,
+                    self.plan.len()
+                ),
+            });
+        }
+        self.out.commit()
+    }
+}

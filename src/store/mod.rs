@@ -1,0 +1,482 @@
+//! The shared tensor store: every subcommand reads and writes model tensors
+//! through this module.
+//!
+//! * [`Model::open`] resolves a model spec (HF directory, sharded index,
+//!   single `.safetensors`, `.gguf` or split GGUF, Hub repo id in the local
+//!   cache) and memory-maps its files. Only headers are parsed; tensor bytes
+//!   are touched when a caller asks for them, so opening a 30 GB model costs
+//!   a few MB of RSS.
+//! * [`TensorInfo`] describes one tensor in **torch order** (outermost
+//!   dimension first) whatever the container: GGUF's reversed `ne[]` is
+//!   flipped on read, as gguf-py's reader does.
+//! * [`Model::bytes`] borrows raw bytes zero-copy; [`Model::read_f32`] and
+//!   [`Model::read_rows_f32`] dequantize through [`crate::quant`].
+//! * Writers ([`safetensors::ShardedWriter`], [`gguf::GgufWriter`]) stream
+//!   tensor by tensor into temporary files beside the destination and rename
+//!   them into place only when complete ([`atomic`]).
+
+pub mod atomic;
+pub mod gguf;
+pub mod hf_cache;
+pub mod safetensors;
+mod source;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use rayon::prelude::*;
+
+use crate::quant::{self, GgmlType, QuantError};
+
+pub use source::{resolve, Resolved};
+
+/// Errors of the tensor store. Every message names the file, and the tensor
+/// when one is involved, so that a user can find what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The operating system refused an operation on `path`.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is malformed (bad header, truncated, lying offsets, ...).
+    #[error("{}: {msg}", .path.display())]
+    Invalid { path: PathBuf, msg: String },
+    /// One tensor's description in the file is malformed.
+    #[error("{}: tensor '{tensor}': {msg}", .path.display())]
+    InvalidTensor {
+        path: PathBuf,
+        tensor: String,
+        msg: String,
+    },
+    /// The model spec does not name anything we can open.
+    #[error("{0}")]
+    NotFound(String),
+    /// A well-formed input that llmtool refuses (pickle checkpoints, ...).
+    #[error("{}: {msg}", .path.display())]
+    Unsupported { path: PathBuf, msg: String },
+    /// No tensor of that name in the model.
+    #[error("no tensor named '{0}' in the model")]
+    NoSuchTensor(String),
+    /// A tensor could not be converted to f32.
+    #[error("tensor '{tensor}': {source}")]
+    Dequant { tensor: String, source: QuantError },
+    /// A writer was used against its plan (wrong order, wrong length).
+    #[error("{}: {msg}", .path.display())]
+    Write { path: PathBuf, msg: String },
+    /// The user pressed Ctrl-C (or the process got SIGTERM); outputs were removed.
+    #[error("interrupted; no output was left behind")]
+    Interrupted,
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    pub(crate) fn invalid(path: &Path, msg: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            path: path.to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+    pub(crate) fn tensor(path: &Path, tensor: &str, msg: impl Into<String>) -> Self {
+        StoreError::InvalidTensor {
+            path: path.to_path_buf(),
+            tensor: tensor.to_string(),
+            msg: msg.into(),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Element type of a stored tensor: the safetensors dtypes plus GGML's block
+/// types. GGUF's plain types (F32, F16, BF16, I8…F64) map to the plain
+/// variants so that one model compares equal whatever its container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    Bool,
+    U8,
+    I8,
+    F8E4M3,
+    F8E5M2,
+    I16,
+    U16,
+    F16,
+    BF16,
+    I32,
+    U32,
+    F32,
+    F64,
+    I64,
+    U64,
+    /// A GGML block-quantized type (Q4_K, Q8_0, ...).
+    Ggml(GgmlType),
+}
+
+/// safetensors dtype spellings (`safetensors/src/tensor.rs`, `Dtype`), with
+/// their element sizes in bytes.
+const SAFETENSORS_DTYPES: &[(&str, DType, u64)] = &[
+    ("BOOL", DType::Bool, 1),
+    ("U8", DType::U8, 1),
+    ("I8", DType::I8, 1),
+    ("F8_E4M3", DType::F8E4M3, 1),
+    ("F8_E5M2", DType::F8E5M2, 1),
+    ("I16", DType::I16, 2),
+    ("U16", DType::U16, 2),
+    ("F16", DType::F16, 2),
+    ("BF16", DType::BF16, 2),
+    ("I32", DType::I32, 4),
+    ("U32", DType::U32, 4),
+    ("F32", DType::F32, 4),
+    ("F64", DType::F64, 8),
+    ("I64", DType::I64, 8),
+    ("U64", DType::U64, 8),
+];
+
+impl DType {
+    /// Parses a safetensors dtype string.
+    pub fn from_safetensors(s: &str) -> Option<DType> {
+        SAFETENSORS_DTYPES
+            .iter()
+            .find(|(n, _, _)| *n == s)
+            .map(|r| r.1)
+    }
+
+    /// The safetensors spelling, or `None` for GGML block types.
+    pub fn safetensors_name(self) -> Option<&'static str> {
+        SAFETENSORS_DTYPES.iter().find(|r| r.1 == self).map(|r| r.0)
+    }
+
+    /// Maps a GGML type onto the store's dtype (plain types become plain).
+    pub fn from_ggml(t: GgmlType) -> DType {
+        match t {
+            GgmlType::F32 => DType::F32,
+            GgmlType::F16 => DType::F16,
+            GgmlType::BF16 => DType::BF16,
+            GgmlType::I8 => DType::I8,
+            GgmlType::I16 => DType::I16,
+            GgmlType::I32 => DType::I32,
+            GgmlType::I64 => DType::I64,
+            GgmlType::F64 => DType::F64,
+            other => DType::Ggml(other),
+        }
+    }
+
+    /// The GGML type with the same layout, if GGUF can store this dtype.
+    pub fn to_ggml(self) -> Option<GgmlType> {
+        Some(match self {
+            DType::F32 => GgmlType::F32,
+            DType::F16 => GgmlType::F16,
+            DType::BF16 => GgmlType::BF16,
+            DType::I8 => GgmlType::I8,
+            DType::I16 => GgmlType::I16,
+            DType::I32 => GgmlType::I32,
+            DType::I64 => GgmlType::I64,
+            DType::F64 => GgmlType::F64,
+            DType::Ggml(t) => t,
+            _ => return None,
+        })
+    }
+
+    /// Elements per block (1 for plain types).
+    pub fn block_size(self) -> u64 {
+        match self {
+            DType::Ggml(t) => t.block_size(),
+            _ => 1,
+        }
+    }
+
+    /// Bytes needed for `n` elements; `None` when `n` is not a whole number
+    /// of blocks or the size overflows.
+    pub fn bytes_for(self, n: u64) -> Option<u64> {
+        match self {
+            DType::Ggml(t) => t.bytes_for(n),
+            plain => SAFETENSORS_DTYPES
+                .iter()
+                .find(|r| r.1 == plain)
+                .and_then(|r| n.checked_mul(r.2)),
+        }
+    }
+
+    /// Storage bits per element, block scales included.
+    pub fn bits_per_element(self) -> f64 {
+        let b = self.block_size();
+        self.bytes_for(b).unwrap_or(0) as f64 * 8.0 / b as f64
+    }
+
+    /// Whether [`Model::read_f32`] can convert this dtype.
+    pub fn is_float_readable(self) -> bool {
+        self.to_ggml().is_some_and(|t| {
+            t.can_dequantize() && !matches!(t, GgmlType::I8 | GgmlType::I16 | GgmlType::I32)
+        })
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DType::Ggml(t) => f.write_str(t.name()),
+            plain => f.write_str(plain.safetensors_name().unwrap_or("?")),
+        }
+    }
+}
+
+impl serde::Serialize for DType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The container format of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Safetensors,
+    Gguf,
+}
+
+/// One tensor of a model, as described by its file's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: DType,
+    /// Torch order: outermost dimension first.
+    pub shape: Vec<u64>,
+    /// Index into [`Model::files`].
+    pub file: usize,
+    /// Absolute byte offset in the file.
+    pub offset: u64,
+    /// Byte length.
+    pub len: u64,
+}
+
+impl TensorInfo {
+    /// Number of elements.
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+    /// Number of rows (the outermost dimension; 1 for scalars).
+    pub fn rows(&self) -> u64 {
+        self.shape.first().copied().unwrap_or(1)
+    }
+    /// Elements per row (product of the inner dimensions).
+    pub fn row_len(&self) -> u64 {
+        self.shape.iter().skip(1).product()
+    }
+}
+
+/// Checked element count of a shape, for validation of untrusted headers.
+pub(crate) fn checked_numel(shape: &[u64]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+}
+
+/// One memory-mapped file of a model.
+pub struct ModelFile {
+    pub path: PathBuf,
+    pub size: u64,
+    map: Option<Mmap>,
+}
+
+impl ModelFile {
+    /// Opens and maps `path`. Empty files are not mapped (mmap refuses them).
+    pub(crate) fn open(path: &Path) -> Result<ModelFile> {
+        let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+        let size = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
+        let map = if size == 0 {
+            None
+        } else {
+            // SAFETY: the map is read-only; as with every mmap-based model
+            // loader, a file truncated by another process while mapped is
+            // outside what we can defend against.
+            Some(unsafe { Mmap::map(&file) }.map_err(|e| StoreError::io(path, e))?)
+        };
+        Ok(ModelFile {
+            path: path.to_path_buf(),
+            size,
+            map,
+        })
+    }
+
+    /// The whole file's bytes.
+    pub fn data(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+impl fmt::Debug for ModelFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelFile")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+/// An opened model: its files, tensor table and configuration.
+#[derive(Debug)]
+pub struct Model {
+    /// What the user named, resolved to a path.
+    pub root: PathBuf,
+    pub format: Format,
+    pub files: Vec<ModelFile>,
+    tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
+    /// `config.json` beside the weights, when present.
+    pub config: Option<serde_json::Value>,
+    /// GGUF metadata (of the first shard for split files).
+    pub gguf: Option<gguf::Metadata>,
+}
+
+impl Model {
+    /// Opens a model from a spec: a directory, a `.safetensors`, an index
+    /// `.json`, a `.gguf` (first shard of a split), or a Hub repo id
+    /// (`org/name`, `org/name@revision`) found in the local Hugging Face cache.
+    pub fn open(spec: &str) -> Result<Model> {
+        let resolved = resolve(spec)?;
+        Self::open_resolved(resolved)
+    }
+
+    /// Opens a model from an already resolved source.
+    pub fn open_resolved(r: Resolved) -> Result<Model> {
+        let config = match &r.config {
+            Some(p) => Some(read_json(p)?),
+            None => None,
+        };
+        let (format, files, tensors, gguf) = match r.kind {
+            source::Kind::Safetensors { files, index } => {
+                let (files, tensors) = safetensors::open_all(&files, index.as_deref())?;
+                (Format::Safetensors, files, tensors, None)
+            }
+            source::Kind::Gguf { shards } => {
+                let (files, tensors, meta) = gguf::open_all(&shards)?;
+                (Format::Gguf, files, tensors, Some(meta))
+            }
+        };
+        Self::from_parts(r.root, format, files, tensors, config, gguf)
+    }
+
+    fn from_parts(
+        root: PathBuf,
+        format: Format,
+        files: Vec<ModelFile>,
+        tensors: Vec<TensorInfo>,
+        config: Option<serde_json::Value>,
+        gguf: Option<gguf::Metadata>,
+    ) -> Result<Model> {
+        let mut by_name = HashMap::with_capacity(tensors.len());
+        for (i, t) in tensors.iter().enumerate() {
+            if by_name.insert(t.name.clone(), i).is_some() {
+                return Err(StoreError::tensor(
+                    &files[t.file].path,
+                    &t.name,
+                    "appears twice in the model (duplicate tensor name)",
+                ));
+            }
+        }
+        Ok(Model {
+            root,
+            format,
+            files,
+            tensors,
+            by_name,
+            config,
+            gguf,
+        })
+    }
+
+    /// All tensors, in file order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// Looks a tensor up by name.
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.by_name.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// Looks a tensor up by name, or errors naming it.
+    pub fn get(&self, name: &str) -> Result<&TensorInfo> {
+        self.tensor(name)
+            .ok_or_else(|| StoreError::NoSuchTensor(name.to_string()))
+    }
+
+    /// The raw bytes of a tensor, borrowed from the memory map.
+    pub fn bytes(&self, t: &TensorInfo) -> &[u8] {
+        // Offsets were validated against the file size when it was opened.
+        &self.files[t.file].data()[t.offset as usize..(t.offset + t.len) as usize]
+    }
+
+    /// Total bytes of all model files on disk.
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Reads a whole tensor as f32.
+    pub fn read_f32(&self, t: &TensorInfo) -> Result<Vec<f32>> {
+        self.read_rows_f32(t, 0..t.rows())
+    }
+
+    /// Reads rows `rows` (of the outermost dimension) of a tensor as f32.
+    /// Large reads are split across rayon's threads.
+    pub fn read_rows_f32(&self, t: &TensorInfo, rows: Range<u64>) -> Result<Vec<f32>> {
+        let path = &self.files[t.file].path;
+        if rows.start > rows.end || rows.end > t.rows() {
+            return Err(StoreError::tensor(
+                path,
+                &t.name,
+                format!(
+                    "row range {}..{} is outside its {} rows",
+                    rows.start,
+                    rows.end,
+                    t.rows()
+                ),
+            ));
+        }
+        let ty = match t.dtype.to_ggml() {
+            Some(ty) if t.dtype.is_float_readable() => ty,
+            _ => {
+                return Err(StoreError::tensor(
+                    path,
+                    &t.name,
+                    format!("dtype {} cannot be read as f32", t.dtype),
+                ))
+            }
+        };
+        let row_len = t.row_len() as usize;
+        // Validated at open: a row is a whole number of blocks.
+        let row_bytes = t.dtype.bytes_for(row_len as u64).unwrap_or(0) as usize;
+        let n_rows = (rows.end - rows.start) as usize;
+        let start = rows.start as usize * row_bytes;
+        let src = &self.bytes(t)[start..start + n_rows * row_bytes];
+        let mut out = vec![0f32; n_rows * row_len];
+        if row_len == 0 || n_rows == 0 {
+            return Ok(out);
+        }
+        // Chunks of about 1M elements keep threads busy without tiny tasks.
+        let rows_per_chunk = (1 << 20) / row_len.max(1) + 1;
+        out.par_chunks_mut(rows_per_chunk * row_len)
+            .zip(src.par_chunks(rows_per_chunk * row_bytes))
+            .try_for_each(|(dst, src)| quant::dequantize(ty, src, dst))
+            .map_err(|source| StoreError::Dequant {
+                tensor: t.name.clone(),
+                source,
+            })?;
+        Ok(out)
+    }
+}
+
+/// Reads and parses a JSON file, naming it in errors.
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| StoreError::invalid(path, format!("malformed JSON: {e}")))
+}
