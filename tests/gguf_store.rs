@@ -211,6 +211,9 @@ fn dropped_writer_leaves_nothing_behind() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
+/// Metadata, tensors, and the error text the writer must give.
+type PlanCase = (Vec<(String, Value)>, Vec<TensorSpec>, &'static str);
+
 #[test]
 fn writer_refuses_bad_plans() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,7 +223,7 @@ fn writer_refuses_bad_plans() {
         ty,
         shape: shape.to_vec(),
     };
-    let cases: Vec<(Vec<(String, Value)>, Vec<TensorSpec>, &str)> = vec![
+    let cases: Vec<PlanCase> = vec![
         (
             vec![],
             vec![spec(&"x".repeat(64), GgmlType::F32, &[1])],
@@ -573,8 +576,7 @@ fn malformed_gguf_corpus() {
         .pad_to(256)
         .0;
     let e = open_bytes(&dup)
-        .err()
-        .expect("duplicate tensor refused")
+        .expect_err("duplicate tensor refused")
         .to_string();
     assert!(e.contains("tensor 'a': appears twice"), "{e}");
 }

@@ -347,6 +347,9 @@ fn malformed_safetensors_corpus() {
     open_file(&st_bytes(&format!("{{{good}}}"), 8)).unwrap();
 }
 
+/// An edit that makes the index lie.
+type IndexEdit = Box<dyn Fn(&mut serde_json::Value)>;
+
 #[test]
 fn lying_indexes_are_caught() {
     let dir = tempfile::tempdir().unwrap();
@@ -354,7 +357,7 @@ fn lying_indexes_are_caught() {
     let index_path = dir.path().join(INDEX_FILE);
     let original: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(&str, IndexEdit, &str)> = vec![
         (
             "missing shard",
             Box::new(|v| v["weight_map"]["lm_head.weight"] = "model-00009-of-00009.safetensors".into()),
