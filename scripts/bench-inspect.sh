@@ -40,12 +40,4 @@ echo "|---|---|---|---|"
 measure "llmtool, SmolLM2 Q4_1 GGUF (94 MB)" "$bin" inspect-arch "$smol" --json --tensors
 measure "anchor: gguf-dump, same file" "$venv/bin/gguf-dump" --json "$smol"
 measure "llmtool, synthetic 7B bf16 (13 GB, 3 shards)" "$bin" inspect-arch "$synth" --json --tensors
-measure "anchor: safetensors.safe_open, same shards" "$py" -c '
-import glob, sys
-from safetensors import safe_open
-n = 0
-for f in sorted(glob.glob(sys.argv[1] + "/*.safetensors")):
-    with safe_open(f, framework="numpy") as h:
-        for k in h.keys():
-            s = h.get_slice(k); s.get_shape(); s.get_dtype(); n += 1
-print(n)' "$synth"
+measure "anchor: safetensors.safe_open, same shards" "$py" "$root/scripts/list_safetensors.py" "$synth"
