@@ -1,4 +1,4 @@
-//! Regenerates `fixtures/models/tiny-llama-llmtool-sharded/`: the tiny-llama
+//! Regenerates `fixtures/models/tiny-qwen2-llmtool-sharded/`: the tiny-qwen2
 //! fixture rewritten by llmtool's sharded safetensors writer. The oracle
 //! `tests/oracle/check_hf_load.py` proves transformers loads that directory
 //! with identical weights and logits; `tests/arch_fixtures.rs` proves the
@@ -8,8 +8,8 @@
 
 fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models");
-    let src = root.join("tiny-llama");
-    let out = root.join("tiny-llama-llmtool-sharded");
+    let src = root.join("tiny-qwen2");
+    let out = root.join("tiny-qwen2-llmtool-sharded");
     let model = llmtool::store::Model::open(src.to_str().unwrap_or_default())?;
     std::fs::create_dir_all(&out)?;
     for f in ["config.json", "generation_config.json"] {
@@ -28,5 +28,5 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Small enough to give several shards of the ~1.5 MB fixture.
-const RESHARD_MAX_SHARD: u64 = 400_000;
+/// Small enough to give several shards of the ~0.7 MB fixture.
+const RESHARD_MAX_SHARD: u64 = 150_000;

@@ -9,13 +9,15 @@ fn help_lists_only_working_subcommands() {
     let out = llmtool().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("inspect-arch"), "{text}");
-    for absent in ["quantize", "vram-plan", "push", "fragment", "bench"] {
-        assert!(
-            !text.contains(absent),
-            "'{absent}' is not implemented yet but appears in --help"
-        );
-    }
+    let commands: Vec<&str> = text
+        .split("Commands:")
+        .nth(1)
+        .and_then(|s| s.split("Options:").next())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(commands, ["inspect-arch", "help"], "{text}");
     let out = llmtool().args(["inspect-arch", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
