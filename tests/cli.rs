@@ -78,19 +78,13 @@ fn hub_repo_ids_resolve_through_hf_home() {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(src.join(f), snap.join(f)).unwrap();
     }
-    let out = llmtool()
-        .args(["inspect-arch", "acme/tiny", "--json"])
-        .env("HF_HOME", home.path())
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HUGGINGFACE_HUB_CACHE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = common::json_output(
+        llmtool()
+            .args(["inspect-arch", "acme/tiny", "--json"])
+            .env("HF_HOME", home.path())
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HUGGINGFACE_HUB_CACHE"),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "llmtool.arch/1");
     assert_eq!(v["family"], "qwen2");
     assert!(v["model"].as_str().unwrap().ends_with(&commit));

@@ -12,7 +12,7 @@ use std::path::Path;
 use llmtool::quant::GgmlType;
 use llmtool::store::gguf::{self, GgufWriter, TensorSpec, Value, ValueType};
 use llmtool::store::safetensors::{self, ShardedWriter, TensorPlan};
-use llmtool::store::{DType, Model};
+use llmtool::store::{DType, Model, TensorInfo};
 use proptest::prelude::*;
 
 fn seed_gguf() -> Vec<u8> {
@@ -145,6 +145,19 @@ fn read_everything(m: &Model) {
     }
 }
 
+/// Accepted input: offsets stay in bounds, and the file opened as a model
+/// reads in full.
+fn reopen_and_read(tensors: &[TensorInfo], data: &[u8], name: &str) -> Result<(), TestCaseError> {
+    for t in tensors {
+        prop_assert!(t.offset + t.len <= data.len() as u64);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(name);
+    std::fs::write(&f, data).unwrap();
+    read_everything(&Model::open(f.to_str().unwrap()).unwrap());
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -152,13 +165,7 @@ proptest! {
     fn gguf_parser_never_panics(muts in proptest::collection::vec(mutation(), 1..4)) {
         let data = apply(seed_gguf(), &muts);
         if let Ok(p) = gguf::parse(Path::new("fuzz.gguf"), &data, 0) {
-            for t in &p.tensors {
-                prop_assert!(t.offset + t.len <= data.len() as u64);
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let f = dir.path().join("f.gguf");
-            std::fs::write(&f, &data).unwrap();
-            read_everything(&Model::open(f.to_str().unwrap()).unwrap());
+            reopen_and_read(&p.tensors, &data, "f.gguf")?;
         }
     }
 
@@ -166,13 +173,7 @@ proptest! {
     fn safetensors_parser_never_panics(muts in proptest::collection::vec(mutation(), 1..4)) {
         let data = apply(seed_safetensors(), &muts);
         if let Ok(h) = safetensors::parse_header(Path::new("fuzz.safetensors"), &data, 0) {
-            for t in &h.tensors {
-                prop_assert!(t.offset + t.len <= data.len() as u64);
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let f = dir.path().join("f.safetensors");
-            std::fs::write(&f, &data).unwrap();
-            read_everything(&Model::open(f.to_str().unwrap()).unwrap());
+            reopen_and_read(&h.tensors, &data, "f.safetensors")?;
         }
     }
 

@@ -247,17 +247,11 @@ fn inspect_arch_numbers() {
 #[test]
 fn cli_json_manifest() {
     let Some(p) = common::smollm2() else { return };
-    let out = common::llmtool()
-        .args(["inspect-arch", "--json", "--tensors"])
-        .arg(&p)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = common::json_output(
+        common::llmtool()
+            .args(["inspect-arch", "--json", "--tensors"])
+            .arg(&p),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "llmtool.arch/1");
     assert_eq!(v["format"], "gguf");
     assert_eq!(v["gguf_version"], 3);

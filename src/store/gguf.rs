@@ -59,24 +59,17 @@ pub enum ValueType {
 }
 
 impl ValueType {
-    fn from_id(id: u32) -> Option<ValueType> {
+    /// Every type, indexed by its id.
+    const BY_ID: [ValueType; 13] = {
         use ValueType::*;
-        Some(match id {
-            0 => Uint8,
-            1 => Int8,
-            2 => Uint16,
-            3 => Int16,
-            4 => Uint32,
-            5 => Int32,
-            6 => Float32,
-            7 => Bool,
-            8 => String,
-            9 => Array,
-            10 => Uint64,
-            11 => Int64,
-            12 => Float64,
-            _ => return None,
-        })
+        [
+            Uint8, Int8, Uint16, Int16, Uint32, Int32, Float32, Bool, String, Array, Uint64, Int64,
+            Float64,
+        ]
+    };
+
+    fn from_id(id: u32) -> Option<ValueType> {
+        Self::BY_ID.get(id as usize).copied()
     }
 
     /// Encoded size of one scalar of this type (strings and arrays: their

@@ -129,3 +129,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn llmtool() -> Command {
     Command::new(env!("CARGO_BIN_EXE_llmtool"))
 }
+
+/// Runs llmtool, requires success and parses its stdout as JSON.
+pub fn json_output(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().expect("run llmtool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
