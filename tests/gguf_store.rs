@@ -87,12 +87,14 @@ fn sample_tensors() -> Sample {
         spec("blk.0.attn_norm.weight", GgmlType::F32, &[5]),
         spec("blk.0.attn_q.weight", GgmlType::F16, &[2, 3]),
         spec("blk.0.attn_k.weight", GgmlType::BF16, &[1, 2, 7]),
+        spec("blk.0.attn_q.bias", GgmlType::Q8_0, &[64]),
     ];
     let data = vec![
         q8_0_blocks(6),
         f32_bytes(&[1.0, -2.0, 3.5, 0.0, 1e-3]),
         noise(12, 1),
         noise(28, 2),
+        q8_0_blocks(2),
     ];
     Sample { specs, data }
 }
@@ -140,6 +142,18 @@ fn writer_round_trips_metadata_and_tensors() {
             .unwrap();
         let all = m.read_f32(m.get("token_embd.weight").unwrap()).unwrap();
         assert_eq!(rows, all[64..].to_vec());
+        // A 1-D block-quantized tensor reads whole; its "rows" are elements.
+        let bias = m.get("blk.0.attn_q.bias").unwrap();
+        let whole = m.read_f32(bias).unwrap();
+        assert_eq!(
+            (whole.len(), whole[0]),
+            (
+                64,
+                (s.data[4][2] as i8) as f32 * half::f16::from_f32(0.01).to_f32()
+            )
+        );
+        let e = m.read_rows_f32(bias, 0..3).unwrap_err().to_string();
+        assert!(e.contains("not whole Q8_0 blocks"), "{e}");
         // The file ends padded to the alignment, as gguf-py and llama.cpp write.
         assert_eq!(std::fs::metadata(&path).unwrap().len() % align, 0);
     }
@@ -207,7 +221,7 @@ fn dropped_writer_leaves_nothing_behind() {
     // finish() before all tensors are written fails and also cleans up.
     let w = GgufWriter::create(&path, &sample_metadata(), s.specs.clone()).unwrap();
     let e = w.finish().unwrap_err().to_string();
-    assert!(e.contains("only 0 of 4 planned tensors"), "{e}");
+    assert!(e.contains("only 0 of 5 planned tensors"), "{e}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -300,13 +314,13 @@ fn split_files_open_as_one_model() {
         w.finish().unwrap();
     };
     let mut first = sample_metadata();
-    first.extend(split_meta(0, 4));
+    first.extend(split_meta(0, 5));
     write("m-00001-of-00002.gguf", first, 0..2);
-    write("m-00002-of-00002.gguf", split_meta(1, 4), 2..4);
+    write("m-00002-of-00002.gguf", split_meta(1, 5), 2..5);
     let p = dir.path().join("m-00001-of-00002.gguf");
     let m = Model::open(p.to_str().unwrap()).unwrap();
     assert_eq!(m.files.len(), 2);
-    assert_eq!(m.tensors().len(), 4);
+    assert_eq!(m.tensors().len(), 5);
     assert_eq!(
         m.bytes(m.get("blk.0.attn_k.weight").unwrap()),
         &s.data[3][..]
@@ -321,16 +335,16 @@ fn split_files_open_as_one_model() {
             .unwrap()
             .tensors()
             .len(),
-        4
+        5
     );
 
     // A lying split.tensors.count.
     let mut lying = sample_metadata();
-    lying.extend(split_meta(0, 5));
+    lying.extend(split_meta(0, 6));
     write("m-00001-of-00002.gguf", lying, 0..2);
     let e = Model::open(p.to_str().unwrap()).unwrap_err().to_string();
     assert!(
-        e.contains("split.tensors.count says 5 tensors but the shards hold 4"),
+        e.contains("split.tensors.count says 6 tensors but the shards hold 5"),
         "{e}"
     );
 

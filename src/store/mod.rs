@@ -451,25 +451,43 @@ impl Model {
                 ))
             }
         };
+        let numel = t.numel() as usize;
+        let dequant = |src: &[u8], dst: &mut [f32]| {
+            quant::dequantize(ty, src, dst).map_err(|source| StoreError::Dequant {
+                tensor: t.name.clone(),
+                source,
+            })
+        };
         let row_len = t.row_len() as usize;
-        // Validated at open: a row is a whole number of blocks.
-        let row_bytes = t.dtype.bytes_for(row_len as u64).unwrap_or(0) as usize;
+        let row_bytes = match t.dtype.bytes_for(row_len as u64) {
+            Some(b) if b > 0 => b as usize,
+            // A 1-D block-quantized tensor (or an empty one) is one row of
+            // blocks: only a whole read makes sense.
+            _ if rows == (0..t.rows()) => {
+                let mut out = vec![0f32; numel];
+                dequant(self.bytes(t), &mut out)?;
+                return Ok(out);
+            }
+            _ => {
+                return Err(StoreError::tensor(
+                    path,
+                    &t.name,
+                    format!(
+                        "rows of {:?} are not whole {} blocks; read the whole tensor",
+                        t.shape, t.dtype
+                    ),
+                ))
+            }
+        };
         let n_rows = (rows.end - rows.start) as usize;
         let start = rows.start as usize * row_bytes;
         let src = &self.bytes(t)[start..start + n_rows * row_bytes];
         let mut out = vec![0f32; n_rows * row_len];
-        if row_len == 0 || n_rows == 0 {
-            return Ok(out);
-        }
         // Chunks of about 1M elements keep threads busy without tiny tasks.
-        let rows_per_chunk = (1 << 20) / row_len.max(1) + 1;
+        let rows_per_chunk = (1 << 20) / row_len + 1;
         out.par_chunks_mut(rows_per_chunk * row_len)
             .zip(src.par_chunks(rows_per_chunk * row_bytes))
-            .try_for_each(|(dst, src)| quant::dequantize(ty, src, dst))
-            .map_err(|source| StoreError::Dequant {
-                tensor: t.name.clone(),
-                source,
-            })?;
+            .try_for_each(|(dst, src)| dequant(src, dst))?;
         Ok(out)
     }
 }
