@@ -208,3 +208,20 @@ pub fn tensors_json(model: &Model) -> serde_json::Value {
         })
         .collect()
 }
+
+/// A two-column table of a flat JSON object (for summaries such as `lora inspect`).
+pub fn render_json_table(v: &serde_json::Value) -> String {
+    let mut t = table();
+    t.set_header(vec!["property", "value"]);
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            let text = match val {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            t.add_row(vec![k.replace('_', " "), text]);
+        }
+    }
+    format!("{t}\n")
+}

@@ -11,5 +11,7 @@
 pub mod arch;
 pub mod inspect;
 pub mod interrupt;
+pub mod lora;
+pub mod merge;
 pub mod quant;
 pub mod store;

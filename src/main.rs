@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use llmtool::lora::Adapter;
+use llmtool::merge::{self, MergeOptions, WeightedAdapter};
+use llmtool::store::safetensors::parse_size;
 use llmtool::{arch, inspect, interrupt, store};
 
 /// From fine-tuned adapter to deployed artifact.
@@ -38,6 +41,66 @@ enum Command {
         #[arg(long)]
         tensors: bool,
     },
+    /// LoRA adapters: inspect them, merge them into their base.
+    #[command(subcommand)]
+    Lora(LoraCommand),
+}
+
+#[derive(Subcommand)]
+enum LoraCommand {
+    /// Merge one or more PEFT LoRA adapters into a base model (W + Σ wᵢ·ΔWᵢ).
+    ///
+    /// Streams tensor by tensor: memory stays around one row chunk whatever
+    /// the model size. The output is a Hugging Face directory (sharded
+    /// safetensors, index, config, tokenizer files, a model card recording
+    /// provenance), written under a temporary name and renamed when complete.
+    #[command(after_help = "Examples:\n  \
+        llmtool lora merge --base Qwen/Qwen2.5-14B-Instruct --adapter ./spinoza --out ./spinoza-merged\n  \
+        llmtool lora merge --base ./base --adapter ./kant:0.7 --adapter ./hume:0.3 --out ./blend --dtype bf16\n  \
+        llmtool lora merge --base ./base --adapter ./bergson --out ./m --dry-run --json")]
+    Merge {
+        /// Base model: HF directory, index, or cached repo id.
+        #[arg(long)]
+        base: String,
+        /// PEFT adapter directory, optionally with a weight: PATH[:WEIGHT] (repeatable).
+        #[arg(long = "adapter", required = true)]
+        adapters: Vec<String>,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Output dtype (default: the base's).
+        #[arg(long, value_parser = ["f32", "f16", "bf16"])]
+        dtype: Option<String>,
+        /// Largest shard, as transformers counts it (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰).
+        #[arg(long, default_value = "5GB")]
+        max_shard_size: String,
+        /// Check everything and print the plan without writing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank, alpha, scaling, targets, layers and size of a PEFT LoRA adapter.
+    #[command(after_help = "Example:\n  llmtool lora inspect ./spinoza --json")]
+    Inspect {
+        /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
+        adapter: std::path::PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Splits `PATH[:WEIGHT]`; a suffix that is not a number stays in the path.
+fn adapter_spec(s: &str) -> (std::path::PathBuf, f64) {
+    match s.rsplit_once(':') {
+        Some((p, w)) if !p.is_empty() => match w.parse::<f64>() {
+            Ok(w) => (p.into(), w),
+            Err(_) => (s.into(), 1.0),
+        },
+        _ => (s.into(), 1.0),
+    }
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -61,6 +124,76 @@ fn run(cli: Cli) -> Result<()> {
                 if tensors {
                     print!("{}", inspect::render_tensors(&m));
                 }
+            }
+        }
+        Command::Lora(LoraCommand::Inspect { adapter, json }) => {
+            let a = Adapter::open(&adapter)
+                .with_context(|| format!("cannot read adapter {}", adapter.display()))?;
+            let v = a.summary();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", inspect::render_json_table(&v));
+            }
+        }
+        Command::Lora(LoraCommand::Merge {
+            base,
+            adapters,
+            out,
+            dtype,
+            max_shard_size,
+            dry_run,
+            json,
+        }) => {
+            let max_shard_size = parse_size(&max_shard_size).with_context(|| {
+                format!("--max-shard-size '{max_shard_size}' is not a size like 5GB, 500MB or 2GiB")
+            })?;
+            let model =
+                store::Model::open(&base).with_context(|| format!("cannot open base '{base}'"))?;
+            let mut list = Vec::new();
+            for spec in &adapters {
+                let (path, weight) = adapter_spec(spec);
+                if !weight.is_finite() {
+                    anyhow::bail!("--adapter {spec}: the weight must be a finite number");
+                }
+                let adapter = Adapter::open(&path)
+                    .with_context(|| format!("cannot read adapter {}", path.display()))?;
+                list.push(WeightedAdapter { adapter, weight });
+            }
+            let opts = MergeOptions {
+                out,
+                dtype: dtype.map(|d| match d.as_str() {
+                    "f32" => store::DType::F32,
+                    "f16" => store::DType::F16,
+                    _ => store::DType::BF16,
+                }),
+                max_shard_size,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+                base_label: base.clone(),
+                progress: !json,
+            };
+            let report = merge::merge(&model, &list, &opts, dry_run)?;
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} {}: {} tensors ({}), {} modules merged, {} replaced{}; files: {}",
+                    if dry_run { "would write" } else { "wrote" },
+                    report.out.display(),
+                    report.tensors,
+                    inspect::human_bytes(report.bytes),
+                    report.merged_modules,
+                    report.replaced_tensors.len(),
+                    if report.untied_embeddings {
+                        ", embeddings untied"
+                    } else {
+                        ""
+                    },
+                    report.files.join(", ")
+                );
             }
         }
     }

@@ -69,6 +69,13 @@ pub enum StoreError {
     /// A writer was used against its plan (wrong order, wrong length).
     #[error("{}: {msg}", .path.display())]
     Write { path: PathBuf, msg: String },
+    /// A tensor being produced holds NaN or Inf.
+    #[error("tensor '{tensor}': element {index} is {value}; refusing to write NaN/Inf")]
+    NonFinite {
+        tensor: String,
+        index: u64,
+        value: f32,
+    },
     /// The user pressed Ctrl-C (or the process got SIGTERM); outputs were removed.
     #[error("interrupted; no output was left behind")]
     Interrupted,

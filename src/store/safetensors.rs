@@ -539,21 +539,33 @@ impl ShardedWriter {
 
     /// Writes the next tensor of the plan; `name` and the byte length must match it.
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        self.write_tensor_with(name, |sink| sink(data))
+    }
+
+    /// Writes the next tensor of the plan in pieces: `produce` is called
+    /// once with a sink that appends bytes, so a caller can stream a large
+    /// tensor row chunk by row chunk. The pieces must add up to exactly the
+    /// planned length.
+    pub fn write_tensor_with(
+        &mut self,
+        name: &str,
+        produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
         interrupt::check()?;
+        let dir = self.dir.clone();
         let Some((t, len)) = self.plan.get(self.next) else {
             return Err(StoreError::Write {
-                path: self.dir.clone(),
+                path: dir,
                 msg: format!("tensor '{name}' is beyond the plan"),
             });
         };
-        if t.name != name || *len != data.len() as u64 {
+        let len = *len;
+        if t.name != name {
             return Err(StoreError::Write {
-                path: self.dir.clone(),
+                path: dir,
                 msg: format!(
-                    "expected tensor '{}' ({} bytes) next, got '{name}' ({} bytes)",
-                    t.name,
-                    len,
-                    data.len()
+                    "expected tensor '{}' ({len} bytes) next, got '{name}'",
+                    t.name
                 ),
             });
         }
@@ -569,7 +581,24 @@ impl ShardedWriter {
             self.current = Some(f);
         }
         let f = self.current.as_mut().expect("opened above");
-        f.write_all(data)?;
+        let start = f.written();
+        produce(&mut |bytes: &[u8]| {
+            if f.written() - start + bytes.len() as u64 > len {
+                return Err(StoreError::Write {
+                    path: dir.clone(),
+                    msg: format!("tensor '{name}' got more than its {len} planned bytes"),
+                });
+            }
+            interrupt::check()?;
+            f.write_all(bytes)
+        })?;
+        let got = f.written() - start;
+        if got != len {
+            return Err(StoreError::Write {
+                path: dir,
+                msg: format!("tensor '{name}' got {got} bytes, {len} planned"),
+            });
+        }
         self.next += 1;
         if self.next == self.shards[si].end {
             self.done.push(self.current.take().expect("open shard"));
