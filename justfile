@@ -21,6 +21,7 @@ demo:
 # Benchmarks recorded in docs/PERFORMANCE.md.
 bench:
     scripts/bench-inspect.sh
+    scripts/bench-merge.sh
 
 # Long fuzzing run of the parsers (proptest).
 fuzz cases="200000":

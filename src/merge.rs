@@ -135,10 +135,12 @@ fn plan<'a>(
             );
             let (rows, cols) = match w.shape[..] {
                 [r, c] => (r, c),
-                _ => return Err(refused(format!(
+                _ => {
+                    return Err(refused(format!(
                     "{path}: module '{module}': base tensor {wname} has shape {:?}, not a matrix",
                     w.shape
-                ))),
+                )))
+                }
             };
             let fifo = a.config.fan_in_fan_out || m.embedding;
             // Linear: A [r, in=cols], B [out=rows, r]. Embedding (and
@@ -643,6 +645,7 @@ pub fn merge(
             };
             write_tensor(t, src, src_model, p.dtype, edits.get(&t.name), &mut counted)
         })?;
+        src_model.release(src);
     }
     w.finish()?;
     bar.finish_and_clear();

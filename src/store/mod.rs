@@ -422,6 +422,26 @@ impl Model {
         &self.files[t.file].data()[t.offset as usize..(t.offset + t.len) as usize]
     }
 
+    /// Drops a tensor's pages from this process's mapping once a streaming
+    /// pass is done with them, so that resident memory stays bounded by the
+    /// tensors in flight rather than growing with the model (mapped file
+    /// pages count toward RSS). Reading the tensor again faults the pages
+    /// back in from the page cache.
+    pub fn release(&self, t: &TensorInfo) {
+        if let Some(map) = &self.files[t.file].map {
+            // SAFETY: the mapping is read-only; MADV_DONTNEED on it only
+            // discards our page-table entries, and later reads fault the
+            // same file contents back in.
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    t.offset as usize,
+                    t.len as usize,
+                )
+            };
+        }
+    }
+
     /// Total bytes of all model files on disk.
     pub fn bytes_on_disk(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
