@@ -7,22 +7,8 @@
 #   safetensors: Python safetensors.safe_open listing names/dtypes/shapes
 # Prints a markdown table. Needs ~14 GB free disk under target/.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-cache="${LLMTOOL_CACHE:-$root/target/llmtool-cache}"
-cargo build --release --quiet --bin llmtool --example synth_model
-bin="$root/target/release/llmtool"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-env.sh"
 smol="$(scripts/smollm2.sh)"
-synth="$cache/synth-7b"
-if [ ! -f "$synth/model.safetensors.index.json" ]; then
-  "$root/target/release/examples/synth_model" "$synth" 7b >/dev/null
-fi
-venv="$cache/venv-bench"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/oracle/requirements-gguf.txt safetensors==0.6.2
-fi
-py="$venv/bin/python"
 
 measure() { # label, command...
   local label="$1"; shift

@@ -4,18 +4,8 @@
 # same model (the time to read and write the bytes), in the same run.
 # Needs ~30 GB free disk under target/.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-cache="${LLMTOOL_CACHE:-$root/target/llmtool-cache}"
-cargo build --release --quiet --bin llmtool --example synth_model
-synth="$cache/synth-7b"
-[ -f "$synth/model.safetensors.index.json" ] || "$root/target/release/examples/synth_model" "$synth" 7b >/dev/null
-venv="$cache/venv-bench"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/oracle/requirements-gguf.txt safetensors==0.6.2
-fi
-[ -f "$cache/synth-7b-lora/adapter_model.safetensors" ] || "$venv/bin/python" scripts/make_synth_adapter.py "$synth" "$cache/synth-7b-lora" >/dev/null
+source "$(dirname "${BASH_SOURCE[0]}")/bench-env.sh"
+[ -f "$cache/synth-7b-lora/adapter_model.safetensors" ] || "$py" scripts/make_synth_adapter.py "$synth" "$cache/synth-7b-lora" >/dev/null
 
 row() { # label, time file, command text
   local wall rss
@@ -26,7 +16,7 @@ row() { # label, time file, command text
 echo "| what | command | wall (m:ss) | peak RSS |"
 echo "|---|---|---|---|"
 rm -rf "$cache/m7b" "$cache/cp7b"
-/usr/bin/time -v "$root/target/release/llmtool" lora merge --base "$synth" --adapter "$cache/synth-7b-lora" --out "$cache/m7b" --json >/dev/null 2>"$cache/t-merge.txt"
+/usr/bin/time -v "$bin" lora merge --base "$synth" --adapter "$cache/synth-7b-lora" --out "$cache/m7b" --json >/dev/null 2>"$cache/t-merge.txt"
 row "llmtool lora merge, synthetic 7B bf16 + r16 all-linear" "$cache/t-merge.txt" "llmtool lora merge --base CACHE/synth-7b --adapter CACHE/synth-7b-lora --out CACHE/m7b"
 rm -rf "$cache/m7b"
 /usr/bin/time -v cp -r "$synth" "$cache/cp7b" 2>"$cache/t-cp.txt"

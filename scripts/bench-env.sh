@@ -1,0 +1,15 @@
+# Sourced by the bench scripts: paths, the release build, the synthetic 7B
+# model (written once by our own writer) and a small Python venv for anchors.
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+cache="${LLMTOOL_CACHE:-$root/target/llmtool-cache}"
+cargo build --release --quiet --bin llmtool --example synth_model
+bin="$root/target/release/llmtool"
+synth="$cache/synth-7b"
+[ -f "$synth/model.safetensors.index.json" ] || "$root/target/release/examples/synth_model" "$synth" 7b >/dev/null
+venv="$cache/venv-bench"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/oracle/requirements-gguf.txt safetensors==0.6.2
+fi
+py="$venv/bin/python"
