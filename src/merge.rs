@@ -588,14 +588,9 @@ pub fn merge(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "merged".into());
-    let probe = ShardedWriter::create(
-        &std::env::temp_dir(),
-        plan_list.clone(),
-        opts.max_shard_size,
-        BTreeMap::new(),
-    )?;
-    let files = probe.file_names();
-    drop(probe);
+    let files =
+        ShardedWriter::create(out, plan_list.clone(), opts.max_shard_size, BTreeMap::new())?
+            .file_names();
     let report = |files: Vec<String>| MergeReport {
         out: out.clone(),
         tensors: plan_list.len(),

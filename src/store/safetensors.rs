@@ -420,7 +420,9 @@ pub struct ShardedWriter {
 }
 
 impl ShardedWriter {
-    /// Plans the shards and checks the plan. `metadata` is added to
+    /// Plans the shards and checks the plan; nothing touches the disk
+    /// until the first tensor is written (so a dry run can ask for
+    /// [`ShardedWriter::file_names`]). `metadata` is added to
     /// `__metadata__` beside `format: pt`.
     pub fn create(
         dir: &Path,
@@ -428,7 +430,6 @@ impl ShardedWriter {
         max_shard_size: u64,
         metadata: BTreeMap<String, String>,
     ) -> Result<ShardedWriter> {
-        atomic::ensure_dir(dir)?;
         let mut names = HashSet::new();
         let mut sized = Vec::with_capacity(plan.len());
         for t in plan {
@@ -575,6 +576,7 @@ impl ShardedWriter {
             .position(|s| self.next < s.end)
             .expect("next is in a shard");
         if self.current.is_none() {
+            atomic::ensure_dir(&self.dir)?;
             let shard = &self.shards[si];
             let mut f = AtomicFile::create(&self.dir.join(&shard.name))?;
             f.write_all(&self.header(shard))?;
@@ -621,6 +623,7 @@ impl ShardedWriter {
         }
         // An empty plan still produces a valid (empty) model.safetensors.
         if self.plan.is_empty() {
+            atomic::ensure_dir(&self.dir)?;
             let mut f = AtomicFile::create(&self.dir.join(&self.shards[0].name))?;
             f.write_all(&self.header(&self.shards[0]))?;
             self.done.push(f);
