@@ -1,77 +1,135 @@
-//! The 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0.
+//! The 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: layouts
+//! and dequantization.
 //!
-//! Layouts (`ggml/src/ggml-common.h`, `block_q4_0` … `block_q8_0`):
+//! Layouts are the `block_q4_0` … `block_q8_0` structs of
+//! `ggml/src/ggml-common.h`; all multi-byte fields are little-endian and f16
+//! fields are IEEE half. Sizes are the constants in [`super`].
 //!
-//! | type | bytes | fields |
-//! |---|---|---|
-//! | Q4_0 | 18 | `d: f16`, `qs: u8[16]` |
-//! | Q4_1 | 20 | `d: f16`, `m: f16`, `qs: u8[16]` |
-//! | Q5_0 | 22 | `d: f16`, `qh: u32` (LE), `qs: u8[16]` |
-//! | Q5_1 | 24 | `d: f16`, `m: f16`, `qh: u32` (LE), `qs: u8[16]` |
-//! | Q8_0 | 34 | `d: f16`, `qs: i8[32]` |
+//! The 4-bit formats share one nibble order: element `j < 16` is the low
+//! nibble of `qs[j]` and element `j + 16` is the high nibble of `qs[j]`. The
+//! 5-bit formats add the fifth bit of element `j` as bit `j` of the
+//! little-endian `u32` `qh`.
 //!
-//! Nibbles: element `j < 16` is the low nibble of `qs[j]`, element `j + 16`
-//! the high nibble. Q5's fifth bit of element `j` is bit `j` of `qh`.
-//! Dequantization follows gguf-py `quants.py`: `d·(q−8)`, `d·q + m`,
-//! `d·(q−16)`, `d·q + m`, `q·d`, each a single float32 rounding.
+//! Arithmetic follows gguf-py 0.19.0 `Q*_*.dequantize_blocks`
+//! (`gguf-py/gguf/quants.py`): the f16 fields are widened to f32 first
+//! (exactly), the integer code is formed in integers and converted to f32
+//! (exactly), and then one f32 multiply (`d·q`) or a multiply followed by a
+//! separately rounded add (`(d·q) + m`).
 
-use super::f16_at;
+use super::{f16_at, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, QK32};
 
-pub const Q4_0_BYTES: usize = 18;
-pub const Q4_1_BYTES: usize = 20;
-pub const Q5_0_BYTES: usize = 22;
-pub const Q5_1_BYTES: usize = 24;
-pub const Q8_0_BYTES: usize = 34;
+/// Half the block: the number of `qs` bytes of the 4- and 5-bit formats.
+const HALF: usize = QK32 / 2;
 
-/// The 4-bit value of element `j` (0..32) of a 16-byte nibble array.
-#[inline]
-fn nibble(qs: &[u8], j: usize) -> u8 {
-    if j < 16 {
-        qs[j] & 0x0F
-    } else {
-        qs[j - 16] >> 4
+/// Decodes the 32 nibbles of `qs` in element order: low nibbles give
+/// elements 0..16, high nibbles elements 16..32.
+#[inline(always)]
+fn nibbles(qs: &[u8]) -> [u8; QK32] {
+    let mut q = [0u8; QK32];
+    for (j, &b) in qs.iter().take(HALF).enumerate() {
+        q[j] = b & 0x0f;
+        q[j + HALF] = b >> 4;
+    }
+    q
+}
+
+/// Adds the fifth bits of `qh` (bit `j` for element `j`) to 4-bit codes.
+#[inline(always)]
+fn add_fifth_bits(q: &mut [u8; QK32], qh: u32) {
+    for (j, v) in q.iter_mut().enumerate() {
+        *v |= (((qh >> j) & 1) as u8) << 4;
     }
 }
 
-/// The 5-bit value of element `j` from its nibble and the `qh` bit field.
-#[inline]
-fn five_bits(qs: &[u8], qh: u32, j: usize) -> u8 {
-    nibble(qs, j) | ((((qh >> j) & 1) as u8) << 4)
+/// Reads the little-endian `u32` at `block[at..at + 4]`.
+#[inline(always)]
+fn u32_at<const B: usize>(block: &[u8; B], at: usize) -> u32 {
+    u32::from_le_bytes([block[at], block[at + 1], block[at + 2], block[at + 3]])
 }
 
-pub fn dequant_q4_0(b: &[u8; Q4_0_BYTES], out: &mut [f32; 32]) {
-    let d = f16_at(b, 0);
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = d * (nibble(&b[2..], j) as i8 - 8) as f32;
+/// Dequantizes one `block_q4_0` (`ggml/src/ggml-common.h`), 18 bytes:
+///
+/// | offset | field | meaning |
+/// |---|---|---|
+/// | 0 | `d: f16` | scale |
+/// | 2 | `qs: u8[16]` | 4-bit codes, nibble order as in the module docs |
+///
+/// Value: `d · (q − 8)`, with `q − 8` formed as an integer.
+pub fn dequantize_q4_0(block: &[u8; Q4_0_BYTES], out: &mut [f32; QK32]) {
+    let d = f16_at(block, 0);
+    let q = nibbles(&block[2..]);
+    for (o, &q) in out.iter_mut().zip(&q) {
+        *o = d * f32::from(q as i8 - 8);
     }
 }
 
-pub fn dequant_q4_1(b: &[u8; Q4_1_BYTES], out: &mut [f32; 32]) {
-    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = d * nibble(&b[4..], j) as f32 + m;
+/// Dequantizes one `block_q4_1` (`ggml/src/ggml-common.h`), 20 bytes:
+///
+/// | offset | field | meaning |
+/// |---|---|---|
+/// | 0 | `d: f16` | scale |
+/// | 2 | `m: f16` | minimum (offset) |
+/// | 4 | `qs: u8[16]` | 4-bit codes, nibble order as in the module docs |
+///
+/// Value: `(d · q) + m`, two roundings (no fused multiply-add).
+pub fn dequantize_q4_1(block: &[u8; Q4_1_BYTES], out: &mut [f32; QK32]) {
+    let d = f16_at(block, 0);
+    let m = f16_at(block, 2);
+    let q = nibbles(&block[4..]);
+    for (o, &q) in out.iter_mut().zip(&q) {
+        *o = d * f32::from(q) + m;
     }
 }
 
-pub fn dequant_q5_0(b: &[u8; Q5_0_BYTES], out: &mut [f32; 32]) {
-    let d = f16_at(b, 0);
-    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = d * (five_bits(&b[6..], qh, j) as i8 - 16) as f32;
+/// Dequantizes one `block_q5_0` (`ggml/src/ggml-common.h`), 22 bytes:
+///
+/// | offset | field | meaning |
+/// |---|---|---|
+/// | 0 | `d: f16` | scale |
+/// | 2 | `qh: u8[4]` | fifth bits, read as a little-endian `u32` |
+/// | 6 | `qs: u8[16]` | low 4 bits, nibble order as in the module docs |
+///
+/// Value: `d · (q − 16)`, with `q − 16` formed as an integer.
+pub fn dequantize_q5_0(block: &[u8; Q5_0_BYTES], out: &mut [f32; QK32]) {
+    let d = f16_at(block, 0);
+    let mut q = nibbles(&block[6..]);
+    add_fifth_bits(&mut q, u32_at(block, 2));
+    for (o, &q) in out.iter_mut().zip(&q) {
+        *o = d * f32::from(q as i8 - 16);
     }
 }
 
-pub fn dequant_q5_1(b: &[u8; Q5_1_BYTES], out: &mut [f32; 32]) {
-    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = d * five_bits(&b[8..], qh, j) as f32 + m;
+/// Dequantizes one `block_q5_1` (`ggml/src/ggml-common.h`), 24 bytes:
+///
+/// | offset | field | meaning |
+/// |---|---|---|
+/// | 0 | `d: f16` | scale |
+/// | 2 | `m: f16` | minimum (offset) |
+/// | 4 | `qh: u8[4]` | fifth bits, read as a little-endian `u32` |
+/// | 8 | `qs: u8[16]` | low 4 bits, nibble order as in the module docs |
+///
+/// Value: `(d · q) + m`, two roundings (no fused multiply-add).
+pub fn dequantize_q5_1(block: &[u8; Q5_1_BYTES], out: &mut [f32; QK32]) {
+    let d = f16_at(block, 0);
+    let m = f16_at(block, 2);
+    let mut q = nibbles(&block[8..]);
+    add_fifth_bits(&mut q, u32_at(block, 4));
+    for (o, &q) in out.iter_mut().zip(&q) {
+        *o = d * f32::from(q) + m;
     }
 }
 
-pub fn dequant_q8_0(b: &[u8; Q8_0_BYTES], out: &mut [f32; 32]) {
-    let d = f16_at(b, 0);
-    for (o, &q) in out.iter_mut().zip(&b[2..]) {
-        *o = q as i8 as f32 * d;
+/// Dequantizes one `block_q8_0` (`ggml/src/ggml-common.h`), 34 bytes:
+///
+/// | offset | field | meaning |
+/// |---|---|---|
+/// | 0 | `d: f16` | scale |
+/// | 2 | `qs: i8[32]` | codes, element `j` in `qs[j]` |
+///
+/// Value: `q · d`.
+pub fn dequantize_q8_0(block: &[u8; Q8_0_BYTES], out: &mut [f32; QK32]) {
+    let d = f16_at(block, 0);
+    for (o, &q) in out.iter_mut().zip(&block[2..]) {
+        *o = f32::from(q as i8) * d;
     }
 }
