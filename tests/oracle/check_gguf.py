@@ -51,7 +51,7 @@ def main(path, expect_path):
         if t == GGUFValueType.ARRAY:
             it = f.types[1] if len(f.types) > 1 else None
             if e.get("item_type") and (it is None or it.name != e["item_type"]) and got:
-                problems.append(f"{k}: item type {it} != {e['item_type']}")
+                problems.append(f"{k}: item type {it.name if it is not None else None} != {e['item_type']}")
             want = [norm(v, e.get("item_type")) for v in e["value"]]
         else:
             want = norm(e["value"], e["type"])
@@ -66,7 +66,7 @@ def main(path, expect_path):
         if t.tensor_type.name != e["type"]:
             problems.append(f"{t.name}: type {t.tensor_type.name} != {e['type']}")
         if [int(x) for x in t.shape] != e["shape"]:
-            problems.append(f"{t.name}: ne {list(t.shape)} != {e['shape']}")
+            problems.append(f"{t.name}: ne {[int(n) for n in t.shape]} != {e['shape']}")
         raw = np.asarray(t.data).view(np.uint8).tobytes()
         if hashlib.sha256(raw).hexdigest() != e["sha256"]:
             problems.append(f"{t.name}: raw bytes differ")
