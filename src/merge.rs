@@ -123,6 +123,12 @@ fn plan<'a>(
     for wa in adapters {
         let a = &wa.adapter;
         let path = a.weights_path.display();
+        if a.config.fan_in_fan_out {
+            // PEFT resets the flag for torch Linear layers (every target of
+            // llama/mistral/qwen2) before building them; only GPT-2's Conv1D
+            // keeps it. The adapter's tensors are therefore plain Linear LoRA.
+            warnings.push(format!("{path}: fan_in_fan_out is true but every target is a Linear layer; PEFT ignores it for Linear layers, and so does this merge"));
+        }
         for (module, m) in &a.modules {
             let wname = format!("{module}.weight");
             let Some(w) = base.tensor(&wname) else {
@@ -142,10 +148,13 @@ fn plan<'a>(
                 )))
                 }
             };
-            let fifo = a.config.fan_in_fan_out || m.embedding;
-            // Linear: A [r, in=cols], B [out=rows, r]. Embedding (and
-            // fan_in_fan_out): A [r, rows], B [cols, r].
-            let (want_a, want_b) = if fifo { (rows, cols) } else { (cols, rows) };
+            // Linear: A [r, in=cols], B [out=rows, r]. Embedding: A [r, rows],
+            // B [cols, r], and ΔW = (B·A)ᵀ.
+            let (want_a, want_b) = if m.embedding {
+                (rows, cols)
+            } else {
+                (cols, rows)
+            };
             if lora_a.shape[1] != want_a || lora_b.shape[0] != want_b {
                 return Err(refused(format!(
                     "{path}: module '{module}': lora_A {:?} / lora_B {:?} do not fit base {wname} {:?} (expected lora_A [r, {want_a}], lora_B [{want_b}, r]); was the adapter trained on another base size?",
@@ -153,11 +162,11 @@ fn plan<'a>(
                 )));
             }
             if let Some(mag) = &m.magnitude {
-                if fifo {
-                    return Err(refused(format!("{path}: module '{module}': DoRA on embeddings or fan_in_fan_out layers is not supported yet")));
-                }
-                if mag.shape != [rows] {
-                    return Err(refused(format!("{path}: module '{module}': lora_magnitude_vector {:?} does not match {rows} output rows", mag.shape)));
+                // DoRA normalises each output row of a Linear, and each
+                // embedding dimension (a column of the table) of an Embedding.
+                let want = if m.embedding { cols } else { rows };
+                if mag.shape != [want] {
+                    return Err(refused(format!("{path}: module '{module}': lora_magnitude_vector {:?} does not match the {want} {} of {wname}", mag.shape, if m.embedding { "columns" } else { "output rows" })));
                 }
                 edits.entry(wname).or_default().dora = Some((a, m));
             } else {
@@ -234,8 +243,7 @@ fn load_delta(a: &Adapter, m: &ModuleLora, weight: f64) -> Result<Delta, StoreEr
     let r = m.rank as usize;
     let (a_rows, a_cols) = (ta.shape[0] as usize, ta.shape[1] as usize);
     let b_rows = tb.shape[0] as usize;
-    let fifo = a.config.fan_in_fan_out || m.embedding;
-    let (coef, basis) = if fifo {
+    let (coef, basis) = if m.embedding {
         // ΔW = (B·A)ᵀ: row i of W is Σ_k A[k,i]·B[:,k].
         (transpose(&av, a_rows, a_cols), transpose(&bv, b_rows, r))
     } else {
@@ -313,8 +321,11 @@ fn write_tensor(
         .iter()
         .map(|(a, m, w)| load_delta(a, m, *w))
         .collect::<Result<_, _>>()?;
-    let magnitude = match edit.and_then(|e| e.dora) {
-        Some((a, m)) => Some(a.weights.read_f32(m.magnitude.as_ref().expect("dora"))?),
+    let dora = match edit.and_then(|e| e.dora) {
+        Some((a, m)) => Some((
+            a.weights.read_f32(m.magnitude.as_ref().expect("dora"))?,
+            m.embedding,
+        )),
         None => None,
     };
     let bias_adds: Vec<(Vec<f32>, f32, f32)> = match edit {
@@ -334,26 +345,61 @@ fn write_tensor(
     let rows = source.rows() as usize;
     let cols = source.row_len().max(1) as usize;
     let rows_per_chunk = ((4 << 20) / cols).max(1);
-    let mut bytes = Vec::new();
-    let mut r0 = 0;
-    while r0 < rows.max(1) {
-        let r1 = (r0 + rows_per_chunk).min(rows.max(1));
+    // W + Σ ΔW for rows r0..r1, in f32.
+    let updated = |r0: usize, r1: usize| -> Result<Vec<f32>, StoreError> {
         let mut chunk = if rows == 0 {
             vec![]
         } else {
             source_model.read_rows_f32(source, r0 as u64..r1 as u64)?
         };
         apply_deltas(&mut chunk, cols, r0, &deltas);
-        if let Some(mag) = &magnitude {
-            for (i, row) in chunk.chunks_mut(cols).enumerate() {
-                let norm = row
-                    .iter()
-                    .map(|&x| (x as f64) * (x as f64))
-                    .sum::<f64>()
-                    .sqrt() as f32;
-                let factor = mag[r0 + i] / norm;
-                row.iter_mut().for_each(|x| *x *= factor);
+        Ok(chunk)
+    };
+    // DoRA on an Embedding scales each column by magnitude / ‖column‖,
+    // which needs a first pass over all rows (still one chunk at a time).
+    let column_factors = match &dora {
+        Some((mag, true)) => {
+            let mut sq = vec![0f64; cols];
+            let mut r0 = 0;
+            while r0 < rows {
+                let r1 = (r0 + rows_per_chunk).min(rows);
+                for row in updated(r0, r1)?.chunks(cols) {
+                    for (acc, &x) in sq.iter_mut().zip(row) {
+                        *acc += (x as f64) * (x as f64);
+                    }
+                }
+                r0 = r1;
             }
+            Some(
+                mag.iter()
+                    .zip(&sq)
+                    .map(|(&m, &q)| m / q.sqrt() as f32)
+                    .collect::<Vec<f32>>(),
+            )
+        }
+        _ => None,
+    };
+    // Rows r0..r1 of the output tensor, encoded.
+    let produce = |r0: usize, r1: usize| -> Result<Vec<u8>, StoreError> {
+        let mut chunk = updated(r0, r1)?;
+        match (&dora, &column_factors) {
+            (_, Some(factors)) => {
+                for row in chunk.chunks_mut(cols) {
+                    row.iter_mut().zip(factors).for_each(|(x, f)| *x *= f);
+                }
+            }
+            (Some((mag, false)), None) => {
+                for (i, row) in chunk.chunks_mut(cols).enumerate() {
+                    let norm = row
+                        .iter()
+                        .map(|&x| (x as f64) * (x as f64))
+                        .sum::<f64>()
+                        .sqrt() as f32;
+                    let factor = mag[r0 + i] / norm;
+                    row.iter_mut().for_each(|x| *x *= factor);
+                }
+            }
+            _ => {}
         }
         for (b, s, w) in &bias_adds {
             for (x, bv) in chunk.iter_mut().zip(&b[r0 * cols..]) {
@@ -367,11 +413,32 @@ fn write_tensor(
                 value: chunk[bad],
             });
         }
+        let mut bytes = Vec::new();
         encode(&chunk, out_dtype, &mut bytes);
-        sink(&bytes)?;
-        r0 = r1;
-    }
-    Ok(())
+        Ok(bytes)
+    };
+    // The kernel's copy into the page cache costs as much as the arithmetic,
+    // so the next chunks are computed on another thread while this one
+    // writes. The bounded channel keeps at most two chunks in flight.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            let mut r0 = 0;
+            while r0 < rows.max(1) {
+                let r1 = (r0 + rows_per_chunk).min(rows.max(1));
+                let chunk = produce(r0, r1);
+                let failed = chunk.is_err();
+                if tx.send(chunk).is_err() || failed {
+                    break;
+                }
+                r0 = r1;
+            }
+        });
+        for chunk in rx {
+            sink(&chunk?)?;
+        }
+        Ok(())
+    })
 }
 
 /// sha256 of a file, streamed.

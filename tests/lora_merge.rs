@@ -172,6 +172,19 @@ fn tied_base_with_lm_head_in_modules_to_save_unties() {
 }
 
 #[test]
+fn dora_on_embeddings_normalises_columns() {
+    run_case("dora-embedding");
+}
+#[test]
+fn dora_bf16_with_embeddings() {
+    run_case("dora-bf16");
+}
+#[test]
+fn fan_in_fan_out_on_linear_layers_is_ignored_as_peft_does() {
+    run_case("fan-in-fan-out");
+}
+
+#[test]
 fn transformers_verdict_covers_every_case() {
     let v: serde_json::Value = serde_json::from_slice(
         &std::fs::read(common::fixture("lora/transformers-check.json")).unwrap(),
@@ -190,7 +203,7 @@ fn transformers_verdict_covers_every_case() {
             cases += 1;
         }
     }
-    assert_eq!(cases, 10);
+    assert_eq!(cases, 13);
 }
 
 fn merge_err(base: &str, adapter_dirs: &[(&Path, f64)], out: &Path) -> String {

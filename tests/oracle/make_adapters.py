@@ -1,6 +1,8 @@
 """PEFT as the judge of `llmtool lora merge`.
 
-    python tests/oracle/make_adapters.py        # env: tests/oracle/requirements.txt
+    python tests/oracle/make_adapters.py [CASE...]   # env: tests/oracle/requirements.txt
+
+With CASE names, only those cases are (re)made, over the committed bases.
 
 For each case, on a tiny transformers base it makes (fixed seeds): a PEFT
 LoRA adapter with random non-zero A/B (fixtures/lora/<case>/adapter/), then
@@ -14,6 +16,7 @@ biases, tied embeddings)}.
 import json
 import os
 import shutil
+import sys
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -113,23 +116,49 @@ def weighted(case, base_name):
                [{"path": n, "weight": w} for n, w, _, _ in specs])
 
 
+def cases():
+    linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return {
+        "f32-basic": lambda c: single(c, "micro-llama", 1, r=8, lora_alpha=16, target_modules=linear),
+        "bf16-all-linear": lambda c: single(c, "micro-qwen2", 2, r=4, lora_alpha=8, target_modules="all-linear"),
+        "rslora-patterns": lambda c: single(c, "micro-llama", 3, r=8, lora_alpha=16, use_rslora=True,
+                                            target_modules=linear, rank_pattern={"q_proj": 4, "layers.1.mlp.down_proj": 2},
+                                            alpha_pattern={"down_proj": 32}),
+        "dora": lambda c: single(c, "micro-llama", 4, r=4, lora_alpha=8, use_dora=True,
+                                 target_modules=["q_proj", "v_proj", "gate_proj"]),
+        "qwen2-layers-tied-embed": lambda c: single(c, "micro-qwen2", 5, r=4, lora_alpha=8,
+                                                    target_modules=["q_proj", "k_proj", "v_proj", "embed_tokens"],
+                                                    layers_to_transform=[1]),
+        "embedding": lambda c: single(c, "micro-llama", 6, r=4, lora_alpha=4, target_modules=["embed_tokens", "q_proj"]),
+        "modules-to-save": lambda c: single(c, "micro-llama", 7, r=4, lora_alpha=8, target_modules=["v_proj"],
+                                            modules_to_save=["lm_head"]),
+        "tied-modules-to-save": lambda c: single(c, "micro-qwen2", 9, r=4, lora_alpha=8, target_modules=["q_proj"],
+                                                 modules_to_save=["lm_head"]),
+        "lora-bias": lambda c: single(c, "micro-qwen2", 8, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                      lora_bias=True),
+        "two-weighted": lambda c: weighted(c, "micro-llama"),
+        # DoRA on an Embedding normalises columns (embedding dimensions), not rows.
+        "dora-embedding": lambda c: single(c, "micro-llama", 10, r=4, lora_alpha=8, use_dora=True,
+                                           target_modules=["embed_tokens", "o_proj"]),
+        "dora-bf16": lambda c: single(c, "micro-qwen2", 11, r=4, lora_alpha=8, use_dora=True,
+                                      target_modules=["q_proj", "embed_tokens", "down_proj"]),
+        # PEFT resets fan_in_fan_out for torch Linear layers: a plain merge.
+        "fan-in-fan-out": lambda c: single(c, "micro-llama", 12, r=4, lora_alpha=8, fan_in_fan_out=True,
+                                           target_modules=["q_proj", "down_proj"]),
+    }
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    make_bases()
-    linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    single("f32-basic", "micro-llama", 1, r=8, lora_alpha=16, target_modules=linear)
-    single("bf16-all-linear", "micro-qwen2", 2, r=4, lora_alpha=8, target_modules="all-linear")
-    single("rslora-patterns", "micro-llama", 3, r=8, lora_alpha=16, use_rslora=True, target_modules=linear,
-           rank_pattern={"q_proj": 4, "layers.1.mlp.down_proj": 2}, alpha_pattern={"down_proj": 32})
-    single("dora", "micro-llama", 4, r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj", "gate_proj"])
-    single("qwen2-layers-tied-embed", "micro-qwen2", 5, r=4, lora_alpha=8,
-           target_modules=["q_proj", "k_proj", "v_proj", "embed_tokens"], layers_to_transform=[1])
-    single("embedding", "micro-llama", 6, r=4, lora_alpha=4, target_modules=["embed_tokens", "q_proj"])
-    single("modules-to-save", "micro-llama", 7, r=4, lora_alpha=8, target_modules=["v_proj"], modules_to_save=["lm_head"])
-    single("tied-modules-to-save", "micro-qwen2", 9, r=4, lora_alpha=8, target_modules=["q_proj"],
-           modules_to_save=["lm_head"])
-    single("lora-bias", "micro-qwen2", 8, r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_bias=True)
-    weighted("two-weighted", "micro-llama")
+    todo = cases()
+    wanted = sys.argv[1:] or list(todo)
+    unknown = [c for c in wanted if c not in todo]
+    if unknown:
+        sys.exit(f"unknown case(s) {unknown}; known: {list(todo)}")
+    if not sys.argv[1:]:
+        make_bases()
+    for c in wanted:
+        todo[c](c)
 
 
 if __name__ == "__main__":
