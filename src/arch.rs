@@ -111,6 +111,43 @@ pub fn role(name: &str) -> Role {
     }
 }
 
+/// The same tensor under the other naming: HF → GGUF or GGUF → HF
+/// (`model.layers.3.mlp.down_proj.weight` ↔ `blk.3.ffn_down.weight`).
+/// `None` for names outside the llama/mistral/qwen2 tensor set.
+pub fn rename(name: &str, to_gguf: bool) -> Option<String> {
+    let (embed, head, norm, prefix, parts) = if to_gguf {
+        (
+            "token_embd.weight",
+            "output.weight",
+            "output_norm.weight",
+            "blk.",
+            GGUF_LAYER_PARTS,
+        )
+    } else {
+        (
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+            "model.norm.weight",
+            "model.layers.",
+            HF_LAYER_PARTS,
+        )
+    };
+    let is_hf = name.starts_with("model.") || name == "lm_head.weight";
+    if is_hf != to_gguf {
+        return None;
+    }
+    match role(name) {
+        Role::Embed => Some(embed.into()),
+        Role::LmHead => Some(head.into()),
+        Role::FinalNorm => Some(norm.into()),
+        Role::Layer(i, part) => parts
+            .iter()
+            .find(|(_, p)| *p == part)
+            .map(|(suffix, _)| format!("{prefix}{i}.{suffix}")),
+        Role::Other => None,
+    }
+}
+
 /// Parameter counts by category.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Params {

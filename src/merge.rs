@@ -16,8 +16,9 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::lora::{Adapter, ModuleLora};
+use crate::store::atomic::{self, AtomicDir};
 use crate::store::safetensors::{ShardedWriter, TensorPlan};
-use crate::store::{atomic, DType, Format, Model, StoreError, TensorInfo};
+use crate::store::{DType, Format, Model, StoreError, TensorInfo};
 
 /// One adapter and its weight in the sum.
 pub struct WeightedAdapter {
@@ -637,24 +638,7 @@ pub fn merge(
 
     // Write into a hidden sibling directory; rename it into place at the end.
     let out = &opts.out;
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(refused(format!(
-            "{}: output directory exists and is not empty; choose another --out or remove it",
-            out.display()
-        )));
-    }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "merged".into());
+    AtomicDir::check_dest(out).map_err(|e| refused(e.to_string()))?;
     let files =
         ShardedWriter::create(out, plan_list.clone(), opts.max_shard_size, BTreeMap::new())?
             .file_names();
@@ -671,15 +655,7 @@ pub fn merge(
     if dry_run {
         return Ok(report(files));
     }
-    atomic::ensure_dir(&parent)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".partial")
-        .tempdir_in(&parent)
-        .map_err(|e| StoreError::Io {
-            path: parent.clone(),
-            source: e,
-        })?;
+    let tmp = AtomicDir::create(out)?;
     let mut w = ShardedWriter::create(
         tmp.path(),
         plan_list.clone(),
@@ -762,27 +738,6 @@ pub fn merge(
         &dir.join("README.md"),
         model_card(opts, adapters, &sums).as_bytes(),
     )?;
-    let tmp_path = tmp.keep();
-    if out.exists() {
-        std::fs::remove_dir(out).map_err(|e| StoreError::Io {
-            path: out.clone(),
-            source: e,
-        })?;
-    }
-    std::fs::rename(&tmp_path, out).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&tmp_path);
-        StoreError::Io {
-            path: out.clone(),
-            source: e,
-        }
-    })?;
-    let mut names: Vec<String> = std::fs::read_dir(out)
-        .map_err(|e| StoreError::Io {
-            path: out.clone(),
-            source: e,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    names.sort();
+    let names = tmp.commit()?;
     Ok(report(names))
 }

@@ -97,3 +97,79 @@ pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<PathBuf> {
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))
 }
+
+/// An output directory built under a hidden temporary sibling
+/// (`.NAME.XXXXXX.partial`) and renamed into place by [`AtomicDir::commit`];
+/// dropped uncommitted (error, full disk, Ctrl-C), it is deleted.
+pub struct AtomicDir {
+    dest: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl AtomicDir {
+    /// Fails unless `dest` is absent or an empty directory: an output never
+    /// mixes with earlier files.
+    pub fn check_dest(dest: &Path) -> Result<()> {
+        let non_empty = dest.exists()
+            && std::fs::read_dir(dest)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true);
+        if non_empty {
+            return Err(StoreError::Write {
+                path: dest.to_path_buf(),
+                msg: "output directory exists and is not empty; choose another output or remove it"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks `dest` and creates the temporary beside it.
+    pub fn create(dest: &Path) -> Result<AtomicDir> {
+        Self::check_dest(dest)?;
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        ensure_dir(&parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempdir_in(&parent)
+            .map_err(|e| StoreError::io(&parent, e))?;
+        Ok(AtomicDir {
+            dest: dest.to_path_buf(),
+            tmp,
+        })
+    }
+
+    /// Where files go until the commit.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Renames the directory into place (replacing an empty `dest`) and
+    /// returns the sorted names of the files in it.
+    pub fn commit(self) -> Result<Vec<String>> {
+        let dest = self.dest;
+        let tmp_path = self.tmp.keep();
+        let fail = |e: std::io::Error| {
+            let _ = std::fs::remove_dir_all(&tmp_path);
+            StoreError::io(&dest, e)
+        };
+        if dest.exists() {
+            std::fs::remove_dir(&dest).map_err(fail)?;
+        }
+        std::fs::rename(&tmp_path, &dest).map_err(fail)?;
+        let mut names: Vec<String> = std::fs::read_dir(&dest)
+            .map_err(|e| StoreError::io(&dest, e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}

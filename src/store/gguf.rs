@@ -790,6 +790,17 @@ impl GgufWriter {
 
     /// Writes the next tensor's bytes; name and length must match the plan.
     pub fn write_tensor(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        self.write_tensor_with(name, |sink| sink(data))
+    }
+
+    /// Writes the next tensor from pieces: `produce` calls the sink as many
+    /// times as it likes, so a tensor never has to be whole in memory. Name
+    /// and total length must match the plan.
+    pub fn write_tensor_with(
+        &mut self,
+        name: &str,
+        produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
         interrupt::check()?;
         let dest = self.out.dest().to_path_buf();
         let Some((t, len)) = self.plan.get(self.next) else {
@@ -798,18 +809,36 @@ impl GgufWriter {
                 msg: format!("tensor '{name}' is beyond the plan"),
             });
         };
-        if t.name != name || *len != data.len() as u64 {
+        let len = *len;
+        if t.name != name {
             return Err(StoreError::Write {
                 path: dest,
                 msg: format!(
-                    "expected tensor '{}' ({len} bytes) next, got '{name}' ({} bytes)",
-                    t.name,
-                    data.len()
+                    "expected tensor '{}' ({len} bytes) next, got '{name}'",
+                    t.name
                 ),
             });
         }
+        let out = &mut self.out;
+        let start = out.written();
+        produce(&mut |bytes: &[u8]| {
+            if out.written() - start + bytes.len() as u64 > len {
+                return Err(StoreError::Write {
+                    path: dest.clone(),
+                    msg: format!("tensor '{name}' got more than its {len} planned bytes"),
+                });
+            }
+            interrupt::check()?;
+            out.write_all(bytes)
+        })?;
+        let got = self.out.written() - start;
+        if got != len {
+            return Err(StoreError::Write {
+                path: dest,
+                msg: format!("tensor '{name}' got {got} bytes, {len} planned"),
+            });
+        }
         let pad = len.div_ceil(self.alignment) * self.alignment - len;
-        self.out.write_all(data)?;
         self.out.write_zeros(pad)?;
         self.next += 1;
         Ok(())
