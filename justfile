@@ -23,6 +23,11 @@ bench:
     scripts/bench-inspect.sh
     scripts/bench-merge.sh
 
+# lora merge against PEFT's merge_and_unload on SmolLM2 (needs a venv with
+# tests/oracle/requirements.txt: `just bench-peft /path/to/venv/bin/python`).
+bench-peft python:
+    ORACLE_PYTHON={{python}} scripts/bench-merge-peft.sh
+
 # Long fuzzing run of the parsers (proptest).
 fuzz cases="200000":
     PROPTEST_CASES={{cases}} cargo test --release --test fuzz_parsers
