@@ -9,9 +9,12 @@
 //! streaming writers in [`store`].
 
 pub mod arch;
+pub mod convert;
 pub mod inspect;
 pub mod interrupt;
 pub mod lora;
 pub mod merge;
+pub mod progress;
 pub mod quant;
 pub mod store;
+pub mod stream;

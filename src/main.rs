@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use llmtool::convert::to_hf;
 use llmtool::lora::Adapter;
 use llmtool::merge::{self, MergeOptions, WeightedAdapter};
 use llmtool::store::safetensors::parse_size;
@@ -40,6 +41,36 @@ enum Command {
         /// Also list every tensor (name, dtype, shape, bytes, file).
         #[arg(long)]
         tensors: bool,
+    },
+    /// Convert a GGUF model to a Hugging Face safetensors directory.
+    ///
+    /// Dequantizes every tensor exactly as gguf-py does, puts the Q/K rows
+    /// llama.cpp permutes back in Hugging Face order, and writes config.json,
+    /// generation_config.json and the tokenizer (tokenizer.json,
+    /// tokenizer_config.json with the chat template) rebuilt from the GGUF
+    /// metadata. Supports llama (and Mistral) and qwen2 GGUFs.
+    #[command(after_help = "Examples:\n  \
+        llmtool convert SmolLM2-135M-Instruct.Q4_1.gguf --out ./smollm2-hf\n  \
+        llmtool convert model-f16.gguf --out ./hf --dtype bf16 --max-shard-size 2GB\n  \
+        llmtool convert model.gguf --out ./hf --dry-run --json")]
+    Convert {
+        /// The GGUF file (the first shard of a split GGUF).
+        model: String,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Output dtype (default: the GGUF's float type, or f32 for quantized files, which keeps the dequantized values exactly).
+        #[arg(long, value_parser = ["f32", "f16", "bf16"])]
+        dtype: Option<String>,
+        /// Largest shard, as transformers counts it (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰).
+        #[arg(long, default_value = "5GB")]
+        max_shard_size: String,
+        /// Check everything and print the plan without writing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// LoRA adapters: inspect them, merge them into their base.
     #[command(subcommand)]
@@ -103,8 +134,58 @@ fn adapter_spec(s: &str) -> (std::path::PathBuf, f64) {
     }
 }
 
+fn parse_dtype(d: Option<String>) -> Option<store::DType> {
+    d.map(|d| match d.as_str() {
+        "f32" => store::DType::F32,
+        "f16" => store::DType::F16,
+        _ => store::DType::BF16,
+    })
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Convert {
+            model,
+            out,
+            dtype,
+            max_shard_size,
+            dry_run,
+            json,
+        } => {
+            let max_shard_size = parse_size(&max_shard_size).with_context(|| {
+                format!("--max-shard-size '{max_shard_size}' is not a size like 5GB, 500MB or 2GiB")
+            })?;
+            let m = store::Model::open(&model)
+                .with_context(|| format!("cannot open model '{model}'"))?;
+            let opts = to_hf::HfOptions {
+                out,
+                dtype: parse_dtype(dtype),
+                max_shard_size,
+                progress: !json,
+                command: command_line(),
+            };
+            let report = to_hf::convert(&m, &opts, dry_run)?;
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} {}: {} tensors, {} {}; files: {}",
+                    if dry_run { "would write" } else { "wrote" },
+                    report.out.display(),
+                    report.tensors,
+                    inspect::human_bytes(report.bytes),
+                    report.dtype,
+                    report.files.join(", ")
+                );
+            }
+        }
         Command::InspectArch {
             model,
             json,
@@ -162,13 +243,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             let opts = MergeOptions {
                 out,
-                dtype: dtype.map(|d| match d.as_str() {
-                    "f32" => store::DType::F32,
-                    "f16" => store::DType::F16,
-                    _ => store::DType::BF16,
-                }),
+                dtype: parse_dtype(dtype),
                 max_shard_size,
-                command: std::env::args().collect::<Vec<_>>().join(" "),
+                command: command_line(),
                 base_label: base.clone(),
                 progress: !json,
             };

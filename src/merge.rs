@@ -12,7 +12,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::lora::{Adapter, ModuleLora};
@@ -287,16 +286,6 @@ fn apply_deltas(chunk: &mut [f32], cols: usize, row0: usize, deltas: &[Delta]) {
     );
 }
 
-fn encode(values: &[f32], dtype: DType, out: &mut Vec<u8>) {
-    out.clear();
-    match dtype {
-        DType::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
-        DType::F16 => out.extend(values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes())),
-        DType::BF16 => out.extend(values.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes())),
-        _ => unreachable!("output dtypes are checked up front"),
-    }
-}
-
 /// Streams one output tensor through `sink`.
 fn write_tensor(
     t: &TensorInfo,
@@ -415,31 +404,20 @@ fn write_tensor(
             });
         }
         let mut bytes = Vec::new();
-        encode(&chunk, out_dtype, &mut bytes);
+        out_dtype.encode_f32s(&chunk, &mut bytes);
         Ok(bytes)
     };
-    // The kernel's copy into the page cache costs as much as the arithmetic,
-    // so the next chunks are computed on another thread while this one
-    // writes. The bounded channel keeps at most two chunks in flight.
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        scope.spawn(move || {
-            let mut r0 = 0;
-            while r0 < rows.max(1) {
-                let r1 = (r0 + rows_per_chunk).min(rows.max(1));
-                let chunk = produce(r0, r1);
-                let failed = chunk.is_err();
-                if tx.send(chunk).is_err() || failed {
-                    break;
-                }
-                r0 = r1;
-            }
-        });
-        for chunk in rx {
-            sink(&chunk?)?;
-        }
-        Ok(())
-    })
+    let n = rows.max(1).div_ceil(rows_per_chunk);
+    crate::stream::pipelined(
+        n,
+        |i| {
+            produce(
+                i * rows_per_chunk,
+                ((i + 1) * rows_per_chunk).min(rows.max(1)),
+            )
+        },
+        sink,
+    )
 }
 
 /// sha256 of a file, streamed.
@@ -662,18 +640,7 @@ pub fn merge(
         opts.max_shard_size,
         BTreeMap::new(),
     )?;
-    let bar = if opts.progress {
-        indicatif::ProgressBar::new(total)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} merging [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = crate::progress::bytes_bar(opts.progress, total, "merging");
     for ((t, src, src_model), p) in tensors.iter().zip(&plan_list) {
         bar.set_message(t.name.clone());
         w.write_tensor_with(&t.name, |sink| {

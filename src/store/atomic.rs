@@ -80,6 +80,9 @@ impl AtomicFile {
         tmp.as_file()
             .sync_all()
             .map_err(|e| StoreError::io(&dest, e))?;
+        // Temporaries are created private (0600); a finished output gets the
+        // usual mode of a file anyone may read.
+        set_mode(tmp.path(), 0o644).map_err(|e| StoreError::io(&dest, e))?;
         tmp.persist(&dest)
             .map_err(|e| StoreError::io(&dest, e.error))?;
         Ok(dest)
@@ -161,6 +164,7 @@ impl AtomicDir {
             let _ = std::fs::remove_dir_all(&tmp_path);
             StoreError::io(&dest, e)
         };
+        set_mode(&tmp_path, 0o755).map_err(fail)?;
         if dest.exists() {
             std::fs::remove_dir(&dest).map_err(fail)?;
         }
@@ -172,4 +176,15 @@ impl AtomicDir {
         names.sort();
         Ok(names)
     }
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &Path, _: u32) -> std::io::Result<()> {
+    Ok(())
 }

@@ -220,6 +220,20 @@ impl DType {
         self.bytes_for(b).unwrap_or(0) as f64 * 8.0 / b as f64
     }
 
+    /// Appends `values` encoded as this dtype (little-endian; f16/bf16 round
+    /// to nearest even, as torch does). Only F32, F16 and BF16: writers
+    /// check output dtypes before streaming starts.
+    pub fn encode_f32s(self, values: &[f32], out: &mut Vec<u8>) {
+        use half::{bf16, f16};
+        out.clear();
+        match self {
+            DType::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+            DType::F16 => out.extend(values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes())),
+            DType::BF16 => out.extend(values.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes())),
+            _ => unreachable!("output dtypes are checked before streaming"),
+        }
+    }
+
     /// Whether [`Model::read_f32`] can convert this dtype.
     pub fn is_float_readable(self) -> bool {
         self.to_ggml().is_some_and(|t| {

@@ -1,0 +1,558 @@
+//! HF safetensors (or a float GGUF) → GGUF, in one streaming pass: what
+//! llama.cpp's `convert_hf_to_gguf.py` followed by `llama-quantize` produce,
+//! without the intermediate f16 file.
+//!
+//! [`plan`] decides names, shapes, the Q/K permutation, generated tensors
+//! (`rope_freqs.weight` for Llama-3 RoPE) and the metadata; the caller picks
+//! each tensor's type (see `quant::ftype`) and [`write`] streams row chunks:
+//! read (any float dtype) → permute → quantize in parallel → GGUF writer.
+//! Tensor order is `llama-quantize`'s (tensors outside `blk.` first, then
+//! layer by layer in numeric order, names sorted within a layer), so the
+//! per-layer counters of the type rules see what llama.cpp's see.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{
+    hparam_value, llama3_rope_factors, permuted_source_row, GgufArch, HEAD_DIM_KEYS, HPARAMS,
+    LLAMA3_DEFAULTS, RMS_EPS, ROPE_THETA,
+};
+use crate::arch::{self, LayerPart, Role};
+use crate::quant::GgmlType;
+use crate::store::gguf::{GgufWriter, TensorSpec, Value};
+use crate::store::{DType, Format, Model, StoreError};
+
+/// Errors of the conversion to GGUF.
+#[derive(Debug, thiserror::Error)]
+pub enum ToGgufError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+fn refused(msg: String) -> ToGgufError {
+    ToGgufError::Refused(msg)
+}
+
+/// `general.quantization_version` (`GGML_QNT_VERSION` in `ggml.h`).
+pub const QUANTIZATION_VERSION: u32 = 2;
+
+/// Where an output tensor's values come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A tensor of the input model, by name; rows permuted in heads of
+    /// `head_dim` when set.
+    Tensor {
+        name: String,
+        head_dim: Option<usize>,
+    },
+    /// Values computed by the converter (`rope_freqs.weight`).
+    Generated(Vec<f32>),
+}
+
+/// One tensor of the output file.
+#[derive(Debug, Clone)]
+pub struct OutTensor {
+    /// GGUF name (`blk.0.attn_q.weight`).
+    pub name: String,
+    /// Torch order (outermost first), as in the input.
+    pub shape: Vec<u64>,
+    /// The type it is written as; [`plan`] sets the converter's choice
+    /// (F32 for 1-D tensors, norms and biases, else F16) and the caller's
+    /// type rule may replace it.
+    pub ty: GgmlType,
+    pub source: Source,
+}
+
+impl OutTensor {
+    /// Whether `llama-quantize` may quantize this tensor at all
+    /// (`tensor_allows_quantization`: 2-D or more, a `weight`, not a norm).
+    pub fn quantizable(&self) -> bool {
+        self.shape.len() >= 2
+            && self.name.ends_with("weight")
+            && !self.name.contains("_norm.weight")
+    }
+}
+
+/// Everything [`write`] needs.
+#[derive(Debug, Clone)]
+pub struct GgufPlan {
+    pub arch: GgufArch,
+    /// Metadata without `general.file_type`, which [`write`] adds.
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<OutTensor>,
+    pub n_layer: u64,
+    pub warnings: Vec<String>,
+}
+
+/// What was (or would be) written.
+#[derive(Debug, Clone, Serialize)]
+pub struct GgufReport {
+    pub out: PathBuf,
+    pub arch: GgufArch,
+    pub file_type: u32,
+    pub tensors: usize,
+    pub bytes: u64,
+    /// Output tensor count per type name.
+    pub types: std::collections::BTreeMap<String, usize>,
+    pub warnings: Vec<String>,
+}
+
+/// `llama-quantize`'s tensor order (`weight_name_comparer` in
+/// `src/llama-quant.cpp`): names without a layer first, alphabetically; then
+/// by layer number; then by name.
+pub fn tensor_order(a: &str, b: &str) -> Ordering {
+    let layer =
+        |n: &str| -> Option<u64> { n.strip_prefix("blk.")?.split('.').next()?.parse().ok() };
+    match (layer(a), layer(b)) {
+        (None, None) => a.cmp(b),
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
+    }
+}
+
+/// The converter's type before quantization: F32 for 1-D tensors, norms and
+/// anything not ending in `.weight`; the float type for the rest.
+fn base_type(name: &str, shape: &[u64], float: GgmlType) -> GgmlType {
+    if shape.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight") {
+        GgmlType::F32
+    } else {
+        float
+    }
+}
+
+/// Plans the conversion of an HF model or a float GGUF. `float` is the type
+/// of 2-D weights before any type rule (F16, BF16 or F32). `tokenizer` holds
+/// the `tokenizer.*` entries (HF input only; a GGUF keeps its own).
+pub fn plan(
+    model: &Model,
+    float: GgmlType,
+    name: Option<&str>,
+    tokenizer: Vec<(String, Value)>,
+) -> Result<GgufPlan, ToGgufError> {
+    match model.format {
+        Format::Safetensors => plan_hf(model, float, name, tokenizer),
+        Format::Gguf => plan_gguf(model, float),
+    }
+}
+
+fn plan_hf(
+    model: &Model,
+    float: GgmlType,
+    name: Option<&str>,
+    tokenizer: Vec<(String, Value)>,
+) -> Result<GgufPlan, ToGgufError> {
+    let file = model.root.display().to_string();
+    let Some(config) = model.config.as_ref() else {
+        return Err(refused(format!(
+            "{file}: no config.json beside the weights; it is needed for the GGUF metadata"
+        )));
+    };
+    let config = config.get("text_config").unwrap_or(config);
+    let Some(garch) = GgufArch::from_config(config) else {
+        return Err(refused(format!(
+            "{file}: config.json describes a '{}' model; GGUF conversion supports llama, mistral and qwen2",
+            config.get("model_type").and_then(|v| v.as_str()).unwrap_or("unknown")
+        )));
+    };
+    let a = arch::detect(model);
+    let mut warnings = a.warnings.clone();
+    let need = |what: &str, v: Option<u64>| {
+        v.ok_or_else(|| {
+            refused(format!(
+                "{file}: cannot tell the {what} from config.json or the tensors"
+            ))
+        })
+    };
+    let heads = need("attention head count", a.heads)? as usize;
+    let kv_heads = need("KV head count", a.kv_heads)? as usize;
+    let head_dim = need("head size", a.head_dim)? as usize;
+    let n_layer = need("layer count", a.layers)?;
+
+    let mut tensors = Vec::new();
+    let mut unknown = Vec::new();
+    for t in model.tensors() {
+        if t.name.ends_with("rotary_emb.inv_freq") {
+            continue;
+        }
+        let Some(gname) = arch::rename(&t.name, true) else {
+            unknown.push(t.name.clone());
+            continue;
+        };
+        if !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(refused(format!(
+                "{file}: tensor {} is {}; GGUF conversion reads F32, F16 or BF16 weights",
+                t.name, t.dtype
+            )));
+        }
+        let heads_of = match arch::role(&t.name) {
+            Role::Layer(_, LayerPart::Q | LayerPart::QBias) => Some(heads),
+            Role::Layer(_, LayerPart::K | LayerPart::KBias) => Some(kv_heads),
+            _ => None,
+        };
+        let permute = match heads_of.filter(|_| garch.permutes_qk()) {
+            Some(n) if t.rows() as usize == n * head_dim && head_dim % 2 == 0 => Some(head_dim),
+            Some(n) => {
+                return Err(refused(format!(
+                    "{file}: tensor {} has {} rows, not {n} heads of {head_dim}",
+                    t.name,
+                    t.rows()
+                )))
+            }
+            None => None,
+        };
+        tensors.push(OutTensor {
+            ty: base_type(&gname, &t.shape, float),
+            name: gname,
+            shape: t.shape.clone(),
+            source: Source::Tensor {
+                name: t.name.clone(),
+                head_dim: permute,
+            },
+        });
+    }
+    if !unknown.is_empty() {
+        unknown.sort();
+        return Err(refused(format!(
+            "{file}: tensors with no GGUF name in a {} model: {}",
+            garch.name(),
+            unknown.join(", ")
+        )));
+    }
+
+    let key = |s: &str| format!("{}.{s}", garch.name());
+    let label = name.map(str::to_string).unwrap_or_else(|| {
+        let dir = if model.root.is_dir() {
+            model.root.clone()
+        } else {
+            model
+                .root
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        };
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
+    });
+    let mut meta: Vec<(String, Value)> = vec![
+        (
+            "general.architecture".into(),
+            Value::String(garch.name().into()),
+        ),
+        ("general.type".into(), Value::String("model".into())),
+        ("general.name".into(), Value::String(label)),
+    ];
+    for (hf, suffix, kind) in HPARAMS {
+        // Prefer what the tensors say (arch::detect already warned on a lie).
+        let derived = match *hf {
+            "num_hidden_layers" => a.layers,
+            "hidden_size" => a.hidden_size,
+            "intermediate_size" => a.ffn_size,
+            "num_attention_heads" => a.heads,
+            "num_key_value_heads" => a.kv_heads,
+            _ => None,
+        };
+        let v = derived
+            .map(serde_json::Value::from)
+            .or_else(|| config.get(*hf).cloned());
+        if let Some(v) = v.as_ref().and_then(|v| hparam_value(*kind, v)) {
+            meta.push((key(suffix), v));
+        }
+    }
+    let scaling = config.get("rope_scaling").filter(|v| !v.is_null());
+    let rope_type = scaling
+        .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
+        .and_then(|v| v.as_str())
+        .map(str::to_ascii_lowercase);
+    let sf = |k: &str| scaling.and_then(|s| s.get(k)).and_then(|v| v.as_f64());
+    let mut rope_freqs = None;
+    match rope_type.as_deref() {
+        None | Some("default") => {}
+        Some("linear") => {
+            if let Some(f) = sf("factor") {
+                meta.push((key("rope.scaling.type"), Value::String("linear".into())));
+                meta.push((key("rope.scaling.factor"), Value::F32(f as f32)));
+            }
+        }
+        Some("yarn") => {
+            if let Some(f) = sf("factor") {
+                meta.push((key("rope.scaling.type"), Value::String("yarn".into())));
+                meta.push((key("rope.scaling.factor"), Value::F32(f as f32)));
+                let orig = sf("original_max_position_embeddings").ok_or_else(|| {
+                    refused(format!(
+                        "{file}: yarn rope_scaling without original_max_position_embeddings"
+                    ))
+                })?;
+                meta.push((
+                    key("rope.scaling.original_context_length"),
+                    Value::U32(orig as u32),
+                ));
+                for (hfk, gk) in [
+                    ("extrapolation_factor", "rope.scaling.yarn_ext_factor"),
+                    ("beta_fast", "rope.scaling.yarn_beta_fast"),
+                    ("beta_slow", "rope.scaling.yarn_beta_slow"),
+                ] {
+                    if let Some(v) = sf(hfk) {
+                        meta.push((key(gk), Value::F32(v as f32)));
+                    }
+                }
+                if let Some(v) = sf("attention_factor").or_else(|| sf("attn_factor")) {
+                    meta.push((key("rope.scaling.yarn_attn_factor"), Value::F32(v as f32)));
+                }
+            }
+        }
+        Some("llama3") if garch == GgufArch::Llama => {
+            let [factor, low, high, old] = LLAMA3_DEFAULTS;
+            let theta = config
+                .get(ROPE_THETA.0)
+                .and_then(|v| v.as_f64())
+                .unwrap_or(10000.0);
+            rope_freqs = Some(llama3_rope_factors(
+                theta,
+                head_dim,
+                sf("factor").unwrap_or(factor),
+                sf("low_freq_factor").unwrap_or(low),
+                sf("high_freq_factor").unwrap_or(high),
+                sf("original_max_position_embeddings").unwrap_or(old),
+            ));
+        }
+        Some(other) => {
+            return Err(refused(format!(
+                "{file}: rope_scaling type '{other}' is not supported for {} GGUFs",
+                garch.name()
+            )))
+        }
+    }
+    if let Some(v) = config.get(ROPE_THETA.0).and_then(|v| v.as_f64()) {
+        meta.push((key(ROPE_THETA.1), Value::F32(v as f32)));
+    }
+    if let Some(v) = config.get(RMS_EPS.0).and_then(|v| v.as_f64()) {
+        meta.push((key(RMS_EPS.1), Value::F32(v as f32)));
+    }
+    if let Some(hd) = config.get("head_dim").and_then(|v| v.as_u64()) {
+        for k in HEAD_DIM_KEYS {
+            meta.push((key(k), Value::U32(hd as u32)));
+        }
+    }
+    // `general.file_type` goes here (added by `write`), then the llama extras.
+    if garch == GgufArch::Llama {
+        if let Some(v) = a.vocab {
+            meta.push((key("vocab_size"), Value::U32(v as u32)));
+        }
+        meta.push((key("rope.dimension_count"), Value::U32(head_dim as u32)));
+    }
+    meta.push((
+        "general.quantization_version".into(),
+        Value::U32(QUANTIZATION_VERSION),
+    ));
+    meta.extend(tokenizer);
+    if let Some(f) = rope_freqs {
+        tensors.push(OutTensor {
+            name: "rope_freqs.weight".into(),
+            shape: vec![f.len() as u64],
+            ty: GgmlType::F32,
+            source: Source::Generated(f),
+        });
+    }
+    if a.context_length.is_none() {
+        warnings.push(format!(
+            "{file}: config.json has no max_position_embeddings; llama.cpp will refuse a GGUF without {}",
+            key("context_length")
+        ));
+    }
+    tensors.sort_by(|x, y| tensor_order(&x.name, &y.name));
+    Ok(GgufPlan {
+        arch: garch,
+        metadata: meta,
+        tensors,
+        n_layer,
+        warnings,
+    })
+}
+
+/// Requantizing a float GGUF: llama-quantize copies the metadata (without
+/// `split.*`), then sets the quantization version and file type.
+fn plan_gguf(model: &Model, float: GgmlType) -> Result<GgufPlan, ToGgufError> {
+    let file = model.root.display().to_string();
+    let meta = model.gguf.as_ref().expect("GGUF models carry metadata");
+    let arch_name = meta.str("general.architecture").unwrap_or("");
+    let Some(garch) = GgufArch::from_gguf(arch_name) else {
+        return Err(refused(format!(
+            "{file}: general.architecture is '{arch_name}'; supported: llama, qwen2"
+        )));
+    };
+    let mut tensors = Vec::new();
+    for t in model.tensors() {
+        if !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(refused(format!(
+                "{file}: tensor {} is already {}; quantize from an F32/F16/BF16 GGUF or from the HF model (requantizing loses quality)",
+                t.name, t.dtype
+            )));
+        }
+        tensors.push(OutTensor {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            ty: if t.shape.len() <= 1 {
+                GgmlType::F32
+            } else {
+                base_type(&t.name, &t.shape, float)
+            },
+            source: Source::Tensor {
+                name: t.name.clone(),
+                head_dim: None,
+            },
+        });
+    }
+    tensors.sort_by(|x, y| tensor_order(&x.name, &y.name));
+    let metadata = meta
+        .entries()
+        .iter()
+        .filter(|(k, _)| {
+            !k.starts_with("split.")
+                && k != "general.file_type"
+                && k != "general.quantization_version"
+                && k != "general.alignment"
+        })
+        .cloned()
+        .chain([(
+            "general.quantization_version".to_string(),
+            Value::U32(QUANTIZATION_VERSION),
+        )])
+        .collect();
+    let n_layer = meta
+        .u64(&format!("{}.block_count", garch.name()))
+        .ok_or_else(|| refused(format!("{file}: no {}.block_count", garch.name())))?;
+    Ok(GgufPlan {
+        arch: garch,
+        metadata,
+        tensors,
+        n_layer,
+        warnings: Vec::new(),
+    })
+}
+
+/// Encodes rows of f32 values as `ty` (`quant::quantize_rows` for block
+/// types, rows in parallel).
+pub type RowEncoder =
+    dyn Fn(GgmlType, &[f32], usize, &mut Vec<u8>) -> Result<(), StoreError> + Sync;
+
+/// Streams the planned tensors into `out` (a temporary renamed at the end),
+/// with `general.file_type` = `file_type`.
+pub fn write(
+    model: &Model,
+    plan: &GgufPlan,
+    file_type: u32,
+    out: &Path,
+    progress: bool,
+    encode: &RowEncoder,
+) -> Result<GgufReport, ToGgufError> {
+    let mut meta = plan.metadata.clone();
+    // The converter writes file_type right after the generic hyperparameters.
+    let at = meta
+        .iter()
+        .position(|(k, _)| {
+            k.ends_with(".vocab_size")
+                || k.ends_with(".rope.dimension_count")
+                || k == "general.quantization_version"
+        })
+        .unwrap_or(meta.len());
+    meta.insert(at, ("general.file_type".into(), Value::U32(file_type)));
+    let specs: Vec<TensorSpec> = plan
+        .tensors
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            ty: t.ty,
+            shape: t.shape.clone(),
+        })
+        .collect();
+    let bytes: u64 = plan
+        .tensors
+        .iter()
+        .map(|t| t.ty.bytes_for(t.shape.iter().product()).unwrap_or(0))
+        .sum();
+    let mut types = std::collections::BTreeMap::new();
+    for t in &plan.tensors {
+        *types.entry(t.ty.name().to_string()).or_insert(0) += 1;
+    }
+    let mut w = GgufWriter::create(out, &meta, specs)?;
+    let bar = crate::progress::bytes_bar(progress, bytes, "quantizing");
+    for t in &plan.tensors {
+        bar.set_message(t.name.clone());
+        w.write_tensor_with(&t.name, |sink| {
+            let mut counted = |b: &[u8]| {
+                bar.inc(b.len() as u64);
+                sink(b)
+            };
+            stream_tensor(model, t, encode, &mut counted)
+        })?;
+        if let Source::Tensor { name, .. } = &t.source {
+            if let Some(src) = model.tensor(name) {
+                model.release(src);
+            }
+        }
+    }
+    let path = w.finish()?;
+    bar.finish_and_clear();
+    Ok(GgufReport {
+        out: path,
+        arch: plan.arch,
+        file_type,
+        tensors: plan.tensors.len(),
+        bytes,
+        types,
+        warnings: plan.warnings.clone(),
+    })
+}
+
+fn stream_tensor(
+    model: &Model,
+    t: &OutTensor,
+    encode: &RowEncoder,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let cols = t.shape.last().copied().unwrap_or(1).max(1) as usize;
+    let rows = (t.shape.iter().product::<u64>() as usize) / cols;
+    let (src, head_dim) = match &t.source {
+        Source::Generated(v) => {
+            let mut out = Vec::new();
+            encode(t.ty, v, cols, &mut out)?;
+            return sink(&out);
+        }
+        Source::Tensor { name, head_dim } => (model.get(name)?, *head_dim),
+    };
+    let unit = head_dim.unwrap_or(1);
+    let rows_per_chunk = ((4 << 20) / cols / unit).max(1) * unit;
+    let n = rows.max(1).div_ceil(rows_per_chunk);
+    crate::stream::pipelined(
+        n,
+        |i| {
+            let (r0, r1) = (i * rows_per_chunk, ((i + 1) * rows_per_chunk).min(rows));
+            let mut chunk = if rows == 0 {
+                vec![]
+            } else {
+                model.read_rows_f32(src, r0 as u64..r1 as u64)?
+            };
+            if let Some(hd) = head_dim {
+                let orig = chunk.clone();
+                chunk
+                    .par_chunks_mut(cols)
+                    .enumerate()
+                    .for_each(|(row, dst)| {
+                        let s = permuted_source_row(row, hd, true);
+                        dst.copy_from_slice(&orig[s * cols..(s + 1) * cols]);
+                    });
+            }
+            let mut out = Vec::new();
+            encode(t.ty, &chunk, cols, &mut out)?;
+            Ok(out)
+        },
+        sink,
+    )
+}
