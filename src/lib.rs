@@ -16,5 +16,6 @@ pub mod lora;
 pub mod merge;
 pub mod progress;
 pub mod quant;
+pub mod quantize;
 pub mod store;
 pub mod stream;

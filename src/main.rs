@@ -9,7 +9,7 @@ use llmtool::convert::to_hf;
 use llmtool::lora::Adapter;
 use llmtool::merge::{self, MergeOptions, WeightedAdapter};
 use llmtool::store::safetensors::parse_size;
-use llmtool::{arch, inspect, interrupt, store};
+use llmtool::{arch, inspect, interrupt, quantize, store};
 
 /// From fine-tuned adapter to deployed artifact.
 #[derive(Parser)]
@@ -72,6 +72,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Quantize a model into a deployable artifact.
+    ///
+    /// GGUF formats (f16, bf16, f32, …) read a Hugging Face model (llama,
+    /// mistral, qwen2) or an F32/F16/BF16 GGUF and write a llama.cpp-ready
+    /// GGUF in one streaming pass: tensor names, Q/K permutation, metadata
+    /// and tokenizer as llama.cpp's converter writes them, and llama-quantize's
+    /// per-tensor type choices. The file appears only when complete.
+    #[command(after_help = "Examples:\n  \
+        llmtool quantize f16 ./Qwen2.5-7B-Instruct --out qwen2.5-7b-f16.gguf\n  \
+        llmtool quantize bf16 ./spinoza-merged --out spinoza-bf16.gguf --dry-run --json")]
+    Quantize {
+        /// Output format.
+        format: QuantFormat,
+        /// HF model directory, cached repo id, or a float GGUF.
+        model: String,
+        /// Output file.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// general.name in the GGUF (default: the model directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Check everything and print the plan (types per tensor) without writing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// LoRA adapters: inspect them, merge them into their base.
     #[command(subcommand)]
     Lora(LoraCommand),
@@ -123,6 +151,17 @@ enum LoraCommand {
     },
 }
 
+/// Formats `quantize` writes.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum QuantFormat {
+    /// GGUF, 2-D weights in IEEE half.
+    F16,
+    /// GGUF, 2-D weights in bfloat16.
+    Bf16,
+    /// GGUF, everything in f32.
+    F32,
+}
+
 /// Splits `PATH[:WEIGHT]`; a suffix that is not a number stays in the path.
 fn adapter_spec(s: &str) -> (std::path::PathBuf, f64) {
     match s.rsplit_once(':') {
@@ -148,6 +187,49 @@ fn command_line() -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Quantize {
+            format,
+            model,
+            out,
+            name,
+            dry_run,
+            json,
+        } => {
+            let m = store::Model::open(&model)
+                .with_context(|| format!("cannot open model '{model}'"))?;
+            let gformat = match format {
+                QuantFormat::F16 => quantize::GgufFormat::F16,
+                QuantFormat::Bf16 => quantize::GgufFormat::BF16,
+                QuantFormat::F32 => quantize::GgufFormat::F32,
+            };
+            let opts = quantize::GgufOptions {
+                out,
+                name,
+                progress: !json,
+            };
+            // WIRE-TOKENIZER
+            let report = quantize::to_gguf(&m, gformat, Vec::new(), &opts, dry_run)?;
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let types: Vec<String> = report
+                    .types
+                    .iter()
+                    .map(|(k, n)| format!("{n} {k}"))
+                    .collect();
+                println!(
+                    "{} {}: {} tensors ({}), {}",
+                    if dry_run { "would write" } else { "wrote" },
+                    report.out.display(),
+                    report.tensors,
+                    types.join(", "),
+                    inspect::human_bytes(report.bytes),
+                );
+            }
+        }
         Command::Convert {
             model,
             out,

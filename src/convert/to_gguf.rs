@@ -116,6 +116,62 @@ pub fn tensor_order(a: &str, b: &str) -> Ordering {
     }
 }
 
+fn rope_type_is_llama3(config: &serde_json::Value) -> bool {
+    config
+        .get("rope_scaling")
+        .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
+        .and_then(|v| v.as_str())
+        .is_some_and(|t| t.eq_ignore_ascii_case("llama3"))
+}
+
+/// gguf-py's `model_weight_count_rounded_notation` (`utility.py`): at
+/// least two significant digits, K/M/B/T.
+pub fn size_label(params: u64) -> String {
+    let n = params as f64;
+    let (scaled, suffix) = if n > 1e12 {
+        (n * 1e-12, "T")
+    } else if n > 1e9 {
+        (n * 1e-9, "B")
+    } else if n > 1e6 {
+        (n * 1e-6, "M")
+    } else {
+        (n * 1e-3, "K")
+    };
+    let digits = format!("{}", scaled.round() as u64);
+    let digits = digits.trim_start_matches('0').len();
+    let fix = 2usize.saturating_sub(digits);
+    format!("{scaled:.fix$}{suffix}")
+}
+
+/// gguf-py's name heuristic for a directory name: `-` becomes a space and
+/// all-lowercase words are title-cased (Python `str.title`), except version
+/// numbers and words starting with a digit.
+pub fn title_words(s: &str) -> String {
+    s.replace('-', " ")
+        .split_whitespace()
+        .map(|w| {
+            let versionish = w.starts_with(|c: char| c.is_ascii_digit())
+                || (w.starts_with('v') && w[1..].starts_with(|c: char| c.is_ascii_digit()));
+            let lower = w.chars().any(|c| c.is_lowercase()) && !w.chars().any(|c| c.is_uppercase());
+            if !lower || versionish {
+                return w.to_string();
+            }
+            let mut out = String::new();
+            let mut prev_letter = false;
+            for c in w.chars() {
+                if prev_letter {
+                    out.extend(c.to_lowercase());
+                } else {
+                    out.extend(c.to_uppercase());
+                }
+                prev_letter = c.is_alphabetic();
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The converter's type before quantization: F32 for 1-D tensors, norms and
 /// anything not ending in `.weight`; the float type for the rest.
 fn base_type(name: &str, shape: &[u64], float: GgmlType) -> GgmlType {
@@ -226,7 +282,7 @@ fn plan_hf(
     }
 
     let key = |s: &str| format!("{}.{s}", garch.name());
-    let label = name.map(str::to_string).unwrap_or_else(|| {
+    let label = name.map(str::to_string).map(Ok).unwrap_or_else(|| {
         let dir = if model.root.is_dir() {
             model.root.clone()
         } else {
@@ -236,10 +292,13 @@ fn plan_hf(
                 .map(Path::to_path_buf)
                 .unwrap_or_default()
         };
-        dir.file_name()
+        Err(dir
+            .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into())
+            .unwrap_or_else(|| "model".into()))
     });
+    // The converter title-cases the directory name (gguf-py `Metadata`).
+    let label = label.unwrap_or_else(|dir| title_words(&dir));
     let mut meta: Vec<(String, Value)> = vec![
         (
             "general.architecture".into(),
@@ -248,6 +307,21 @@ fn plan_hf(
         ("general.type".into(), Value::String("model".into())),
         ("general.name".into(), Value::String(label)),
     ];
+    let total: u64 = model
+        .tensors()
+        .iter()
+        .filter(|t| !t.name.ends_with("rotary_emb.inv_freq"))
+        .map(|t| t.numel())
+        .sum::<u64>()
+        + if rope_type_is_llama3(config) {
+            head_dim as u64 / 2
+        } else {
+            0
+        };
+    meta.push((
+        "general.size_label".into(),
+        Value::String(size_label(total)),
+    ));
     for (hf, suffix, kind) in HPARAMS {
         // Prefer what the tensors say (arch::detect already warned on a lie).
         let derived = match *hf {
@@ -472,17 +546,9 @@ pub fn write(
             shape: t.shape.clone(),
         })
         .collect();
-    let bytes: u64 = plan
-        .tensors
-        .iter()
-        .map(|t| t.ty.bytes_for(t.shape.iter().product()).unwrap_or(0))
-        .sum();
-    let mut types = std::collections::BTreeMap::new();
-    for t in &plan.tensors {
-        *types.entry(t.ty.name().to_string()).or_insert(0) += 1;
-    }
+    let report = report(plan, file_type, out);
     let mut w = GgufWriter::create(out, &meta, specs)?;
-    let bar = crate::progress::bytes_bar(progress, bytes, "quantizing");
+    let bar = crate::progress::bytes_bar(progress, report.bytes, "quantizing");
     for t in &plan.tensors {
         bar.set_message(t.name.clone());
         w.write_tensor_with(&t.name, |sink| {
@@ -502,13 +568,29 @@ pub fn write(
     bar.finish_and_clear();
     Ok(GgufReport {
         out: path,
+        ..report
+    })
+}
+
+/// The report of a plan: sizes and type counts, nothing written.
+pub fn report(plan: &GgufPlan, file_type: u32, out: &Path) -> GgufReport {
+    let mut types = std::collections::BTreeMap::new();
+    for t in &plan.tensors {
+        *types.entry(t.ty.name().to_string()).or_insert(0) += 1;
+    }
+    GgufReport {
+        out: out.to_path_buf(),
         arch: plan.arch,
         file_type,
         tensors: plan.tensors.len(),
-        bytes,
+        bytes: plan
+            .tensors
+            .iter()
+            .map(|t| t.ty.bytes_for(t.shape.iter().product()).unwrap_or(0))
+            .sum(),
         types,
         warnings: plan.warnings.clone(),
-    })
+    }
 }
 
 fn stream_tensor(
@@ -517,16 +599,17 @@ fn stream_tensor(
     encode: &RowEncoder,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let cols = t.shape.last().copied().unwrap_or(1).max(1) as usize;
-    let rows = (t.shape.iter().product::<u64>() as usize) / cols;
     let (src, head_dim) = match &t.source {
         Source::Generated(v) => {
             let mut out = Vec::new();
-            encode(t.ty, v, cols, &mut out)?;
+            encode(t.ty, v, v.len(), &mut out)?;
             return sink(&out);
         }
         Source::Tensor { name, head_dim } => (model.get(name)?, *head_dim),
     };
+    // The store's rows: the outermost dimension (a 1-D tensor is rows of 1).
+    let rows = src.rows() as usize;
+    let cols = src.row_len().max(1) as usize;
     let unit = head_dim.unwrap_or(1);
     let rows_per_chunk = ((4 << 20) / cols / unit).max(1) * unit;
     let n = rows.max(1).div_ceil(rows_per_chunk);

