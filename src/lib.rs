@@ -13,5 +13,6 @@ pub mod inspect;
 pub mod interrupt;
 pub mod lora;
 pub mod merge;
+pub mod plan;
 pub mod quant;
 pub mod store;
