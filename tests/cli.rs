@@ -122,7 +122,7 @@ fn vram_plan_json_and_errors() {
         .map(|p| {
             (
                 p["gpu"].as_str().unwrap().to_string(),
-                p["format_name"].as_str().unwrap().to_string(),
+                p["format"].as_str().unwrap().to_string(),
                 p["fits"].as_bool().unwrap(),
             )
         })

@@ -303,6 +303,10 @@ fn multi_gpu_layer_split_and_tensor_split_flag() {
     assert!(two.flags.contains("--tensor-split"), "{}", two.flags);
     let tp = plan::plan(&m, Format::Awq, Engine::Vllm, &o, &gpu("2xT4")).unwrap();
     assert!(tp.flags.contains("--tensor-parallel-size 2"));
+    // Each rank holds half of the 8 KV heads' cache.
+    let one = plan::plan(&m, Format::Awq, Engine::Vllm, &o, &gpu("T4")).unwrap();
+    assert_eq!(tp.need.kv, one.need.kv);
+    assert!(tp.need.weights.abs_diff(one.need.weights) <= 1);
 }
 
 #[test]
@@ -398,6 +402,8 @@ fn bad_combinations_are_refused() {
         ..q
     };
     assert!(err(Format::Q4KM, Engine::LlamaCpp, &nofa).contains("flash attention"));
+    let tp = plan::plan(&m, Format::Bf16, Engine::Vllm, &o, &gpu("2xT4")).unwrap_err();
+    assert!(tp.to_string().contains("9 attention heads"), "{tp}");
 }
 
 #[test]

@@ -326,7 +326,7 @@ impl ModelSpec {
 }
 
 /// Weight formats `vram-plan` compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// The model's tensors as stored (a real model only).
     Native,
@@ -366,6 +366,12 @@ pub const QUALITY_ORDER: &[Format] = &[
     Format::Q4KM,
     Format::Nf4,
 ];
+
+impl Serialize for Format {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
 
 impl Format {
     pub fn name(self) -> &'static str {
@@ -749,8 +755,6 @@ pub struct PlanRow {
     pub gpu: String,
     pub gpus: u32,
     pub format: Format,
-    #[serde(rename = "format_name")]
-    pub format_label: &'static str,
     pub engine: Engine,
     pub ctx: u64,
     pub users: u64,
@@ -844,7 +848,9 @@ fn device_loads(
                 let all: u64 = lb.layers.iter().sum::<u64>() + lb.input + lb.output;
                 b.weights = all.div_ceil(tp);
                 let blocks = o.ctx.div_ceil(VLLM_BLOCK) * VLLM_BLOCK;
-                b.kv = (blocks * o.users * kv_tok).div_ceil(tp);
+                // KV heads are split over ranks, replicated when fewer than ranks.
+                let kv_per_rank = (s.kv_heads / tp).max(1);
+                b.kv = (blocks * o.users * kv_tok * kv_per_rank).div_ceil(s.kv_heads.max(1));
                 let tokens = o.ubatch.unwrap_or(vllm_default_batched_tokens(setup));
                 b.compute = forward_activations(s, tokens).div_ceil(tp) + o.users * s.vocab * 4 * 2;
                 b.overhead = VLLM_NON_TORCH + if o.cuda_graphs { VLLM_CUDA_GRAPHS } else { 0 };
@@ -1088,6 +1094,12 @@ fn offload(
 /// Plans model `m` in format `f` on `engine` with `setup`.
 pub fn plan(m: &ModelSpec, f: Format, e: Engine, o: &Options, setup: &GpuSetup) -> Result<PlanRow> {
     validate(m, f, e, o)?;
+    if e == Engine::Vllm && setup.count > 1 && m.shape.heads % setup.count as u64 != 0 {
+        return Err(invalid(format!(
+            "vLLM tensor parallelism needs the {} attention heads to divide over {} GPUs",
+            m.shape.heads, setup.count
+        )));
+    }
     let lb = layer_bytes(m, f, e)?;
     let ev = evaluate(m, f, e, o, setup, &lb)?;
     let fits = ev.headroom >= 0;
@@ -1131,7 +1143,6 @@ pub fn plan(m: &ModelSpec, f: Format, e: Engine, o: &Options, setup: &GpuSetup) 
         gpu: setup.gpu.name.clone(),
         gpus: setup.count,
         format: f,
-        format_label: f.name(),
         engine: e,
         ctx: o.ctx,
         users: o.users,

@@ -73,7 +73,7 @@ pub fn render_rows(m: &ModelSpec, rows: &[PlanRow]) -> String {
         };
         t.add_row(vec![
             gpus,
-            r.format_label.to_string(),
+            r.format.name().to_string(),
             r.engine.name().to_string(),
             gib(r.need.weights),
             gib(r.need.kv),
@@ -112,7 +112,7 @@ pub fn render_rows(m: &ModelSpec, rows: &[PlanRow]) -> String {
         };
         s += &format!(
             "{} {} on {}{split}:\n  {}\n",
-            r.format_label,
+            r.format.name(),
             r.engine.name(),
             r.gpu,
             r.flags
@@ -136,7 +136,7 @@ pub fn render_recommendation(m: &ModelSpec, rec: &Recommendation) -> String {
         Some(row) => format!(
             "{}\nrecommended: {} on {} ({} of {} used, {} free, {:.0}% margin asked)\n{}{}\n  {}\n",
             model_line(m),
-            row.format_label,
+            row.format.name(),
             row.engine.name(),
             gib(row.need.vram()),
             gib(row.capacity),
