@@ -408,12 +408,11 @@ fn bad_combinations_are_refused() {
 
 #[test]
 fn bare_config_json() {
-    let cfg: Value = serde_json::from_slice(
-        &std::fs::read(common::fixture("models/tiny-llama-hd/config.json")).unwrap(),
-    )
-    .unwrap();
-    let m = ModelSpec::from_config(&cfg, "config.json").unwrap();
+    let path = common::fixture("models/tiny-llama-hd/config.json");
+    let cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let m = ModelSpec::from_config(&cfg, path.to_str().unwrap()).unwrap();
     assert_eq!((m.shape.head_dim, m.shape.kv_heads), (96, 1));
+    assert_eq!(m.shape.name, "tiny-llama-hd");
     let model =
         llmtool::store::Model::open(common::fixture("models/tiny-llama-hd").to_str().unwrap())
             .unwrap();

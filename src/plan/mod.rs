@@ -217,8 +217,14 @@ impl ModelSpec {
             return Err(invalid(format!("{source}: num_attention_heads is 0")));
         }
         let family = d.family.clone().unwrap_or_else(|| "unknown".into());
+        // `dir/config.json` is named after its directory.
+        let path = std::path::Path::new(source);
+        let name = match (path.file_name(), path.parent().and_then(|p| p.file_name())) {
+            (Some(f), Some(dir)) if f == "config.json" => dir.to_string_lossy().into_owned(),
+            _ => source.to_string(),
+        };
         let shape = Shape {
-            name: source.to_string(),
+            name,
             layers: need(d.layers, "num_hidden_layers")?,
             hidden,
             heads,
