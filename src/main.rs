@@ -410,7 +410,7 @@ fn open_plan_model(spec: &str) -> Result<ModelSpec> {
     if !path.exists() {
         if let Some(c) = catalog::find_model(spec) {
             let repo = c.repo.clone();
-            return Ok(ModelSpec::from_shape(c.shape, repo));
+            return Ok(ModelSpec::from_shape(c.shape, repo)?);
         }
     }
     let m = store::Model::open(spec).with_context(|| {

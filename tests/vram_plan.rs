@@ -16,7 +16,7 @@ fn json(rel: &str) -> Value {
 
 fn catalog_model(name: &str) -> ModelSpec {
     let c = catalog::find_model(name).unwrap();
-    ModelSpec::from_shape(c.shape, c.repo)
+    ModelSpec::from_shape(c.shape, c.repo).unwrap()
 }
 
 fn gpu(name: &str) -> plan::GpuSetup {
@@ -418,6 +418,16 @@ fn bare_config_json() {
             .unwrap();
     let real = ModelSpec::from_model(&model, "tiny").unwrap();
     assert_eq!(m.params(), real.params());
+    let huge = serde_json::json!({"hidden_size": 1u64 << 40, "num_attention_heads": 8,
+        "num_hidden_layers": 2, "intermediate_size": 16, "vocab_size": 10});
+    let err = ModelSpec::from_config(&huge, "c.json").unwrap_err();
+    assert!(err.to_string().contains("not a plausible"), "{err}");
+    let o = Options {
+        ctx: u64::MAX / 2,
+        ..Options::default()
+    };
+    let err = plan::plan(&m, Format::Bf16, Engine::Transformers, &o, &gpu("T4")).unwrap_err();
+    assert!(err.to_string().contains("--ctx is at most"), "{err}");
     assert!(
         ModelSpec::from_config(&serde_json::json!({"hidden_size": 8}), "c.json")
             .unwrap_err()

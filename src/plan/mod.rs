@@ -75,7 +75,44 @@ pub struct Shape {
     pub max_ctx: u64,
 }
 
+/// Largest context, micro-batch and dimensions the planner accepts: far
+/// beyond any real model, small enough that no product of them overflows.
+pub const MAX_CTX: u64 = 1 << 21;
+const MAX_UBATCH: u64 = 1 << 16;
+const MAX_DIM: u64 = 1 << 20;
+/// Most tokens of KV cache over all sequences (ctx × users) planned.
+pub const MAX_TOKENS: u64 = 1 << 26;
+
 impl Shape {
+    /// Refuses shapes no real model has (zero or absurd sizes), so that the
+    /// arithmetic below cannot overflow on a hostile config.json.
+    pub fn check(&self) -> Result<()> {
+        let dims = [
+            ("layers", self.layers, 1 << 10),
+            ("hidden_size", self.hidden, MAX_DIM),
+            ("attention heads", self.heads, 1 << 12),
+            ("KV heads", self.kv_heads, 1 << 12),
+            ("head_dim", self.head_dim, 1 << 12),
+            ("intermediate_size", self.ffn, MAX_DIM),
+            ("vocab_size", self.vocab, 1 << 24),
+        ];
+        for (what, v, max) in dims {
+            if v == 0 || v > max {
+                return Err(invalid(format!(
+                    "{}: {what} = {v} is not a plausible model dimension (1..={max})",
+                    self.name
+                )));
+            }
+        }
+        if self.heads * self.head_dim > MAX_DIM || self.heads % self.kv_heads != 0 {
+            return Err(invalid(format!(
+                "{}: {} heads × head_dim {} with {} KV heads is not a valid attention layout",
+                self.name, self.heads, self.head_dim, self.kv_heads
+            )));
+        }
+        Ok(())
+    }
+
     /// llama.cpp's `LLM_TYPE_70B` (80 layers, grouped-query attention), which
     /// changes one `llama-quantize` rule.
     fn is_70b(&self) -> bool {
@@ -194,14 +231,15 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// A model described by its shape alone (catalog entry or config.json).
-    pub fn from_shape(shape: Shape, source: impl Into<String>) -> ModelSpec {
-        ModelSpec {
+    pub fn from_shape(shape: Shape, source: impl Into<String>) -> Result<ModelSpec> {
+        shape.check()?;
+        Ok(ModelSpec {
             tensors: shape.tensors(),
             shape,
             source: source.into(),
             is_gguf: false,
             has_stored: false,
-        }
+        })
     }
 
     /// A bare `config.json` (or any JSON with the same fields).
@@ -235,10 +273,10 @@ impl ModelSpec {
             tied: d.tied.unwrap_or(false),
             qkv_bias: family == "qwen2"
                 || inner.get("attention_bias").and_then(|v| v.as_bool()) == Some(true),
-            max_ctx: d.ctx.unwrap_or(4096),
+            max_ctx: d.ctx.unwrap_or(4096).min(MAX_CTX),
             family,
         };
-        Ok(Self::from_shape(shape, source))
+        Self::from_shape(shape, source)
     }
 
     /// A real model opened through the tensor store: shape from
@@ -274,8 +312,9 @@ impl ModelSpec {
             vocab: need(a.vocab, "vocab_size")?,
             tied: a.tied_embeddings,
             qkv_bias: a.attention_bias,
-            max_ctx: a.context_length.unwrap_or(4096),
+            max_ctx: a.context_length.unwrap_or(4096).min(MAX_CTX),
         };
+        shape.check()?;
         let tensors = m
             .tensors()
             .iter()
@@ -856,7 +895,7 @@ fn device_loads(
                 let blocks = o.ctx.div_ceil(VLLM_BLOCK) * VLLM_BLOCK;
                 // KV heads are split over ranks, replicated when fewer than ranks.
                 let kv_per_rank = (s.kv_heads / tp).max(1);
-                b.kv = (blocks * o.users * kv_tok * kv_per_rank).div_ceil(s.kv_heads.max(1));
+                b.kv = (blocks * o.users * kv_tok).div_ceil(s.kv_heads.max(1)) * kv_per_rank;
                 let tokens = o.ubatch.unwrap_or(vllm_default_batched_tokens(setup));
                 b.compute = forward_activations(s, tokens).div_ceil(tp) + o.users * s.vocab * 4 * 2;
                 b.overhead = VLLM_NON_TORCH + if o.cuda_graphs { VLLM_CUDA_GRAPHS } else { 0 };
@@ -935,6 +974,14 @@ fn evaluate(
     lb: &LayerBytes,
 ) -> Result<Eval> {
     let cap = per_device_capacity(e, o, setup);
+    if o.ctx.saturating_mul(o.users) > MAX_TOKENS {
+        // Beyond what we plan (the searches probe here): does not fit.
+        return Ok(Eval {
+            loads: Vec::new(),
+            split: Vec::new(),
+            headroom: i64::MIN,
+        });
+    }
     let n = setup.count.max(1) as usize;
     let (split, loads) = if e == Engine::Vllm {
         let one = device_loads(m, f, e, o, setup, lb, &[m.shape.layers])?;
@@ -1011,6 +1058,15 @@ fn validate(m: &ModelSpec, f: Format, e: Engine, o: &Options) -> Result<()> {
     }
     if o.ctx == 0 || o.users == 0 || o.ubatch == Some(0) {
         return Err(invalid("--ctx, --users and --ubatch must be at least 1"));
+    }
+    if o.ctx > MAX_CTX
+        || o.users > MAX_USERS
+        || o.ubatch.is_some_and(|u| u > MAX_UBATCH)
+        || o.ctx * o.users > MAX_TOKENS
+    {
+        return Err(invalid(format!(
+            "--ctx is at most {MAX_CTX}, --users at most {MAX_USERS}, --ubatch at most {MAX_UBATCH}, and --ctx × --users at most {MAX_TOKENS}"
+        )));
     }
     if !(0.05..=1.0).contains(&o.gpu_util) {
         return Err(invalid("--gpu-util must be between 0.05 and 1"));
