@@ -11,7 +11,7 @@ Steps, all with the reference tools:
      Its tokenizer.json comes back with `byte_fallback: true` and a sentencepiece stub, which makes
      convert_hf_to_gguf.py write an SPM vocabulary that crashes llama.cpp's tokenizer; the buffer
      sizes do not depend on the tokenizer (same vocab size), and llama-bench never tokenizes text.
-  2. convert_hf_to_gguf.py --outtype f16, then llama-quantize F16 -> Q4_K_M.
+  2. convert_hf_to_gguf.py --outtype f16, then llama-quantize F16 -> Q4_K_M, Q5_K_M, Q6_K, Q8_0.
   3. llama-bench -v -r 0 --no-warmup (builds the model and context, reserves the compute graph,
      runs nothing) for every (model, ctx, ubatch, flash attention, KV type) in GRID; the sizes are
      parsed from its log lines:
@@ -21,7 +21,7 @@ Steps, all with the reference tools:
         llama_context:        CPU  output buffer size =     0.19 MiB
         sched_reserve:        CPU compute buffer size =   104.77 MiB
      The context size of llama-bench is n_prompt + n_gen, so `-p CTX -n 0` gives n_ctx = CTX.
-Also records every tensor's type, shape and byte size of the Q4_K_M file as written by
+Also records every tensor's type, shape and byte size of each file as written by
 llama-quantize (gguf-py 0.19.0 reader), so the per-tensor type rule can be checked without the files.
 """
 import json
@@ -58,11 +58,13 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
+QUANTS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
+
+
 def make_ggufs(llama, q41, work, py):
     hf = os.path.join(work, "hf")
     f16 = os.path.join(work, "smollm2-f16.gguf")
-    q4km = os.path.join(work, "smollm2-Q4_K_M.gguf")
-    if not os.path.exists(q4km):
+    if not os.path.exists(f16):
         code = (
             "import sys, os, json, torch\n"
             "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
@@ -75,8 +77,14 @@ def make_ggufs(llama, q41, work, py):
         )
         run([py, "-c", code, q41, hf])
         run([py, os.path.join(llama, "convert_hf_to_gguf.py"), hf, "--outtype", "f16", "--outfile", f16])
-        run([os.path.join(llama, "build/bin/llama-quantize"), f16, q4km, "Q4_K_M"], capture_output=True)
-    return {"F16": f16, "Q4_K_M": q4km, "Q4_1": q41}
+    files = {"F16": f16}
+    for q in QUANTS:
+        out = os.path.join(work, f"smollm2-{q}.gguf")
+        if not os.path.exists(out):
+            run([os.path.join(llama, "build/bin/llama-quantize"), f16, out, q], capture_output=True)
+        files[q] = out
+    files["Q4_1"] = q41
+    return files
 
 
 def capture(bench, model, ctx, ub, fa, kv):
