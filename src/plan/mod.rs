@@ -688,6 +688,15 @@ pub const VLLM_CUDA_GRAPHS: u64 = 650 * MIB;
 pub const VLLM_BLOCK: u64 = 16;
 /// llama.cpp pads the KQ mask's token dimension (`GGML_KQ_MASK_PAD`).
 const KQ_MASK_PAD: u64 = 64;
+/// llama.cpp rounds each sequence's context up to a multiple of 256
+/// (`llama_context` constructor, `src/llama-context.cpp`).
+const LLAMA_CPP_CTX_PAD: u64 = 256;
+
+/// KV cells llama.cpp allocates for `users` sequences of `ctx` tokens
+/// (`-c ctx·users -np users`: each stream gets `ctx` rounded up to 256).
+pub fn llama_cpp_cells(ctx: u64, users: u64) -> u64 {
+    ctx.next_multiple_of(LLAMA_CPP_CTX_PAD) * users
+}
 
 /// Memory of one plan, in bytes, per device and summed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -744,12 +753,13 @@ fn forward_activations(s: &Shape, tokens: u64) -> u64 {
 /// `fixtures/vram/llama_cpp_buffers.json` are these three numbers.
 pub fn llama_cpp_buffers(m: &ModelSpec, f: Format, o: &Options) -> Result<(u64, u64, u64)> {
     let weights = weights_total(m, f, Engine::LlamaCpp)?;
-    let kv = o.ctx * o.users * kv_bytes_per_token(&m.shape, o.kv.unwrap_or(KvType::F16))?;
+    let cells = llama_cpp_cells(o.ctx, o.users);
+    let kv = cells * kv_bytes_per_token(&m.shape, o.kv.unwrap_or(KvType::F16))?;
     let ub = o.ubatch.unwrap_or(LLAMA_CPP_UBATCH);
     Ok((
         weights,
         kv,
-        llama_cpp_compute(&m.shape, o.ctx * o.users, ub, o.flash_attn),
+        llama_cpp_compute(&m.shape, cells, ub, o.flash_attn),
     ))
 }
 
@@ -857,10 +867,10 @@ fn device_loads(
         match e {
             Engine::LlamaCpp => {
                 b.weights = layer_w + if last { lb.output } else { 0 };
-                b.kv = cnt * kv_layer_tok * o.ctx * o.users;
+                b.kv = cnt * kv_layer_tok * llama_cpp_cells(o.ctx, o.users);
                 b.compute = llama_cpp_compute(
                     s,
-                    o.ctx * o.users,
+                    llama_cpp_cells(o.ctx, o.users),
                     o.ubatch.unwrap_or(LLAMA_CPP_UBATCH),
                     o.flash_attn,
                 );
@@ -1105,8 +1115,8 @@ fn offload(
     lb: &LayerBytes,
 ) -> Result<(u64, u64, Vec<u64>)> {
     let n = m.shape.layers;
-    let kv_layer =
-        kv_bytes_per_token(&m.shape, o.kv.unwrap_or(KvType::F16))? / n.max(1) * o.ctx * o.users;
+    let kv_layer = kv_bytes_per_token(&m.shape, o.kv.unwrap_or(KvType::F16))? / n.max(1)
+        * llama_cpp_cells(o.ctx, o.users);
     let cap = per_device_capacity(Engine::LlamaCpp, o, setup);
     for ngl in (0..=n).rev() {
         let gpu_layers = ngl.min(n);
@@ -1142,7 +1152,7 @@ fn offload(
                 + if ngl > n { 0 } else { lb.output }
                 + llama_cpp_compute(
                     &m.shape,
-                    o.ctx * o.users,
+                    llama_cpp_cells(o.ctx, o.users),
                     o.ubatch.unwrap_or(LLAMA_CPP_UBATCH),
                     o.flash_attn,
                 );
@@ -1195,7 +1205,10 @@ pub fn plan(m: &ModelSpec, f: Format, e: Engine, o: &Options, setup: &GpuSetup) 
         (None, 0, ev.split)
     };
     let ubatch = match e {
-        Engine::LlamaCpp => o.ubatch.unwrap_or(LLAMA_CPP_UBATCH).min(o.ctx * o.users),
+        Engine::LlamaCpp => o
+            .ubatch
+            .unwrap_or(LLAMA_CPP_UBATCH)
+            .min(llama_cpp_cells(o.ctx, o.users)),
         Engine::Transformers => o.ubatch.unwrap_or(o.ctx).min(o.ctx),
         Engine::Vllm => o.ubatch.unwrap_or(vllm_default_batched_tokens(setup)),
     };

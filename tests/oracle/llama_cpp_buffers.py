@@ -50,6 +50,7 @@ GRID = (
     + [(2048, u, 1, "f16") for u in (128, 256, 1024, 2048)]
     + [(2048, u, 0, "f16") for u in (256, 1024)]
     + [(4096, 512, 1, "q4_0")]
+    + [(1000, 512, 1, "f16")]  # llama.cpp pads n_ctx to a multiple of 256
 )
 
 
@@ -102,7 +103,7 @@ def capture(bench, model, ctx, ub, fa, kv):
             sys.exit(f"{' '.join(cmd)}: no '{key}' line in the log")
         v = m.group(1)
         row[key] = int(v) if key == "n_ctx" else (v == "enabled" if key == "flash_attn" else float(v))
-    if row["n_ctx"] != ctx or row["flash_attn"] != bool(fa):
+    if row["n_ctx"] != -(-ctx // 256) * 256 or row["flash_attn"] != bool(fa):
         sys.exit(f"{' '.join(cmd)}: llama.cpp used n_ctx {row['n_ctx']}, flash_attn {row['flash_attn']}")
     row["command"] = " ".join(["llama-bench"] + cmd[1:]).replace(model, os.path.basename(model))
     return row
