@@ -1115,52 +1115,36 @@ fn offload(
     lb: &LayerBytes,
 ) -> Result<(u64, u64, Vec<u64>)> {
     let n = m.shape.layers;
-    let kv_layer = kv_bytes_per_token(&m.shape, o.kv.unwrap_or(KvType::F16))? / n.max(1)
-        * llama_cpp_cells(o.ctx, o.users);
+    let cells = llama_cpp_cells(o.ctx, o.users);
+    let kv_layer = kv_bytes_per_token(&m.shape, o.kv.unwrap_or(KvType::F16))? / n.max(1) * cells;
     let cap = per_device_capacity(Engine::LlamaCpp, o, setup);
-    for ngl in (0..=n).rev() {
-        let gpu_layers = ngl.min(n);
-        let start = (n - gpu_layers) as usize;
+    let ub = o.ubatch.unwrap_or(LLAMA_CPP_UBATCH);
+    // What stays on the host with `gpu_layers` offloaded (the output stays
+    // too: the plan only offloads it when everything fits).
+    let host = |gpu_layers: u64| {
+        let cpu = (n - gpu_layers) as usize;
+        lb.input
+            + lb.layers[..cpu].iter().sum::<u64>()
+            + (n - gpu_layers) * kv_layer
+            + lb.output
+            + llama_cpp_compute(&m.shape, cells, ub, o.flash_attn)
+    };
+    let devices = setup.count.max(1) as usize;
+    // llama.cpp offloads the last layers; `device_loads` counts a layer's KV
+    // with it, and the output with the last device when it is given one.
+    for ngl in (1..=n).rev() {
         let part = LayerBytes {
-            layers: lb.layers[start..].to_vec(),
+            layers: lb.layers[(n - ngl) as usize..].to_vec(),
             input: lb.input,
-            output: if ngl > n { lb.output } else { 0 },
+            output: 0,
         };
-        let mut sub = m.clone();
-        sub.shape.layers = gpu_layers.max(1);
-        let devices = setup.count.max(1) as usize;
-        let split = if devices == 1 {
-            vec![gpu_layers]
-        } else {
-            split_layers(gpu_layers, &vec![1; devices])
-        };
-        let loads = device_loads(&sub, f, Engine::LlamaCpp, o, setup, &part, &split)?;
-        let kv_fix = |b: &Breakdown, cnt: u64| Breakdown {
-            kv: cnt * kv_layer,
-            ..b.clone()
-        };
-        let loads: Vec<Breakdown> = loads
-            .iter()
-            .zip(&split)
-            .map(|(b, &c)| kv_fix(b, c))
-            .collect();
-        if headroom(&loads, cap) >= 0 || ngl == 0 {
-            let cpu_layers: u64 = lb.layers[..start].iter().sum();
-            let host = lb.input
-                + cpu_layers
-                + (n - gpu_layers) * kv_layer
-                + if ngl > n { 0 } else { lb.output }
-                + llama_cpp_compute(
-                    &m.shape,
-                    llama_cpp_cells(o.ctx, o.users),
-                    o.ubatch.unwrap_or(LLAMA_CPP_UBATCH),
-                    o.flash_attn,
-                );
-            let fits = headroom(&loads, cap) >= 0;
-            return Ok((if fits { ngl } else { 0 }, host, split));
+        let split = split_layers(ngl, &vec![1; devices]);
+        let loads = device_loads(m, f, Engine::LlamaCpp, o, setup, &part, &split)?;
+        if headroom(&loads, cap) >= 0 {
+            return Ok((ngl, host(ngl), split));
         }
     }
-    unreachable!("the loop returns at ngl = 0")
+    Ok((0, host(0), vec![0; devices]))
 }
 
 /// Plans model `m` in format `f` on `engine` with `setup`.
