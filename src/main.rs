@@ -90,7 +90,8 @@ enum Command {
         /// KV cache type: f16, bf16, q8_0, q4_0 (llama.cpp), fp8 (vLLM).
         #[arg(long)]
         kv_cache: Option<String>,
-        /// GPUs to compare, comma-separated catalog names or sizes (T4,A10G,16GiB).
+        /// GPUs to compare, comma-separated catalog names or sizes (T4,A10G,16GiB);
+        /// default T4,A10G,L4,A100-40GB.
         #[arg(long, conflicts_with_all = ["vram", "gpus", "detect"])]
         gpu: Option<String>,
         /// A GPU of this much memory (16GiB, 24GB, 15360MiB).
