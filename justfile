@@ -40,3 +40,4 @@ fixtures python="python3":
     {{python}} tests/oracle/smollm2_goldens.py "$(scripts/smollm2.sh)"
     cargo run --release --example reshard_golden
     {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-qwen2-llmtool-sharded fixtures/models/tiny-qwen2 --record fixtures/models/tiny-qwen2-llmtool-sharded/transformers-check.json
+    {{python}} tests/oracle/llama_cpp_buffers.py "$(tests/oracle/build_llama_cpp.sh)" "$(scripts/smollm2.sh)" target/llmtool-cache/vram-oracle fixtures/vram/llama_cpp_buffers.json

@@ -218,24 +218,26 @@ pub struct Arch {
 
 /// Hyperparameters as declared by config.json or GGUF metadata.
 #[derive(Debug, Default)]
-struct Declared {
-    source: &'static str,
-    family: Option<String>,
-    layers: Option<u64>,
-    hidden: Option<u64>,
-    heads: Option<u64>,
-    kv_heads: Option<u64>,
-    head_dim: Option<u64>,
-    ffn: Option<u64>,
-    vocab: Option<u64>,
-    tied: Option<bool>,
-    rope_theta: Option<f64>,
-    rope_scaling: Option<serde_json::Value>,
-    eps: Option<f64>,
-    ctx: Option<u64>,
+pub struct Declared {
+    pub source: &'static str,
+    pub family: Option<String>,
+    pub layers: Option<u64>,
+    pub hidden: Option<u64>,
+    pub heads: Option<u64>,
+    pub kv_heads: Option<u64>,
+    pub head_dim: Option<u64>,
+    pub ffn: Option<u64>,
+    pub vocab: Option<u64>,
+    pub tied: Option<bool>,
+    pub rope_theta: Option<f64>,
+    pub rope_scaling: Option<serde_json::Value>,
+    pub eps: Option<f64>,
+    pub ctx: Option<u64>,
 }
 
-fn declared_from_config(c: &serde_json::Value) -> Declared {
+/// Reads the hyperparameters a `config.json` declares (used alone by
+/// `vram-plan` for a bare config).
+pub fn declared_from_config(c: &serde_json::Value) -> Declared {
     // Multimodal wrappers nest the language model's config.
     let c = c.get("text_config").unwrap_or(c);
     let u = |k: &str| c.get(k).and_then(|v| v.as_u64());

@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod lora;
 pub mod merge;
+pub mod plan;
 pub mod progress;
 pub mod quant;
 pub mod quantize;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use llmtool::convert::to_hf;
 use llmtool::lora::Adapter;
 use llmtool::merge::{self, MergeOptions, WeightedAdapter};
+use llmtool::plan::{self, catalog, Engine, Format, ModelSpec};
 use llmtool::store::safetensors::parse_size;
 use llmtool::{arch, inspect, interrupt, quantize, store};
 
@@ -103,6 +104,89 @@ enum Command {
     /// LoRA adapters: inspect them, merge them into their base.
     #[command(subcommand)]
     Lora(LoraCommand),
+    /// Will this model fit this GPU, for how many users, at what cost.
+    ///
+    /// Sums weights (per tensor, for each format's real layout), KV cache,
+    /// the engine's activations or compute buffers and its runtime overhead
+    /// (formulas and sources in docs/VRAM.md), for every GPU × format asked.
+    /// Prints whether it fits, the headroom, the largest context at --users,
+    /// the most users at --ctx, llama.cpp's -ngl and host RAM when it does
+    /// not fit, the hourly price and the engine command line.
+    ///
+    /// MODEL is anything inspect-arch reads (directory, .safetensors,
+    /// .gguf, cached repo id), a bare config.json, or a built-in catalog
+    /// name (Qwen2.5-0.5B…72B, Llama-3.1-8B/70B, Llama-3.2-1B/3B,
+    /// Mistral-7B, Mistral-Small-24B, SmolLM2-135M/360M/1.7B, or their Hub
+    /// repo ids); --list prints the catalogs.
+    #[command(after_help = "Examples:\n  \
+        llmtool vram-plan Qwen2.5-14B --gpu T4,A10G --quant bf16,int8,nf4\n  \
+        llmtool vram-plan Qwen2.5-14B --gpu T4 --users 8 --ctx 8192 --recommend\n  \
+        llmtool vram-plan model-Q4_K_M.gguf --gpus 2xT4 --ctx 32768 --kv-cache q8_0\n  \
+        llmtool vram-plan ./config.json --engine vllm --vram 24GiB --quant awq --json\n  \
+        llmtool vram-plan Llama-3.1-8B --detect --quant q4_k_m,q8_0")]
+    VramPlan {
+        /// Model: path, cached repo id, config.json, or catalog name.
+        #[arg(required_unless_present = "list")]
+        model: Option<String>,
+        /// Formats to compare, comma-separated: bf16, f16, int8, nf4, awq, gptq,
+        /// gptq-int8, q4_k_m, q5_k_m, q6_k, q8_0, native (the model's own tensors).
+        #[arg(long, value_delimiter = ',')]
+        quant: Vec<String>,
+        /// transformers, vllm or llama.cpp (default: llama.cpp for GGUF formats,
+        /// transformers for the others).
+        #[arg(long)]
+        engine: Option<String>,
+        /// Context length per sequence (tokens).
+        #[arg(long, default_value_t = 4096)]
+        ctx: u64,
+        /// Concurrent sequences.
+        #[arg(long, default_value_t = 1)]
+        users: u64,
+        /// Tokens per forward pass (llama.cpp -ub, default 512; vLLM
+        /// --max-num-batched-tokens; transformers: prompt tokens, default --ctx).
+        #[arg(long)]
+        ubatch: Option<u64>,
+        /// KV cache type: f16, bf16, q8_0, q4_0 (llama.cpp), fp8 (vLLM).
+        #[arg(long)]
+        kv_cache: Option<String>,
+        /// GPUs to compare, comma-separated catalog names or sizes (T4,A10G,16GiB);
+        /// default T4,A10G,L4,A100-40GB.
+        #[arg(long, conflicts_with_all = ["vram", "gpus", "detect"])]
+        gpu: Option<String>,
+        /// A GPU of this much memory (16GiB, 24GB, 15360MiB).
+        #[arg(long, conflicts_with_all = ["gpus", "detect"])]
+        vram: Option<String>,
+        /// Several GPUs used together: 2xT4, 4xA10G (comma-separated to compare).
+        #[arg(long, conflicts_with = "detect")]
+        gpus: Option<String>,
+        /// Read this machine's GPUs with nvidia-smi.
+        #[arg(long)]
+        detect: bool,
+        /// GPU catalog TOML replacing the built-in one (format: data/gpus.toml).
+        #[arg(long)]
+        catalog: Option<std::path::PathBuf>,
+        /// vLLM --gpu-memory-utilization.
+        #[arg(long, default_value_t = 0.9)]
+        gpu_util: f64,
+        /// llama.cpp without flash attention (bigger compute buffer, no quantized V cache).
+        #[arg(long)]
+        no_flash_attn: bool,
+        /// vLLM --enforce-eager (no CUDA graph memory).
+        #[arg(long)]
+        enforce_eager: bool,
+        /// Pick the best-quality format that fits with --margin to spare.
+        #[arg(long)]
+        recommend: bool,
+        /// Fraction of each GPU --recommend keeps free.
+        #[arg(long, default_value_t = 0.05)]
+        margin: f64,
+        /// Print the model and GPU catalogs.
+        #[arg(long)]
+        list: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -355,6 +439,210 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::VramPlan {
+            model,
+            quant,
+            engine,
+            ctx,
+            users,
+            ubatch,
+            kv_cache,
+            gpu,
+            vram,
+            gpus,
+            detect,
+            catalog: catalog_file,
+            gpu_util,
+            no_flash_attn,
+            enforce_eager,
+            recommend,
+            margin,
+            list,
+            json,
+        } => {
+            let text = match &catalog_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read --catalog {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let label = catalog_file.as_ref().map(|p| p.display().to_string());
+            let gpu_catalog = catalog::gpus(label.as_deref().zip(text.as_deref()))?;
+            if list {
+                return print_catalogs(&gpu_catalog, json);
+            }
+            let spec = model.unwrap_or_default();
+            let m = open_plan_model(&spec)?;
+            let setups = if detect {
+                catalog::detect(&gpu_catalog)?
+            } else if let Some(v) = vram {
+                vec![plan::GpuSetup {
+                    gpu: catalog::custom_gpu(catalog::parse_vram(&v)?),
+                    count: 1,
+                }]
+            } else {
+                let s = gpus
+                    .or(gpu)
+                    .unwrap_or_else(|| "T4,A10G,L4,A100-40GB".into());
+                catalog::parse_setups(&s, &gpu_catalog)?
+            };
+            let asked_engine = engine.as_deref().map(Engine::parse).transpose()?;
+            let opts = plan::Options {
+                ctx,
+                users,
+                ubatch,
+                kv: kv_cache.as_deref().map(plan::KvType::parse).transpose()?,
+                flash_attn: !no_flash_attn,
+                gpu_util,
+                cuda_graphs: !enforce_eager,
+            };
+            let engine = default_engine(&m, asked_engine, opts.kv);
+            if recommend {
+                if !(0.0..0.9).contains(&margin) {
+                    anyhow::bail!(
+                        "--margin must be a fraction between 0 and 0.9 (0.1 = keep 10% free)"
+                    );
+                }
+                let mut out = Vec::new();
+                for s in &setups {
+                    out.push((s, plan::recommend(&m, engine, &opts, s, margin)?));
+                }
+                if json {
+                    let v: Vec<_> = out
+                        .iter()
+                        .map(|(s, r)| serde_json::json!({"gpu": s.label(), "recommendation": r}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    for (s, r) in &out {
+                        println!("== {} ==", s.label());
+                        print!("{}", plan::render::render_recommendation(&m, r));
+                    }
+                }
+                return Ok(());
+            }
+            let formats: Vec<Format> = if quant.is_empty() {
+                default_formats(&m, engine)
+            } else {
+                quant
+                    .iter()
+                    .map(|q| Format::parse(q))
+                    .collect::<Result<_, _>>()?
+            };
+            let mut rows = Vec::new();
+            for s in &setups {
+                for &f in &formats {
+                    let e = engine.unwrap_or_else(|| Engine::natural(f, &m));
+                    rows.push(plan::plan(&m, f, e, &opts, s)?);
+                }
+            }
+            if json {
+                let v = serde_json::json!({
+                    "model": m.shape,
+                    "source": m.source,
+                    "parameters": m.params(),
+                    "options": opts,
+                    "plans": rows,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", plan::render::render_rows(&m, &rows));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves a `vram-plan` MODEL: an existing path (model or config.json),
+/// a catalog name, or a cached Hub repo id.
+fn open_plan_model(spec: &str) -> Result<ModelSpec> {
+    let path = std::path::Path::new(spec);
+    if path.is_file()
+        && path.extension().is_some_and(|e| e == "json")
+        && !spec.ends_with(".index.json")
+    {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {spec}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{spec} is not valid JSON"))?;
+        return Ok(ModelSpec::from_config(&v, spec)?);
+    }
+    if !path.exists() {
+        if let Some(c) = catalog::find_model(spec) {
+            let repo = c.repo.clone();
+            return Ok(ModelSpec::from_shape(c.shape, repo)?);
+        }
+    }
+    let m = store::Model::open(spec).with_context(|| {
+        format!("cannot open model '{spec}' (and it is not in the built-in catalog: see --list)")
+    })?;
+    Ok(ModelSpec::from_model(&m, spec)?)
+}
+
+/// The engine when --engine is not given: llama.cpp for a GGUF model or a
+/// quantized KV cache, vLLM for an fp8 KV cache, else each format's own.
+fn default_engine(
+    m: &ModelSpec,
+    engine: Option<Engine>,
+    kv: Option<plan::KvType>,
+) -> Option<Engine> {
+    use plan::KvType;
+    engine.or(match kv {
+        Some(KvType::Q8_0 | KvType::Q4_0) => Some(Engine::LlamaCpp),
+        Some(KvType::Fp8) => Some(Engine::Vllm),
+        _ if m.is_gguf => Some(Engine::LlamaCpp),
+        _ => None,
+    })
+}
+
+/// Formats compared when --quant is not given: the model's own tensors (a
+/// real model), then a spread of formats the engine loads.
+fn default_formats(m: &ModelSpec, engine: Option<Engine>) -> Vec<Format> {
+    let mut v = Vec::new();
+    if m.has_stored && engine.is_none_or(|e| m.is_gguf == (e == Engine::LlamaCpp)) {
+        v.push(Format::Native);
+    }
+    v.extend_from_slice(match engine {
+        Some(Engine::LlamaCpp) => &[
+            Format::F16,
+            Format::Q8_0,
+            Format::Q6K,
+            Format::Q5KM,
+            Format::Q4KM,
+        ],
+        Some(Engine::Vllm) => &[Format::Bf16, Format::Gptq8, Format::Awq, Format::Gptq],
+        Some(Engine::Transformers) => &[Format::Bf16, Format::Int8, Format::Awq, Format::Nf4],
+        None => &[
+            Format::Bf16,
+            Format::Int8,
+            Format::Nf4,
+            Format::Q8_0,
+            Format::Q4KM,
+        ],
+    });
+    v
+}
+
+fn print_catalogs(gpus: &[plan::Gpu], json: bool) -> Result<()> {
+    let models = catalog::models();
+    if json {
+        let v = serde_json::json!({
+            "models": models.iter().map(|m| serde_json::json!({"repo": m.repo, "aliases": m.aliases, "shape": m.shape})).collect::<Vec<_>>(),
+            "gpus": gpus,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("models (data/models.toml):");
+    for m in &models {
+        println!("  {:<20} {}", m.shape.name, m.repo);
+    }
+    println!("GPUs (data/gpus.toml or --catalog):");
+    for g in gpus {
+        println!(
+            "  {:<10} {:>6} MiB {:>6} GB/s  ${:.2}/h  ({})",
+            g.name, g.vram_mib, g.bandwidth_gbs, g.price_per_hour, g.price_source
+        );
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ fn help_lists_only_working_subcommands() {
         .collect();
     assert_eq!(
         commands,
-        ["inspect-arch", "convert", "quantize", "lora", "help"],
+        ["inspect-arch", "convert", "quantize", "lora", "vram-plan", "help"],
         "{text}"
     );
     let out = llmtool().args(["inspect-arch", "--help"]).output().unwrap();
@@ -100,4 +100,69 @@ fn hub_repo_ids_resolve_through_hf_home() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn vram_plan_json_and_errors() {
+    let v = common::json_output(llmtool().args([
+        "vram-plan",
+        "Qwen/Qwen2.5-14B-Instruct",
+        "--gpu",
+        "T4,A10G",
+        "--quant",
+        "int8,nf4",
+        "--ctx",
+        "2048",
+        "--json",
+    ]));
+    let plans = v["plans"].as_array().unwrap();
+    assert_eq!(plans.len(), 4);
+    let fits: Vec<(String, String, bool)> = plans
+        .iter()
+        .map(|p| {
+            (
+                p["gpu"].as_str().unwrap().to_string(),
+                p["format"].as_str().unwrap().to_string(),
+                p["fits"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("T4", "int8", false),
+        ("T4", "nf4", true),
+        ("A10G", "int8", true),
+        ("A10G", "nf4", true),
+    ];
+    for (got, want) in fits.iter().zip(want) {
+        assert_eq!((got.0.as_str(), got.1.as_str(), got.2), want);
+    }
+    let out = llmtool()
+        .args(["vram-plan", "SmolLM2-135M", "--gpu", "T4", "--recommend"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("recommended: bf16"));
+    fails_with(
+        &["vram-plan", "SmolLM2-135M", "--quant", "q3_k"],
+        "unknown format 'q3_k'",
+    );
+    fails_with(
+        &["vram-plan", "SmolLM2-135M", "--gpu", "B300"],
+        "unknown GPU 'B300'",
+    );
+    fails_with(
+        &["vram-plan", "nobody/nothing"],
+        "not in the built-in catalog",
+    );
+    fails_with(
+        &[
+            "vram-plan",
+            "SmolLM2-135M",
+            "--engine",
+            "vllm",
+            "--quant",
+            "q4_k_m",
+        ],
+        "vllm does not load q4_k_m",
+    );
 }

