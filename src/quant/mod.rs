@@ -1,6 +1,7 @@
-//! GGML tensor types and their dequantization to `f32`.
+//! GGML tensor types, their dequantization to `f32` and their quantization
+//! from `f32`.
 //!
-//! This module owns three things:
+//! This module owns four things:
 //!
 //! * [`GgmlType`], the table of every tensor type gguf-py 0.19.0 knows, with
 //!   its numeric id, spelling, elements per block and bytes per block. The
@@ -14,7 +15,7 @@
 //!   them.
 //! * The byte layouts of the blocks, documented next to their decoders in
 //!   [`legacy`] (32-element formats) and [`kquants`] (256-element
-//!   super-blocks). The quantizers will live there too.
+//!   super-blocks), together with their decoders and encoders.
 //! * [`dequantize`], which turns whole blocks into `f32` values equal bit for
 //!   bit to `gguf.quants.dequantize` of gguf-py 0.19.0
 //!   (`gguf-py/gguf/quants.py`). That means doing the same float32
@@ -22,10 +23,23 @@
 //!   always the order of `dequantize_row_*` in `ggml/src/ggml-quants.c`.
 //!   The unit tests check this against golden vectors made by
 //!   `tests/oracle/make_quant_goldens.py` (stored in `fixtures/quant/`).
+//! * [`quantize_row`], which encodes `f32` values into blocks byte for byte
+//!   as llama.cpp's `ggml_quantize_chunk` does without an importance matrix
+//!   (the path `llama-quantize` takes without `--imatrix`): the
+//!   `quantize_row_*_ref` routines of `ggml/src/ggml-quants.c` and the
+//!   scalar `GGML_FP32_TO_FP16` / `ggml_compute_fp32_to_bf16` conversions of
+//!   `ggml/src/ggml-impl.h`. Bit-exactness needs the same float32 operations
+//!   in the same order; the reference library `libggml-base` is built for
+//!   baseline x86-64 (no `-march=native`, so no fused multiply-add) and
+//!   Rust never contracts `a * b + c` either. Golden vectors from the built
+//!   library (`tests/oracle/make_quantize_goldens.py`, `fixtures/quantize/`)
+//!   check this block by block. [`ftype`] picks the per-tensor types of a
+//!   `llama-quantize` file type.
 //!
 //! Everything here works on one block at a time, allocates nothing, and does
 //! no threading: callers parallelise over rows.
 
+// pub mod ftype;
 pub mod kquants;
 pub mod legacy;
 
@@ -235,6 +249,18 @@ impl GgmlType {
     }
 }
 
+impl GgmlType {
+    /// Whether [`quantize_row`] can encode this type. Each of these is
+    /// checked byte for byte against llama.cpp's `ggml_quantize_chunk`.
+    pub fn can_quantize(self) -> bool {
+        use GgmlType::*;
+        matches!(
+            self,
+            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K
+        )
+    }
+}
+
 impl std::fmt::Display for GgmlType {
     /// Writes [`GgmlType::name`].
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -248,6 +274,12 @@ pub enum QuantError {
     /// The type has no decoder here (see [`GgmlType::can_dequantize`]).
     #[error("dequantizing {ty} is not supported")]
     Unsupported {
+        /// The type asked for.
+        ty: GgmlType,
+    },
+    /// The type has no encoder here (see [`GgmlType::can_quantize`]).
+    #[error("quantizing to {ty} is not supported")]
+    UnsupportedQuantize {
         /// The type asked for.
         ty: GgmlType,
     },
@@ -327,6 +359,127 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         _ => return Err(QuantError::Unsupported { ty }),
     }
     Ok(())
+}
+
+/// Quantizes `src` (a whole number of blocks of `ty`, typically one or more
+/// tensor rows) into `dst`, exactly as llama.cpp's `ggml_quantize_chunk`
+/// with no importance matrix.
+///
+/// `src.len()` is the element count and `dst.len()` must equal
+/// `ty.bytes_for(src.len())`; otherwise [`QuantError::LengthMismatch`] is
+/// returned and `dst` is untouched. Types without an encoder give
+/// [`QuantError::UnsupportedQuantize`] (checked after the length).
+///
+/// Blocks are independent, so callers may split a tensor anywhere on a block
+/// boundary and run the pieces in parallel (rayon over rows); this function
+/// allocates nothing and spawns nothing. Finite inputs give the reference
+/// bytes; NaN inputs give some deterministic bytes that need not match (the
+/// C code converts NaN to an integer, which is undefined behaviour).
+pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    if ty.bytes_for(src.len() as u64) != Some(dst.len() as u64) {
+        return Err(QuantError::LengthMismatch {
+            ty,
+            bytes: dst.len(),
+            elements: src.len(),
+        });
+    }
+    match ty {
+        GgmlType::F32 => {
+            for (o, v) in dst.chunks_exact_mut(4).zip(src) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (o, &v) in dst.chunks_exact_mut(2).zip(src) {
+                o.copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, &v) in dst.chunks_exact_mut(2).zip(src) {
+                o.copy_from_slice(&f32_to_bf16_bits(v).to_le_bytes());
+            }
+        }
+        GgmlType::Q4_0 => per_block_encode(src, dst, legacy::quantize_q4_0),
+        GgmlType::Q4_1 => per_block_encode(src, dst, legacy::quantize_q4_1),
+        GgmlType::Q5_0 => per_block_encode(src, dst, legacy::quantize_q5_0),
+        GgmlType::Q5_1 => per_block_encode(src, dst, legacy::quantize_q5_1),
+        GgmlType::Q8_0 => per_block_encode(src, dst, legacy::quantize_q8_0),
+        GgmlType::Q4_K => per_block_encode(src, dst, kquants::quantize_q4_k),
+        GgmlType::Q5_K => per_block_encode(src, dst, kquants::quantize_q5_k),
+        GgmlType::Q6_K => per_block_encode(src, dst, kquants::quantize_q6_k),
+        _ => return Err(QuantError::UnsupportedQuantize { ty }),
+    }
+    Ok(())
+}
+
+/// Runs a one-block encoder over matching chunks of `src` and `dst`, whose
+/// lengths the caller has checked to be the same whole number of blocks.
+fn per_block_encode<const N: usize, const B: usize>(
+    src: &[f32],
+    dst: &mut [u8],
+    encode: fn(&[f32; N], &mut [u8; B]),
+) {
+    for (s, d) in src.chunks_exact(N).zip(dst.chunks_exact_mut(B)) {
+        if let (Ok(s), Ok(d)) = (<&[f32; N]>::try_from(s), <&mut [u8; B]>::try_from(d)) {
+            encode(s, d);
+        }
+    }
+}
+
+/// Converts `f32` to IEEE half bits as ggml's scalar `GGML_FP32_TO_FP16`
+/// (`ggml/src/ggml-impl.h`): round to nearest even, overflow to infinity,
+/// subnormals kept; every NaN becomes the quiet NaN `0x7e00` with the input's
+/// sign (the payload is dropped, unlike the `half` crate).
+#[inline]
+pub fn f32_to_f16_bits(v: f32) -> u16 {
+    if v.is_nan() {
+        ((v.to_bits() >> 16) as u16 & 0x8000) | 0x7e00
+    } else {
+        f16::from_f32(v).to_bits()
+    }
+}
+
+/// Converts `f32` to bfloat16 bits as ggml's `ggml_compute_fp32_to_bf16`
+/// (`ggml/src/ggml-impl.h`): round to nearest even on the top 16 bits; a NaN
+/// keeps its top 16 bits with the quiet bit forced on.
+#[inline]
+pub fn f32_to_bf16_bits(v: f32) -> u16 {
+    let u = v.to_bits();
+    if u & 0x7fff_ffff > 0x7f80_0000 {
+        ((u >> 16) | 0x40) as u16
+    } else {
+        // No overflow: the largest non-NaN pattern is 0xff80_0000.
+        ((u + 0x7fff + ((u >> 16) & 1)) >> 16) as u16
+    }
+}
+
+/// ggml's `nearest_int` (`ggml/src/ggml-quants.c`): adding 1.5·2²³ leaves
+/// the integer part in the low mantissa bits, rounded half to even. Only
+/// meaningful for |v| < 2²², like the original; outside that it returns the
+/// same garbage the C code does, which keeps the two bit-identical.
+#[inline(always)]
+fn nearest_int(v: f32) -> i32 {
+    ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// A C `float` → small-integer cast as x86-64 GCC compiles it
+/// (`cvttss2si`): truncation toward zero, and `i32::MIN` for NaN or values
+/// outside the `i32` range (undefined behaviour in C, but what the reference
+/// binary does; it happens when a scale's reciprocal overflows). Callers then
+/// keep the low bits as C's narrowing conversion does.
+#[inline(always)]
+fn c_float_to_int(v: f32) -> i32 {
+    if v > -2_147_483_904.0 && v < 2_147_483_648.0 {
+        v as i32
+    } else {
+        i32::MIN
+    }
+}
+
+/// Writes `v` as little-endian f16 bits at `block[at..at + 2]`.
+#[inline(always)]
+fn put_f16<const B: usize>(block: &mut [u8; B], at: usize, v: f32) {
+    block[at..at + 2].copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
 }
 
 /// Runs a one-block decoder over matching chunks of `src` and `dst`, whose
@@ -610,5 +763,64 @@ mod golden {
         for (i, b) in blocks.chunks_exact(2).enumerate() {
             assert_eq!(u16::from_le_bytes([b[0], b[1]]) as usize, i);
         }
+    }
+}
+
+/// Byte-for-byte agreement with llama.cpp's `ggml_quantize_chunk` (no
+/// importance matrix) on the vectors in `fixtures/quantize/` (made by
+/// `tests/oracle/make_quantize_goldens.py` from the built `libggml-base`).
+#[cfg(test)]
+mod quantize_golden {
+    use super::*;
+
+    fn floats(bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    /// Quantizes `input` row by row (256 values, one edge case each; see the
+    /// oracle script) and names the first differing block of every row.
+    fn check(ty: GgmlType, input: &[u8], expected: &[u8]) {
+        let x = floats(input);
+        assert_eq!(ty.bytes_for(x.len() as u64), Some(expected.len() as u64));
+        let mut got = vec![0u8; expected.len()];
+        quantize_row(ty, &x, &mut got).unwrap();
+        let bs = ty.type_size() as usize;
+        let per_row = ty.bytes_for(256).unwrap() as usize;
+        let mut bad = Vec::new();
+        for (b, (g, w)) in got.chunks(bs).zip(expected.chunks(bs)).enumerate() {
+            if g != w {
+                bad.push(format!("row {} block {}: got {g:02x?}\n want {w:02x?}", b * bs / per_row, b));
+            }
+        }
+        assert!(bad.is_empty(), "{ty}: {} blocks differ\n{}", bad.len(), bad[..bad.len().min(4)].join("\n"));
+    }
+
+    macro_rules! golden {
+        ($($test:ident: $ty:ident, $input:literal;)*) => {$(
+            #[test]
+            fn $test() {
+                check(
+                    GgmlType::$ty,
+                    include_bytes!(concat!("../../fixtures/quantize/", $input)),
+                    include_bytes!(concat!("../../fixtures/quantize/", stringify!($ty), ".bin")),
+                );
+            }
+        )*};
+    }
+
+    golden! {
+        q4_0: Q4_0, "input.f32";
+        q4_1: Q4_1, "input.f32";
+        q5_0: Q5_0, "input.f32";
+        q5_1: Q5_1, "input.f32";
+        q8_0: Q8_0, "input.f32";
+        q4_k: Q4_K, "input.f32";
+        q5_k: Q5_K, "input.f32";
+        q6_k: Q6_K, "input.f32";
+        f16: F16, "floats.f32";
+        bf16: BF16, "floats.f32";
     }
 }
