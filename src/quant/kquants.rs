@@ -353,7 +353,11 @@ fn quantize_k4_k5<const B: usize>(p: &Qkx2, x: &[f32; QK_K], block: &mut [u8; B]
             max_min = mins[j];
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut ls = [0u8; 8];
     let mut lm = [0u8; 8];
@@ -501,7 +505,8 @@ pub fn quantize_q6_k(x: &[f32; QK_K], out: &mut [u8; Q6_K_BYTES]) {
             let q = [l[lb + i], l[lb + i + 32], l[lb + i + 64], l[lb + i + 96]];
             out[qb + i] = (q[0] & 0x0f) | ((q[2] & 0x0f) << 4);
             out[qb + i + 32] = (q[1] & 0x0f) | ((q[3] & 0x0f) << 4);
-            out[hb + i] = (q[0] >> 4) | ((q[1] >> 4) << 2) | ((q[2] >> 4) << 4) | ((q[3] >> 4) << 6);
+            out[hb + i] =
+                (q[0] >> 4) | ((q[1] >> 4) << 2) | ((q[2] >> 4) << 4) | ((q[3] >> 4) << 6);
         }
     }
 }

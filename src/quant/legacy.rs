@@ -196,7 +196,12 @@ fn as_i8(v: f32) -> i32 {
 /// Packs 32 codes of up to 5 bits: low nibbles into `qs` (elements 0..16 low,
 /// 16..32 high), and, when `qh_at` is given, fifth bits into the `u32` there.
 #[inline(always)]
-fn pack_codes<const B: usize>(q: &[u8; QK32], block: &mut [u8; B], qh_at: Option<usize>, qs_at: usize) {
+fn pack_codes<const B: usize>(
+    q: &[u8; QK32],
+    block: &mut [u8; B],
+    qh_at: Option<usize>,
+    qs_at: usize,
+) {
     let mut qh = 0u32;
     for j in 0..HALF {
         let (a, b) = (q[j], q[j + HALF]);

@@ -39,7 +39,7 @@
 //! Everything here works on one block at a time, allocates nothing, and does
 //! no threading: callers parallelise over rows.
 
-// pub mod ftype;
+pub mod ftype;
 pub mod kquants;
 pub mod legacy;
 
@@ -792,10 +792,19 @@ mod quantize_golden {
         let mut bad = Vec::new();
         for (b, (g, w)) in got.chunks(bs).zip(expected.chunks(bs)).enumerate() {
             if g != w {
-                bad.push(format!("row {} block {}: got {g:02x?}\n want {w:02x?}", b * bs / per_row, b));
+                bad.push(format!(
+                    "row {} block {}: got {g:02x?}\n want {w:02x?}",
+                    b * bs / per_row,
+                    b
+                ));
             }
         }
-        assert!(bad.is_empty(), "{ty}: {} blocks differ\n{}", bad.len(), bad[..bad.len().min(4)].join("\n"));
+        assert!(
+            bad.is_empty(),
+            "{ty}: {} blocks differ\n{}",
+            bad.len(),
+            bad[..bad.len().min(4)].join("\n")
+        );
     }
 
     macro_rules! golden {
