@@ -11,6 +11,9 @@ use llmtool::store::Model;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+/// Loads tensor number k: (f32 values, raw source bytes).
+type Loader = Box<dyn Fn(usize) -> (Vec<f32>, Vec<u8>) + Sync>;
+
 /// A source model: tensor descriptions plus a way to get each tensor's
 /// f32 values and raw bytes.
 struct Source {
@@ -19,7 +22,7 @@ struct Source {
     ne: Vec<Vec<u64>>,
     types: Vec<GgmlType>,
     /// Per tensor: (f32 values, raw source bytes), computed on demand.
-    load: Box<dyn Fn(usize) -> (Vec<f32>, Vec<u8>) + Sync>,
+    load: Loader,
 }
 
 fn golden(name: &str) -> serde_json::Value {

@@ -490,8 +490,8 @@ pub fn quantize_q6_k(x: &[f32; QK_K], out: &mut [u8; Q6_K_BYTES]) {
         sc[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
         out[192 + ib] = sc[ib] as u8;
     }
-    for j in 0..16 {
-        let dj = d * f32::from(sc[j]);
+    for (j, &s) in sc.iter().enumerate() {
+        let dj = d * f32::from(s);
         if dj == 0.0 {
             continue;
         }

@@ -680,6 +680,109 @@ mod tests {
         }
     }
 
+    /// Deterministic roughly Gaussian values (sum of uniforms), std ≈ `s`.
+    fn gaussian(n: usize, seed: u64, s: f32) -> Vec<f32> {
+        let mut state = seed | 1;
+        let mut uni = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        (0..n)
+            .map(|_| s * (0..12).map(|_| uni()).sum::<f32>())
+            .collect()
+    }
+
+    /// dequantize(quantize(x)) is close to x, with the error ordered by bits
+    /// per weight, for every type the encoder handles.
+    #[test]
+    fn quantize_round_trip() {
+        let x = gaussian(4 * QK_K, 7, 0.02);
+        let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+        let rel_rmse = |ty: GgmlType| {
+            let mut q = vec![0u8; ty.bytes_for(x.len() as u64).unwrap() as usize];
+            quantize_row(ty, &x, &mut q).unwrap();
+            let mut y = vec![0f32; x.len()];
+            dequantize(ty, &q, &mut y).unwrap();
+            let se: f32 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+            (se / x.len() as f32).sqrt() / rms
+        };
+        use GgmlType::*;
+        let bounds = [
+            (F32, 0.0),
+            (F16, 1e-3),
+            (BF16, 5e-3),
+            (Q8_0, 0.01),
+            (Q6_K, 0.03),
+            (Q5_1, 0.06),
+            (Q5_0, 0.06),
+            (Q5_K, 0.06),
+            (Q4_1, 0.12),
+            (Q4_0, 0.12),
+            (Q4_K, 0.12),
+        ];
+        for &(ty, bound) in &bounds {
+            let e = rel_rmse(ty);
+            assert!(e <= bound, "{ty}: relative RMSE {e} > {bound}");
+        }
+        assert!(rel_rmse(Q8_0) < rel_rmse(Q6_K));
+        assert!(rel_rmse(Q6_K) < rel_rmse(Q5_K));
+        assert!(rel_rmse(Q5_K) < rel_rmse(Q4_K));
+        assert!(rel_rmse(Q5_0) < rel_rmse(Q4_0));
+        assert_eq!(
+            bounds.len(),
+            GgmlType::ALL.iter().filter(|t| t.can_quantize()).count()
+        );
+    }
+
+    #[test]
+    fn quantize_errors() {
+        let x = [0.5f32; 32];
+        let mut out = [9u8; 33];
+        let e = quantize_row(GgmlType::Q8_0, &x, &mut out).unwrap_err();
+        assert!(matches!(
+            e,
+            QuantError::LengthMismatch {
+                bytes: 33,
+                elements: 32,
+                ..
+            }
+        ));
+        assert!(out.iter().all(|&b| b == 9), "dst untouched on error");
+        let mut out = vec![0u8; 144];
+        assert!(
+            quantize_row(GgmlType::Q4_K, &x, &mut out).is_err(),
+            "not a whole super-block"
+        );
+        let mut out = vec![0u8; GgmlType::IQ4_NL.type_size() as usize];
+        let e = quantize_row(GgmlType::IQ4_NL, &x, &mut out).unwrap_err();
+        assert_eq!(e.to_string(), "quantizing to IQ4_NL is not supported");
+        assert!(quantize_row(GgmlType::Q4_K, &[], &mut []).is_ok());
+    }
+
+    #[test]
+    fn conversions() {
+        assert_eq!(f32_to_f16_bits(f32::from_bits(0xffc0_1234)), 0xfe00);
+        assert_eq!(f32_to_f16_bits(65520.0), 0x7c00, "rounds up to infinity");
+        assert_eq!(f32_to_f16_bits(1.0 + 2f32.powi(-11)), 0x3c00, "tie to even");
+        assert_eq!(f32_to_bf16_bits(f32::from_bits(0x7f80_0001)), 0x7fc0);
+        assert_eq!(
+            f32_to_bf16_bits(f32::from_bits(0x3f80_8000)),
+            0x3f80,
+            "tie to even"
+        );
+        assert_eq!(
+            f32_to_bf16_bits(f32::from_bits(0x3f81_8000)),
+            0x3f82,
+            "tie to even"
+        );
+        assert_eq!(nearest_int(2.5), 2);
+        assert_eq!(nearest_int(-3.5), -4);
+        assert_eq!(c_float_to_int(f32::INFINITY), i32::MIN);
+        assert_eq!(c_float_to_int(-7.9), -7);
+    }
+
     #[test]
     fn f16_specials() {
         assert_eq!(f16_bits_to_f32(0x3c00), 1.0);
