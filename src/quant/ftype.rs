@@ -532,4 +532,60 @@ mod tests {
         assert!(allows_quantization("blk.0.attn_q.weight", &[256, 2]));
         assert!(!allows_quantization("blk.0.ffn_gate_inp.weight", &[256, 8]));
     }
+
+    fn facts(arch: &str, n_layer: u32, n_expert: u32, n_head: u32, n_head_kv: u32) -> ModelFacts {
+        ModelFacts {
+            arch: arch.into(),
+            n_layer,
+            n_expert,
+            n_head,
+            n_head_kv,
+        }
+    }
+
+    /// Rules the llama-quantize goldens (dense models under 70B) do not
+    /// reach, checked against `llama_tensor_get_type_impl` by reading.
+    #[test]
+    fn moe_and_70b_rules() {
+        let ne = [4096u64, 8];
+        let t = |name| TensorDesc {
+            name,
+            ne: &ne,
+            ty: GgmlType::F16,
+        };
+        // 8 experts: attn_v and attn_k Q8_0, attn_output Q5_K, ffn_down by
+        // the layer in its name.
+        let moe = facts("llama", 32, 8, 32, 8);
+        let ts = [
+            t("blk.5.attn_v.weight"),
+            t("blk.5.attn_k.weight"),
+            t("blk.5.attn_output.weight"),
+            t("blk.0.ffn_down_exps.weight"),
+            t("blk.5.ffn_down_exps.weight"),
+            t("output.weight"),
+        ];
+        let got: Vec<_> = plan_types(FileType::Q4_K_M, &moe, &ts)
+            .unwrap()
+            .iter()
+            .map(|c| c.ty)
+            .collect();
+        use GgmlType::*;
+        assert_eq!(got, [Q8_0, Q8_0, Q5_K, Q6_K, Q4_K, Q6_K]);
+        let bad = [t("ffn_down_exps.weight")];
+        assert!(matches!(
+            plan_types(FileType::Q4_K_M, &moe, &bad),
+            Err(PlanError::BadLayer { .. })
+        ));
+        // 70B (llama, 80 layers, GQA): attn_v outside the more-bits layers
+        // is raised from Q4_K to Q5_K; not so without GQA (65B).
+        let names: Vec<String> = (0..80).map(|i| format!("blk.{i}.attn_v.weight")).collect();
+        let ts: Vec<_> = names.iter().map(|n| t(n.as_str())).collect();
+        let plan = plan_types(FileType::Q4_K_M, &facts("llama", 80, 0, 64, 8), &ts).unwrap();
+        // n/8 = 10, 7n/8 = 70: more bits for 0..10, 12, 15, …, 70..80.
+        let types: Vec<_> = plan.iter().map(|c| c.ty).collect();
+        assert_eq!(&types[9..13], [Q6_K, Q5_K, Q5_K, Q6_K]);
+        assert_eq!(types[79], Q6_K);
+        let plan = plan_types(FileType::Q4_K_M, &facts("llama", 80, 0, 64, 64), &ts).unwrap();
+        assert_eq!(plan[10].ty, Q4_K, "65B: no raise");
+    }
 }
