@@ -1,6 +1,5 @@
 //! The k-quant super-block formats Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (256
-//! elements per block): layouts and dequantization, and quantization for
-//! Q4_K, Q5_K and Q6_K.
+//! elements per block): layouts, dequantization and quantization.
 //!
 //! Layouts are the `block_q2_K` … `block_q6_K` structs of
 //! `ggml/src/ggml-common.h`; f16 fields are little-endian IEEE half. Sizes
@@ -12,8 +11,8 @@
 //! scale, and then applies it: `(d·sc)·q` or `(d·sc)·q − (dmin·m)`, every
 //! operation rounded separately (no fused multiply-add).
 //!
-//! The quantizers are `quantize_row_q4_K_ref`, `quantize_row_q5_K_ref` and
-//! `quantize_row_q6_K_ref` of `ggml/src/ggml-quants.c`, which
+//! The quantizers are the `quantize_row_q{2,3,4,5,6}_K_ref` routines of
+//! `ggml/src/ggml-quants.c`, which
 //! `ggml_quantize_chunk` runs when there is no importance matrix: a search
 //! for each sub-block's scale (and min), 6- or 8-bit codes for those scales
 //! under one f16 super-scale, then a second pass that requantizes every
@@ -214,7 +213,7 @@ pub fn dequantize_q6_k(block: &[u8; Q6_K_BYTES], out: &mut [f32; QK_K]) {
 }
 
 /// Parameters of the scale-and-min search for one k-quant type (the
-/// arguments `quantize_row_q4_K_ref` / `_q5_K_ref` pass to
+/// arguments the `quantize_row_q*_K_ref` routines pass to
 /// `make_qkx2_quants`).
 struct Qkx2 {
     /// Largest code.
@@ -225,31 +224,49 @@ struct Qkx2 {
     rdelta: f32,
     /// Number of trials after the first (inclusive upper bound).
     nstep: i32,
+    /// Minimise absolute instead of squared error (Q2_K).
+    use_mad: bool,
 }
 
+const Q2_K_SEARCH: Qkx2 = Qkx2 {
+    nmax: 3,
+    rmin: -0.5,
+    rdelta: 0.1,
+    nstep: 15,
+    use_mad: true,
+};
 const Q4_K_SEARCH: Qkx2 = Qkx2 {
     nmax: 15,
     rmin: -1.0,
     rdelta: 0.1,
     nstep: 20,
+    use_mad: false,
 };
 const Q5_K_SEARCH: Qkx2 = Qkx2 {
     nmax: 31,
     rmin: -0.5,
     rdelta: 0.1,
     nstep: 15,
+    use_mad: false,
 };
 
-/// Affine search of `make_qkx2_quants` (squared error, weights `w`): codes
-/// `l` in `0..=nmax` and `(scale, −min)` minimising Σw·(scale·l + min − x)²
-/// over a few trial inverse scales, each refined by weighted least squares
-/// (with `min` clamped to ≤ 0).
+/// Affine search of `make_qkx2_quants` (weights `w`): codes `l` in
+/// `0..=nmax` and `(scale, −min)` minimising Σw·err(scale·l + min − x)
+/// (err = square, or absolute value with `use_mad`) over a few trial
+/// inverse scales, each refined by weighted least squares (with `min`
+/// clamped to ≤ 0).
 #[inline(always)]
-fn make_qkx2_quants(p: &Qkx2, x: &[f32; 32], w: &[f32; 32], l: &mut [u8]) -> (f32, f32) {
+fn make_qkx2_quants<const N: usize>(
+    p: &Qkx2,
+    x: &[f32; N],
+    w: &[f32; N],
+    l: &mut [u8],
+) -> (f32, f32) {
+    let err = |d: f32| if p.use_mad { d.abs() } else { d * d };
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = w[0];
     let mut sum_x = sum_w * x[0];
-    for i in 1..32 {
+    for i in 1..N {
         if x[i] < min {
             min = x[i];
         }
@@ -263,24 +280,23 @@ fn make_qkx2_quants(p: &Qkx2, x: &[f32; 32], w: &[f32; 32], l: &mut [u8]) -> (f3
         min = 0.0;
     }
     if max == min {
-        l[..32].fill(0);
+        l[..N].fill(0);
         return (0.0, -min);
     }
     let nmax = p.nmax as f32;
     let iscale = nmax / (max - min);
     let mut scale = 1.0 / iscale;
     let mut best = 0f32;
-    for i in 0..32 {
+    for i in 0..N {
         let q = nearest_int(iscale * (x[i] - min)).clamp(0, p.nmax);
         l[i] = q as u8;
-        let diff = scale * q as f32 + min - x[i];
-        best += w[i] * (diff * diff);
+        best += w[i] * err(scale * q as f32 + min - x[i]);
     }
-    let mut laux = [0u8; 32];
+    let mut laux = [0u8; N];
     for is in 0..=p.nstep {
         let iscale = (p.rmin + p.rdelta * is as f32 + nmax) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..32 {
+        for i in 0..N {
             let q = nearest_int(iscale * (x[i] - min)).clamp(0, p.nmax);
             laux[i] = q as u8;
             let lf = q as f32;
@@ -296,20 +312,207 @@ fn make_qkx2_quants(p: &Qkx2, x: &[f32; 32], w: &[f32; 32], l: &mut [u8]) -> (f3
                 this_min = 0.0;
                 this_scale = sum_xl / sum_l2;
             }
-            let mut err = 0f32;
-            for i in 0..32 {
-                let diff = this_scale * f32::from(laux[i]) + this_min - x[i];
-                err += w[i] * (diff * diff);
+            let mut cur = 0f32;
+            for i in 0..N {
+                cur += w[i] * err(this_scale * f32::from(laux[i]) + this_min - x[i]);
             }
-            if err < best {
-                l[..32].copy_from_slice(&laux);
-                best = err;
+            if cur < best {
+                l[..N].copy_from_slice(&laux);
+                best = cur;
                 scale = this_scale;
                 min = this_min;
             }
         }
     }
     (scale, -min)
+}
+
+/// Quantizes 256 values to one `block_q2_K` (`quantize_row_q2_K_ref`;
+/// layout on [`dequantize_q2_k`]): sixteen sub-blocks of 16 with an
+/// absolute-error scale/min search (weights |x|), 4-bit scales and mins
+/// under the f16 `d` and `dmin`, then 2-bit codes from the rounded scales.
+pub fn quantize_q2_k(x: &[f32; QK_K], out: &mut [u8; Q2_K_BYTES]) {
+    let mut l = [0u8; QK_K];
+    let mut scales = [0f32; 16];
+    let mut mins = [0f32; 16];
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for j in 0..16 {
+        let mut xs = [0f32; 16];
+        xs.copy_from_slice(&x[16 * j..16 * j + 16]);
+        let w = xs.map(f32::abs);
+        (scales[j], mins[j]) = make_qkx2_quants(&Q2_K_SEARCH, &xs, &w, &mut l[16 * j..]);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let mut sc = [0u8; 16];
+    let mut d = 0f32;
+    if max_scale > 0.0 {
+        let iscale = 15.0 / max_scale;
+        for (s, &v) in sc.iter_mut().zip(&scales) {
+            *s = nearest_int(iscale * v) as u8;
+        }
+        d = max_scale / 15.0;
+    }
+    let mut dmin = 0f32;
+    if max_min > 0.0 {
+        let iscale = 15.0 / max_min;
+        for (s, &v) in sc.iter_mut().zip(&mins) {
+            *s |= (nearest_int(iscale * v) << 4) as u8;
+        }
+        dmin = max_min / 15.0;
+    }
+    let (d_bits, dmin_bits) = (f32_to_f16_bits(d), f32_to_f16_bits(dmin));
+    out[..16].copy_from_slice(&sc);
+    out[80..82].copy_from_slice(&d_bits.to_le_bytes());
+    out[82..84].copy_from_slice(&dmin_bits.to_le_bytes());
+    let (d, dmin) = (f16_bits_to_f32(d_bits), f16_bits_to_f32(dmin_bits));
+    for (j, &s) in sc.iter().enumerate() {
+        let dj = d * f32::from(s & 0x0f);
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = dmin * f32::from(s >> 4);
+        for i in 16 * j..16 * j + 16 {
+            l[i] = nearest_int((x[i] + dm) / dj).clamp(0, 3) as u8;
+        }
+    }
+    pack_2bit(&l, &mut out[16..80]);
+}
+
+/// Packs 256 2-bit codes: element `128h + 32s + i` into bits `2s..2s+2` of
+/// `qs[32h + i]` (Q2_K codes, Q3_K low bits).
+#[inline(always)]
+fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
+    for h in 0..2 {
+        for i in 0..32 {
+            let b = 128 * h + i;
+            qs[32 * h + i] = l[b] | (l[b + 32] << 2) | (l[b + 64] << 4) | (l[b + 96] << 6);
+        }
+    }
+}
+
+/// `make_q3_quants(16, 4, x, L, true)`: symmetric codes −4..=3 for one
+/// sub-block of 16, refined up to five rounds one element at a time to
+/// maximise (Σw·x·l)²/Σw·l² (weights x²). Writes `l + 4` (or all 0 for an
+/// all-zero sub-block) and returns the scale.
+#[inline(always)]
+fn make_q3_quants(x: &[f32], l_out: &mut [u8]) -> f32 {
+    const NMAX: i32 = 4;
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in &x[..16] {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l_out[..16].fill(0);
+        return 0.0;
+    }
+    let iscale = -(NMAX as f32) / max;
+    let mut l = [0i32; 16];
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for i in 0..16 {
+        l[i] = nearest_int(iscale * x[i]).clamp(-NMAX, NMAX - 1);
+        let w = x[i] * x[i];
+        sumlx += w * x[i] * l[i] as f32;
+        suml2 += w * l[i] as f32 * l[i] as f32;
+    }
+    for _ in 0..5 {
+        let mut changed = false;
+        for i in 0..16 {
+            let w = x[i] * x[i];
+            let li = l[i] as f32;
+            let mut slx = sumlx - w * x[i] * li;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * li * li;
+                let new_l = nearest_int(x[i] * sl2 / slx).clamp(-NMAX, NMAX - 1);
+                if new_l != l[i] {
+                    let nl = new_l as f32;
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l[i] = new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (o, &q) in l_out[..16].iter_mut().zip(&l) {
+        *o = (q + NMAX) as u8;
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// Quantizes 256 values to one `block_q3_K` (`quantize_row_q3_K_ref`;
+/// layout on [`dequantize_q3_k`]): sixteen symmetric sub-scales under one
+/// f16 `d = max / −32` (signed extreme), 6-bit scale codes, then 3-bit codes
+/// from the rounded scales (high bit in `hmask`).
+pub fn quantize_q3_k(x: &[f32; QK_K], out: &mut [u8; Q3_K_BYTES]) {
+    let mut l = [0u8; QK_K];
+    let mut scales = [0f32; 16];
+    let (mut amax, mut max_scale) = (0f32, 0f32);
+    for j in 0..16 {
+        scales[j] = make_q3_quants(&x[16 * j..], &mut l[16 * j..]);
+        if scales[j].abs() > amax {
+            amax = scales[j].abs();
+            max_scale = scales[j];
+        }
+    }
+    let mut sc = [0u8; 12];
+    let mut d = 0f32;
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        for (j, &v) in scales.iter().enumerate() {
+            // C keeps nearest_int's low byte in an int8_t before clamping.
+            let q = ((nearest_int(iscale * v) as i8).clamp(-32, 31) + 32) as u8;
+            if j < 8 {
+                sc[j] = q & 0x0f;
+            } else {
+                sc[j - 8] |= (q & 0x0f) << 4;
+            }
+            sc[8 + j % 4] |= (q >> 4) << (2 * (j / 4));
+        }
+        d = 1.0 / iscale;
+    }
+    let d_bits = f32_to_f16_bits(d);
+    out[96..108].copy_from_slice(&sc);
+    out[108..110].copy_from_slice(&d_bits.to_le_bytes());
+    let d = f16_bits_to_f32(d_bits);
+    for j in 0..16 {
+        let low = if j < 8 { sc[j] & 0x0f } else { sc[j - 8] >> 4 };
+        let high = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+        let dj = d * f32::from((low | (high << 4)) as i8 - 32);
+        if dj == 0.0 {
+            continue;
+        }
+        for i in 16 * j..16 * j + 16 {
+            l[i] = (nearest_int(x[i] / dj).clamp(-4, 3) + 4) as u8;
+        }
+    }
+    let mut hmask = [0u8; 32];
+    for (j, q) in l.iter_mut().enumerate() {
+        if *q > 3 {
+            hmask[j % 32] |= 1 << (j / 32);
+            *q -= 4;
+        }
+    }
+    out[..32].copy_from_slice(&hmask);
+    pack_2bit(&l, &mut out[32..96]);
 }
 
 /// Packs eight 6-bit scales and mins into the 12 bytes that

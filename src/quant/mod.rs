@@ -256,7 +256,18 @@ impl GgmlType {
         use GgmlType::*;
         matches!(
             self,
-            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q4_K | Q5_K | Q6_K
+            F32 | F16
+                | BF16
+                | Q4_0
+                | Q4_1
+                | Q5_0
+                | Q5_1
+                | Q8_0
+                | Q2_K
+                | Q3_K
+                | Q4_K
+                | Q5_K
+                | Q6_K
         )
     }
 }
@@ -404,6 +415,8 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         GgmlType::Q5_0 => per_block_encode(src, dst, legacy::quantize_q5_0),
         GgmlType::Q5_1 => per_block_encode(src, dst, legacy::quantize_q5_1),
         GgmlType::Q8_0 => per_block_encode(src, dst, legacy::quantize_q8_0),
+        GgmlType::Q2_K => per_block_encode(src, dst, kquants::quantize_q2_k),
+        GgmlType::Q3_K => per_block_encode(src, dst, kquants::quantize_q3_k),
         GgmlType::Q4_K => per_block_encode(src, dst, kquants::quantize_q4_k),
         GgmlType::Q5_K => per_block_encode(src, dst, kquants::quantize_q5_k),
         GgmlType::Q6_K => per_block_encode(src, dst, kquants::quantize_q6_k),
@@ -721,6 +734,8 @@ mod tests {
             (Q4_1, 0.12),
             (Q4_0, 0.12),
             (Q4_K, 0.12),
+            (Q3_K, 0.25),
+            (Q2_K, 0.45),
         ];
         for &(ty, bound) in &bounds {
             let e = rel_rmse(ty);
@@ -729,6 +744,8 @@ mod tests {
         assert!(rel_rmse(Q8_0) < rel_rmse(Q6_K));
         assert!(rel_rmse(Q6_K) < rel_rmse(Q5_K));
         assert!(rel_rmse(Q5_K) < rel_rmse(Q4_K));
+        assert!(rel_rmse(Q4_K) < rel_rmse(Q3_K));
+        assert!(rel_rmse(Q3_K) < rel_rmse(Q2_K));
         assert!(rel_rmse(Q5_0) < rel_rmse(Q4_0));
         assert_eq!(
             bounds.len(),
@@ -929,6 +946,8 @@ mod quantize_golden {
         q5_0: Q5_0, "input.f32";
         q5_1: Q5_1, "input.f32";
         q8_0: Q8_0, "input.f32";
+        q2_k: Q2_K, "input.f32";
+        q3_k: Q3_K, "input.f32";
         q4_k: Q4_K, "input.f32";
         q5_k: Q5_K, "input.f32";
         q6_k: Q6_K, "input.f32";

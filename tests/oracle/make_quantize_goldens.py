@@ -22,7 +22,8 @@ Output (paths relative to this file, byte-identical on rerun):
     fixtures/quantize/floats.f32    bit patterns for the F16/BF16 conversion
                                     (specials, NaN payloads, rounding ties)
     fixtures/quantize/<TYPE>.bin    ggml_quantize_chunk(TYPE, input.f32) for
-                                    Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K,
+                                    Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K
+                                    Q5_K Q6_K,
                                     and of floats.f32 for F16 and BF16
     fixtures/quantize/SHA256SUMS    sha256 of every file above
 """
@@ -46,6 +47,8 @@ TYPES = {
     "Q5_0": (6, 32, 22),
     "Q5_1": (7, 32, 24),
     "Q8_0": (8, 32, 34),
+    "Q2_K": (10, 256, 84),
+    "Q3_K": (11, 256, 110),
     "Q4_K": (12, 256, 144),
     "Q5_K": (13, 256, 176),
     "Q6_K": (14, 256, 210),
