@@ -147,7 +147,7 @@ fn check(src: &Source, g: &serde_json::Value, digest_filter: &(dyn Fn(&str) -> b
     assert_eq!(got_order, want_order, "tensor order");
 
     let ftypes = g["ftypes"].as_object().unwrap();
-    assert_eq!(ftypes.len(), 12);
+    assert_eq!(ftypes.len(), 16);
     let mut plans = Vec::new();
     for (ft_name, want) in ftypes {
         let ft = FileType::from_name(ft_name).unwrap();

@@ -6,7 +6,8 @@
 //! every tensor of a model. The rules are those of `src/llama-quant.cpp`
 //! (`tensor_allows_quantization`, `llama_tensor_get_type_impl`,
 //! `tensor_type_fallback`, `llama_ftype_get_default_type`) for the file
-//! types whose tensor types [`super::quantize_row`] can produce; the
+//! types whose tensor types [`super::quantize_row`] can produce and that
+//! need no importance matrix (not the IQ types, not Q2_K_S); the
 //! tests compare them with real `llama-quantize` runs
 //! (`fixtures/quantize/models/`).
 //!
@@ -64,6 +65,14 @@ file_types! {
     Q5_0 = 8, "Q5_0", Q5_0;
     /// `LLAMA_FTYPE_MOSTLY_Q5_1`.
     Q5_1 = 9, "Q5_1", Q5_1;
+    /// `LLAMA_FTYPE_MOSTLY_Q2_K`.
+    Q2_K = 10, "Q2_K", Q2_K;
+    /// `LLAMA_FTYPE_MOSTLY_Q3_K_S`.
+    Q3_K_S = 11, "Q3_K_S", Q3_K;
+    /// `LLAMA_FTYPE_MOSTLY_Q3_K_M`.
+    Q3_K_M = 12, "Q3_K_M", Q3_K;
+    /// `LLAMA_FTYPE_MOSTLY_Q3_K_L`.
+    Q3_K_L = 13, "Q3_K_L", Q3_K;
     /// `LLAMA_FTYPE_MOSTLY_Q4_K_S`.
     Q4_K_S = 14, "Q4_K_S", Q4_K;
     /// `LLAMA_FTYPE_MOSTLY_Q4_K_M`.
@@ -90,10 +99,12 @@ impl FileType {
     }
 
     /// The file type spelled `s` (ASCII case ignored), as `llama-quantize`
-    /// names them; `"Q4_K"` and `"Q5_K"` are its aliases of the `_M` types.
+    /// names them; `"Q3_K"`, `"Q4_K"` and `"Q5_K"` are its aliases of the
+    /// `_M` types.
     pub fn from_name(s: &str) -> Option<FileType> {
         let s = s.to_ascii_uppercase();
         let s = match s.as_str() {
+            "Q3_K" => "Q3_K_M",
             "Q4_K" => "Q4_K_M",
             "Q5_K" => "Q5_K_M",
             other => other,
@@ -152,6 +163,11 @@ impl ModelFacts {
     /// the rules look at): 80 layers for llama (with grouped-query
     /// attention), qwen2, olmo and deci; 68 for jais2
     /// (`src/models/<arch>.cpp`, `load_arch_hparams`).
+    /// Query heads per KV head (`llama_hparams::n_gqa`; 0 without KV heads).
+    fn n_gqa(&self) -> u32 {
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(0)
+    }
+
     fn is_70b(&self) -> bool {
         match self.arch.as_str() {
             "llama" => self.n_expert != 8 && self.n_layer == 80 && self.n_head != self.n_head_kv,
@@ -402,10 +418,17 @@ pub fn plan_types(
                 ty = GgmlType::Q6_K;
             }
         } else if cat == Category::AttnV {
-            if matches!(ftype, FileType::Q4_K_M | FileType::Q5_K_M) && use_more_bits(i_wv, n_wv) {
-                ty = GgmlType::Q6_K;
-            } else if ftype == FileType::Q4_K_S && i_wv < 4 {
-                ty = GgmlType::Q5_K;
+            match ftype {
+                FileType::Q2_K if facts.n_gqa() >= 4 => ty = GgmlType::Q4_K,
+                FileType::Q2_K => ty = GgmlType::Q3_K,
+                FileType::Q3_K_M if i_wv < 2 => ty = GgmlType::Q5_K,
+                FileType::Q3_K_M => ty = GgmlType::Q4_K,
+                FileType::Q3_K_L => ty = GgmlType::Q5_K,
+                FileType::Q4_K_M | FileType::Q5_K_M if use_more_bits(i_wv, n_wv) => {
+                    ty = GgmlType::Q6_K
+                }
+                FileType::Q4_K_S if i_wv < 4 => ty = GgmlType::Q5_K,
+                _ => {}
             }
             if facts.is_70b() && matches!(ty, GgmlType::Q3_K | GgmlType::Q4_K) {
                 ty = GgmlType::Q5_K;
@@ -433,6 +456,18 @@ pub fn plan_types(
                 i_down
             };
             match ftype {
+                FileType::Q2_K => ty = GgmlType::Q3_K,
+                FileType::Q3_K_M => {
+                    ty = if i_layer < n_layer / 16 {
+                        GgmlType::Q5_K
+                    } else if !falcon || use_more_bits(i_layer, n_layer) {
+                        GgmlType::Q4_K
+                    } else {
+                        GgmlType::Q3_K
+                    };
+                }
+                FileType::Q3_K_L if falcon => ty = GgmlType::Q4_K,
+                FileType::Q3_K_L => ty = GgmlType::Q5_K,
                 FileType::Q4_K_M if falcon => {
                     ty = if i_layer < n_layer / 16 {
                         GgmlType::Q6_K
@@ -449,12 +484,25 @@ pub fn plan_types(
                 _ => {}
             }
             i_down += 1;
-        } else if cat == Category::AttnOutput
-            && !falcon
-            && facts.n_expert == 8
-            && matches!(ftype, FileType::Q4_K_S | FileType::Q4_K_M)
-        {
-            ty = GgmlType::Q5_K;
+        } else if cat == Category::AttnOutput {
+            ty = match ftype {
+                FileType::Q3_K_L if falcon => GgmlType::Q4_K,
+                _ if falcon => ty,
+                FileType::Q2_K
+                | FileType::Q3_K_S
+                | FileType::Q3_K_M
+                | FileType::Q4_K_S
+                | FileType::Q4_K_M
+                    if facts.n_expert == 8 =>
+                {
+                    GgmlType::Q5_K
+                }
+                _ if facts.n_expert == 8 => ty,
+                FileType::Q2_K => GgmlType::Q3_K,
+                FileType::Q3_K_M => GgmlType::Q4_K,
+                FileType::Q3_K_L => GgmlType::Q5_K,
+                _ => ty,
+            };
         }
         let (ty, fallback) = fallback(ncols, ty);
         out[idx] = TypeChoice { ty, fallback };
@@ -587,5 +635,15 @@ mod tests {
         assert_eq!(types[79], Q6_K);
         let plan = plan_types(FileType::Q4_K_M, &facts("llama", 80, 0, 64, 64), &ts).unwrap();
         assert_eq!(plan[10].ty, Q4_K, "65B: no raise");
+        // Q2_K: attn_v is Q4_K from 4 query heads per KV head, else Q3_K.
+        let ts = [t("blk.0.attn_v.weight")];
+        let ty = |f| plan_types(FileType::Q2_K, &f, &ts).unwrap()[0].ty;
+        assert_eq!(ty(facts("llama", 16, 0, 32, 8)), Q4_K);
+        assert_eq!(ty(facts("llama", 16, 0, 32, 16)), Q3_K);
+        assert_eq!(
+            ty(facts("llama", 16, 0, 32, 0)),
+            Q3_K,
+            "no KV heads: n_gqa 0"
+        );
     }
 }
