@@ -1,6 +1,5 @@
 //! The k-quant super-block formats Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (256
-//! elements per block): layouts and dequantization. The quantizers will
-//! live here too.
+//! elements per block): layouts, dequantization and quantization.
 //!
 //! Layouts are the `block_q2_K` … `block_q6_K` structs of
 //! `ggml/src/ggml-common.h`; f16 fields are little-endian IEEE half. Sizes
@@ -11,10 +10,23 @@
 //! one rounded f32 product of the f16 super-scale and the small integer
 //! scale, and then applies it: `(d·sc)·q` or `(d·sc)·q − (dmin·m)`, every
 //! operation rounded separately (no fused multiply-add).
+//!
+//! The quantizers are the `quantize_row_q{2,3,4,5,6}_K_ref` routines of
+//! `ggml/src/ggml-quants.c`, which
+//! `ggml_quantize_chunk` runs when there is no importance matrix: a search
+//! for each sub-block's scale (and min), 6- or 8-bit codes for those scales
+//! under one f16 super-scale, then a second pass that requantizes every
+//! element with the *f16-rounded* scales. Sums run sequentially in f32 and
+//! ties round half to even ([`super::nearest_int`]).
 
 use super::{
-    f16_at, K_SCALE_SIZE, Q2_K_BYTES, Q3_K_BYTES, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES, QK_K,
+    f16_at, f16_bits_to_f32, f32_to_f16_bits, nearest_int, K_SCALE_SIZE, Q2_K_BYTES, Q3_K_BYTES,
+    Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES, QK_K,
 };
+
+/// Smallest magnitude a sub-block may have before it counts as all zero
+/// (`GROUP_MAX_EPS` in `ggml/src/ggml-quants.c`).
+const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Unpacks the eight 6-bit scales and eight 6-bit mins of Q4_K/Q5_K from
 /// their 12 packed bytes (`get_scale_min_k4` in `ggml/src/ggml-quants.c`,
@@ -196,6 +208,508 @@ pub fn dequantize_q6_k(block: &[u8; Q6_K_BYTES], out: &mut [f32; QK_K]) {
             let low = (ql[lbase + l] >> (4 * t)) & 0x0f;
             let high = (qh[hbase + l] >> (2 * s)) & 3;
             *o = dl * f32::from((low | (high << 4)) as i8 - 32);
+        }
+    }
+}
+
+/// Parameters of the scale-and-min search for one k-quant type (the
+/// arguments the `quantize_row_q*_K_ref` routines pass to
+/// `make_qkx2_quants`).
+struct Qkx2 {
+    /// Largest code.
+    nmax: i32,
+    /// First trial offset added to `nmax`.
+    rmin: f32,
+    /// Step between trials.
+    rdelta: f32,
+    /// Number of trials after the first (inclusive upper bound).
+    nstep: i32,
+    /// Minimise absolute instead of squared error (Q2_K).
+    use_mad: bool,
+}
+
+const Q2_K_SEARCH: Qkx2 = Qkx2 {
+    nmax: 3,
+    rmin: -0.5,
+    rdelta: 0.1,
+    nstep: 15,
+    use_mad: true,
+};
+const Q4_K_SEARCH: Qkx2 = Qkx2 {
+    nmax: 15,
+    rmin: -1.0,
+    rdelta: 0.1,
+    nstep: 20,
+    use_mad: false,
+};
+const Q5_K_SEARCH: Qkx2 = Qkx2 {
+    nmax: 31,
+    rmin: -0.5,
+    rdelta: 0.1,
+    nstep: 15,
+    use_mad: false,
+};
+
+/// Affine search of `make_qkx2_quants` (weights `w`): codes `l` in
+/// `0..=nmax` and `(scale, −min)` minimising Σw·err(scale·l + min − x)
+/// (err = square, or absolute value with `use_mad`) over a few trial
+/// inverse scales, each refined by weighted least squares (with `min`
+/// clamped to ≤ 0).
+#[inline(always)]
+fn make_qkx2_quants<const N: usize>(
+    p: &Qkx2,
+    x: &[f32; N],
+    w: &[f32; N],
+    l: &mut [u8],
+) -> (f32, f32) {
+    let err = |d: f32| if p.use_mad { d.abs() } else { d * d };
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = w[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..N {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l[..N].fill(0);
+        return (0.0, -min);
+    }
+    let nmax = p.nmax as f32;
+    let iscale = nmax / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best = 0f32;
+    for i in 0..N {
+        let q = nearest_int(iscale * (x[i] - min)).clamp(0, p.nmax);
+        l[i] = q as u8;
+        best += w[i] * err(scale * q as f32 + min - x[i]);
+    }
+    let mut laux = [0u8; N];
+    for is in 0..=p.nstep {
+        let iscale = (p.rmin + p.rdelta * is as f32 + nmax) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+        for i in 0..N {
+            let q = nearest_int(iscale * (x[i] - min)).clamp(0, p.nmax);
+            laux[i] = q as u8;
+            let lf = q as f32;
+            sum_l += w[i] * lf;
+            sum_l2 += w[i] * lf * lf;
+            sum_xl += w[i] * lf * x[i];
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur = 0f32;
+            for i in 0..N {
+                cur += w[i] * err(this_scale * f32::from(laux[i]) + this_min - x[i]);
+            }
+            if cur < best {
+                l[..N].copy_from_slice(&laux);
+                best = cur;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// Quantizes 256 values to one `block_q2_K` (`quantize_row_q2_K_ref`;
+/// layout on [`dequantize_q2_k`]): sixteen sub-blocks of 16 with an
+/// absolute-error scale/min search (weights |x|), 4-bit scales and mins
+/// under the f16 `d` and `dmin`, then 2-bit codes from the rounded scales.
+pub fn quantize_q2_k(x: &[f32; QK_K], out: &mut [u8; Q2_K_BYTES]) {
+    let mut l = [0u8; QK_K];
+    let mut scales = [0f32; 16];
+    let mut mins = [0f32; 16];
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for j in 0..16 {
+        let mut xs = [0f32; 16];
+        xs.copy_from_slice(&x[16 * j..16 * j + 16]);
+        let w = xs.map(f32::abs);
+        (scales[j], mins[j]) = make_qkx2_quants(&Q2_K_SEARCH, &xs, &w, &mut l[16 * j..]);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let mut sc = [0u8; 16];
+    let mut d = 0f32;
+    if max_scale > 0.0 {
+        let iscale = 15.0 / max_scale;
+        for (s, &v) in sc.iter_mut().zip(&scales) {
+            *s = nearest_int(iscale * v) as u8;
+        }
+        d = max_scale / 15.0;
+    }
+    let mut dmin = 0f32;
+    if max_min > 0.0 {
+        let iscale = 15.0 / max_min;
+        for (s, &v) in sc.iter_mut().zip(&mins) {
+            *s |= (nearest_int(iscale * v) << 4) as u8;
+        }
+        dmin = max_min / 15.0;
+    }
+    let (d_bits, dmin_bits) = (f32_to_f16_bits(d), f32_to_f16_bits(dmin));
+    out[..16].copy_from_slice(&sc);
+    out[80..82].copy_from_slice(&d_bits.to_le_bytes());
+    out[82..84].copy_from_slice(&dmin_bits.to_le_bytes());
+    let (d, dmin) = (f16_bits_to_f32(d_bits), f16_bits_to_f32(dmin_bits));
+    for (j, &s) in sc.iter().enumerate() {
+        let dj = d * f32::from(s & 0x0f);
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = dmin * f32::from(s >> 4);
+        for i in 16 * j..16 * j + 16 {
+            l[i] = nearest_int((x[i] + dm) / dj).clamp(0, 3) as u8;
+        }
+    }
+    pack_2bit(&l, &mut out[16..80]);
+}
+
+/// Packs 256 2-bit codes: element `128h + 32s + i` into bits `2s..2s+2` of
+/// `qs[32h + i]` (Q2_K codes, Q3_K low bits).
+#[inline(always)]
+fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
+    for h in 0..2 {
+        for i in 0..32 {
+            let b = 128 * h + i;
+            qs[32 * h + i] = l[b] | (l[b + 32] << 2) | (l[b + 64] << 4) | (l[b + 96] << 6);
+        }
+    }
+}
+
+/// `make_q3_quants(16, 4, x, L, true)`: symmetric codes −4..=3 for one
+/// sub-block of 16, refined up to five rounds one element at a time to
+/// maximise (Σw·x·l)²/Σw·l² (weights x²). Writes `l + 4` (or all 0 for an
+/// all-zero sub-block) and returns the scale.
+#[inline(always)]
+fn make_q3_quants(x: &[f32], l_out: &mut [u8]) -> f32 {
+    const NMAX: i32 = 4;
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in &x[..16] {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l_out[..16].fill(0);
+        return 0.0;
+    }
+    let iscale = -(NMAX as f32) / max;
+    let mut l = [0i32; 16];
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for i in 0..16 {
+        l[i] = nearest_int(iscale * x[i]).clamp(-NMAX, NMAX - 1);
+        let w = x[i] * x[i];
+        sumlx += w * x[i] * l[i] as f32;
+        suml2 += w * l[i] as f32 * l[i] as f32;
+    }
+    for _ in 0..5 {
+        let mut changed = false;
+        for i in 0..16 {
+            let w = x[i] * x[i];
+            let li = l[i] as f32;
+            let mut slx = sumlx - w * x[i] * li;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * li * li;
+                let new_l = nearest_int(x[i] * sl2 / slx).clamp(-NMAX, NMAX - 1);
+                if new_l != l[i] {
+                    let nl = new_l as f32;
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l[i] = new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (o, &q) in l_out[..16].iter_mut().zip(&l) {
+        *o = (q + NMAX) as u8;
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// Quantizes 256 values to one `block_q3_K` (`quantize_row_q3_K_ref`;
+/// layout on [`dequantize_q3_k`]): sixteen symmetric sub-scales under one
+/// f16 `d = max / −32` (signed extreme), 6-bit scale codes, then 3-bit codes
+/// from the rounded scales (high bit in `hmask`).
+pub fn quantize_q3_k(x: &[f32; QK_K], out: &mut [u8; Q3_K_BYTES]) {
+    let mut l = [0u8; QK_K];
+    let mut scales = [0f32; 16];
+    let (mut amax, mut max_scale) = (0f32, 0f32);
+    for j in 0..16 {
+        scales[j] = make_q3_quants(&x[16 * j..], &mut l[16 * j..]);
+        if scales[j].abs() > amax {
+            amax = scales[j].abs();
+            max_scale = scales[j];
+        }
+    }
+    let mut sc = [0u8; 12];
+    let mut d = 0f32;
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        for (j, &v) in scales.iter().enumerate() {
+            // C keeps nearest_int's low byte in an int8_t before clamping.
+            let q = ((nearest_int(iscale * v) as i8).clamp(-32, 31) + 32) as u8;
+            if j < 8 {
+                sc[j] = q & 0x0f;
+            } else {
+                sc[j - 8] |= (q & 0x0f) << 4;
+            }
+            sc[8 + j % 4] |= (q >> 4) << (2 * (j / 4));
+        }
+        d = 1.0 / iscale;
+    }
+    let d_bits = f32_to_f16_bits(d);
+    out[96..108].copy_from_slice(&sc);
+    out[108..110].copy_from_slice(&d_bits.to_le_bytes());
+    let d = f16_bits_to_f32(d_bits);
+    for j in 0..16 {
+        let low = if j < 8 { sc[j] & 0x0f } else { sc[j - 8] >> 4 };
+        let high = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+        let dj = d * f32::from((low | (high << 4)) as i8 - 32);
+        if dj == 0.0 {
+            continue;
+        }
+        for i in 16 * j..16 * j + 16 {
+            l[i] = (nearest_int(x[i] / dj).clamp(-4, 3) + 4) as u8;
+        }
+    }
+    let mut hmask = [0u8; 32];
+    for (j, q) in l.iter_mut().enumerate() {
+        if *q > 3 {
+            hmask[j % 32] |= 1 << (j / 32);
+            *q -= 4;
+        }
+    }
+    out[..32].copy_from_slice(&hmask);
+    pack_2bit(&l, &mut out[32..96]);
+}
+
+/// Packs eight 6-bit scales and mins into the 12 bytes that
+/// [`unpack_scales_mins`] reads.
+#[inline(always)]
+fn pack_scales_mins(sc: &[u8; 8], m: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
+    let mut p = [0u8; K_SCALE_SIZE];
+    for j in 0..4 {
+        p[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+        p[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
+        p[j + 8] = (sc[j + 4] & 0x0f) | ((m[j + 4] & 0x0f) << 4);
+    }
+    p
+}
+
+/// Shared Q4_K/Q5_K quantizer: returns the codes (0..=nmax) of all 256
+/// elements after writing `d`, `dmin` and the packed scales to `block[0..16]`.
+#[inline(always)]
+fn quantize_k4_k5<const B: usize>(p: &Qkx2, x: &[f32; QK_K], block: &mut [u8; B]) -> [u8; QK_K] {
+    let mut l = [0u8; QK_K];
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for j in 0..8 {
+        let mut xs = [0f32; 32];
+        xs.copy_from_slice(&x[32 * j..32 * j + 32]);
+        let mut sum_x2 = 0f32;
+        for &v in &xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        let mut w = [0f32; 32];
+        for (w, &v) in w.iter_mut().zip(&xs) {
+            *w = av_x + v.abs();
+        }
+        (scales[j], mins[j]) = make_qkx2_quants(p, &xs, &w, &mut l[32 * j..]);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    for j in 0..8 {
+        // C stores nearest_int's int into a uint8_t (keeping the low byte)
+        // before clamping to 63.
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+    }
+    let d_bits = f32_to_f16_bits(max_scale / 63.0);
+    let dmin_bits = f32_to_f16_bits(max_min / 63.0);
+    block[0..2].copy_from_slice(&d_bits.to_le_bytes());
+    block[2..4].copy_from_slice(&dmin_bits.to_le_bytes());
+    block[4..4 + K_SCALE_SIZE].copy_from_slice(&pack_scales_mins(&ls, &lm));
+    let (d, dmin) = (f16_bits_to_f32(d_bits), f16_bits_to_f32(dmin_bits));
+    for j in 0..8 {
+        let dj = d * f32::from(ls[j]);
+        // A zero scale keeps the first-pass codes, as in the reference.
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = dmin * f32::from(lm[j]);
+        for i in 32 * j..32 * j + 32 {
+            l[i] = nearest_int((x[i] + dm) / dj).clamp(0, p.nmax) as u8;
+        }
+    }
+    l
+}
+
+/// Quantizes 256 values to one `block_q4_K` (`quantize_row_q4_K_ref`;
+/// layout on [`dequantize_q4_k`]).
+pub fn quantize_q4_k(x: &[f32; QK_K], out: &mut [u8; Q4_K_BYTES]) {
+    let l = quantize_k4_k5(&Q4_K_SEARCH, x, out);
+    for g in 0..4 {
+        for i in 0..32 {
+            out[16 + 32 * g + i] = l[64 * g + i] | (l[64 * g + 32 + i] << 4);
+        }
+    }
+}
+
+/// Quantizes 256 values to one `block_q5_K` (`quantize_row_q5_K_ref`;
+/// layout on [`dequantize_q5_k`]).
+pub fn quantize_q5_k(x: &[f32; QK_K], out: &mut [u8; Q5_K_BYTES]) {
+    let l = quantize_k4_k5(&Q5_K_SEARCH, x, out);
+    let mut qh = [0u8; 32];
+    for g in 0..4 {
+        for i in 0..32 {
+            let (a, b) = (l[64 * g + i], l[64 * g + 32 + i]);
+            qh[i] |= ((a >> 4) << (2 * g)) | ((b >> 4) << (2 * g + 1));
+            out[48 + 32 * g + i] = (a & 0x0f) | ((b & 0x0f) << 4);
+        }
+    }
+    out[16..48].copy_from_slice(&qh);
+}
+
+/// Symmetric search of `make_qx_quants` with `nmax = 32` and `rmse_type = 1`
+/// (weights x²) for one 16-element sub-block of Q6_K: writes codes
+/// `l + 32` (0..64) and returns the (possibly negative) scale.
+#[inline(always)]
+fn make_qx_quants_q6(x: &[f32], l_out: &mut [u8]) -> f32 {
+    const NMAX: i32 = 32;
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in &x[..16] {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l_out[..16].fill(0);
+        return 0.0;
+    }
+    let code = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-NMAX, NMAX - 1);
+    let sums = |iscale: f32| {
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
+        for &v in &x[..16] {
+            let l = code(iscale, v) as f32;
+            let w = v * v;
+            sumlx += w * v * l;
+            suml2 += w * l * l;
+        }
+        (sumlx, suml2)
+    };
+    let fill = |iscale: f32, l_out: &mut [u8]| {
+        for (o, &v) in l_out[..16].iter_mut().zip(&x[..16]) {
+            *o = (code(iscale, v) + NMAX) as u8;
+        }
+    };
+    let iscale = -(NMAX as f32) / max;
+    fill(iscale, l_out);
+    let (sumlx, suml2) = sums(iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in (-9..=9).filter(|&is| is != 0) {
+        let iscale = -(NMAX as f32 + 0.1 * is as f32) / max;
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            fill(iscale, l_out);
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// Quantizes 256 values to one `block_q6_K` (`quantize_row_q6_K_ref`;
+/// layout on [`dequantize_q6_k`]). The super-scale comes from the *signed*
+/// sub-block scale of largest magnitude, `d = max / −128`.
+pub fn quantize_q6_k(x: &[f32; QK_K], out: &mut [u8; Q6_K_BYTES]) {
+    let mut l = [0u8; QK_K];
+    let mut scales = [0f32; 16];
+    let (mut max_scale, mut max_abs) = (0f32, 0f32);
+    for ib in 0..16 {
+        scales[ib] = make_qx_quants_q6(&x[16 * ib..], &mut l[16 * ib..]);
+        if scales[ib].abs() > max_abs {
+            max_abs = scales[ib].abs();
+            max_scale = scales[ib];
+        }
+    }
+    if max_abs < GROUP_MAX_EPS {
+        out.fill(0);
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    let d_bits = f32_to_f16_bits(1.0 / iscale);
+    out[208..210].copy_from_slice(&d_bits.to_le_bytes());
+    let d = f16_bits_to_f32(d_bits);
+    let mut sc = [0i8; 16];
+    for ib in 0..16 {
+        sc[ib] = nearest_int(iscale * scales[ib]).min(127) as i8;
+        out[192 + ib] = sc[ib] as u8;
+    }
+    for (j, &s) in sc.iter().enumerate() {
+        let dj = d * f32::from(s);
+        if dj == 0.0 {
+            continue;
+        }
+        for i in 16 * j..16 * j + 16 {
+            l[i] = (nearest_int(x[i] / dj).clamp(-32, 31) + 32) as u8;
+        }
+    }
+    for h in 0..2 {
+        let (lb, qb, hb) = (128 * h, 64 * h, 128 + 32 * h);
+        for i in 0..32 {
+            let q = [l[lb + i], l[lb + i + 32], l[lb + i + 64], l[lb + i + 96]];
+            out[qb + i] = (q[0] & 0x0f) | ((q[2] & 0x0f) << 4);
+            out[qb + i + 32] = (q[1] & 0x0f) | ((q[3] & 0x0f) << 4);
+            out[hb + i] =
+                (q[0] >> 4) | ((q[1] >> 4) << 2) | ((q[2] >> 4) << 4) | ((q[3] >> 4) << 6);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: layouts
-//! and dequantization.
+//! The 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0: layouts,
+//! dequantization and quantization.
 //!
 //! Layouts are the `block_q4_0` … `block_q8_0` structs of
 //! `ggml/src/ggml-common.h`; all multi-byte fields are little-endian and f16
@@ -15,8 +15,19 @@
 //! (exactly), the integer code is formed in integers and converted to f32
 //! (exactly), and then one f32 multiply (`d·q`) or a multiply followed by a
 //! separately rounded add (`(d·q) + m`).
+//!
+//! The quantizers are llama.cpp's `quantize_row_q*_ref`
+//! (`ggml/src/ggml-quants.c`), which `ggml_quantize_chunk` runs for these
+//! types when there is no importance matrix: one scale from the block's
+//! extreme(s), codes from the *unrounded* f32 reciprocal of the scale, and
+//! the scale stored as f16. Their three roundings differ on purpose: Q8_0
+//! uses `roundf` (half away from zero), the others add 0.5 (plus the offset)
+//! and truncate.
 
-use super::{f16_at, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES, QK32};
+use super::{
+    c_float_to_int, f16_at, put_f16, Q4_0_BYTES, Q4_1_BYTES, Q5_0_BYTES, Q5_1_BYTES, Q8_0_BYTES,
+    QK32,
+};
 
 /// Half the block: the number of `qs` bytes of the 4- and 5-bit formats.
 const HALF: usize = QK32 / 2;
@@ -131,5 +142,147 @@ pub fn dequantize_q8_0(block: &[u8; Q8_0_BYTES], out: &mut [f32; QK32]) {
     let d = f16_at(block, 0);
     for (o, &q) in out.iter_mut().zip(&block[2..]) {
         *o = f32::from(q as i8) * d;
+    }
+}
+
+/// Signed extreme of a block: the first value with the largest magnitude
+/// (strict `<`, so ties keep the earlier one), as in the symmetric `_ref`
+/// quantizers.
+#[inline(always)]
+fn signed_absmax(x: &[f32; QK32]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
+/// Minimum and maximum of a block, from `FLT_MAX` / `-FLT_MAX` starts.
+#[inline(always)]
+fn min_max(x: &[f32; QK32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, f32::MIN);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// The reciprocal the `_ref` quantizers multiply by: `1/d`, or 0 when `d`
+/// is zero.
+#[inline(always)]
+fn recip_or_zero(d: f32) -> f32 {
+    if d != 0.0 {
+        1.0 / d
+    } else {
+        0.0
+    }
+}
+
+/// The C expression `(int8_t)v` (then widened back), as the reference
+/// binary evaluates it.
+#[inline(always)]
+fn as_i8(v: f32) -> i32 {
+    i32::from(c_float_to_int(v) as i8)
+}
+
+/// Packs 32 codes of up to 5 bits: low nibbles into `qs` (elements 0..16 low,
+/// 16..32 high), and, when `qh_at` is given, fifth bits into the `u32` there.
+#[inline(always)]
+fn pack_codes<const B: usize>(
+    q: &[u8; QK32],
+    block: &mut [u8; B],
+    qh_at: Option<usize>,
+    qs_at: usize,
+) {
+    let mut qh = 0u32;
+    for j in 0..HALF {
+        let (a, b) = (q[j], q[j + HALF]);
+        block[qs_at + j] = (a & 0x0f) | ((b & 0x0f) << 4);
+        qh |= u32::from(a >> 4 & 1) << j;
+        qh |= u32::from(b >> 4 & 1) << (j + HALF);
+    }
+    if let Some(at) = qh_at {
+        block[at..at + 4].copy_from_slice(&qh.to_le_bytes());
+    }
+}
+
+/// Quantizes 32 values to one `block_q4_0` (`quantize_row_q4_0_ref`):
+/// `d = max / −8` for the signed extreme `max`; code
+/// `min(15, (int8)(x/d + 8.5))`.
+pub fn quantize_q4_0(x: &[f32; QK32], out: &mut [u8; Q4_0_BYTES]) {
+    let d = signed_absmax(x) / -8.0;
+    let id = recip_or_zero(d);
+    put_f16(out, 0, d);
+    let mut q = [0u8; QK32];
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = as_i8(v * id + 8.5).min(15) as u8;
+    }
+    pack_codes(&q, out, None, 2);
+}
+
+/// Quantizes 32 values to one `block_q4_1` (`quantize_row_q4_1_ref`):
+/// `d = (max − min)/15`, `m = min`; code `min(15, (int8)((x − min)/d + 0.5))`.
+pub fn quantize_q4_1(x: &[f32; QK32], out: &mut [u8; Q4_1_BYTES]) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / 15.0;
+    let id = recip_or_zero(d);
+    put_f16(out, 0, d);
+    put_f16(out, 2, min);
+    let mut q = [0u8; QK32];
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = as_i8((v - min) * id + 0.5).min(15) as u8;
+    }
+    pack_codes(&q, out, None, 4);
+}
+
+/// Quantizes 32 values to one `block_q5_0` (`quantize_row_q5_0_ref`):
+/// `d = max / −16` for the signed extreme; code `min(31, (int8)(x/d + 16.5))`.
+pub fn quantize_q5_0(x: &[f32; QK32], out: &mut [u8; Q5_0_BYTES]) {
+    let d = signed_absmax(x) / -16.0;
+    let id = recip_or_zero(d);
+    put_f16(out, 0, d);
+    let mut q = [0u8; QK32];
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = as_i8(v * id + 16.5).min(31) as u8;
+    }
+    pack_codes(&q, out, Some(2), 6);
+}
+
+/// Quantizes 32 values to one `block_q5_1` (`quantize_row_q5_1_ref`):
+/// `d = (max − min)/31`, `m = min`; code `(uint8)((x − min)/d + 0.5)`
+/// (no clamp in the reference).
+pub fn quantize_q5_1(x: &[f32; QK32], out: &mut [u8; Q5_1_BYTES]) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / 31.0;
+    let id = recip_or_zero(d);
+    put_f16(out, 0, d);
+    put_f16(out, 2, min);
+    let mut q = [0u8; QK32];
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = c_float_to_int((v - min) * id + 0.5) as u8;
+    }
+    pack_codes(&q, out, Some(4), 8);
+}
+
+/// Quantizes 32 values to one `block_q8_0` (`quantize_row_q8_0_ref`):
+/// `d = max|x|/127`; code `roundf(x/d)` (half away from zero).
+pub fn quantize_q8_0(x: &[f32; QK32], out: &mut [u8; Q8_0_BYTES]) {
+    let mut amax = 0f32;
+    for &v in x {
+        amax = amax.max(v.abs());
+    }
+    let d = amax / 127.0;
+    let id = recip_or_zero(d);
+    put_f16(out, 0, d);
+    for (o, &v) in out[2..].iter_mut().zip(x) {
+        *o = c_float_to_int((v * id).round()) as u8;
     }
 }

@@ -1,6 +1,7 @@
-//! GGML tensor types and their dequantization to `f32`.
+//! GGML tensor types, their dequantization to `f32` and their quantization
+//! from `f32`.
 //!
-//! This module owns three things:
+//! This module owns four things:
 //!
 //! * [`GgmlType`], the table of every tensor type gguf-py 0.19.0 knows, with
 //!   its numeric id, spelling, elements per block and bytes per block. The
@@ -14,7 +15,7 @@
 //!   them.
 //! * The byte layouts of the blocks, documented next to their decoders in
 //!   [`legacy`] (32-element formats) and [`kquants`] (256-element
-//!   super-blocks). The quantizers will live there too.
+//!   super-blocks), together with their decoders and encoders.
 //! * [`dequantize`], which turns whole blocks into `f32` values equal bit for
 //!   bit to `gguf.quants.dequantize` of gguf-py 0.19.0
 //!   (`gguf-py/gguf/quants.py`). That means doing the same float32
@@ -22,10 +23,23 @@
 //!   always the order of `dequantize_row_*` in `ggml/src/ggml-quants.c`.
 //!   The unit tests check this against golden vectors made by
 //!   `tests/oracle/make_quant_goldens.py` (stored in `fixtures/quant/`).
+//! * [`quantize_row`], which encodes `f32` values into blocks byte for byte
+//!   as llama.cpp's `ggml_quantize_chunk` does without an importance matrix
+//!   (the path `llama-quantize` takes without `--imatrix`): the
+//!   `quantize_row_*_ref` routines of `ggml/src/ggml-quants.c` and the
+//!   scalar `GGML_FP32_TO_FP16` / `ggml_compute_fp32_to_bf16` conversions of
+//!   `ggml/src/ggml-impl.h`. Bit-exactness needs the same float32 operations
+//!   in the same order; the reference library `libggml-base` is built for
+//!   baseline x86-64 (no `-march=native`, so no fused multiply-add) and
+//!   Rust never contracts `a * b + c` either. Golden vectors from the built
+//!   library (`tests/oracle/make_quantize_goldens.py`, `fixtures/quantize/`)
+//!   check this block by block. [`ftype`] picks the per-tensor types of a
+//!   `llama-quantize` file type.
 //!
 //! Everything here works on one block at a time, allocates nothing, and does
 //! no threading: callers parallelise over rows.
 
+pub mod ftype;
 pub mod kquants;
 pub mod legacy;
 
@@ -235,6 +249,18 @@ impl GgmlType {
     }
 }
 
+impl GgmlType {
+    /// Whether [`quantize_row`] can encode this type. Each of these is
+    /// checked byte for byte against llama.cpp's `ggml_quantize_chunk`.
+    pub fn can_quantize(self) -> bool {
+        use GgmlType::*;
+        matches!(
+            self,
+            F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K
+        )
+    }
+}
+
 impl std::fmt::Display for GgmlType {
     /// Writes [`GgmlType::name`].
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -248,6 +274,12 @@ pub enum QuantError {
     /// The type has no decoder here (see [`GgmlType::can_dequantize`]).
     #[error("dequantizing {ty} is not supported")]
     Unsupported {
+        /// The type asked for.
+        ty: GgmlType,
+    },
+    /// The type has no encoder here (see [`GgmlType::can_quantize`]).
+    #[error("quantizing to {ty} is not supported")]
+    UnsupportedQuantize {
         /// The type asked for.
         ty: GgmlType,
     },
@@ -327,6 +359,129 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         _ => return Err(QuantError::Unsupported { ty }),
     }
     Ok(())
+}
+
+/// Quantizes `src` (a whole number of blocks of `ty`, typically one or more
+/// tensor rows) into `dst`, exactly as llama.cpp's `ggml_quantize_chunk`
+/// with no importance matrix.
+///
+/// `src.len()` is the element count and `dst.len()` must equal
+/// `ty.bytes_for(src.len())`; otherwise [`QuantError::LengthMismatch`] is
+/// returned and `dst` is untouched. Types without an encoder give
+/// [`QuantError::UnsupportedQuantize`] (checked after the length).
+///
+/// Blocks are independent, so callers may split a tensor anywhere on a block
+/// boundary and run the pieces in parallel (rayon over rows); this function
+/// allocates nothing and spawns nothing. Finite inputs give the reference
+/// bytes; NaN inputs give some deterministic bytes that need not match (the
+/// C code converts NaN to an integer, which is undefined behaviour).
+pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    if ty.bytes_for(src.len() as u64) != Some(dst.len() as u64) {
+        return Err(QuantError::LengthMismatch {
+            ty,
+            bytes: dst.len(),
+            elements: src.len(),
+        });
+    }
+    match ty {
+        GgmlType::F32 => {
+            for (o, v) in dst.chunks_exact_mut(4).zip(src) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        GgmlType::F16 => {
+            for (o, &v) in dst.chunks_exact_mut(2).zip(src) {
+                o.copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
+            }
+        }
+        GgmlType::BF16 => {
+            for (o, &v) in dst.chunks_exact_mut(2).zip(src) {
+                o.copy_from_slice(&f32_to_bf16_bits(v).to_le_bytes());
+            }
+        }
+        GgmlType::Q4_0 => per_block_encode(src, dst, legacy::quantize_q4_0),
+        GgmlType::Q4_1 => per_block_encode(src, dst, legacy::quantize_q4_1),
+        GgmlType::Q5_0 => per_block_encode(src, dst, legacy::quantize_q5_0),
+        GgmlType::Q5_1 => per_block_encode(src, dst, legacy::quantize_q5_1),
+        GgmlType::Q8_0 => per_block_encode(src, dst, legacy::quantize_q8_0),
+        GgmlType::Q2_K => per_block_encode(src, dst, kquants::quantize_q2_k),
+        GgmlType::Q3_K => per_block_encode(src, dst, kquants::quantize_q3_k),
+        GgmlType::Q4_K => per_block_encode(src, dst, kquants::quantize_q4_k),
+        GgmlType::Q5_K => per_block_encode(src, dst, kquants::quantize_q5_k),
+        GgmlType::Q6_K => per_block_encode(src, dst, kquants::quantize_q6_k),
+        _ => return Err(QuantError::UnsupportedQuantize { ty }),
+    }
+    Ok(())
+}
+
+/// Runs a one-block encoder over matching chunks of `src` and `dst`, whose
+/// lengths the caller has checked to be the same whole number of blocks.
+fn per_block_encode<const N: usize, const B: usize>(
+    src: &[f32],
+    dst: &mut [u8],
+    encode: fn(&[f32; N], &mut [u8; B]),
+) {
+    for (s, d) in src.chunks_exact(N).zip(dst.chunks_exact_mut(B)) {
+        if let (Ok(s), Ok(d)) = (<&[f32; N]>::try_from(s), <&mut [u8; B]>::try_from(d)) {
+            encode(s, d);
+        }
+    }
+}
+
+/// Converts `f32` to IEEE half bits as ggml's scalar `GGML_FP32_TO_FP16`
+/// (`ggml/src/ggml-impl.h`): round to nearest even, overflow to infinity,
+/// subnormals kept; every NaN becomes the quiet NaN `0x7e00` with the input's
+/// sign (the payload is dropped, unlike the `half` crate).
+#[inline]
+pub fn f32_to_f16_bits(v: f32) -> u16 {
+    if v.is_nan() {
+        ((v.to_bits() >> 16) as u16 & 0x8000) | 0x7e00
+    } else {
+        f16::from_f32(v).to_bits()
+    }
+}
+
+/// Converts `f32` to bfloat16 bits as ggml's `ggml_compute_fp32_to_bf16`
+/// (`ggml/src/ggml-impl.h`): round to nearest even on the top 16 bits; a NaN
+/// keeps its top 16 bits with the quiet bit forced on.
+#[inline]
+pub fn f32_to_bf16_bits(v: f32) -> u16 {
+    let u = v.to_bits();
+    if u & 0x7fff_ffff > 0x7f80_0000 {
+        ((u >> 16) | 0x40) as u16
+    } else {
+        // No overflow: the largest non-NaN pattern is 0xff80_0000.
+        ((u + 0x7fff + ((u >> 16) & 1)) >> 16) as u16
+    }
+}
+
+/// ggml's `nearest_int` (`ggml/src/ggml-quants.c`): adding 1.5·2²³ leaves
+/// the integer part in the low mantissa bits, rounded half to even. Only
+/// meaningful for |v| < 2²², like the original; outside that it returns the
+/// same garbage the C code does, which keeps the two bit-identical.
+#[inline(always)]
+fn nearest_int(v: f32) -> i32 {
+    ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// A C `float` → small-integer cast as x86-64 GCC compiles it
+/// (`cvttss2si`): truncation toward zero, and `i32::MIN` for NaN or values
+/// outside the `i32` range (undefined behaviour in C, but what the reference
+/// binary does; it happens when a scale's reciprocal overflows). Callers then
+/// keep the low bits as C's narrowing conversion does.
+#[inline(always)]
+fn c_float_to_int(v: f32) -> i32 {
+    if v > -2_147_483_904.0 && v < 2_147_483_648.0 {
+        v as i32
+    } else {
+        i32::MIN
+    }
+}
+
+/// Writes `v` as little-endian f16 bits at `block[at..at + 2]`.
+#[inline(always)]
+fn put_f16<const B: usize>(block: &mut [u8; B], at: usize, v: f32) {
+    block[at..at + 2].copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
 }
 
 /// Runs a one-block decoder over matching chunks of `src` and `dst`, whose
@@ -527,6 +682,113 @@ mod tests {
         }
     }
 
+    /// Deterministic roughly Gaussian values (sum of uniforms), std ≈ `s`.
+    fn gaussian(n: usize, seed: u64, s: f32) -> Vec<f32> {
+        let mut state = seed | 1;
+        let mut uni = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        (0..n)
+            .map(|_| s * (0..12).map(|_| uni()).sum::<f32>())
+            .collect()
+    }
+
+    /// dequantize(quantize(x)) is close to x, with the error ordered by bits
+    /// per weight, for every type the encoder handles.
+    #[test]
+    fn quantize_round_trip() {
+        let x = gaussian(4 * QK_K, 7, 0.02);
+        let rms = (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+        let rel_rmse = |ty: GgmlType| {
+            let mut q = vec![0u8; ty.bytes_for(x.len() as u64).unwrap() as usize];
+            quantize_row(ty, &x, &mut q).unwrap();
+            let mut y = vec![0f32; x.len()];
+            dequantize(ty, &q, &mut y).unwrap();
+            let se: f32 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+            (se / x.len() as f32).sqrt() / rms
+        };
+        use GgmlType::*;
+        let bounds = [
+            (F32, 0.0),
+            (F16, 1e-3),
+            (BF16, 5e-3),
+            (Q8_0, 0.01),
+            (Q6_K, 0.03),
+            (Q5_1, 0.06),
+            (Q5_0, 0.06),
+            (Q5_K, 0.06),
+            (Q4_1, 0.12),
+            (Q4_0, 0.12),
+            (Q4_K, 0.12),
+            (Q3_K, 0.25),
+            (Q2_K, 0.45),
+        ];
+        for &(ty, bound) in &bounds {
+            let e = rel_rmse(ty);
+            assert!(e <= bound, "{ty}: relative RMSE {e} > {bound}");
+        }
+        assert!(rel_rmse(Q8_0) < rel_rmse(Q6_K));
+        assert!(rel_rmse(Q6_K) < rel_rmse(Q5_K));
+        assert!(rel_rmse(Q5_K) < rel_rmse(Q4_K));
+        assert!(rel_rmse(Q4_K) < rel_rmse(Q3_K));
+        assert!(rel_rmse(Q3_K) < rel_rmse(Q2_K));
+        assert!(rel_rmse(Q5_0) < rel_rmse(Q4_0));
+        assert_eq!(
+            bounds.len(),
+            GgmlType::ALL.iter().filter(|t| t.can_quantize()).count()
+        );
+    }
+
+    #[test]
+    fn quantize_errors() {
+        let x = [0.5f32; 32];
+        let mut out = [9u8; 33];
+        let e = quantize_row(GgmlType::Q8_0, &x, &mut out).unwrap_err();
+        assert!(matches!(
+            e,
+            QuantError::LengthMismatch {
+                bytes: 33,
+                elements: 32,
+                ..
+            }
+        ));
+        assert!(out.iter().all(|&b| b == 9), "dst untouched on error");
+        let mut out = vec![0u8; 144];
+        assert!(
+            quantize_row(GgmlType::Q4_K, &x, &mut out).is_err(),
+            "not a whole super-block"
+        );
+        let mut out = vec![0u8; GgmlType::IQ4_NL.type_size() as usize];
+        let e = quantize_row(GgmlType::IQ4_NL, &x, &mut out).unwrap_err();
+        assert_eq!(e.to_string(), "quantizing to IQ4_NL is not supported");
+        assert!(quantize_row(GgmlType::Q4_K, &[], &mut []).is_ok());
+    }
+
+    #[test]
+    fn conversions() {
+        assert_eq!(f32_to_f16_bits(f32::from_bits(0xffc0_1234)), 0xfe00);
+        assert_eq!(f32_to_f16_bits(65520.0), 0x7c00, "rounds up to infinity");
+        assert_eq!(f32_to_f16_bits(1.0 + 2f32.powi(-11)), 0x3c00, "tie to even");
+        assert_eq!(f32_to_bf16_bits(f32::from_bits(0x7f80_0001)), 0x7fc0);
+        assert_eq!(
+            f32_to_bf16_bits(f32::from_bits(0x3f80_8000)),
+            0x3f80,
+            "tie to even"
+        );
+        assert_eq!(
+            f32_to_bf16_bits(f32::from_bits(0x3f81_8000)),
+            0x3f82,
+            "tie to even"
+        );
+        assert_eq!(nearest_int(2.5), 2);
+        assert_eq!(nearest_int(-3.5), -4);
+        assert_eq!(c_float_to_int(f32::INFINITY), i32::MIN);
+        assert_eq!(c_float_to_int(-7.9), -7);
+    }
+
     #[test]
     fn f16_specials() {
         assert_eq!(f16_bits_to_f32(0x3c00), 1.0);
@@ -610,5 +872,75 @@ mod golden {
         for (i, b) in blocks.chunks_exact(2).enumerate() {
             assert_eq!(u16::from_le_bytes([b[0], b[1]]) as usize, i);
         }
+    }
+}
+
+/// Byte-for-byte agreement with llama.cpp's `ggml_quantize_chunk` (no
+/// importance matrix) on the vectors in `fixtures/quantize/` (made by
+/// `tests/oracle/make_quantize_goldens.py` from the built `libggml-base`).
+#[cfg(test)]
+mod quantize_golden {
+    use super::*;
+
+    fn floats(bytes: &[u8]) -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    /// Quantizes `input` row by row (256 values, one edge case each; see the
+    /// oracle script) and names the first differing block of every row.
+    fn check(ty: GgmlType, input: &[u8], expected: &[u8]) {
+        let x = floats(input);
+        assert_eq!(ty.bytes_for(x.len() as u64), Some(expected.len() as u64));
+        let mut got = vec![0u8; expected.len()];
+        quantize_row(ty, &x, &mut got).unwrap();
+        let bs = ty.type_size() as usize;
+        let per_row = ty.bytes_for(256).unwrap() as usize;
+        let mut bad = Vec::new();
+        for (b, (g, w)) in got.chunks(bs).zip(expected.chunks(bs)).enumerate() {
+            if g != w {
+                bad.push(format!(
+                    "row {} block {}: got {g:02x?}\n want {w:02x?}",
+                    b * bs / per_row,
+                    b
+                ));
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{ty}: {} blocks differ\n{}",
+            bad.len(),
+            bad[..bad.len().min(4)].join("\n")
+        );
+    }
+
+    macro_rules! golden {
+        ($($test:ident: $ty:ident, $input:literal;)*) => {$(
+            #[test]
+            fn $test() {
+                check(
+                    GgmlType::$ty,
+                    include_bytes!(concat!("../../fixtures/quantize/", $input)),
+                    include_bytes!(concat!("../../fixtures/quantize/", stringify!($ty), ".bin")),
+                );
+            }
+        )*};
+    }
+
+    golden! {
+        q4_0: Q4_0, "input.f32";
+        q4_1: Q4_1, "input.f32";
+        q5_0: Q5_0, "input.f32";
+        q5_1: Q5_1, "input.f32";
+        q8_0: Q8_0, "input.f32";
+        q2_k: Q2_K, "input.f32";
+        q3_k: Q3_K, "input.f32";
+        q4_k: Q4_K, "input.f32";
+        q5_k: Q5_K, "input.f32";
+        q6_k: Q6_K, "input.f32";
+        f16: F16, "floats.f32";
+        bf16: BF16, "floats.f32";
     }
 }
