@@ -9,6 +9,7 @@ use llmtool::convert::to_hf;
 use llmtool::lora::Adapter;
 use llmtool::merge::{self, MergeOptions, WeightedAdapter};
 use llmtool::plan::{self, catalog, Engine, Format, ModelSpec};
+use llmtool::quant::ftype::FileType;
 use llmtool::store::safetensors::parse_size;
 use llmtool::{arch, inspect, interrupt, quantize, store};
 
@@ -75,12 +76,14 @@ enum Command {
     },
     /// Quantize a model into a deployable artifact.
     ///
-    /// GGUF formats (f16, bf16, f32, …) read a Hugging Face model (llama,
+    /// GGUF formats (q4_k_m, q5_k_m, q6_k, q8_0, q4_0, f16, bf16, f32) read a Hugging Face model (llama,
     /// mistral, qwen2) or an F32/F16/BF16 GGUF and write a llama.cpp-ready
     /// GGUF in one streaming pass: tensor names, Q/K permutation, metadata
     /// and tokenizer as llama.cpp's converter writes them, and llama-quantize's
     /// per-tensor type choices. The file appears only when complete.
     #[command(after_help = "Examples:\n  \
+        llmtool quantize q4_k_m ./spinoza-merged --out spinoza-Q4_K_M.gguf\n  \
+        llmtool quantize q8_0 model-f16.gguf --out model-Q8_0.gguf\n  \
         llmtool quantize f16 ./Qwen2.5-7B-Instruct --out qwen2.5-7b-f16.gguf\n  \
         llmtool quantize bf16 ./spinoza-merged --out spinoza-bf16.gguf --dry-run --json")]
     Quantize {
@@ -236,14 +239,45 @@ enum LoraCommand {
 }
 
 /// Formats `quantize` writes.
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum QuantFormat {
+    /// GGUF Q4_K_M: Q4_K, with Q6_K for the output and some attn_v/ffn_down layers (llama-quantize's mix).
+    #[value(name = "q4_k_m", alias = "Q4_K_M")]
+    Q4_k_m,
+    /// GGUF Q5_K_M: Q5_K with Q6_K where llama-quantize puts it.
+    #[value(name = "q5_k_m", alias = "Q5_K_M")]
+    Q5_k_m,
+    /// GGUF Q6_K.
+    #[value(name = "q6_k", alias = "Q6_K")]
+    Q6_k,
+    /// GGUF Q8_0.
+    #[value(name = "q8_0", alias = "Q8_0")]
+    Q8_0,
+    /// GGUF Q4_0 (output tensor Q6_K).
+    #[value(name = "q4_0", alias = "Q4_0")]
+    Q4_0,
     /// GGUF, 2-D weights in IEEE half.
     F16,
     /// GGUF, 2-D weights in bfloat16.
     Bf16,
     /// GGUF, everything in f32.
     F32,
+}
+
+impl QuantFormat {
+    fn file_type(self) -> FileType {
+        match self {
+            QuantFormat::Q4_k_m => FileType::Q4_K_M,
+            QuantFormat::Q5_k_m => FileType::Q5_K_M,
+            QuantFormat::Q6_k => FileType::Q6_K,
+            QuantFormat::Q8_0 => FileType::Q8_0,
+            QuantFormat::Q4_0 => FileType::Q4_0,
+            QuantFormat::F16 => FileType::F16,
+            QuantFormat::Bf16 => FileType::BF16,
+            QuantFormat::F32 => FileType::F32,
+        }
+    }
 }
 
 /// Splits `PATH[:WEIGHT]`; a suffix that is not a number stays in the path.
@@ -281,18 +315,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let m = store::Model::open(&model)
                 .with_context(|| format!("cannot open model '{model}'"))?;
-            let gformat = match format {
-                QuantFormat::F16 => quantize::GgufFormat::F16,
-                QuantFormat::Bf16 => quantize::GgufFormat::BF16,
-                QuantFormat::F32 => quantize::GgufFormat::F32,
-            };
             let opts = quantize::GgufOptions {
                 out,
                 name,
                 progress: !json,
             };
             // WIRE-TOKENIZER
-            let report = quantize::to_gguf(&m, gformat, Vec::new(), &opts, dry_run)?;
+            let report = quantize::to_gguf(&m, format.file_type(), Vec::new(), &opts, dry_run)?;
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }

@@ -8,37 +8,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::convert::to_gguf::{self, GgufReport, ToGgufError};
+use crate::quant::ftype::{plan_types, FileType, ModelFacts, TensorDesc};
 use crate::quant::GgmlType;
-use crate::store::{DType, Model, StoreError};
-
-/// GGUF output formats, with `general.file_type` ids of `enum llama_ftype`
-/// (`include/llama.h`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GgufFormat {
-    F32,
-    F16,
-    BF16,
-}
-
-impl GgufFormat {
-    /// `general.file_type`.
-    pub fn file_type(self) -> u32 {
-        match self {
-            GgufFormat::F32 => 0,
-            GgufFormat::F16 => 1,
-            GgufFormat::BF16 => 32,
-        }
-    }
-
-    /// The type 2-D weights have before the type rules.
-    fn float(self) -> GgmlType {
-        match self {
-            GgufFormat::F32 => GgmlType::F32,
-            GgufFormat::F16 => GgmlType::F16,
-            GgufFormat::BF16 => GgmlType::BF16,
-        }
-    }
-}
+use crate::store::{Model, StoreError};
 
 /// Options of a GGUF quantization.
 #[derive(Debug, Clone)]
@@ -49,42 +21,33 @@ pub struct GgufOptions {
     pub progress: bool,
 }
 
-/// Encodes rows of f32 values as `ty` into `out`.
+/// Encodes rows of f32 values (`cols` per row) as `ty` into `out`: float
+/// types directly, block types row by row in parallel with the bit-exact
+/// quantizers of [`crate::quant`].
 pub fn encode_rows(
     ty: GgmlType,
     values: &[f32],
-    _cols: usize,
+    cols: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
-    let dtype = DType::from_ggml(ty);
-    match ty {
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
-            // Large chunks encode in parallel; the order of bytes is kept.
-            let parts: Vec<Vec<u8>> = values
-                .par_chunks(1 << 16)
-                .map(|c| {
-                    let mut b = Vec::new();
-                    dtype.encode_f32s(c, &mut b);
-                    b
-                })
-                .collect();
-            out.clear();
-            for p in parts {
-                out.extend_from_slice(&p);
-            }
-            Ok(())
-        }
-        other => Err(StoreError::Write {
+    let cols = cols.max(1);
+    let row_bytes = ty.bytes_for(cols as u64).unwrap_or(0) as usize;
+    out.clear();
+    out.resize(values.len() / cols * row_bytes, 0);
+    values
+        .par_chunks(cols)
+        .zip(out.par_chunks_mut(row_bytes.max(1)))
+        .try_for_each(|(src, dst)| crate::quant::quantize_row(ty, src, dst))
+        .map_err(|e| StoreError::Write {
             path: PathBuf::new(),
-            msg: format!("encoding {other} is not supported"),
-        }),
-    }
+            msg: e.to_string(),
+        })
 }
 
 /// Writes `model` as a GGUF of `format` at `opts.out` (or only plans it).
 pub fn to_gguf(
     model: &Model,
-    format: GgufFormat,
+    ftype: FileType,
     tokenizer: Vec<(String, crate::store::gguf::Value)>,
     opts: &GgufOptions,
     dry_run: bool,
@@ -95,16 +58,65 @@ pub fn to_gguf(
             opts.out.display()
         )));
     }
-    let plan = to_gguf::plan(model, format.float(), opts.name.as_deref(), tokenizer)?;
+    let float = match ftype {
+        FileType::F32 => GgmlType::F32,
+        FileType::BF16 => GgmlType::BF16,
+        _ => GgmlType::F16,
+    };
+    let mut plan = to_gguf::plan(model, float, opts.name.as_deref(), tokenizer)?;
+    choose_types(&mut plan, ftype)?;
     if dry_run {
-        return Ok(to_gguf::report(&plan, format.file_type(), &opts.out));
+        return Ok(to_gguf::report(&plan, ftype.id(), &opts.out));
     }
     to_gguf::write(
         model,
         &plan,
-        format.file_type(),
+        ftype.id(),
         Path::new(&opts.out),
         opts.progress,
         &encode_rows,
     )
+}
+
+/// Applies `llama-quantize`'s per-tensor type choice for `ftype` to a plan
+/// whose tensors hold the converter's types (F32 for 1-D/norms, `float`
+/// for the rest).
+fn choose_types(plan: &mut to_gguf::GgufPlan, ftype: FileType) -> Result<(), ToGgufError> {
+    let facts = ModelFacts {
+        arch: plan.arch.name().to_string(),
+        n_layer: plan.n_layer as u32,
+        n_expert: 0,
+        n_head: plan.n_head as u32,
+        n_head_kv: plan.n_head_kv as u32,
+    };
+    let ne: Vec<Vec<u64>> = plan
+        .tensors
+        .iter()
+        .map(|t| t.shape.iter().rev().copied().collect())
+        .collect();
+    let descs: Vec<TensorDesc> = plan
+        .tensors
+        .iter()
+        .zip(&ne)
+        .map(|(t, ne)| TensorDesc {
+            name: &t.name,
+            ne,
+            ty: t.ty,
+        })
+        .collect();
+    let choices = plan_types(ftype, &facts, &descs)
+        .map_err(|e| ToGgufError::Refused(format!("choosing tensor types: {e}")))?;
+    let mut fallbacks = 0;
+    for (t, c) in plan.tensors.iter_mut().zip(choices) {
+        t.ty = c.ty;
+        fallbacks += c.fallback as usize;
+    }
+    if fallbacks > 0 {
+        plan.warnings.push(format!(
+            "{fallbacks} of {} tensors use a fallback type: their rows are not a multiple of the {} block size (as llama-quantize does)",
+            plan.tensors.len(),
+            ftype.default_type()
+        ));
+    }
+    Ok(())
 }

@@ -19,7 +19,14 @@ fn help_lists_only_working_subcommands() {
         .collect();
     assert_eq!(
         commands,
-        ["inspect-arch", "convert", "quantize", "lora", "vram-plan", "help"],
+        [
+            "inspect-arch",
+            "convert",
+            "quantize",
+            "lora",
+            "vram-plan",
+            "help"
+        ],
         "{text}"
     );
     let out = llmtool().args(["inspect-arch", "--help"]).output().unwrap();

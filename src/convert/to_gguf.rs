@@ -10,7 +10,6 @@
 //! layer by layer in numeric order, names sorted within a layer), so the
 //! per-layer counters of the type rules see what llama.cpp's see.
 
-use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -21,6 +20,7 @@ use super::{
     LLAMA3_DEFAULTS, RMS_EPS, ROPE_THETA,
 };
 use crate::arch::{self, LayerPart, Role};
+use crate::quant::ftype::llama_order;
 use crate::quant::GgmlType;
 use crate::store::gguf::{GgufWriter, TensorSpec, Value};
 use crate::store::{DType, Format, Model, StoreError};
@@ -86,6 +86,8 @@ pub struct GgufPlan {
     pub metadata: Vec<(String, Value)>,
     pub tensors: Vec<OutTensor>,
     pub n_layer: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
     pub warnings: Vec<String>,
 }
 
@@ -100,20 +102,6 @@ pub struct GgufReport {
     /// Output tensor count per type name.
     pub types: std::collections::BTreeMap<String, usize>,
     pub warnings: Vec<String>,
-}
-
-/// `llama-quantize`'s tensor order (`weight_name_comparer` in
-/// `src/llama-quant.cpp`): names without a layer first, alphabetically; then
-/// by layer number; then by name.
-pub fn tensor_order(a: &str, b: &str) -> Ordering {
-    let layer =
-        |n: &str| -> Option<u64> { n.strip_prefix("blk.")?.split('.').next()?.parse().ok() };
-    match (layer(a), layer(b)) {
-        (None, None) => a.cmp(b),
-        (None, Some(_)) => Ordering::Less,
-        (Some(_), None) => Ordering::Greater,
-        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.cmp(b)),
-    }
 }
 
 fn rope_type_is_llama3(config: &serde_json::Value) -> bool {
@@ -440,12 +428,14 @@ fn plan_hf(
             key("context_length")
         ));
     }
-    tensors.sort_by(|x, y| tensor_order(&x.name, &y.name));
+    tensors.sort_by(|x, y| llama_order(&x.name, &y.name));
     Ok(GgufPlan {
         arch: garch,
         metadata: meta,
         tensors,
         n_layer,
+        n_head: heads as u64,
+        n_head_kv: kv_heads as u64,
         warnings,
     })
 }
@@ -483,7 +473,7 @@ fn plan_gguf(model: &Model, float: GgmlType) -> Result<GgufPlan, ToGgufError> {
             },
         });
     }
-    tensors.sort_by(|x, y| tensor_order(&x.name, &y.name));
+    tensors.sort_by(|x, y| llama_order(&x.name, &y.name));
     let metadata = meta
         .entries()
         .iter()
@@ -499,14 +489,18 @@ fn plan_gguf(model: &Model, float: GgmlType) -> Result<GgufPlan, ToGgufError> {
             Value::U32(QUANTIZATION_VERSION),
         )])
         .collect();
-    let n_layer = meta
-        .u64(&format!("{}.block_count", garch.name()))
+    let k = |s: &str| meta.u64(&format!("{}.{s}", garch.name()));
+    let n_layer = k("block_count")
         .ok_or_else(|| refused(format!("{file}: no {}.block_count", garch.name())))?;
+    let n_head = k("attention.head_count").unwrap_or(0);
+    let n_head_kv = k("attention.head_count_kv").unwrap_or(n_head);
     Ok(GgufPlan {
         arch: garch,
         metadata,
         tensors,
         n_layer,
+        n_head,
+        n_head_kv,
         warnings: Vec::new(),
     })
 }
