@@ -120,13 +120,12 @@ fn gguf_type_rule_matches_llama_quantize() {
     let m = catalog_model("SmolLM2-135M");
     for name in ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"] {
         let f = Format::parse(name).unwrap();
+        let bytes = plan::weights_by_tensor(&m, f, Engine::LlamaCpp).unwrap();
         let ours: std::collections::HashMap<String, u64> = m
             .tensors
             .iter()
-            .map(|t| {
-                let b = plan::tensor_bytes(f, Engine::LlamaCpp, t, &m.shape).unwrap();
-                (t.name.clone(), b)
-            })
+            .zip(bytes)
+            .map(|(t, b)| (t.name.clone(), b))
             .collect();
         let file = fx["models"][name]["tensors"].as_array().unwrap();
         assert_eq!(file.len(), ours.len(), "{name}");

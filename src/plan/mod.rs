@@ -8,7 +8,7 @@
 //!   bytes a tensor takes under bf16/f16, bitsandbytes LLM.int8 and NF4,
 //!   AWQ and GPTQ (packed 4/8-bit, group scales and zeros, `g_idx`), and the
 //!   GGUF file types, whose per-tensor types follow `llama-quantize`
-//!   ([`gguf_rule`]); for a model that already is a GGUF the stored types are
+//!   (`quant::ftype::plan_types`, shared with `llmtool quantize`); for a model that already is a GGUF the stored types are
 //!   used as they are;
 //! * **KV cache** ([`kv_bytes_per_token`]): 2 × layers × kv_heads × head_dim
 //!   × bytes per element (GGML block sizes for q8_0/q4_0);
@@ -28,12 +28,12 @@
 //! read by [`catalog`]; tables are drawn by [`render`].
 
 pub mod catalog;
-pub mod gguf_rule;
 pub mod render;
 
 use serde::Serialize;
 
 use crate::arch::{self, LayerPart, Role};
+use crate::quant::ftype::{plan_types, FileType, ModelFacts, TensorDesc};
 use crate::quant::GgmlType;
 use crate::store::{DType, Format as StoreFormat, Model};
 
@@ -111,12 +111,6 @@ impl Shape {
             )));
         }
         Ok(())
-    }
-
-    /// llama.cpp's `LLM_TYPE_70B` (80 layers, grouped-query attention), which
-    /// changes one `llama-quantize` rule.
-    fn is_70b(&self) -> bool {
-        self.layers == 80 && self.kv_heads < self.heads
     }
 
     /// The tensors of a llama-style model of this shape, in GGUF order.
@@ -456,12 +450,12 @@ impl Format {
     }
 
     /// The `llama-quantize` file type, for the GGUF k-quant and Q8_0 formats.
-    fn gguf_ftype(self) -> Option<gguf_rule::Ftype> {
+    fn gguf_ftype(self) -> Option<FileType> {
         Some(match self {
-            Format::Q8_0 => gguf_rule::Ftype::Q8_0,
-            Format::Q6K => gguf_rule::Ftype::Q6K,
-            Format::Q5KM => gguf_rule::Ftype::Q5KM,
-            Format::Q4KM => gguf_rule::Ftype::Q4KM,
+            Format::Q8_0 => FileType::Q8_0,
+            Format::Q6K => FileType::Q6_K,
+            Format::Q5KM => FileType::Q5_K_M,
+            Format::Q4KM => FileType::Q4_K_M,
             _ => return None,
         })
     }
@@ -602,7 +596,12 @@ pub fn kv_bytes_per_token(s: &Shape, kv: KvType) -> Result<u64> {
 /// packed zero per output column per group of 128 inputs; GPTQ adds a
 /// 4-byte `g_idx` per input column. Embeddings, `lm_head`, norms and biases
 /// stay 16-bit in every transformers/vLLM format.
-pub fn tensor_bytes(f: Format, engine: Engine, t: &TensorSpec, shape: &Shape) -> Result<u64> {
+fn tensor_bytes(
+    f: Format,
+    engine: Engine,
+    t: &TensorSpec,
+    gguf_ty: Option<GgmlType>,
+) -> Result<u64> {
     let n = t.numel();
     let gguf = engine == Engine::LlamaCpp;
     let one_d = t.rows <= 1 || matches!(t.kind, Kind::Norm | Kind::Bias);
@@ -628,8 +627,7 @@ pub fn tensor_bytes(f: Format, engine: Engine, t: &TensorSpec, shape: &Shape) ->
         Format::Gptq8 if t.kind.is_linear() => n + group(8) + 4 * t.cols,
         Format::Int8 | Format::Nf4 | Format::Awq | Format::Gptq | Format::Gptq8 => 2 * n,
         Format::Q8_0 | Format::Q6K | Format::Q5KM | Format::Q4KM => {
-            let ft = f.gguf_ftype().expect("GGUF formats have a file type");
-            let ty = gguf_rule::tensor_type(ft, t, shape.layers, shape.tied, shape.is_70b());
+            let ty = gguf_ty.expect("GGUF formats come with their planned types");
             t.rows * (t.cols / ty.block_size()) * ty.type_size()
         }
     })
@@ -763,12 +761,70 @@ pub fn llama_cpp_buffers(m: &ModelSpec, f: Format, o: &Options) -> Result<(u64, 
     ))
 }
 
-/// Sum of tensor bytes for format `f` under `engine`.
-pub fn weights_total(m: &ModelSpec, f: Format, engine: Engine) -> Result<u64> {
+/// Each tensor's bytes for format `f` under `engine`, in `m.tensors` order.
+/// GGUF file types take `llama-quantize`'s per-tensor types from
+/// [`crate::quant::ftype::plan_types`], the rule `llmtool quantize` writes.
+pub fn weights_by_tensor(m: &ModelSpec, f: Format, engine: Engine) -> Result<Vec<u64>> {
+    let types: Vec<Option<GgmlType>> = match f.gguf_ftype() {
+        Some(ft) => {
+            let names: Vec<String> = m
+                .tensors
+                .iter()
+                .map(|t| crate::arch::rename(&t.name, true).unwrap_or_else(|| t.name.clone()))
+                .collect();
+            let ne: Vec<Vec<u64>> = m
+                .tensors
+                .iter()
+                .map(|t| {
+                    if t.rows <= 1 {
+                        vec![t.cols]
+                    } else {
+                        vec![t.cols, t.rows]
+                    }
+                })
+                .collect();
+            let descs: Vec<TensorDesc> = names
+                .iter()
+                .zip(&ne)
+                .map(|(name, ne)| TensorDesc {
+                    name,
+                    ne,
+                    ty: if ne.len() == 1 {
+                        GgmlType::F32
+                    } else {
+                        GgmlType::F16
+                    },
+                })
+                .collect();
+            let family = match m.shape.family.as_str() {
+                "qwen2" => "qwen2",
+                _ => "llama",
+            };
+            let facts = ModelFacts {
+                arch: family.into(),
+                n_layer: m.shape.layers as u32,
+                n_expert: 0,
+                n_head: m.shape.heads as u32,
+                n_head_kv: m.shape.kv_heads as u32,
+            };
+            plan_types(ft, &facts, &descs)
+                .map_err(|e| invalid(format!("choosing GGUF tensor types: {e}")))?
+                .into_iter()
+                .map(|c| Some(c.ty))
+                .collect()
+        }
+        None => vec![None; m.tensors.len()],
+    };
     m.tensors
         .iter()
-        .map(|t| tensor_bytes(f, engine, t, &m.shape))
-        .sum()
+        .zip(types)
+        .map(|(t, ty)| tensor_bytes(f, engine, t, ty))
+        .collect()
+}
+
+/// Sum of tensor bytes for format `f` under `engine`.
+pub fn weights_total(m: &ModelSpec, f: Format, engine: Engine) -> Result<u64> {
+    Ok(weights_by_tensor(m, f, engine)?.iter().sum())
 }
 
 /// Weights split into per-layer bytes, and the rest: what stays with the
@@ -786,8 +842,7 @@ fn layer_bytes(m: &ModelSpec, f: Format, e: Engine) -> Result<LayerBytes> {
         input: 0,
         output: 0,
     };
-    for t in &m.tensors {
-        let b = tensor_bytes(f, e, t, &m.shape)?;
+    for (t, b) in m.tensors.iter().zip(weights_by_tensor(m, f, e)?) {
         match (t.layer, t.kind) {
             (Some(l), _) if (l as usize) < lb.layers.len() => lb.layers[l as usize] += b,
             (_, Kind::Embed) => {
