@@ -97,6 +97,9 @@ enum Command {
         /// general.name in the GGUF (default: the model directory's name).
         #[arg(long)]
         name: Option<String>,
+        /// tokenizer.ggml.pre for a byte-level BPE tokenizer whose pre-tokenizer llama.cpp's table does not know (e.g. llama-bpe, qwen2, smollm).
+        #[arg(long)]
+        pre: Option<String>,
         /// Check everything and print the plan (types per tensor) without writing.
         #[arg(long)]
         dry_run: bool,
@@ -310,6 +313,7 @@ fn run(cli: Cli) -> Result<()> {
             model,
             out,
             name,
+            pre,
             dry_run,
             json,
         } => {
@@ -320,8 +324,8 @@ fn run(cli: Cli) -> Result<()> {
                 name,
                 progress: !json,
             };
-            // WIRE-TOKENIZER
-            let report = quantize::to_gguf(&m, format.file_type(), Vec::new(), &opts, dry_run)?;
+            let tokenizer = quantize::tokenizer_metadata(&m, pre.as_deref())?;
+            let report = quantize::to_gguf(&m, format.file_type(), tokenizer, &opts, dry_run)?;
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }

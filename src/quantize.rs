@@ -44,6 +44,26 @@ pub fn encode_rows(
         })
 }
 
+/// The `tokenizer.*` metadata for an HF model's GGUF, as llama.cpp's
+/// converter writes it ([`crate::tokenizer::gguf_metadata_from_hf`]); `pre`
+/// overrides the detected pre-tokenizer. A GGUF input keeps its own (none
+/// returned here).
+pub fn tokenizer_metadata(
+    model: &Model,
+    pre: Option<&str>,
+) -> Result<Vec<(String, crate::store::gguf::Value)>, ToGgufError> {
+    if model.format != crate::store::Format::Safetensors {
+        return Ok(Vec::new());
+    }
+    let dir = if model.root.is_dir() {
+        model.root.clone()
+    } else {
+        model.root.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    crate::tokenizer::gguf_metadata_from_hf(&dir, pre)
+        .map_err(|e| ToGgufError::Refused(format!("tokenizer: {e}")))
+}
+
 /// Writes `model` as a GGUF of `format` at `opts.out` (or only plans it).
 pub fn to_gguf(
     model: &Model,

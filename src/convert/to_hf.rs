@@ -219,8 +219,8 @@ pub fn convert(model: &Model, opts: &HfOptions, dry_run: bool) -> Result<HfRepor
     };
     put_json("config.json", &config)?;
     put_json("generation_config.json", &generation_config(&config))?;
-    // WIRE-TOKENIZER crate::tokenizer::write_hf_tokenizer(meta, dir.path())
-    let _ = meta;
+    crate::tokenizer::write_hf_tokenizer(meta, dir.path())
+        .map_err(|e| refused(format!("{file}: tokenizer: {e}")))?;
     atomic::write_file(
         &dir.path().join("README.md"),
         model_card(model, opts, garch, dtype).as_bytes(),
