@@ -9,6 +9,8 @@
 //! streaming writers in [`store`].
 
 pub mod arch;
+pub mod bnb;
+pub mod hfdir;
 pub mod inspect;
 pub mod interrupt;
 pub mod lora;

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
+use llmtool::bnb::{self, BnbFormat, BnbOptions};
 use llmtool::lora::Adapter;
 use llmtool::merge::{self, MergeOptions, WeightedAdapter};
 use llmtool::store::safetensors::parse_size;
@@ -44,6 +45,62 @@ enum Command {
     /// LoRA adapters: inspect them, merge them into their base.
     #[command(subcommand)]
     Lora(LoraCommand),
+    /// Quantize a model into a deployable format, without a GPU.
+    ///
+    /// nf4, fp4, int8: a bitsandbytes checkpoint (Hugging Face directory)
+    /// that transformers and vLLM load pre-quantized, bit-identical to what
+    /// bitsandbytes produces on CPU. Every Linear layer but the output head
+    /// (and --skip patterns) is quantized; other tensors are copied. Streams
+    /// tensor by tensor into a temporary directory renamed at the end.
+    #[command(after_help = "Examples:\n  \
+        llmtool quantize nf4 Qwen/Qwen2.5-14B-Instruct --out ./qwen14b-nf4\n  \
+        llmtool quantize fp4 ./merged --out ./merged-fp4 --blocksize 128 --no-double-quant\n  \
+        llmtool quantize int8 ./merged --out ./merged-int8 --skip mlp.down_proj\n  \
+        llmtool quantize nf4 ./merged --out ./m --dry-run --json")]
+    Quantize {
+        /// Target format.
+        #[arg(value_enum)]
+        format: QuantFormat,
+        /// Model: HF directory, index, or cached repo id.
+        model: String,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Modules to keep unquantized besides lm_head, as transformers matches
+        /// llm_int8_skip_modules: a last name component (down_proj), a full
+        /// module name, or a prefix path (model.layers.0). Repeatable.
+        #[arg(long)]
+        skip: Vec<String>,
+        /// 4-bit block size (32, 64, …, 4096).
+        #[arg(long, default_value_t = bnb::DEFAULT_BLOCKSIZE)]
+        blocksize: usize,
+        /// 4-bit: keep the block maxima in float32 instead of quantizing them to 8 bits.
+        #[arg(long)]
+        no_double_quant: bool,
+        /// 4-bit: dtype of the matmuls at inference (bnb_4bit_compute_dtype); default: the weights' dtype.
+        #[arg(long, value_parser = ["f32", "f16", "bf16"])]
+        compute_dtype: Option<String>,
+        /// Largest shard, as transformers counts it (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰).
+        #[arg(long, default_value = "5GB")]
+        max_shard_size: String,
+        /// Check everything and print the plan without writing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Formats `quantize` writes.
+#[derive(Clone, Copy, ValueEnum)]
+enum QuantFormat {
+    /// bitsandbytes 4-bit NormalFloat (QLoRA's format).
+    Nf4,
+    /// bitsandbytes 4-bit float.
+    Fp4,
+    /// bitsandbytes LLM.int8 (8-bit rows with per-row scales).
+    Int8,
 }
 
 #[derive(Subcommand)]
@@ -100,6 +157,14 @@ fn adapter_spec(s: &str) -> (std::path::PathBuf, f64) {
             Err(_) => (s.into(), 1.0),
         },
         _ => (s.into(), 1.0),
+    }
+}
+
+fn dtype_arg(d: &str) -> store::DType {
+    match d {
+        "f32" => store::DType::F32,
+        "f16" => store::DType::F16,
+        _ => store::DType::BF16,
     }
 }
 
@@ -162,11 +227,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let opts = MergeOptions {
                 out,
-                dtype: dtype.map(|d| match d.as_str() {
-                    "f32" => store::DType::F32,
-                    "f16" => store::DType::F16,
-                    _ => store::DType::BF16,
-                }),
+                dtype: dtype.as_deref().map(dtype_arg),
                 max_shard_size,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
                 base_label: base.clone(),
@@ -192,6 +253,56 @@ fn run(cli: Cli) -> Result<()> {
                     } else {
                         ""
                     },
+                    report.files.join(", ")
+                );
+            }
+        }
+        Command::Quantize {
+            format,
+            model,
+            out,
+            skip,
+            blocksize,
+            no_double_quant,
+            compute_dtype,
+            max_shard_size,
+            dry_run,
+            json,
+        } => {
+            let max_shard_size = parse_size(&max_shard_size).with_context(|| {
+                format!("--max-shard-size '{max_shard_size}' is not a size like 5GB, 500MB or 2GiB")
+            })?;
+            let m = store::Model::open(&model)
+                .with_context(|| format!("cannot open model '{model}'"))?;
+            let format = match format {
+                QuantFormat::Nf4 => BnbFormat::Nf4,
+                QuantFormat::Fp4 => BnbFormat::Fp4,
+                QuantFormat::Int8 => BnbFormat::Int8,
+            };
+            let opts = BnbOptions {
+                blocksize,
+                double_quant: !no_double_quant,
+                compute_dtype: compute_dtype.as_deref().map(dtype_arg),
+                skip,
+                max_shard_size,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+                model_label: model.clone(),
+                progress: !json,
+                ..BnbOptions::new(out)
+            };
+            let report = bnb::quantize(&m, format, &opts, dry_run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} {}: {} Linear layers quantized, {} kept ({}), {} → {}; files: {}",
+                    if dry_run { "would write" } else { "wrote" },
+                    report.out.display(),
+                    report.quantized,
+                    report.kept.len(),
+                    report.kept.join(", "),
+                    inspect::human_bytes(report.source_bytes),
+                    inspect::human_bytes(report.bytes),
                     report.files.join(", ")
                 );
             }

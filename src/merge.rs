@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::hfdir;
 use crate::lora::{Adapter, ModuleLora};
+use crate::store::atomic::{self, AtomicDir};
 use crate::store::safetensors::{ShardedWriter, TensorPlan};
-use crate::store::{atomic, DType, Format, Model, StoreError, TensorInfo};
+use crate::store::{DType, Format, Model, StoreError, TensorInfo};
 
 /// One adapter and its weight in the sum.
 pub struct WeightedAdapter {
@@ -396,20 +398,6 @@ pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Files copied from the base directory beside the weights.
-const SIDE_FILES: &[&str] = &[
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-];
-
 fn model_card(opts: &MergeOptions, adapters: &[WeightedAdapter], sums: &[String]) -> String {
     let mut s = String::from("---\n");
     s += &format!(
@@ -570,24 +558,7 @@ pub fn merge(
 
     // Write into a hidden sibling directory; rename it into place at the end.
     let out = &opts.out;
-    if out.exists()
-        && std::fs::read_dir(out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(refused(format!(
-            "{}: output directory exists and is not empty; choose another --out or remove it",
-            out.display()
-        )));
-    }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "merged".into());
+    AtomicDir::check_dest(out)?;
     let files =
         ShardedWriter::create(out, plan_list.clone(), opts.max_shard_size, BTreeMap::new())?
             .file_names();
@@ -604,33 +575,14 @@ pub fn merge(
     if dry_run {
         return Ok(report(files));
     }
-    atomic::ensure_dir(&parent)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".partial")
-        .tempdir_in(&parent)
-        .map_err(|e| StoreError::Io {
-            path: parent.clone(),
-            source: e,
-        })?;
+    let tmp = AtomicDir::create(out)?;
     let mut w = ShardedWriter::create(
         tmp.path(),
         plan_list.clone(),
         opts.max_shard_size,
         BTreeMap::new(),
     )?;
-    let bar = if opts.progress {
-        indicatif::ProgressBar::new(total)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} merging [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = hfdir::progress_bar(total, "merging", opts.progress);
     for ((t, src, src_model), p) in tensors.iter().zip(&plan_list) {
         bar.set_message(t.name.clone());
         w.write_tensor_with(&t.name, |sink| {
@@ -666,27 +618,8 @@ pub fn merge(
         }
     }
     let dir = tmp.path();
-    atomic::write_file(
-        &dir.join("config.json"),
-        (serde_json::to_string_pretty(&config).unwrap_or_default() + "\n").as_bytes(),
-    )?;
-    let base_dir = if base.root.is_dir() {
-        base.root.clone()
-    } else {
-        base.root
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    };
-    for f in SIDE_FILES {
-        let src = base_dir.join(f);
-        if src.is_file() {
-            std::fs::copy(&src, dir.join(f)).map_err(|e| StoreError::Io {
-                path: src.clone(),
-                source: e,
-            })?;
-        }
-    }
+    hfdir::write_config(dir, &config)?;
+    hfdir::copy_side_files(base, dir)?;
     let sums: Vec<String> = adapters
         .iter()
         .map(|a| sha256_file(&a.adapter.weights_path))
@@ -695,27 +628,6 @@ pub fn merge(
         &dir.join("README.md"),
         model_card(opts, adapters, &sums).as_bytes(),
     )?;
-    let tmp_path = tmp.keep();
-    if out.exists() {
-        std::fs::remove_dir(out).map_err(|e| StoreError::Io {
-            path: out.clone(),
-            source: e,
-        })?;
-    }
-    std::fs::rename(&tmp_path, out).map_err(|e| {
-        let _ = std::fs::remove_dir_all(&tmp_path);
-        StoreError::Io {
-            path: out.clone(),
-            source: e,
-        }
-    })?;
-    let mut names: Vec<String> = std::fs::read_dir(out)
-        .map_err(|e| StoreError::Io {
-            path: out.clone(),
-            source: e,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    names.sort();
+    let names = tmp.commit()?;
     Ok(report(names))
 }

@@ -97,3 +97,77 @@ pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<PathBuf> {
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))
 }
+
+/// A whole output directory written under a hidden temporary name beside
+/// its destination (`.NAME.XXXXXX.partial`) and renamed into place by
+/// [`AtomicDir::commit`]; dropping it first (an error, Ctrl-C) deletes it.
+pub struct AtomicDir {
+    out: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl AtomicDir {
+    /// Refuses an `out` that exists and is not empty (nothing is written).
+    pub fn check_dest(out: &Path) -> Result<()> {
+        if out.exists()
+            && std::fs::read_dir(out)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(StoreError::Write {
+                path: out.to_path_buf(),
+                msg: "output directory exists and is not empty; choose another --out or remove it"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks `out` and creates the temporary directory beside it.
+    pub fn create(out: &Path) -> Result<AtomicDir> {
+        Self::check_dest(out)?;
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        ensure_dir(&parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempdir_in(&parent)
+            .map_err(|e| StoreError::io(&parent, e))?;
+        Ok(AtomicDir {
+            out: out.to_path_buf(),
+            tmp,
+        })
+    }
+
+    /// Where to write the files now.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Renames the directory into place (replacing an empty `out`) and
+    /// returns the names of the files in it, sorted.
+    pub fn commit(self) -> Result<Vec<String>> {
+        let out = self.out;
+        let tmp_path = self.tmp.keep();
+        if out.exists() {
+            std::fs::remove_dir(&out).map_err(|e| StoreError::io(&out, e))?;
+        }
+        std::fs::rename(&tmp_path, &out).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&tmp_path);
+            StoreError::io(&out, e)
+        })?;
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .map_err(|e| StoreError::io(&out, e))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
