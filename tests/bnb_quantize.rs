@@ -4,6 +4,10 @@
 //! must be byte-identical in our checkpoint, with the same names, dtypes,
 //! shapes and `quantization_config`; bitsandbytes.functional at other block
 //! sizes likewise; and the double-quant offset must be torch's CPU mean.
+//! fixtures/bnb/transformers-check.json (tests/oracle/check_bnb_load.py)
+//! records that transformers loaded our output pre-quantized with logits
+//! identical to its own on-the-fly quantization; each case here requires
+//! our files to still have the sha256 that verdict was given for.
 
 mod common;
 
@@ -84,6 +88,20 @@ fn check_case(key: &str) {
     assert_eq!(ours, theirs, "{key}: quantization_config");
     let order = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(order(ours), order(theirs), "{key}: key order");
+
+    let check: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::fixture("bnb/transformers-check.json")).unwrap(),
+    )
+    .unwrap();
+    let verdict = &check["cases"][key];
+    assert_eq!(verdict["ok"], true, "{key}: transformers' verdict");
+    for file in ["model.safetensors", "config.json"] {
+        assert_eq!(
+            common::sha256_hex(&std::fs::read(out.join(file)).unwrap()),
+            verdict[file].as_str().unwrap(),
+            "{key}: {file} is not the one transformers checked; rerun tests/oracle/check_bnb_load.py"
+        );
+    }
 }
 
 #[test]
@@ -196,4 +214,106 @@ fn double_quant_offset_is_torch_cpu_mean() {
             );
         }
     }
+}
+
+#[test]
+fn skip_patterns_follow_transformers_matching() {
+    let pats = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let p = pats(&["lm_head", "down_proj", "model.layers.1"]);
+    assert!(bnb::is_skipped("lm_head", &p));
+    assert!(bnb::is_skipped("model.layers.0.mlp.down_proj", &p));
+    assert!(bnb::is_skipped("model.layers.1.self_attn.q_proj", &p));
+    assert!(!bnb::is_skipped("model.layers.10.self_attn.q_proj", &p));
+    assert!(!bnb::is_skipped("model.layers.0.mlp.up_proj", &p));
+}
+
+/// A copy of tiny-llama whose `victim` weight is replaced by `values`.
+fn edited_model(dir: &Path, victim: &str, values: impl Fn(usize) -> f32) -> Model {
+    use llmtool::store::safetensors::{ShardedWriter, TensorPlan};
+    let src = common::fixture("models/tiny-llama");
+    let m = Model::open(src.to_str().unwrap()).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let plan = m.tensors().iter().map(TensorPlan::from).collect();
+    let mut w = ShardedWriter::create(dir, plan, u64::MAX, Default::default()).unwrap();
+    for t in m.tensors() {
+        if t.name == victim {
+            let v: Vec<u8> = (0..t.numel() as usize)
+                .flat_map(|i| values(i).to_le_bytes())
+                .collect();
+            w.write_tensor(&t.name, &v).unwrap();
+        } else {
+            w.write_tensor(&t.name, m.bytes(t)).unwrap();
+        }
+    }
+    w.finish().unwrap();
+    Model::open(dir.to_str().unwrap()).unwrap()
+}
+
+#[test]
+fn nan_weight_is_refused_by_name_and_leaves_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let victim = "model.layers.1.mlp.up_proj.weight";
+    let m = edited_model(&src, victim, |i| {
+        if i == 777 {
+            f32::NAN
+        } else {
+            0.01 * i as f32
+        }
+    });
+    let out = tmp.path().join("q");
+    for format in [BnbFormat::Nf4, BnbFormat::Int8] {
+        let err = bnb::quantize(&m, format, &BnbOptions::new(out.clone()), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(victim) && err.contains("element 777"), "{err}");
+        assert!(!out.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, ["src"], "temporary directory left behind");
+    }
+}
+
+#[test]
+fn constant_weight_cannot_be_double_quantized() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let victim = "model.layers.0.self_attn.k_proj.weight";
+    let m = edited_model(&src, victim, |_| 0.5);
+    let out = tmp.path().join("q");
+    let err = bnb::quantize(&m, BnbFormat::Nf4, &BnbOptions::new(out.clone()), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(victim) && err.contains("--no-double-quant"),
+        "{err}"
+    );
+    let opts = BnbOptions {
+        double_quant: false,
+        ..BnbOptions::new(out.clone())
+    };
+    bnb::quantize(&m, BnbFormat::Nf4, &opts, false).unwrap();
+    assert!(out.join("model.safetensors").is_file());
+}
+
+#[test]
+fn int8_refuses_values_outside_float16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let victim = "model.layers.0.mlp.gate_proj.weight";
+    let m = edited_model(&src, victim, |i| if i == 5 { 1e6 } else { 0.1 });
+    let err = bnb::quantize(
+        &m,
+        BnbFormat::Int8,
+        &BnbOptions::new(tmp.path().join("q")),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(victim) && err.contains("float16"), "{err}");
 }

@@ -288,21 +288,24 @@ fn multi_row_sum(size: usize, add: impl Fn(usize, usize, &mut Lanes)) -> [Lanes;
     let step = 1usize << level_power;
     let mask = step - 1;
     let mut acc = [[[0f32; 16]; 4]; LEVELS];
+    let add_into = |dst: &mut Lanes, src: &Lanes| {
+        for (a, b) in dst.iter_mut().zip(src) {
+            *a += b;
+        }
+    };
     let mut i = 0;
     while i + step <= size {
         for _ in 0..step {
-            for k in 0..4 {
-                add(i, k, &mut acc[0][k]);
+            for (k, a) in acc[0].iter_mut().enumerate() {
+                add(i, k, a);
             }
             i += 1;
         }
         for j in 1..LEVELS {
-            for k in 0..4 {
-                let lower = acc[j - 1][k];
-                for (a, b) in acc[j][k].iter_mut().zip(lower) {
-                    *a += b;
-                }
-                acc[j - 1][k] = [0.0; 16];
+            let (lower, upper) = acc.split_at_mut(j);
+            for (dst, src) in upper[0].iter_mut().zip(lower[j - 1].iter_mut()) {
+                add_into(dst, src);
+                *src = [0.0; 16];
             }
             if i & (mask << (j as u32 * level_power)) != 0 {
                 break;
@@ -310,17 +313,15 @@ fn multi_row_sum(size: usize, add: impl Fn(usize, usize, &mut Lanes)) -> [Lanes;
         }
     }
     while i < size {
-        for k in 0..4 {
-            add(i, k, &mut acc[0][k]);
+        for (k, a) in acc[0].iter_mut().enumerate() {
+            add(i, k, a);
         }
         i += 1;
     }
-    for j in 1..LEVELS {
-        for k in 0..4 {
-            let upper = acc[j][k];
-            for (a, b) in acc[0][k].iter_mut().zip(upper) {
-                *a += b;
-            }
+    let (first, rest) = acc.split_at_mut(1);
+    for level in rest.iter() {
+        for (dst, src) in first[0].iter_mut().zip(level) {
+            add_into(dst, src);
         }
     }
     acc[0]
@@ -369,7 +370,7 @@ pub fn double_quant(absmax: &[f32]) -> Option<Nested> {
                 *o = idx as u8;
             }
         });
-    if nested.iter().any(|&m| m == 0.0) {
+    if nested.contains(&0.0) {
         return None;
     }
     Some(Nested {
@@ -463,7 +464,7 @@ mod tests {
             (-0.25, "-0.25"),
             (0.012345678918063641, "0.012345678918063641"),
             (123456789012345.6, "123456789012345.6"),
-            (0.073230743408203125, "0.07323074340820312"),
+            (0.073_230_743_408_203_12, "0.07323074340820312"),
         ] {
             assert_eq!(py_float_repr(x), want);
         }
