@@ -22,6 +22,7 @@ demo:
 bench:
     scripts/bench-inspect.sh
     scripts/bench-merge.sh
+    scripts/bench-quantize.sh
 
 # Long fuzzing run of the parsers (proptest).
 fuzz cases="200000":
@@ -34,4 +35,6 @@ fixtures python="python3":
     {{python}} tests/oracle/make_quant_goldens.py
     {{python}} tests/oracle/smollm2_goldens.py "$(scripts/smollm2.sh)"
     cargo run --release --example reshard_golden
+    {{python}} tests/oracle/bnb_goldens.py
+    cargo build --release && {{python}} tests/oracle/check_bnb_load.py
     {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-qwen2-llmtool-sharded fixtures/models/tiny-qwen2 --record fixtures/models/tiny-qwen2-llmtool-sharded/transformers-check.json

@@ -1,5 +1,5 @@
 //! The parts of a Hugging Face model directory that every writer of one
-//! (`lora merge`, `quantize nf4|fp4|int8`) shares: `config.json` as
+//! (`lora merge`, `quantize nf4/fp4/int8`) shares: `config.json` as
 //! transformers writes it, and the tokenizer/generation files copied from
 //! the source model beside the new weights.
 
