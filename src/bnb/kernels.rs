@@ -217,6 +217,17 @@ pub fn quantize_4bit_blocks(
         });
 }
 
+/// Appends the max |x| of each `blocksize` block of `x` (the last may be
+/// partial) to `absmax`: the first pass of double quantization.
+pub fn block_absmax(x: &[f32], blocksize: usize, absmax: &mut Vec<f32>) {
+    let start = absmax.len();
+    absmax.resize(start + x.len().div_ceil(blocksize), 0.0);
+    absmax[start..]
+        .par_iter_mut()
+        .zip(x.par_chunks(blocksize))
+        .for_each(|(m, b)| *m = b.iter().fold(0f32, |m, v| m.max(v.abs())));
+}
+
 /// torch's serial CPU `sum` of a contiguous f32 vector (`cascade_sum`,
 /// `vectorized_inner_sum` → `row_sum` → `multi_row_sum`) with vectors of
 /// `lanes` floats (8 on x86-64: torch 2.9 runs its AVX2 sum kernel even on

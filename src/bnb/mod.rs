@@ -221,6 +221,7 @@ enum Item<'a> {
     Copy(&'a TensorInfo),
     FourBit {
         t: &'a TensorInfo,
+        source: Source,
         /// The double-quant offset found by the first pass.
         offset: Option<f32>,
     },
@@ -264,23 +265,25 @@ fn read_finite(model: &Model, t: &TensorInfo, rows: Range<u64>) -> Result<Vec<f3
 }
 
 /// Streams a weight through the 4-bit quantizer: packed bytes go to
-/// `sink`, the block maxima are returned.
+/// `sink`, the block maxima are returned. With `kind` `None`, only the
+/// maxima are computed (the first pass of double quantization).
 fn quantize_4bit_tensor(
     model: &Model,
     t: &TensorInfo,
-    kind: FourBit,
+    kind: Option<FourBit>,
+    source: Source,
     blocksize: usize,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
 ) -> Result<Vec<f32>, StoreError> {
-    let source = source_of(t).map_err(|e| StoreError::Write {
-        path: model.root.clone(),
-        msg: e.to_string(),
-    })?;
     let mut absmax = Vec::with_capacity((t.numel() as usize).div_ceil(blocksize));
     let mut packed = Vec::new();
     let chunks = row_chunks(t, blocksize);
     for (i, rows) in chunks.iter().enumerate() {
         let x = read_finite(model, t, rows.clone())?;
+        let Some(kind) = kind else {
+            kernels::block_absmax(&x, blocksize, &mut absmax);
+            continue;
+        };
         packed.clear();
         kernels::quantize_4bit_blocks(
             &x,
@@ -375,7 +378,7 @@ pub fn quantize(
             kept.push(module.to_string());
             items.push(Item::Copy(t));
         } else {
-            source_of(t)?;
+            let source = source_of(t)?;
             first_dtype.get_or_insert(t.dtype);
             if kind.is_some() && t.numel() % 2 == 1 {
                 return Err(refused(format!(
@@ -384,7 +387,11 @@ pub fn quantize(
                 )));
             }
             items.push(match kind {
-                Some(_) => Item::FourBit { t, offset: None },
+                Some(_) => Item::FourBit {
+                    t,
+                    source,
+                    offset: None,
+                },
                 None => Item::Int8(t),
             });
         }
@@ -408,7 +415,7 @@ pub fn quantize(
     // First pass (double quantization only): every tensor's block maxima,
     // whose mean goes into the quant-state JSON in the header.
     let n_quant = items.iter().filter(|i| !matches!(i, Item::Copy(_))).count();
-    if let (Some(k), true, false) = (kind, opts.double_quant, dry_run) {
+    if let (Some(_), true, false) = (kind, opts.double_quant, dry_run) {
         let scan_total: u64 = items
             .iter()
             .map(|i| match i {
@@ -418,9 +425,10 @@ pub fn quantize(
             .sum();
         let bar = hfdir::progress_bar(scan_total, "block maxima", opts.progress);
         for item in &mut items {
-            if let Item::FourBit { t, offset } = item {
+            if let Item::FourBit { t, source, offset } = item {
                 bar.set_message(t.name.clone());
-                let absmax = quantize_4bit_tensor(model, t, k, opts.blocksize, &mut |_| Ok(()))?;
+                let absmax =
+                    quantize_4bit_tensor(model, t, None, *source, opts.blocksize, &mut |_| Ok(()))?;
                 model.release(t);
                 bar.inc(t.len);
                 let nested = kernels::double_quant(&absmax).ok_or_else(|| {
@@ -441,7 +449,7 @@ pub fn quantize(
     for item in &items {
         match item {
             Item::Copy(t) => plan.push(TensorPlan::from(*t)),
-            Item::FourBit { t, offset } => {
+            Item::FourBit { t, offset, .. } => {
                 let k = kind.expect("4-bit item");
                 let n = t.numel();
                 let blocks = n.div_ceil(opts.blocksize as u64);
@@ -539,9 +547,17 @@ pub fn quantize(
                 model.release(t);
                 bar.inc(t.len);
             }
-            Item::FourBit { t, offset } => {
+            Item::FourBit { t, source, offset } => {
                 bar.set_message(t.name.clone());
-                write_4bit(model, &mut w, t, kind.expect("4-bit"), opts, *offset)?;
+                write_4bit(
+                    model,
+                    &mut w,
+                    t,
+                    kind.expect("4-bit"),
+                    *source,
+                    opts,
+                    *offset,
+                )?;
                 model.release(t);
                 bar.inc(t.len);
             }
@@ -573,12 +589,13 @@ fn write_4bit(
     w: &mut ShardedWriter,
     t: &TensorInfo,
     kind: FourBit,
+    source: Source,
     opts: &BnbOptions,
     offset: Option<f32>,
 ) -> Result<(), BnbError> {
     let mut absmax = Vec::new();
     w.write_tensor_with(&t.name, |sink| {
-        absmax = quantize_4bit_tensor(model, t, kind, opts.blocksize, sink)?;
+        absmax = quantize_4bit_tensor(model, t, Some(kind), source, opts.blocksize, sink)?;
         Ok(())
     })?;
     let nested = if opts.double_quant {
