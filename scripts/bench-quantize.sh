@@ -28,6 +28,8 @@ for model in smollm2-hf "synth-1b"; do
     row "llmtool, $model, $fmt" "$cache/t-q.txt" "llmtool quantize $fmt CACHE/$model --out CACHE/q"
     /usr/bin/time -v "$opy" scripts/bnb_anchor.py "$cache/$model" "$out-anchor" "$fmt" >/dev/null 2>"$cache/t-a.txt"
     row "anchor: transformers + bitsandbytes, $model, $fmt" "$cache/t-a.txt" "python scripts/bnb_anchor.py CACHE/$model CACHE/q-anchor $fmt"
+    # Same bytes? (tensor by tensor; file layouts differ)
+    "$opy" scripts/compare_safetensors.py "$out" "$out-anchor" >&2
     rm -rf "$out" "$out-anchor"
   done
 done

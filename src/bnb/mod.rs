@@ -46,6 +46,15 @@ pub enum BnbFormat {
 }
 
 impl BnbFormat {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BnbFormat::Nf4 => "nf4",
+            BnbFormat::Fp4 => "fp4",
+            BnbFormat::Int8 => "int8",
+        }
+    }
+
     fn four_bit(self) -> Option<FourBit> {
         match self {
             BnbFormat::Nf4 => Some(FourBit::Nf4),
@@ -315,7 +324,7 @@ pub fn quantize(
         return Err(refused(format!(
             "{}: quantize {} needs a Hugging Face safetensors model (got a GGUF)",
             model.root.display(),
-            serde_json::to_value(format).unwrap_or_default()
+            format.name()
         )));
     }
     let Some(config) = model.config.clone() else {
@@ -526,13 +535,7 @@ pub fn quantize(
 
     let tmp = AtomicDir::create(out)?;
     let mut w = ShardedWriter::create(tmp.path(), plan, opts.max_shard_size, BTreeMap::new())?;
-    let verb = format!(
-        "quantizing to {}",
-        serde_json::to_value(format)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default()
-    );
+    let verb = format!("quantizing to {}", format.name());
     let bar = hfdir::progress_bar(source_bytes, &verb, opts.progress);
     for item in &items {
         match item {
