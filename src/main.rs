@@ -80,6 +80,11 @@ enum Command {
         /// 4-bit: dtype of the matmuls at inference (bnb_4bit_compute_dtype); default: the weights' dtype.
         #[arg(long, value_parser = ["f32", "f16", "bf16"])]
         compute_dtype: Option<String>,
+        /// 4-bit double quant: torch thread count whose mean of the block maxima
+        /// to reproduce for layers of 32768+ blocks (bitsandbytes' offset depends
+        /// on it); default: this machine's cores, torch's default.
+        #[arg(long)]
+        torch_threads: Option<usize>,
         /// Largest shard, as transformers counts it (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰).
         #[arg(long, default_value = "5GB")]
         max_shard_size: String,
@@ -265,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
             blocksize,
             no_double_quant,
             compute_dtype,
+            torch_threads,
             max_shard_size,
             dry_run,
             json,
@@ -279,7 +285,9 @@ fn run(cli: Cli) -> Result<()> {
                 QuantFormat::Fp4 => BnbFormat::Fp4,
                 QuantFormat::Int8 => BnbFormat::Int8,
             };
+            let defaults = BnbOptions::new(out);
             let opts = BnbOptions {
+                torch_threads: torch_threads.unwrap_or(defaults.torch_threads),
                 blocksize,
                 double_quant: !no_double_quant,
                 compute_dtype: compute_dtype.as_deref().map(dtype_arg),
@@ -288,7 +296,7 @@ fn run(cli: Cli) -> Result<()> {
                 command: std::env::args().collect::<Vec<_>>().join(" "),
                 model_label: model.clone(),
                 progress: !json,
-                ..BnbOptions::new(out)
+                ..defaults
             };
             let report = bnb::quantize(&m, format, &opts, dry_run)?;
             if json {

@@ -47,6 +47,7 @@ fn run(model_dir: &str, format: BnbFormat, blocksize: usize, dq: bool, out: &Pat
     let opts = BnbOptions {
         blocksize,
         double_quant: dq,
+        torch_threads: 1,
         ..BnbOptions::new(out.to_path_buf())
     };
     bnb::quantize(&model, format, &opts, false).unwrap_or_else(|e| panic!("{model_dir}: {e}"));
@@ -201,11 +202,16 @@ fn double_quant_offset_is_torch_cpu_mean() {
         serde_json::from_slice(&std::fs::read(common::fixture("bnb/torch-mean.json")).unwrap())
             .unwrap();
     // torch 2.9 sums with 8-float vectors under both dispatches.
-    for cap in ["avx512", "avx2"] {
+    for (cap, threads) in [
+        ("avx512", 1),
+        ("avx2", 1),
+        ("avx512-threads2", 2),
+        ("avx512-threads3", 3),
+    ] {
         let lanes = kernels::TORCH_LANES;
         for (n, bits) in exp[cap].as_object().unwrap() {
             let n: usize = n.parse().unwrap();
-            let got = kernels::torch_mean(&vector(n), lanes);
+            let got = kernels::torch_mean(&vector(n), lanes, threads);
             assert_eq!(
                 got.to_bits() as u64,
                 bits.as_u64().unwrap(),

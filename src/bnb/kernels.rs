@@ -255,9 +255,29 @@ pub fn torch_sum(x: &[f32], lanes: usize) -> f32 {
     0.0 + fin
 }
 
-/// torch's CPU `mean` of an f32 vector: [`torch_sum`] divided by the count.
-pub fn torch_mean(x: &[f32], lanes: usize) -> f32 {
-    torch_sum(x, lanes) / x.len() as f32
+/// Inputs this long or longer are split across torch's threads
+/// (`at::internal::GRAIN_SIZE`).
+pub const TORCH_GRAIN_SIZE: usize = 32768;
+
+/// torch's CPU `mean` of an f32 vector with `threads` intra-op threads
+/// (`torch.get_num_threads()`): [`torch_sum`] divided by the count. From
+/// [`TORCH_GRAIN_SIZE`] elements on, torch's `two_pass_reduction` sums
+/// `min(threads, ⌈n/grain⌉)` equal chunks (`parallel_for`'s split) into a
+/// buffer of `threads` slots, then sums that buffer the same way.
+pub fn torch_mean(x: &[f32], lanes: usize, threads: usize) -> f32 {
+    let n = x.len();
+    let sum = if n < TORCH_GRAIN_SIZE || threads <= 1 {
+        torch_sum(x, lanes)
+    } else {
+        let used = threads.min(n.div_ceil(TORCH_GRAIN_SIZE));
+        let chunk = n.div_ceil(used);
+        let mut buffer = vec![0f32; threads];
+        for (slot, part) in buffer.iter_mut().zip(x.chunks(chunk)) {
+            *slot = torch_sum(part, lanes);
+        }
+        torch_sum(&buffer, lanes)
+    };
+    sum / n as f32
 }
 
 type Lanes = [f32; 16];
@@ -354,11 +374,11 @@ pub struct Nested {
     pub offset: f32,
 }
 
-/// Quantizes block maxima as bitsandbytes' double quantization does.
-/// `None` when a nested block's deviations are all zero: bitsandbytes'
+/// Quantizes block maxima as bitsandbytes' double quantization does, with
+/// torch using `threads` threads for the mean. `None` when a nested block's deviations are all zero: bitsandbytes'
 /// CPU kernel divides 0 by 0 there and reads out of bounds (it crashes).
-pub fn double_quant(absmax: &[f32]) -> Option<Nested> {
-    let offset = torch_mean(absmax, TORCH_LANES);
+pub fn double_quant(absmax: &[f32], threads: usize) -> Option<Nested> {
+    let offset = torch_mean(absmax, TORCH_LANES, threads);
     let map = dynamic_map();
     let dev: Vec<f32> = absmax.iter().map(|a| a - offset).collect();
     let mut codes = vec![0u8; dev.len()];

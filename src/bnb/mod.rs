@@ -85,6 +85,9 @@ pub struct BnbOptions {
     /// Extra modules to keep unquantized (transformers' matching rules).
     pub skip: Vec<String>,
     pub max_shard_size: u64,
+    /// torch's thread count to reproduce in the double-quant mean of
+    /// layers of 32768+ blocks (bitsandbytes' result depends on it).
+    pub torch_threads: usize,
     /// The command line, recorded in the model card.
     pub command: String,
     /// What the user named the model, for the model card.
@@ -95,7 +98,8 @@ pub struct BnbOptions {
 
 impl BnbOptions {
     /// Defaults for `out`: block size 64, double quantization, compute
-    /// dtype from the weights, 5GB shards, no progress bars.
+    /// dtype from the weights, 5GB shards, torch's default thread count on
+    /// this machine (its cores), no progress bars.
     pub fn new(out: PathBuf) -> BnbOptions {
         BnbOptions {
             out,
@@ -104,6 +108,7 @@ impl BnbOptions {
             compute_dtype: None,
             skip: Vec::new(),
             max_shard_size: crate::store::safetensors::DEFAULT_MAX_SHARD_SIZE,
+            torch_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             command: String::new(),
             model_label: String::new(),
             progress: false,
@@ -440,7 +445,7 @@ pub fn quantize(
                     quantize_4bit_tensor(model, t, None, *source, opts.blocksize, &mut |_| Ok(()))?;
                 model.release(t);
                 bar.inc(t.len);
-                let nested = kernels::double_quant(&absmax).ok_or_else(|| {
+                let nested = kernels::double_quant(&absmax, opts.torch_threads).ok_or_else(|| {
                     refused(format!(
                         "tensor '{}': all its block maxima are equal (a single block, or a constant weight), which bitsandbytes' double quantization cannot represent (it divides 0 by 0); pass --no-double-quant or --skip {}",
                         t.name,
@@ -602,7 +607,7 @@ fn write_4bit(
         Ok(())
     })?;
     let nested = if opts.double_quant {
-        let n = kernels::double_quant(&absmax).ok_or_else(|| {
+        let n = kernels::double_quant(&absmax, opts.torch_threads).ok_or_else(|| {
             refused(format!(
                 "tensor '{}': its block maxima cannot be double-quantized",
                 t.name

@@ -17,8 +17,9 @@ Writes fixtures/bnb/:
                      sizes (transformers always uses 64), sha256 of each
                      serialized tensor
   torch-mean.json    torch's CPU mean of float32 vectors (made by a counter
-                     hash, see vector()) with one thread, under torch's
-                     AVX-512 and AVX2 kernels: the double-quant offset
+                     hash, see vector()) with one thread under torch's
+                     AVX-512 and AVX2 kernels, and with 2 and 3 threads:
+                     the double-quant offset
 """
 import hashlib
 import json
@@ -58,6 +59,8 @@ FUNCTIONAL = [
 MEAN_LENGTHS = [1, 3, 4, 7, 15, 16, 17, 31, 33, 63, 64, 65, 100, 255, 256, 257, 1000, 1023,
                 1024, 1025, 4095, 4097, 16383, 16385, 32767, 100003, 2100001]
 MEAN_BIG = 40000003  # level_power > 4 in torch's cascade (single thread, AVX-512 only)
+# From torch's GRAIN_SIZE (32768) on, the sum is split across threads.
+MEAN_THREADED = [1000, 32767, 32768, 32769, 65536, 65537, 100003, 262144, 2100001]
 
 
 def sha(b):
@@ -140,24 +143,25 @@ def vector(n):
     return ((z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)) * np.float32(4.0)
 
 
-def means_here(lengths):
-    torch.set_num_threads(1)
+def means_here(lengths, threads=1):
+    torch.set_num_threads(threads)
     return {str(n): int(torch.from_numpy(vector(n)).mean().view(torch.int32).item()) & 0xFFFFFFFF
             for n in lengths}
 
 
 def torch_means():
-    res = {"note": "float32 bits of torch.mean(vector(n)), torch.set_num_threads(1)"}
-    for cap in ["avx512", "avx2"]:
+    res = {"note": "float32 bits of torch.mean(vector(n)); key: ATEN_CPU_CAPABILITY[-threadsN] (default 1 thread)"}
+    runs = [("avx512", "avx512", 1, MEAN_LENGTHS + [MEAN_BIG]), ("avx2", "avx2", 1, MEAN_LENGTHS),
+            ("avx512-threads2", "avx512", 2, MEAN_THREADED), ("avx512-threads3", "avx512", 3, MEAN_THREADED)]
+    for key, cap, threads, lengths in runs:
         env = dict(os.environ, ATEN_CPU_CAPABILITY=cap)
-        lengths = MEAN_LENGTHS + ([MEAN_BIG] if cap == "avx512" else [])
         code = ("import json,sys; sys.path.insert(0, %r); import bnb_goldens as g; "
                 "import torch; print(torch.backends.cpu.get_cpu_capability()); "
-                "print(json.dumps(g.means_here(%r)))") % (os.path.dirname(os.path.abspath(__file__)), lengths)
+                "print(json.dumps(g.means_here(%r, %d)))") % (os.path.dirname(os.path.abspath(__file__)), lengths, threads)
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         got_cap, values = r.stdout.strip().split("\n")
         assert got_cap.lower() == cap, (got_cap, cap)
-        res[cap] = json.loads(values)
+        res[key] = json.loads(values)
     return res
 
 
