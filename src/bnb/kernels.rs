@@ -411,23 +411,53 @@ pub fn double_quant(absmax: &[f32], threads: usize) -> Option<Nested> {
     })
 }
 
+/// `v` rounded to float16 and back (round half to even, as torch's
+/// `.to(torch.float16)`), without a table or a branch per element in the
+/// common case: the f32 mantissa is rounded to 10 bits for f16 normals, to
+/// multiples of 2⁻²⁴ for f16 subnormals; beyond f16's range it is ±inf.
+pub fn round_to_f16(v: f32) -> f32 {
+    let a = v.abs();
+    if a.is_nan() {
+        return v;
+    }
+    if a >= 65520.0 {
+        // 65520 = the midpoint between f16::MAX and 2¹⁶: rounds up to inf.
+        return f32::INFINITY.copysign(v);
+    }
+    if a < 6.103_515_6e-5 {
+        // f16 subnormals: a fixed quantum of 2⁻²⁴; the scaling is exact.
+        const Q: f32 = 16_777_216.0;
+        return (v * Q).round_ties_even() / Q;
+    }
+    let b = v.to_bits();
+    let r = b.wrapping_add(0x0FFF + ((b >> 13) & 1)) & !0x1FFF;
+    f32::from_bits(r)
+}
+
 /// LLM.int8 row quantization (`Int8Params._quantize` →
 /// `int8_vectorwise_quant`, threshold 0): `row` is converted to f16, its
 /// largest magnitude becomes the row's `SCB`, and each value is
 /// `round_half_even(f16 · (127 · (1/max)))`. An all-zero row gives zeros
-/// (torch turns its NaNs into 0). Returns the scale.
-pub fn quantize_int8_row(row: &[f32], out: &mut [i8]) -> f32 {
-    let h: Vec<f32> = row.iter().map(|v| f16::from_f32(*v).to_f32()).collect();
-    let m = h.iter().fold(0f32, |m, v| m.max(v.abs()));
+/// (torch turns its NaNs into 0). Returns the scale, or the index of the
+/// first value beyond float16's range.
+pub fn quantize_int8_row(row: &[f32], out: &mut [i8]) -> Result<f32, usize> {
+    let mut m = 0f32;
+    for (i, v) in row.iter().enumerate() {
+        let h = round_to_f16(*v);
+        if h.is_infinite() {
+            return Err(i);
+        }
+        m = m.max(h.abs());
+    }
     if m == 0.0 {
         out.iter_mut().for_each(|o| *o = 0);
-        return 0.0;
+        return Ok(0.0);
     }
     let s = (1.0 / m) * 127.0;
-    for (o, v) in out.iter_mut().zip(&h) {
-        *o = (v * s).round_ties_even() as i8;
+    for (o, v) in out.iter_mut().zip(row) {
+        *o = (round_to_f16(*v) * s).round_ties_even() as i8;
     }
-    m
+    Ok(m)
 }
 
 /// Python's `repr` of a float (shortest round-trip digits; exponent form
@@ -498,6 +528,44 @@ mod tests {
             (0.073_230_743_408_203_12, "0.07323074340820312"),
         ] {
             assert_eq!(py_float_repr(x), want);
+        }
+    }
+
+    #[test]
+    fn f16_rounding_matches_the_half_crate() {
+        let mut x = 0x1234_5678u32;
+        let check = |v: f32| {
+            let want = f16::from_f32(v).to_f32();
+            let got = round_to_f16(v);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{v:e}: {got:e} vs {want:e}"
+            );
+        };
+        for e in 0..256u32 {
+            for m in [
+                0, 1, 0xFFF, 0x1000, 0x1001, 0x2000, 0x3000, 0x7F_E000, 0x7F_F000, 0x7F_FFFF,
+            ] {
+                check(f32::from_bits((e << 23) | m));
+                check(-f32::from_bits((e << 23) | m));
+            }
+        }
+        for _ in 0..2_000_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            check(f32::from_bits(x));
+        }
+        for v in [
+            65504.0,
+            65519.99,
+            65520.0,
+            6.1035156e-5,
+            6.1035153e-5,
+            2.98e-8,
+            2.99e-8,
+        ] {
+            check(v);
         }
     }
 

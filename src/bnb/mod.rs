@@ -652,25 +652,33 @@ fn write_int8(model: &Model, w: &mut ShardedWriter, t: &TensorInfo) -> Result<()
         for rows in row_chunks(t, 1) {
             let first = rows.start * cols as u64;
             let x = read_finite(model, t, rows)?;
-            // LLM.int8 goes through float16: larger values would become inf.
-            if let Some(i) = x.iter().position(|v| half::f16::from_f32(*v).is_infinite()) {
-                return Err(StoreError::Write {
-                    path: model.root.clone(),
-                    msg: format!(
-                        "tensor '{}': element {} is {}, outside float16's range; LLM.int8 converts weights to float16 first (pass --skip {})",
-                        t.name,
-                        first + i as u64,
-                        x[i],
-                        t.name.trim_end_matches(".weight")
-                    ),
-                });
-            }
             let mut q = vec![0i8; x.len()];
-            let scales: Vec<f32> = q
+            let scales: Vec<Result<f32, usize>> = q
                 .par_chunks_mut(cols)
                 .zip(x.par_chunks(cols))
                 .map(|(o, r)| kernels::quantize_int8_row(r, o))
                 .collect();
+            let mut row_scales = Vec::with_capacity(scales.len());
+            for (r, res) in scales.into_iter().enumerate() {
+                match res {
+                    Ok(s) => row_scales.push(s),
+                    // LLM.int8 goes through float16: larger values would become inf.
+                    Err(i) => {
+                        let at = r * cols + i;
+                        return Err(StoreError::Write {
+                            path: model.root.clone(),
+                            msg: format!(
+                                "tensor '{}': element {} is {}, outside float16's range; LLM.int8 converts weights to float16 first (pass --skip {})",
+                                t.name,
+                                first + at as u64,
+                                x[at],
+                                t.name.trim_end_matches(".weight")
+                            ),
+                        });
+                    }
+                }
+            }
+            let scales = row_scales;
             scb.extend(scales);
             let bytes: Vec<u8> = q.iter().map(|v| *v as u8).collect();
             sink(&bytes)?;
