@@ -729,8 +729,7 @@ fn model_card(
         serde_json::to_string(&opts.model_label).unwrap_or_default()
     );
     s += &format!(
-        "library_name: transformers\ntags:\n- llmtool\n- bitsandbytes\n- {}\n---\n\n",
-        if title == "4-bit" { "4-bit" } else { "8-bit" }
+        "library_name: transformers\ntags:\n- llmtool\n- bitsandbytes\n- {title}\n---\n\n"
     );
     s += &format!(
         "# {} (bitsandbytes {title})\n\n`{}` quantized by llmtool {}: {what}. \
