@@ -22,6 +22,7 @@ demo:
 bench:
     scripts/bench-inspect.sh
     scripts/bench-merge.sh
+    scripts/bench-quantize.sh
 
 # lora merge against PEFT's merge_and_unload on SmolLM2 (needs a venv with
 # tests/oracle/requirements.txt: `just bench-peft /path/to/venv/bin/python`).
@@ -42,5 +43,7 @@ fixtures python="python3":
     {{python}} tests/oracle/make_ftype_goldens.py target/llmtool-cache/llama.cpp "$(scripts/smollm2.sh)"
     {{python}} tests/oracle/smollm2_goldens.py "$(scripts/smollm2.sh)"
     cargo run --release --example reshard_golden
+    {{python}} tests/oracle/bnb_goldens.py
+    cargo build --release && {{python}} tests/oracle/check_bnb_load.py
     {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-qwen2-llmtool-sharded fixtures/models/tiny-qwen2 --record fixtures/models/tiny-qwen2-llmtool-sharded/transformers-check.json
     {{python}} tests/oracle/llama_cpp_buffers.py "$(tests/oracle/build_llama_cpp.sh)" "$(scripts/smollm2.sh)" target/llmtool-cache/vram-oracle fixtures/vram/llama_cpp_buffers.json

@@ -5,8 +5,10 @@ cd "$root"
 cache="${LLMTOOL_CACHE:-$root/target/llmtool-cache}"
 cargo build --release --quiet --bin llmtool --example synth_model
 bin="$root/target/release/llmtool"
-synth="$cache/synth-7b"
-[ -f "$synth/model.safetensors.index.json" ] || "$root/target/release/examples/synth_model" "$synth" 7b >/dev/null
+# SYNTH_SIZE (7b, 1b) picks the synthetic model; 7b by default.
+synth_size="${SYNTH_SIZE:-7b}"
+synth="$cache/synth-$synth_size"
+[ -f "$synth/config.json" ] || "$root/target/release/examples/synth_model" "$synth" "$synth_size" >/dev/null
 venv="$cache/venv-bench"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

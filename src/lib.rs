@@ -9,7 +9,9 @@
 //! streaming writers in [`store`].
 
 pub mod arch;
+pub mod bnb;
 pub mod convert;
+pub mod hfdir;
 pub mod inspect;
 pub mod interrupt;
 pub mod lora;

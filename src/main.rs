@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use llmtool::convert::to_hf;
+use llmtool::bnb::{self, BnbFormat, BnbOptions};
 use llmtool::lora::Adapter;
 use llmtool::merge::{self, MergeOptions, WeightedAdapter};
 use llmtool::plan::{self, catalog, Engine, Format, ModelSpec};
@@ -74,7 +75,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Quantize a model into a deployable artifact.
+    /// Quantize a model into a deployable artifact, without a GPU.
+    ///
+    /// nf4, fp4, int8: a bitsandbytes checkpoint (Hugging Face directory)
+    /// that transformers and vLLM load pre-quantized, bit-identical to what
+    /// bitsandbytes produces on CPU. Every Linear layer but the output head
+    /// (and --skip patterns) is quantized; other tensors are copied.
     ///
     /// GGUF formats (q4_k_m, q5_k_m, q6_k, q8_0, q4_0, f16, bf16, f32) read a Hugging Face model (llama,
     /// mistral, qwen2) or an F32/F16/BF16 GGUF and write a llama.cpp-ready
@@ -85,21 +91,45 @@ enum Command {
         llmtool quantize q4_k_m ./spinoza-merged --out spinoza-Q4_K_M.gguf\n  \
         llmtool quantize q8_0 model-f16.gguf --out model-Q8_0.gguf\n  \
         llmtool quantize f16 ./Qwen2.5-7B-Instruct --out qwen2.5-7b-f16.gguf\n  \
-        llmtool quantize bf16 ./spinoza-merged --out spinoza-bf16.gguf --dry-run --json")]
+        llmtool quantize bf16 ./spinoza-merged --out spinoza-bf16.gguf --dry-run --json\n  \
+        llmtool quantize nf4 Qwen/Qwen2.5-14B-Instruct --out ./qwen14b-nf4\n  \
+        llmtool quantize int8 ./merged --out ./merged-int8 --skip mlp.down_proj")]
     Quantize {
         /// Output format.
         format: QuantFormat,
         /// HF model directory, cached repo id, or a float GGUF.
         model: String,
-        /// Output file.
+        /// Output: a .gguf file for GGUF formats, a directory for bitsandbytes ones.
         #[arg(long)]
         out: std::path::PathBuf,
-        /// general.name in the GGUF (default: the model directory's name).
+        /// GGUF: general.name in the GGUF (default: the model directory's name).
         #[arg(long)]
         name: Option<String>,
-        /// tokenizer.ggml.pre for a byte-level BPE tokenizer whose pre-tokenizer llama.cpp's table does not know (e.g. llama-bpe, qwen2, smollm).
+        /// GGUF: tokenizer.ggml.pre for a byte-level BPE tokenizer whose pre-tokenizer llama.cpp's table does not know (e.g. llama-bpe, qwen2, smollm).
         #[arg(long)]
         pre: Option<String>,
+        /// bitsandbytes: modules to keep unquantized besides lm_head, as
+        /// transformers matches llm_int8_skip_modules: a last name component
+        /// (down_proj), a full module name, or a prefix path (model.layers.0). Repeatable.
+        #[arg(long)]
+        skip: Vec<String>,
+        /// nf4/fp4: block size (32, 64, …, 4096).
+        #[arg(long, default_value_t = bnb::DEFAULT_BLOCKSIZE)]
+        blocksize: usize,
+        /// nf4/fp4: keep the block maxima in float32 instead of quantizing them to 8 bits.
+        #[arg(long)]
+        no_double_quant: bool,
+        /// nf4/fp4: dtype of the matmuls at inference (bnb_4bit_compute_dtype); default: the weights' dtype.
+        #[arg(long, value_parser = ["f32", "f16", "bf16"])]
+        compute_dtype: Option<String>,
+        /// nf4/fp4 double quant: torch thread count whose mean of the block maxima
+        /// to reproduce for layers of 32768+ blocks (bitsandbytes' offset depends
+        /// on it); default: this machine's cores, torch's default.
+        #[arg(long)]
+        torch_threads: Option<usize>,
+        /// bitsandbytes: largest shard, as transformers counts it (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰).
+        #[arg(long, default_value = "5GB")]
+        max_shard_size: String,
         /// Check everything and print the plan (types per tensor) without writing.
         #[arg(long)]
         dry_run: bool,
@@ -266,11 +296,18 @@ enum QuantFormat {
     Bf16,
     /// GGUF, everything in f32.
     F32,
+    /// bitsandbytes 4-bit NormalFloat (QLoRA's format).
+    Nf4,
+    /// bitsandbytes 4-bit float.
+    Fp4,
+    /// bitsandbytes LLM.int8 (8-bit rows with per-row scales).
+    Int8,
 }
 
 impl QuantFormat {
-    fn file_type(self) -> FileType {
-        match self {
+    /// The GGUF file type, or the bitsandbytes format.
+    fn target(self) -> Result<FileType, BnbFormat> {
+        Ok(match self {
             QuantFormat::Q4_k_m => FileType::Q4_K_M,
             QuantFormat::Q5_k_m => FileType::Q5_K_M,
             QuantFormat::Q6_k => FileType::Q6_K,
@@ -279,7 +316,10 @@ impl QuantFormat {
             QuantFormat::F16 => FileType::F16,
             QuantFormat::Bf16 => FileType::BF16,
             QuantFormat::F32 => FileType::F32,
-        }
+            QuantFormat::Nf4 => return Err(BnbFormat::Nf4),
+            QuantFormat::Fp4 => return Err(BnbFormat::Fp4),
+            QuantFormat::Int8 => return Err(BnbFormat::Int8),
+        })
     }
 }
 
@@ -314,37 +354,81 @@ fn run(cli: Cli) -> Result<()> {
             out,
             name,
             pre,
+            skip,
+            blocksize,
+            no_double_quant,
+            compute_dtype,
+            torch_threads,
+            max_shard_size,
             dry_run,
             json,
         } => {
             let m = store::Model::open(&model)
                 .with_context(|| format!("cannot open model '{model}'"))?;
-            let opts = quantize::GgufOptions {
-                out,
-                name,
-                progress: !json,
-            };
-            let tokenizer = quantize::tokenizer_metadata(&m, pre.as_deref())?;
-            let report = quantize::to_gguf(&m, format.file_type(), tokenizer, &opts, dry_run)?;
-            for w in &report.warnings {
-                eprintln!("warning: {w}");
-            }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                let types: Vec<String> = report
-                    .types
-                    .iter()
-                    .map(|(k, n)| format!("{n} {k}"))
-                    .collect();
-                println!(
-                    "{} {}: {} tensors ({}), {}",
-                    if dry_run { "would write" } else { "wrote" },
-                    report.out.display(),
-                    report.tensors,
-                    types.join(", "),
-                    inspect::human_bytes(report.bytes),
-                );
+            match format.target() {
+                Ok(ftype) => {
+                    let opts = quantize::GgufOptions {
+                        out,
+                        name,
+                        progress: !json,
+                    };
+                    let tokenizer = quantize::tokenizer_metadata(&m, pre.as_deref())?;
+                    let report = quantize::to_gguf(&m, ftype, tokenizer, &opts, dry_run)?;
+                    for w in &report.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        let types: Vec<String> = report
+                            .types
+                            .iter()
+                            .map(|(k, n)| format!("{n} {k}"))
+                            .collect();
+                        println!(
+                            "{} {}: {} tensors ({}), {}",
+                            if dry_run { "would write" } else { "wrote" },
+                            report.out.display(),
+                            report.tensors,
+                            types.join(", "),
+                            inspect::human_bytes(report.bytes),
+                        );
+                    }
+                }
+                Err(bformat) => {
+                    let max_shard_size = parse_size(&max_shard_size).with_context(|| {
+                        format!("--max-shard-size '{max_shard_size}' is not a size like 5GB, 500MB or 2GiB")
+                    })?;
+                    let defaults = BnbOptions::new(out);
+                    let opts = BnbOptions {
+                        torch_threads: torch_threads.unwrap_or(defaults.torch_threads),
+                        blocksize,
+                        double_quant: !no_double_quant,
+                        compute_dtype: parse_dtype(compute_dtype),
+                        skip,
+                        max_shard_size,
+                        command: command_line(),
+                        model_label: model.clone(),
+                        progress: !json,
+                        ..defaults
+                    };
+                    let report = bnb::quantize(&m, bformat, &opts, dry_run)?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        println!(
+                            "{} {}: {} Linear layers quantized, {} kept ({}), {} → {}; files: {}",
+                            if dry_run { "would write" } else { "wrote" },
+                            report.out.display(),
+                            report.quantized,
+                            report.kept.len(),
+                            report.kept.join(", "),
+                            inspect::human_bytes(report.source_bytes),
+                            inspect::human_bytes(report.bytes),
+                            report.files.join(", ")
+                        );
+                    }
+                }
             }
         }
         Command::Convert {

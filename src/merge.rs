@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::hfdir;
 use crate::lora::{Adapter, ModuleLora};
 use crate::store::atomic::{self, AtomicDir};
 use crate::store::safetensors::{ShardedWriter, TensorPlan};
@@ -442,20 +443,6 @@ pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Files copied from the base directory beside the weights.
-const SIDE_FILES: &[&str] = &[
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-];
-
 fn model_card(opts: &MergeOptions, adapters: &[WeightedAdapter], sums: &[String]) -> String {
     let mut s = String::from("---\n");
     s += &format!(
@@ -616,7 +603,7 @@ pub fn merge(
 
     // Write into a hidden sibling directory; rename it into place at the end.
     let out = &opts.out;
-    AtomicDir::check_dest(out).map_err(|e| refused(e.to_string()))?;
+    AtomicDir::check_dest(out)?;
     let files =
         ShardedWriter::create(out, plan_list.clone(), opts.max_shard_size, BTreeMap::new())?
             .file_names();
@@ -676,27 +663,8 @@ pub fn merge(
         }
     }
     let dir = tmp.path();
-    atomic::write_file(
-        &dir.join("config.json"),
-        (serde_json::to_string_pretty(&config).unwrap_or_default() + "\n").as_bytes(),
-    )?;
-    let base_dir = if base.root.is_dir() {
-        base.root.clone()
-    } else {
-        base.root
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    };
-    for f in SIDE_FILES {
-        let src = base_dir.join(f);
-        if src.is_file() {
-            std::fs::copy(&src, dir.join(f)).map_err(|e| StoreError::Io {
-                path: src.clone(),
-                source: e,
-            })?;
-        }
-    }
+    hfdir::write_config(dir, &config)?;
+    hfdir::copy_side_files(base, dir)?;
     let sums: Vec<String> = adapters
         .iter()
         .map(|a| sha256_file(&a.adapter.weights_path))

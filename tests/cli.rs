@@ -73,6 +73,67 @@ fn bad_inputs_exit_1_with_named_errors() {
         &["inspect-arch", "nobody/nothing"],
         "huggingface-cli download nobody/nothing",
     );
+    let tiny = common::fixture("models/tiny-llama");
+    let tiny = tiny.to_str().unwrap();
+    fails_with(
+        &[
+            "quantize",
+            "nf4",
+            tiny,
+            "--out",
+            &p("q"),
+            "--blocksize",
+            "48",
+        ],
+        "--blocksize 48 is not one bitsandbytes supports",
+    );
+    std::fs::create_dir(p("full")).unwrap();
+    std::fs::write(dir.path().join("full/x"), b"x").unwrap();
+    fails_with(
+        &["quantize", "int8", tiny, "--out", &p("full")],
+        "output directory exists and is not empty",
+    );
+}
+
+#[test]
+fn quantize_dry_run_plans_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q");
+    let v = common::json_output(llmtool().args([
+        "quantize",
+        "nf4",
+        common::fixture("models/tiny-llama").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--skip",
+        "down_proj",
+        "--dry-run",
+        "--json",
+    ]));
+    assert!(!out.exists());
+    assert_eq!(v["quantized"], 12, "{v}");
+    let kept: Vec<&str> = v["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "lm_head",
+            "model.layers.0.mlp.down_proj",
+            "model.layers.1.mlp.down_proj"
+        ]
+    );
+    assert_eq!(
+        v["quantization_config"]["llm_int8_skip_modules"],
+        serde_json::json!(["lm_head", "down_proj"])
+    );
+    assert_eq!(
+        v["files"],
+        serde_json::json!(["README.md", "config.json", "model.safetensors"])
+    );
 }
 
 #[test]
