@@ -6,7 +6,8 @@
 //! Data flows from [`store`] (memory-mapped tensors from safetensors, GGUF,
 //! the Hugging Face cache) through [`quant`] (block layouts, dequantization)
 //! into the analyses ([`arch`], [`inspect`]) and back out through the
-//! streaming writers in [`store`].
+//! streaming writers in [`store`]. [`tokenizer`] carries tokenizers across the
+//! HF ↔ GGUF bridge.
 
 pub mod arch;
 pub mod inspect;
@@ -15,3 +16,4 @@ pub mod lora;
 pub mod merge;
 pub mod quant;
 pub mod store;
+pub mod tokenizer;
