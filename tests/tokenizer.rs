@@ -271,3 +271,115 @@ fn unknown_pre_tokenizer_is_a_clear_error() {
         "{msg}"
     );
 }
+
+/// fixtures/tokenizer/transformers-check.json is transformers' verdict on the
+/// directories `write_hf_tokenizer` wrote (AutoTokenizer loads them and
+/// encodes the samples as its GGUF import does); our writer must still
+/// produce those exact files.
+fn assert_written_as_judged(gguf: &Path, verdict_key: &str) {
+    let verdict: Json = serde_json::from_slice(
+        &std::fs::read(common::fixture("tokenizer/transformers-check.json")).unwrap(),
+    )
+    .unwrap();
+    let v = &verdict[verdict_key];
+    for k in [
+        "ids_identical",
+        "decode_identical",
+        "chat_template_identical",
+        "bos_unk_identical",
+    ] {
+        assert_eq!(v[k], Json::Bool(true), "{verdict_key}: {k}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let written = tokenizer::write_hf_tokenizer(&metadata_of(gguf), dir.path()).unwrap();
+    let files = v["files_sha256"].as_object().unwrap();
+    assert_eq!(written.len(), files.len());
+    for p in written {
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            common::sha256_hex(&std::fs::read(&p).unwrap()),
+            files[name].as_str().unwrap(),
+            "{verdict_key}: {name}"
+        );
+    }
+}
+
+#[test]
+fn tiny_llama_written_files_are_the_judged_ones() {
+    assert_written_as_judged(
+        &common::fixture("tokenizer/tiny-llama-spm/converter-vocab.gguf"),
+        "converter-vocab.gguf",
+    );
+}
+
+#[test]
+fn smollm2_written_files_are_the_judged_ones() {
+    let Some(p) = common::smollm2() else { return };
+    assert_written_as_judged(&p, "SmolLM2-135M-Instruct.Q4_1.gguf");
+}
+
+#[test]
+fn refusals_name_the_file_and_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::fixture("tokenizer/tiny-llama-spm");
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("tokenizer.model"), b"spm").unwrap();
+    let msg = tokenizer::gguf_metadata_from_hf(dir.path(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("tokenizer.model") && msg.contains("convert_hf_to_gguf.py"),
+        "{msg}"
+    );
+    std::fs::remove_file(dir.path().join("tokenizer.model")).unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), b"{not json").unwrap();
+    let msg = tokenizer::gguf_metadata_from_hf(dir.path(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("tokenizer.json") && msg.contains("not valid JSON"),
+        "{msg}"
+    );
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    let msg = tokenizer::gguf_metadata_from_hf(dir.path(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains("missing"),
+        "{msg}"
+    );
+
+    // GGUF side: no vocabulary, an id outside it.
+    let meta = Metadata::new(vec![(
+        "general.architecture".into(),
+        Value::String("llama".into()),
+    )]);
+    let msg = tokenizer::from_gguf(&meta).unwrap_err().to_string();
+    assert!(msg.contains("tokenizer.ggml.tokens is missing"), "{msg}");
+    let mut entries = metadata_of(&common::fixture(
+        "tokenizer/tiny-llama-spm/converter-vocab.gguf",
+    ))
+    .entries()
+    .to_vec();
+    for e in entries
+        .iter_mut()
+        .filter(|e| e.0 == "tokenizer.ggml.bos_token_id")
+    {
+        e.1 = Value::U32(100_000);
+    }
+    let msg = tokenizer::from_gguf(&Metadata::new(entries))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("tokenizer.ggml.bos_token_id is 100000 but the vocabulary has 463 tokens"),
+        "{msg}"
+    );
+    let meta = Metadata::new(vec![(
+        "general.architecture".into(),
+        Value::String("qwen2".into()),
+    )]);
+    let msg = tokenizer::from_gguf(&meta).unwrap_err().to_string();
+    assert!(msg.contains("architecture 'qwen2'"), "{msg}");
+}

@@ -3,6 +3,7 @@
     python tests/oracle/tokenizer_goldens.py fixture            # (re)make fixtures/tokenizer/tiny-llama-spm
     python tests/oracle/tokenizer_goldens.py goldens SMOLLM2_GGUF SMOLLM2_HF_DIR
     python tests/oracle/tokenizer_goldens.py check OUR_DIR GGUF --record OUT.json
+    python tests/oracle/tokenizer_goldens.py pre-table          # src/tokenizer/pre_table.rs == upstream
 
 `fixture` trains a tiny Llama-2-style tokenizer (BPE with byte fallback, the
 "▁" metaspace normalizer, <unk>/<s>/</s>, 256 byte tokens, a user-defined
@@ -271,7 +272,9 @@ def check(ours, gguf_path, record):
     chat_ok = None
     if ref.chat_template:
         chat_ok = tok.apply_chat_template(CHAT, tokenize=False) == ref.apply_chat_template(CHAT, tokenize=False)
-    specials_ok = all(getattr(tok, a) == getattr(ref, a) for a in ("bos_token", "eos_token", "unk_token"))
+    # EOS differs on purpose: the import sets it to the BOS token, we write
+    # the file's eos_token_id.
+    specials_ok = all(getattr(tok, a) == getattr(ref, a) for a in ("bos_token", "unk_token"))
     decode_ok = all(tok.decode(i) == ref.decode(i) for i in want)
     verdict = {
         "dir": os.path.relpath(os.path.abspath(ours), ROOT),
@@ -279,7 +282,11 @@ def check(ours, gguf_path, record):
         "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
         "loaded_class": type(tok).__name__,
         "samples": len(SAMPLES), "ids_identical": not mism, "mismatches": mism,
-        "decode_identical": decode_ok, "chat_template_identical": chat_ok, "special_tokens_identical": specials_ok,
+        "decode_identical": decode_ok, "chat_template_identical": chat_ok, "bos_unk_identical": specials_ok,
+        "eos_token": {"ours": tok.eos_token, "gguf_import": ref.eos_token},
+        "pad_token": tok.pad_token, "model_max_length": tok.model_max_length,
+        "files_sha256": {f: hashlib.sha256(open(os.path.join(ours, f), "rb").read()).hexdigest()
+                         for f in sorted(os.listdir(ours))},
     }
     print(json.dumps(verdict, indent=1, ensure_ascii=False))
     ok = not mism and decode_ok and chat_ok is not False and specials_ok
@@ -292,9 +299,28 @@ def check(ours, gguf_path, record):
     sys.exit(0 if ok else 1)
 
 
+def pre_table():
+    """Checks src/tokenizer/pre_table.rs against the converter's table."""
+    import re
+
+    src = open(os.path.join(LLAMA_CPP, "conversion", "base.py"), encoding="utf-8").read()
+    body = src[src.index("Marker: Start get_vocab_base_pre"):src.index("Marker: End get_vocab_base_pre")]
+    upstream = {}
+    for h, n in re.findall(r'if chkhsh == "([0-9a-f]{64})":\s*\n(?:\s*#[^\n]*\n)*\s*res = "([^"]+)"', body):
+        upstream[h] = n  # later ifs override earlier ones
+    assert len(re.findall("if chkhsh ==", body)) == sum(1 for _ in re.finditer(r'res = "', body)), "table shape changed"
+    ours = dict(re.findall(r'\(\s*"([0-9a-f]{64})",\s*"([^"]+)",?\s*\)',
+                           open(os.path.join(ROOT, "src", "tokenizer", "pre_table.rs"), encoding="utf-8").read()))
+    if ours != upstream:
+        print("differs:", sorted(set(ours.items()) ^ set(upstream.items())))
+        sys.exit(1)
+    print(f"pre_table.rs agrees with {LLAMA_CPP}/conversion/base.py ({len(ours)} hashes)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("pre-table")
     sub.add_parser("fixture")
     g = sub.add_parser("goldens")
     g.add_argument("smollm2_gguf")
@@ -306,6 +332,8 @@ def main():
     a = ap.parse_args()
     if a.cmd == "fixture":
         make_fixture()
+    elif a.cmd == "pre-table":
+        pre_table()
     elif a.cmd == "goldens":
         goldens(a.smollm2_gguf, a.smollm2_hf)
     else:
