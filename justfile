@@ -35,3 +35,13 @@ fixtures python="python3":
     {{python}} tests/oracle/smollm2_goldens.py "$(scripts/smollm2.sh)"
     cargo run --release --example reshard_golden
     {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-qwen2-llmtool-sharded fixtures/models/tiny-qwen2 --record fixtures/models/tiny-qwen2-llmtool-sharded/transformers-check.json
+    # Tokenizer bridge (needs the llama.cpp tree: $LLAMA_CPP, default /work/llama.cpp).
+    {{python}} tests/oracle/smollm2_hf.py "$(scripts/smollm2.sh)" target/smollm2-hf
+    {{python}} tests/oracle/tokenizer_goldens.py fixture
+    {{python}} tests/oracle/tokenizer_goldens.py goldens "$(scripts/smollm2.sh)" target/smollm2-hf
+    {{python}} tests/oracle/tokenizer_goldens.py pre-table
+    cargo run --release --example hf_tokenizer -- fixtures/tokenizer/tiny-llama-spm/converter-vocab.gguf fixtures/tokenizer/tiny-llama-spm-llmtool
+    cargo run --release --example hf_tokenizer -- "$(scripts/smollm2.sh)" target/tok-smollm2-llmtool
+    rm -f fixtures/tokenizer/transformers-check.json
+    {{python}} tests/oracle/tokenizer_goldens.py check fixtures/tokenizer/tiny-llama-spm-llmtool fixtures/tokenizer/tiny-llama-spm/converter-vocab.gguf --record fixtures/tokenizer/transformers-check.json
+    {{python}} tests/oracle/tokenizer_goldens.py check target/tok-smollm2-llmtool "$(scripts/smollm2.sh)" --record fixtures/tokenizer/transformers-check.json

@@ -213,6 +213,13 @@ def encodings(tok):
 def goldens(smollm2_gguf, smollm2_hf):
     import transformers
 
+    # The small files of SmolLM2's HF form; tests/tokenizer.rs adds our
+    # tokenizer.json (proved equal to transformers' own) to rebuild the dir.
+    form = os.path.join(GOLDEN, "smollm2-hf-form")
+    os.makedirs(form, exist_ok=True)
+    for f in ("config.json", "generation_config.json", "special_tokens_map.json", "tokenizer_config.json",
+              "chat_template.jinja"):
+        shutil.copyfile(os.path.join(smollm2_hf, f), os.path.join(form, f))
     gpt2_dir = tempfile.mkdtemp()
     gpt2_form(smollm2_gguf, gpt2_dir)
     cases = {"tiny-llama-spm": (FIXTURE, None), "smollm2": (smollm2_hf, smollm2_gguf),
