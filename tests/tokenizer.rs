@@ -5,7 +5,7 @@
 //!   array digests) for a tiny Llama-2-style byte-fallback tokenizer, for the
 //!   HF form of SmolLM2 transformers writes (the converter's LlamaHfVocab
 //!   path) and for SmolLM2 as byte-level BPE (the GPT-2 path, pre-tokenizer
-//!   detected by hash as "smollm").
+//!   detected by hash as "smollm"), under Llama and Qwen2 architectures.
 //! * GGUF → HF: our tokenizer.json equals the one transformers' GGUF import
 //!   builds (whole for the fixture, sha256 for SmolLM2) and the `tokenizers`
 //!   crate encodes the samples to transformers' ids.
@@ -235,6 +235,21 @@ fn smollm2_gpt2_form_to_gguf_matches_converter() {
         .find(|(k, _)| k == "tokenizer.ggml.pre")
         .unwrap();
     assert_eq!(pre.1, Value::String("llama-bpe".into()));
+}
+
+/// The same tokenizer under a Qwen2 architecture takes the converter's
+/// Qwen2 path (no add_space_prefix, no 49152-vocabulary rule).
+#[test]
+fn smollm2_gpt2_form_as_qwen2_matches_converter() {
+    let Some(p) = common::smollm2() else { return };
+    let dir = smollm2_gpt2_dir(&p);
+    let cfg_path = dir.path().join("config.json");
+    let mut cfg: Json = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["architectures"] = serde_json::json!(["Qwen2ForCausalLM"]);
+    cfg["model_type"] = serde_json::json!("qwen2");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let ours = tokenizer::gguf_metadata_from_hf(dir.path(), None).unwrap();
+    assert_matches_converter(&ours, &golden("smollm2-gpt2-qwen2")["converter_keys"]);
 }
 
 #[test]

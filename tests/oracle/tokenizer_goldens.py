@@ -60,6 +60,10 @@ SAMPLES = [
     "\u00a0non-breaking\u2009thin",
 ]
 
+# What tests/tokenizer.rs also changes in smollm2-gpt2's config.json for the
+# Qwen2 case.
+QWEN2_CONFIG = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2"}
+
 CHAT = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
 
 
@@ -222,8 +226,15 @@ def goldens(smollm2_gguf, smollm2_hf):
         shutil.copyfile(os.path.join(smollm2_hf, f), os.path.join(form, f))
     gpt2_dir = tempfile.mkdtemp()
     gpt2_form(smollm2_gguf, gpt2_dir)
+    # The same tokenizer under a Qwen2 architecture (the converter's
+    # Qwen2Model.set_vocab path).
+    qwen_dir = tempfile.mkdtemp()
+    shutil.copytree(gpt2_dir, qwen_dir, dirs_exist_ok=True)
+    cfg = json.load(open(os.path.join(qwen_dir, "config.json")))
+    cfg.update(QWEN2_CONFIG)
+    json.dump(cfg, open(os.path.join(qwen_dir, "config.json"), "w"), indent=2)
     cases = {"tiny-llama-spm": (FIXTURE, None), "smollm2": (smollm2_hf, smollm2_gguf),
-             "smollm2-gpt2": (gpt2_dir, smollm2_gguf)}
+             "smollm2-gpt2": (gpt2_dir, smollm2_gguf), "smollm2-gpt2-qwen2": (qwen_dir, smollm2_gguf)}
     for name, (hf_dir, gguf_path) in cases.items():
         with tempfile.TemporaryDirectory() as tmp:
             conv = os.path.join(tmp, "vocab.gguf")
@@ -240,7 +251,8 @@ def goldens(smollm2_gguf, smollm2_hf):
                 "transformers": transformers.__version__,
                 "hf_dir": {"tiny-llama-spm": "fixtures/tokenizer/tiny-llama-spm",
                            "smollm2": "SmolLM2 HF form made by transformers (tests/oracle/smollm2_hf.py)",
-                           "smollm2-gpt2": "fixtures/tokenizer/smollm2-gpt2 skeleton + the GGUF's tokens and merges"}[name],
+                           "smollm2-gpt2": "fixtures/tokenizer/smollm2-gpt2 skeleton + the GGUF's tokens and merges",
+                           "smollm2-gpt2-qwen2": "smollm2-gpt2 with config.json " + json.dumps(QWEN2_CONFIG)}[name],
                 "converter_keys": keys,
                 "gguf_import": {
                     "gguf": os.path.basename(gguf_path),
@@ -256,7 +268,7 @@ def goldens(smollm2_gguf, smollm2_hf):
             }
             if name == "tiny-llama-spm":
                 golden["gguf_import"]["tokenizer_json"] = backend
-            if name == "smollm2-gpt2":
+            if name.startswith("smollm2-gpt2"):
                 assert keys["tokenizer.ggml.pre"]["value"] == "smollm", keys["tokenizer.ggml.pre"]
                 # The GGUF import side is the same file as the "smollm2" case.
                 del golden["gguf_import"], golden["ids"], golden["samples"]
