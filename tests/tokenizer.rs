@@ -142,7 +142,12 @@ fn smollm2_gguf_to_hf_matches_transformers_import() {
     let Some(p) = common::smollm2() else { return };
     let g = golden("smollm2");
     let meta = metadata_of(&p);
-    let ours = tokenizer::hf_tokenizer_json(&meta).unwrap();
+    assert_tokenizer_json_digest(&tokenizer::hf_tokenizer_json(&meta).unwrap(), &g);
+    assert_encodes_like_transformers(&meta, &g);
+}
+
+/// Everything but vocab and merges compared as JSON, the whole by digest.
+fn assert_tokenizer_json_digest(ours: &Json, g: &Json) {
     let mut head = ours.clone();
     let model = head["model"].as_object_mut().unwrap();
     model.remove("vocab");
@@ -152,10 +157,9 @@ fn smollm2_gguf_to_hf_matches_transformers_import() {
         canonical(&g["gguf_import"]["tokenizer_json_without_vocab"])
     );
     assert_eq!(
-        common::sha256_hex(canonical(&ours).as_bytes()),
+        common::sha256_hex(canonical(ours).as_bytes()),
         g["gguf_import"]["tokenizer_json_sha256"].as_str().unwrap()
     );
-    assert_encodes_like_transformers(&meta, &g);
 }
 
 /// The HF form transformers saved from the SmolLM2 GGUF: the committed small
@@ -249,7 +253,19 @@ fn smollm2_gpt2_form_as_qwen2_matches_converter() {
     cfg["model_type"] = serde_json::json!("qwen2");
     std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
     let ours = tokenizer::gguf_metadata_from_hf(dir.path(), None).unwrap();
-    assert_matches_converter(&ours, &golden("smollm2-gpt2-qwen2")["converter_keys"]);
+    let g = golden("smollm2-gpt2-qwen2");
+    assert_matches_converter(&ours, &g["converter_keys"]);
+
+    // Back to HF through transformers' Qwen2 import (of the converter's
+    // GGUF, whose tokenizer entries the assertion above proves ours equal).
+    let mut entries = vec![(
+        "general.architecture".to_string(),
+        Value::String("qwen2".into()),
+    )];
+    entries.extend(ours);
+    let meta = Metadata::new(entries);
+    assert_tokenizer_json_digest(&tokenizer::hf_tokenizer_json(&meta).unwrap(), &g);
+    assert_encodes_like_transformers(&meta, &g);
 }
 
 #[test]
@@ -393,8 +409,8 @@ fn refusals_name_the_file_and_the_way_out() {
     );
     let meta = Metadata::new(vec![(
         "general.architecture".into(),
-        Value::String("qwen2".into()),
+        Value::String("gemma2".into()),
     )]);
     let msg = tokenizer::from_gguf(&meta).unwrap_err().to_string();
-    assert!(msg.contains("architecture 'qwen2'"), "{msg}");
+    assert!(msg.contains("architecture 'gemma2'"), "{msg}");
 }

@@ -24,6 +24,15 @@ use crate::store::gguf::{Metadata, Value};
 /// `general.architecture` values transformers converts with
 /// `GGUFLlamaConverter` (`GGUF_TO_FAST_CONVERTERS`).
 const LLAMA_CONVERTER_ARCHS: [&str; 3] = ["llama", "deci", "decilm"];
+/// ... and with `GGUFQwen2Converter` (Qwen2Converter + three added tokens).
+const QWEN2_CONVERTER_ARCHS: [&str; 4] = ["qwen2", "qwen2_moe", "qwen3", "qwen3_moe"];
+
+/// The special tokens `GGUFQwen2Converter` adds, and Qwen2TokenizerFast's
+/// default unk/eos/pad token.
+const QWEN2_SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
+
+/// Qwen2Converter's pre-tokenizer split pattern (convert_slow_tokenizer.py).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 const SPACE: &str = "\u{2581}";
 
@@ -123,22 +132,30 @@ fn added_token(id: usize, content: &str, special: bool) -> Json {
 /// What transformers' import decided, shared by the three files we write.
 struct Built {
     tokenizer_json: Json,
-    bos: String,
-    eos: String,
+    /// transformers' tokenizer class for tokenizer_config.json.
+    class: &'static str,
+    /// LlamaTokenizerFast's add_bos_token/add_eos_token (None: not written).
+    add_bos_eos: Option<(bool, bool)>,
+    bos: Option<String>,
+    eos: Option<String>,
     unk: Option<String>,
     pad: Option<String>,
-    byte_level: bool,
+    clean_up_spaces: bool,
 }
 
 fn build(meta: &Metadata) -> Result<Built> {
     let arch = meta
         .str("general.architecture")
         .ok_or_else(|| meta_err("general.architecture is missing"))?;
+    if QWEN2_CONVERTER_ARCHS.contains(&arch) {
+        return build_qwen2(meta);
+    }
     if !LLAMA_CONVERTER_ARCHS.contains(&arch) {
         return Err(meta_err(format!(
             "architecture '{arch}': writing an HF tokenizer follows transformers' \
-             GGUFLlamaConverter (architectures {}) only",
-            LLAMA_CONVERTER_ARCHS.join(", ")
+             GGUFLlamaConverter ({}) and GGUFQwen2Converter ({}) only",
+            LLAMA_CONVERTER_ARCHS.join(", "),
+            QWEN2_CONVERTER_ARCHS.join(", ")
         )));
     }
     let tokens = string_array(meta, keys::TOKENS)?.ok_or_else(|| {
@@ -152,19 +169,7 @@ fn build(meta: &Metadata) -> Result<Built> {
     let byte_level = model != "llama";
     let types = number_array(meta, keys::TOKEN_TYPE)?;
     let merges: Vec<(String, String)> = match string_array(meta, keys::MERGES)? {
-        Some(m) => m
-            .iter()
-            .map(|s| {
-                let mut parts = s.split(' ');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some(a), Some(b), None) => Ok((a.to_string(), b.to_string())),
-                    _ => Err(meta_err(format!(
-                        "{}: merge {s:?} is not two tokens",
-                        keys::MERGES
-                    ))),
-                }
-            })
-            .collect::<Result<_>>()?,
+        Some(m) => split_merges(&m)?,
         None => {
             let scores = number_array(meta, keys::SCORES)?.ok_or_else(|| {
                 meta_err(format!(
@@ -263,13 +268,8 @@ fn build(meta: &Metadata) -> Result<Built> {
         ],
         "special_tokens": {bos.as_str(): {"id": bos, "ids": [bos_id], "tokens": [bos]}},
     });
-    // A repeated token keeps its first position and its last id, as a
-    // Python dict comprehension does.
-    let mut vocab = Map::with_capacity(n);
-    for (i, t) in tokens.iter().enumerate() {
-        vocab.insert(t.to_string(), json!(i));
-    }
-    let merges: Vec<Json> = merges.into_iter().map(|(a, b)| json!([a, b])).collect();
+    let vocab = vocab_json(&tokens);
+    let merges = merges_json(merges);
     let tokenizer_json = json!({
         "version": "1.0",
         "truncation": null,
@@ -287,11 +287,109 @@ fn build(meta: &Metadata) -> Result<Built> {
     });
     Ok(Built {
         tokenizer_json,
-        bos,
-        eos: tokens[eos_id].to_string(),
+        class: "LlamaTokenizer",
+        add_bos_eos: Some((true, false)),
+        bos: Some(bos),
+        eos: Some(tokens[eos_id].to_string()),
         unk,
         pad: pad_id.map(|i| tokens[i].to_string()),
-        byte_level,
+        clean_up_spaces: byte_level,
+    })
+}
+
+/// The vocabulary as tokenizer.json's `model.vocab`. A repeated token keeps
+/// its first position and its last id, as a Python dict comprehension does.
+fn vocab_json(tokens: &[&str]) -> Map<String, Json> {
+    let mut vocab = Map::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        vocab.insert(t.to_string(), json!(i));
+    }
+    vocab
+}
+
+/// `tokenizer.ggml.merges` entries split at their space, as transformers does.
+fn split_merges(merges: &[&str]) -> Result<Vec<(String, String)>> {
+    merges
+        .iter()
+        .map(|s| {
+            let mut parts = s.split(' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(b), None) => Ok((a.to_string(), b.to_string())),
+                _ => Err(meta_err(format!(
+                    "{}: merge {s:?} is not two tokens",
+                    keys::MERGES
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn merges_json(merges: Vec<(String, String)>) -> Vec<Json> {
+    merges.into_iter().map(|(a, b)| json!([a, b])).collect()
+}
+
+/// `GGUFQwen2Converter`: byte-level BPE with Qwen2's split regex, NFC,
+/// and `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` added as special.
+fn build_qwen2(meta: &Metadata) -> Result<Built> {
+    let tokens = string_array(meta, keys::TOKENS)?.ok_or_else(|| {
+        meta_err(format!(
+            "{} is missing: the file has no vocabulary",
+            keys::TOKENS
+        ))
+    })?;
+    let merges = string_array(meta, keys::MERGES)?.ok_or_else(|| {
+        meta_err(format!(
+            "{} is missing (a Qwen2 tokenizer needs merges)",
+            keys::MERGES
+        ))
+    })?;
+    let n = tokens.len();
+    let vocab = vocab_json(&tokens);
+    let merges = merges_json(split_merges(&merges)?);
+    let mut added = Vec::new();
+    for s in QWEN2_SPECIALS {
+        let Some(id) = vocab.get(s).and_then(Json::as_u64) else {
+            return Err(meta_err(format!(
+                "{s} is not in {}: transformers' Qwen2 import would append it as a new token",
+                keys::TOKENS
+            )));
+        };
+        added.push(added_token(id as usize, s, true));
+    }
+    let add_prefix_space = matches!(meta.get(keys::ADD_SPACE_PREFIX), Some(Value::Bool(true)));
+    let tokenizer_json = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "NFC"},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true, "use_regex": false},
+        ]},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+            "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false, "vocab": vocab, "merges": merges,
+        },
+    });
+    let named = |key: &str| -> Result<String> {
+        Ok(match token_id(meta, key, n)? {
+            Some(i) => tokens[i].to_string(),
+            None => QWEN2_SPECIALS[0].to_string(),
+        })
+    };
+    Ok(Built {
+        tokenizer_json,
+        class: "Qwen2Tokenizer",
+        add_bos_eos: None,
+        bos: None,
+        eos: Some(named(keys::EOS_ID)?),
+        unk: Some(QWEN2_SPECIALS[0].to_string()),
+        pad: Some(named(keys::PAD_ID)?),
+        clean_up_spaces: false,
     })
 }
 
@@ -343,30 +441,39 @@ pub fn write_hf_tokenizer(meta: &Metadata, out_dir: &Path) -> Result<Vec<PathBuf
     }
     let arch = meta.str("general.architecture").unwrap_or("llama");
     let mut config = Map::new();
-    config.insert("add_bos_token".into(), json!(true));
-    config.insert("add_eos_token".into(), json!(false));
+    if let Some((add_bos, add_eos)) = b.add_bos_eos {
+        config.insert("add_bos_token".into(), json!(add_bos));
+        config.insert("add_eos_token".into(), json!(add_eos));
+    }
     config.insert("added_tokens_decoder".into(), Json::Object(decoder));
     config.insert("bos_token".into(), json!(b.bos));
     config.insert("eos_token".into(), json!(b.eos));
     config.insert("unk_token".into(), json!(b.unk));
     config.insert("pad_token".into(), json!(b.pad));
-    config.insert("clean_up_tokenization_spaces".into(), json!(b.byte_level));
-    config.insert("legacy".into(), json!(true));
+    config.insert(
+        "clean_up_tokenization_spaces".into(),
+        json!(b.clean_up_spaces),
+    );
+    if b.add_bos_eos.is_some() {
+        config.insert("legacy".into(), json!(true));
+    }
     if let Some(ctx) = meta.u64(&format!("{arch}.context_length")) {
         config.insert("model_max_length".into(), json!(ctx));
     }
-    config.insert("tokenizer_class".into(), json!("LlamaTokenizer"));
+    config.insert("tokenizer_class".into(), json!(b.class));
     if let Some(ct) = meta.str(keys::CHAT_TEMPLATE) {
         config.insert("chat_template".into(), json!(ct));
     }
     let mut map = Map::new();
-    map.insert("bos_token".into(), json!(b.bos));
-    map.insert("eos_token".into(), json!(b.eos));
-    if let Some(u) = &b.unk {
-        map.insert("unk_token".into(), json!(u));
-    }
-    if let Some(p) = &b.pad {
-        map.insert("pad_token".into(), json!(p));
+    for (k, v) in [
+        ("bos_token", &b.bos),
+        ("eos_token", &b.eos),
+        ("unk_token", &b.unk),
+        ("pad_token", &b.pad),
+    ] {
+        if let Some(v) = v {
+            map.insert(k.into(), json!(v));
+        }
     }
     Ok(vec![
         write_json(&out_dir.join("tokenizer.json"), &b.tokenizer_json)?,
