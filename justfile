@@ -45,3 +45,5 @@ fixtures python="python3":
     rm -f fixtures/tokenizer/transformers-check.json
     {{python}} tests/oracle/tokenizer_goldens.py check fixtures/tokenizer/tiny-llama-spm-llmtool fixtures/tokenizer/tiny-llama-spm/converter-vocab.gguf --record fixtures/tokenizer/transformers-check.json
     {{python}} tests/oracle/tokenizer_goldens.py check target/tok-smollm2-llmtool "$(scripts/smollm2.sh)" --record fixtures/tokenizer/transformers-check.json
+    cargo run --release --example hf_tokenizer -- target/smollm2-gpt2-qwen2-vocab.gguf target/tok-qwen2-llmtool
+    {{python}} tests/oracle/tokenizer_goldens.py check target/tok-qwen2-llmtool target/smollm2-gpt2-qwen2-vocab.gguf --record fixtures/tokenizer/transformers-check.json

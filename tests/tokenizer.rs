@@ -242,9 +242,10 @@ fn smollm2_gpt2_form_to_gguf_matches_converter() {
 }
 
 /// The same tokenizer under a Qwen2 architecture takes the converter's
-/// Qwen2 path (no add_space_prefix, no 49152-vocabulary rule).
+/// Qwen2 path (no add_space_prefix, no 49152-vocabulary rule), and comes
+/// back through transformers' Qwen2 import.
 #[test]
-fn smollm2_gpt2_form_as_qwen2_matches_converter() {
+fn smollm2_gpt2_form_as_qwen2_both_ways() {
     let Some(p) = common::smollm2() else { return };
     let dir = smollm2_gpt2_dir(&p);
     let cfg_path = dir.path().join("config.json");
@@ -258,14 +259,19 @@ fn smollm2_gpt2_form_as_qwen2_matches_converter() {
 
     // Back to HF through transformers' Qwen2 import (of the converter's
     // GGUF, whose tokenizer entries the assertion above proves ours equal).
-    let mut entries = vec![(
-        "general.architecture".to_string(),
-        Value::String("qwen2".into()),
-    )];
+    // (plus the context length the converter writes, for model_max_length).
+    let mut entries = vec![
+        (
+            "general.architecture".to_string(),
+            Value::String("qwen2".into()),
+        ),
+        ("qwen2.context_length".to_string(), Value::U32(8192)),
+    ];
     entries.extend(ours);
     let meta = Metadata::new(entries);
     assert_tokenizer_json_digest(&tokenizer::hf_tokenizer_json(&meta).unwrap(), &g);
     assert_encodes_like_transformers(&meta, &g);
+    assert_written_as_judged(&meta, "smollm2-gpt2-qwen2-vocab.gguf");
 }
 
 #[test]
@@ -307,7 +313,7 @@ fn unknown_pre_tokenizer_is_a_clear_error() {
 /// directories `write_hf_tokenizer` wrote (AutoTokenizer loads them and
 /// encodes the samples as its GGUF import does); our writer must still
 /// produce those exact files.
-fn assert_written_as_judged(gguf: &Path, verdict_key: &str) {
+fn assert_written_as_judged(meta: &Metadata, verdict_key: &str) {
     let verdict: Json = serde_json::from_slice(
         &std::fs::read(common::fixture("tokenizer/transformers-check.json")).unwrap(),
     )
@@ -322,7 +328,7 @@ fn assert_written_as_judged(gguf: &Path, verdict_key: &str) {
         assert_eq!(v[k], Json::Bool(true), "{verdict_key}: {k}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let written = tokenizer::write_hf_tokenizer(&metadata_of(gguf), dir.path()).unwrap();
+    let written = tokenizer::write_hf_tokenizer(meta, dir.path()).unwrap();
     let files = v["files_sha256"].as_object().unwrap();
     assert_eq!(written.len(), files.len());
     for p in written {
@@ -338,7 +344,9 @@ fn assert_written_as_judged(gguf: &Path, verdict_key: &str) {
 #[test]
 fn tiny_llama_written_files_are_the_judged_ones() {
     assert_written_as_judged(
-        &common::fixture("tokenizer/tiny-llama-spm/converter-vocab.gguf"),
+        &metadata_of(&common::fixture(
+            "tokenizer/tiny-llama-spm/converter-vocab.gguf",
+        )),
         "converter-vocab.gguf",
     );
 }
@@ -346,7 +354,7 @@ fn tiny_llama_written_files_are_the_judged_ones() {
 #[test]
 fn smollm2_written_files_are_the_judged_ones() {
     let Some(p) = common::smollm2() else { return };
-    assert_written_as_judged(&p, "SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert_written_as_judged(&metadata_of(&p), "SmolLM2-135M-Instruct.Q4_1.gguf");
 }
 
 #[test]

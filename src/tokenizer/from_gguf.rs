@@ -2,7 +2,8 @@
 //! special_tokens_map.json) transformers' GGUF import builds.
 //!
 //! transformers picks its converter by `general.architecture`, not by
-//! `tokenizer.ggml.model`: for `llama` it is `GGUFLlamaConverter`, which
+//! `tokenizer.ggml.model`: for `qwen2`/`qwen3` it is `GGUFQwen2Converter`
+//! (byte-level BPE as Qwen ships it); for `llama` it is `GGUFLlamaConverter`, which
 //! makes a BPE with byte fallback either way and, for a `gpt2` tokenizer
 //! (Llama-3, SmolLM), swaps in the byte-level pre-tokenizer and decoder. It
 //! ignores `tokenizer.ggml.pre` and `add_bos_token` (LlamaTokenizerFast always

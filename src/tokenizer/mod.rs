@@ -21,7 +21,8 @@
 //! * llama.cpp `src/llama-vocab.cpp`: what the loader requires (token types
 //!   as INT32, ids as UINT32, merges for `gpt2`, known `pre` names).
 //! * transformers `integrations/ggml.py` (`GGUFTokenizerSkeleton`,
-//!   `GGUFLlamaConverter`, `GGUF_TO_FAST_CONVERTERS`) and
+//!   `GGUFLlamaConverter`, `GGUFQwen2Converter`, `GGUF_TO_FAST_CONVERTERS`),
+//!   `convert_slow_tokenizer.py` (`Qwen2Converter`) and
 //!   `models/llama/tokenization_llama_fast.py` (`update_post_processor`).
 
 mod from_gguf;

@@ -244,8 +244,11 @@ def goldens(smollm2_gguf, smollm2_hf):
                 gguf_path = os.path.join(FIXTURE, "converter-vocab.gguf")
                 shutil.copyfile(conv, gguf_path)
             if name == "smollm2-gpt2-qwen2":
-                # transformers' Qwen2 import of the converter's own qwen2 GGUF.
-                gguf_path = conv
+                # transformers' Qwen2 import of the converter's own qwen2 GGUF,
+                # kept (2 MB, not committed) for `check`.
+                os.makedirs(os.path.join(ROOT, "target"), exist_ok=True)
+                gguf_path = os.path.join(ROOT, "target", "smollm2-gpt2-qwen2-vocab.gguf")
+                shutil.copyfile(conv, gguf_path)
             tok = gguf_import(gguf_path)
             backend = json.loads(tok.backend_tokenizer.to_str())
             golden = {
