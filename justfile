@@ -47,3 +47,15 @@ fixtures python="python3":
     cargo build --release && {{python}} tests/oracle/check_bnb_load.py
     {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-qwen2-llmtool-sharded fixtures/models/tiny-qwen2 --record fixtures/models/tiny-qwen2-llmtool-sharded/transformers-check.json
     {{python}} tests/oracle/llama_cpp_buffers.py "$(tests/oracle/build_llama_cpp.sh)" "$(scripts/smollm2.sh)" target/llmtool-cache/vram-oracle fixtures/vram/llama_cpp_buffers.json
+    # Tokenizer bridge (needs the llama.cpp tree: $LLAMA_CPP, default /work/llama.cpp).
+    {{python}} tests/oracle/smollm2_hf.py "$(scripts/smollm2.sh)" target/smollm2-hf
+    {{python}} tests/oracle/tokenizer_goldens.py fixture
+    {{python}} tests/oracle/tokenizer_goldens.py goldens "$(scripts/smollm2.sh)" target/smollm2-hf
+    {{python}} tests/oracle/tokenizer_goldens.py pre-table
+    cargo run --release --example hf_tokenizer -- fixtures/tokenizer/tiny-llama-spm/converter-vocab.gguf fixtures/tokenizer/tiny-llama-spm-llmtool
+    cargo run --release --example hf_tokenizer -- "$(scripts/smollm2.sh)" target/tok-smollm2-llmtool
+    rm -f fixtures/tokenizer/transformers-check.json
+    {{python}} tests/oracle/tokenizer_goldens.py check fixtures/tokenizer/tiny-llama-spm-llmtool fixtures/tokenizer/tiny-llama-spm/converter-vocab.gguf --record fixtures/tokenizer/transformers-check.json
+    {{python}} tests/oracle/tokenizer_goldens.py check target/tok-smollm2-llmtool "$(scripts/smollm2.sh)" --record fixtures/tokenizer/transformers-check.json
+    cargo run --release --example hf_tokenizer -- target/smollm2-gpt2-qwen2-vocab.gguf target/tok-qwen2-llmtool
+    {{python}} tests/oracle/tokenizer_goldens.py check target/tok-qwen2-llmtool target/smollm2-gpt2-qwen2-vocab.gguf --record fixtures/tokenizer/transformers-check.json

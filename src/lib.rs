@@ -6,7 +6,8 @@
 //! Data flows from [`store`] (memory-mapped tensors from safetensors, GGUF,
 //! the Hugging Face cache) through [`quant`] (block layouts, dequantization)
 //! into the analyses ([`arch`], [`inspect`]) and back out through the
-//! streaming writers in [`store`].
+//! streaming writers in [`store`]. [`tokenizer`] carries tokenizers across the
+//! HF ↔ GGUF bridge.
 
 pub mod arch;
 pub mod bnb;
@@ -22,3 +23,4 @@ pub mod quant;
 pub mod quantize;
 pub mod store;
 pub mod stream;
+pub mod tokenizer;

@@ -3,10 +3,10 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use llmtool::convert::to_hf;
 use llmtool::bnb::{self, BnbFormat, BnbOptions};
+use llmtool::convert::to_hf;
 use llmtool::lora::Adapter;
 use llmtool::merge::{self, MergeOptions, WeightedAdapter};
 use llmtool::plan::{self, catalog, Engine, Format, ModelSpec};

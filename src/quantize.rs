@@ -58,7 +58,11 @@ pub fn tokenizer_metadata(
     let dir = if model.root.is_dir() {
         model.root.clone()
     } else {
-        model.root.parent().map(Path::to_path_buf).unwrap_or_default()
+        model
+            .root
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     };
     crate::tokenizer::gguf_metadata_from_hf(&dir, pre)
         .map_err(|e| ToGgufError::Refused(format!("tokenizer: {e}")))

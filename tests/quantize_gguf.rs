@@ -59,8 +59,14 @@ fn smollm2_quantizes_like_llama_cpp() {
             name: Some(name.to_string()),
             progress: false,
         };
-        to_gguf(&model, ft, llmtool::quantize::tokenizer_metadata(&model, None).unwrap(), &opts, false)
-            .unwrap();
+        to_gguf(
+            &model,
+            ft,
+            llmtool::quantize::tokenizer_metadata(&model, None).unwrap(),
+            &opts,
+            false,
+        )
+        .unwrap();
         let ours = Model::open(out.to_str().unwrap()).unwrap();
         let meta = ours.gguf.as_ref().unwrap();
         for (k, v) in meta.entries() {
@@ -68,16 +74,26 @@ fn smollm2_quantizes_like_llama_cpp() {
                 continue;
             }
             let w = &want["metadata"][k];
-            assert_eq!(w["type"], serde_json::to_value(v.value_type()).unwrap(), "{label} {k} type");
+            assert_eq!(
+                w["type"],
+                serde_json::to_value(v.value_type()).unwrap(),
+                "{label} {k} type"
+            );
             if v.value_type() != llmtool::store::gguf::ValueType::Array {
                 let (a, b) = (value_json(v), w["value"].clone());
                 match (a.as_f64(), b.as_f64()) {
-                    (Some(x), Some(y)) => assert!((x - y).abs() <= 1e-12 * y.abs(), "{label} {k}: {x} vs {y}"),
+                    (Some(x), Some(y)) => {
+                        assert!((x - y).abs() <= 1e-12 * y.abs(), "{label} {k}: {x} vs {y}")
+                    }
                     _ => assert_eq!(a, b, "{label} {k}"),
                 }
             }
         }
-        let want_keys = want["metadata"].as_object().unwrap().keys().filter(|k| !k.starts_with("tokenizer."));
+        let want_keys = want["metadata"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| !k.starts_with("tokenizer."));
         for k in want_keys {
             assert!(meta.get(k).is_some(), "{label}: missing metadata {k}");
         }
@@ -85,7 +101,12 @@ fn smollm2_quantizes_like_llama_cpp() {
         assert_eq!(ours.tensors().len(), wt.len(), "{label}");
         for (t, w) in ours.tensors().iter().zip(wt) {
             assert_eq!(t.name, w["name"].as_str().unwrap(), "{label}: tensor order");
-            assert_eq!(t.dtype.to_string(), w["type"].as_str().unwrap(), "{label} {}", t.name);
+            assert_eq!(
+                t.dtype.to_string(),
+                w["type"].as_str().unwrap(),
+                "{label} {}",
+                t.name
+            );
             assert_eq!(
                 common::sha256_hex(ours.bytes(t)),
                 w["sha256"].as_str().unwrap(),
@@ -103,6 +124,10 @@ fn smollm2_quantizes_like_llama_cpp() {
             .args(&written)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -19,32 +19,6 @@ fn open() -> Option<Model> {
     Some(Model::open(p.to_str().unwrap()).unwrap())
 }
 
-/// The digest the oracle uses for long arrays (see smollm2_goldens.py).
-fn array_digest(items: &[Value]) -> String {
-    let mut bytes = Vec::new();
-    for (i, v) in items.iter().enumerate() {
-        match v {
-            Value::F32(x) => bytes.extend_from_slice(&x.to_le_bytes()),
-            Value::F64(x) => bytes.extend_from_slice(&x.to_le_bytes()),
-            other => {
-                if i > 0 {
-                    bytes.push(0);
-                }
-                match other {
-                    Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
-                    Value::Bool(b) => bytes.extend_from_slice(b.to_string().as_bytes()),
-                    n => bytes.extend_from_slice(
-                        n.as_u64()
-                            .map_or_else(|| format!("{}", n.as_f64().unwrap()), |u| u.to_string())
-                            .as_bytes(),
-                    ),
-                }
-            }
-        }
-    }
-    common::sha256_hex(&bytes)
-}
-
 fn scalar_matches(v: &Value, want: &serde_json::Value) -> bool {
     match v {
         Value::String(s) => want.as_str() == Some(s),
@@ -79,7 +53,11 @@ fn metadata_matches_gguf_py() {
                 );
                 assert_eq!(items.len() as u64, w["len"].as_u64().unwrap(), "{k} length");
                 if let Some(d) = w.get("sha256") {
-                    assert_eq!(array_digest(items), d.as_str().unwrap(), "{k} contents");
+                    assert_eq!(
+                        common::array_digest(items),
+                        d.as_str().unwrap(),
+                        "{k} contents"
+                    );
                 } else {
                     let wv = w["value"].as_array().unwrap();
                     assert!(

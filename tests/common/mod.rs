@@ -140,3 +140,31 @@ pub fn json_output(cmd: &mut Command) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
 }
+
+/// The digest the oracle uses for long arrays (see smollm2_goldens.py).
+pub fn array_digest(items: &[llmtool::store::gguf::Value]) -> String {
+    let mut bytes = Vec::new();
+    for (i, v) in items.iter().enumerate() {
+        match v {
+            llmtool::store::gguf::Value::F32(x) => bytes.extend_from_slice(&x.to_le_bytes()),
+            llmtool::store::gguf::Value::F64(x) => bytes.extend_from_slice(&x.to_le_bytes()),
+            other => {
+                if i > 0 {
+                    bytes.push(0);
+                }
+                match other {
+                    llmtool::store::gguf::Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
+                    llmtool::store::gguf::Value::Bool(b) => {
+                        bytes.extend_from_slice(b.to_string().as_bytes())
+                    }
+                    n => bytes.extend_from_slice(
+                        n.as_u64()
+                            .map_or_else(|| format!("{}", n.as_f64().unwrap()), |u| u.to_string())
+                            .as_bytes(),
+                    ),
+                }
+            }
+        }
+    }
+    sha256_hex(&bytes)
+}
