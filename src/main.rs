@@ -108,6 +108,9 @@ enum Command {
         /// GGUF: tokenizer.ggml.pre for a byte-level BPE tokenizer whose pre-tokenizer llama.cpp's table does not know (e.g. llama-bpe, qwen2, smollm).
         #[arg(long)]
         pre: Option<String>,
+        /// GGUF: take the tokenizer.* metadata from this GGUF instead of the model's tokenizer files (e.g. the file a model was converted from).
+        #[arg(long, conflicts_with = "pre")]
+        tokenizer_from: Option<String>,
         /// bitsandbytes: modules to keep unquantized besides lm_head, as
         /// transformers matches llm_int8_skip_modules: a last name component
         /// (down_proj), a full module name, or a prefix path (model.layers.0). Repeatable.
@@ -354,6 +357,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             name,
             pre,
+            tokenizer_from,
             skip,
             blocksize,
             no_double_quant,
@@ -372,7 +376,14 @@ fn run(cli: Cli) -> Result<()> {
                         name,
                         progress: !json,
                     };
-                    let tokenizer = quantize::tokenizer_metadata(&m, pre.as_deref())?;
+                    let tokenizer = match &tokenizer_from {
+                        Some(t) => {
+                            let g = store::Model::open(t)
+                                .with_context(|| format!("cannot open --tokenizer-from '{t}'"))?;
+                            quantize::tokenizer_from_gguf(&m, &g)?
+                        }
+                        None => quantize::tokenizer_metadata(&m, pre.as_deref())?,
+                    };
                     let report = quantize::to_gguf(&m, ftype, tokenizer, &opts, dry_run)?;
                     for w in &report.warnings {
                         eprintln!("warning: {w}");

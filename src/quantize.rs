@@ -68,6 +68,43 @@ pub fn tokenizer_metadata(
         .map_err(|e| ToGgufError::Refused(format!("tokenizer: {e}")))
 }
 
+/// The `tokenizer.*` entries of another GGUF (`--tokenizer-from`), e.g. the
+/// original file a model was converted from, so that a GGUF → HF → GGUF
+/// round trip keeps llama.cpp's own tokenizer. The vocabulary must have as
+/// many tokens as `model` has embedding rows.
+pub fn tokenizer_from_gguf(
+    model: &Model,
+    gguf: &Model,
+) -> Result<Vec<(String, crate::store::gguf::Value)>, ToGgufError> {
+    let file = gguf.root.display().to_string();
+    let Some(meta) = gguf.gguf.as_ref() else {
+        return Err(ToGgufError::Refused(format!(
+            "{file}: --tokenizer-from needs a GGUF file"
+        )));
+    };
+    let entries: Vec<_> = meta
+        .entries()
+        .iter()
+        .filter(|(k, _)| k.starts_with("tokenizer."))
+        .cloned()
+        .collect();
+    let tokens = match meta.get("tokenizer.ggml.tokens") {
+        Some(crate::store::gguf::Value::Array(_, items)) => items.len() as u64,
+        _ => {
+            return Err(ToGgufError::Refused(format!(
+                "{file}: no tokenizer.ggml.tokens"
+            )))
+        }
+    };
+    let rows = crate::arch::detect(model).vocab.unwrap_or(tokens);
+    if rows != tokens {
+        return Err(ToGgufError::Refused(format!(
+            "{file}: its vocabulary has {tokens} tokens but the model's embedding has {rows} rows"
+        )));
+    }
+    Ok(entries)
+}
+
 /// Writes `model` as a GGUF of `format` at `opts.out` (or only plans it).
 pub fn to_gguf(
     model: &Model,
