@@ -95,6 +95,22 @@ fn smollm2_converts_to_gguf_py_values_in_hf_order() {
     assert!(a.tied_embeddings);
     assert_eq!(a.rope.theta, Some(100000.0));
     assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    // transformers judged exactly these files (tests/oracle/check_convert.py).
+    let verdict: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::fixture("convert/transformers-check.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(verdict["ok"], true, "{verdict}");
+    let files = verdict["files"].as_object().unwrap();
+    assert!(files.contains_key("tokenizer.json") && files.contains_key("config.json"));
+    for (name, sum) in files {
+        let bytes = std::fs::read(out.join(name)).unwrap();
+        assert_eq!(
+            &common::sha256_hex(&bytes),
+            sum,
+            "{name} changed since transformers judged it"
+        );
+    }
 }
 
 #[test]

@@ -104,6 +104,63 @@ pub struct GgufReport {
     pub warnings: Vec<String>,
 }
 
+/// The model card fields the converter copies into `general.*` (gguf-py
+/// `Metadata.load` reads README.md's YAML front matter; `set_gguf_meta_model`
+/// writes license, tags and languages in this order). Only the flat
+/// `key: value` and `key:` + `- item` forms model cards use are read.
+fn model_card_metadata(dir: &Path) -> Vec<(String, Value)> {
+    let Ok(text) = std::fs::read_to_string(dir.join("README.md")) else {
+        return Vec::new();
+    };
+    let mut lines = text.lines();
+    if lines.next().map(str::trim) != Some("---") {
+        return Vec::new();
+    }
+    let mut fields: Vec<(String, Vec<String>)> = Vec::new();
+    for line in lines {
+        if line.trim() == "---" {
+            break;
+        }
+        let unquote = |v: &str| v.trim().trim_matches('"').trim_matches('\'').to_string();
+        if let Some(item) = line.trim_start().strip_prefix("- ") {
+            if let Some((_, items)) = fields.last_mut() {
+                items.push(unquote(item));
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            if !line.starts_with(' ') {
+                let v = v.trim();
+                let items = if v.is_empty() {
+                    vec![]
+                } else {
+                    vec![unquote(v)]
+                };
+                fields.push((k.trim().to_string(), items));
+            }
+        }
+    }
+    let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
+    let strings = |v: Vec<String>| {
+        Value::Array(
+            crate::store::gguf::ValueType::String,
+            v.into_iter().map(Value::String).collect(),
+        )
+    };
+    let mut out = Vec::new();
+    if let Some(l) = get("license").and_then(|v| v.into_iter().next()) {
+        out.push(("general.license".to_string(), Value::String(l)));
+    }
+    if let Some(t) = get("tags").filter(|t| !t.is_empty()) {
+        out.push(("general.tags".to_string(), strings(t)));
+    }
+    if let Some(l) = get("language")
+        .or_else(|| get("languages"))
+        .filter(|l| !l.is_empty())
+    {
+        out.push(("general.languages".to_string(), strings(l)));
+    }
+    out
+}
+
 fn rope_type_is_llama3(config: &serde_json::Value) -> bool {
     config
         .get("rope_scaling")
@@ -270,22 +327,13 @@ fn plan_hf(
     }
 
     let key = |s: &str| format!("{}.{s}", garch.name());
+    let dir = crate::hfdir::source_dir(model);
     let label = name.map(str::to_string).map(Ok).unwrap_or_else(|| {
-        let dir = if model.root.is_dir() {
-            model.root.clone()
-        } else {
-            model
-                .root
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default()
-        };
         Err(dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into()))
     });
-    // The converter title-cases the directory name (gguf-py `Metadata`).
     let label = label.unwrap_or_else(|dir| title_words(&dir));
     let mut meta: Vec<(String, Value)> = vec![
         (
@@ -310,6 +358,7 @@ fn plan_hf(
         "general.size_label".into(),
         Value::String(size_label(total)),
     ));
+    meta.extend(model_card_metadata(&dir));
     for (hf, suffix, kind) in HPARAMS {
         // Prefer what the tensors say (arch::detect already warned on a lie).
         let derived = match *hf {
