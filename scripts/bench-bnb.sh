@@ -2,7 +2,7 @@
 # Benchmark for docs/PERFORMANCE.md: `llmtool quantize nf4|int8` next to
 # transformers + bitsandbytes (from_pretrained(quantization_config=...) on
 # CPU, then save_pretrained; scripts/bnb_anchor.py) in the same run, on
-# SmolLM2-135M in HF bf16 form (scripts/smollm2_hf.py) and on the synthetic
+# SmolLM2-135M in HF bf16 form (tests/oracle/smollm2_hf.py) and on the synthetic
 # 1B-shaped bf16 model. The anchor needs tests/oracle/requirements.txt:
 # ORACLE_PYTHON=/path/to/venv/bin/python.
 set -euo pipefail
@@ -10,14 +10,8 @@ export SYNTH_SIZE=1b
 source "$(dirname "${BASH_SOURCE[0]}")/bench-env.sh"
 opy="${ORACLE_PYTHON:-python3}"
 smol="$cache/smollm2-hf"
-[ -f "$smol/model.safetensors" ] || "$opy" scripts/smollm2_hf.py "$(scripts/smollm2.sh)" "$smol" >/dev/null 2>&1
+[ -f "$smol/model.safetensors" ] || "$opy" tests/oracle/smollm2_hf.py "$(scripts/smollm2.sh)" "$smol" >/dev/null 2>&1
 
-row() { # label, time file, command text
-  local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/{print $2}' "$2")
-  rss=$(awk -F': ' '/Maximum resident set size/{printf "%.1f MB", $2/1024}' "$2")
-  printf '| %s | `%s` | %s | %s |\n' "$1" "$3" "$wall" "$rss"
-}
 echo "| what | command | wall (m:ss) | peak RSS |"
 echo "|---|---|---|---|"
 for model in smollm2-hf "synth-1b"; do

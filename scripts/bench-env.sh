@@ -15,3 +15,11 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/oracle/requirements-gguf.txt safetensors==0.6.2
 fi
 py="$venv/bin/python"
+
+# One markdown table row from a `/usr/bin/time -v` report: label, time file, command text.
+row() { # label, time file, command text
+  local wall rss
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/{print $2}' "$2")
+  rss=$(awk -F': ' '/Maximum resident set size/{printf "%.1f MB", $2/1024}' "$2")
+  printf '| %s | `%s` | %s | %s |\n' "$1" "$3" "$wall" "$rss"
+}

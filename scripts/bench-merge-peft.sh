@@ -18,12 +18,6 @@ adapter="$cache/smollm2-r16"
 [ -f "$hf/model.safetensors" ] || "$oracle" tests/oracle/smollm2_hf.py "$(scripts/smollm2.sh)" "$hf" >/dev/null 2>&1
 [ -f "$adapter/adapter_model.safetensors" ] || "$oracle" tests/oracle/peft_merge_workflow.py "$hf" "$adapter" --make-adapter 16 >/dev/null 2>&1
 
-row() { # label, time file, command text
-  local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/{print $2}' "$2")
-  rss=$(awk -F': ' '/Maximum resident set size/{printf "%.1f MB", $2/1024}' "$2")
-  printf '| %s | `%s` | %s | %s |\n' "$1" "$3" "$wall" "$rss"
-}
 echo "threads: $threads"
 echo "| what | command | wall (m:ss) | peak RSS |"
 echo "|---|---|---|---|"

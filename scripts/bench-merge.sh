@@ -7,12 +7,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bench-env.sh"
 [ -f "$cache/synth-7b-lora/adapter_model.safetensors" ] || "$py" scripts/make_synth_adapter.py "$synth" "$cache/synth-7b-lora" >/dev/null
 
-row() { # label, time file, command text
-  local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/{print $2}' "$2")
-  rss=$(awk -F': ' '/Maximum resident set size/{printf "%.1f MB", $2/1024}' "$2")
-  printf '| %s | `%s` | %s | %s |\n' "$1" "$3" "$wall" "$rss"
-}
 echo "| what | command | wall (m:ss) | peak RSS |"
 echo "|---|---|---|---|"
 rm -rf "$cache/m7b" "$cache/cp7b"

@@ -20,12 +20,6 @@ hf="$cache/smollm2-hf-llmtool"
 work="$cache/bench-quantize"
 rm -rf "$work" && mkdir -p "$work"
 
-row() { # label, time file, command text
-  local wall rss
-  wall=$(awk -F': ' '/Elapsed \(wall clock\)/{print $2}' "$2")
-  rss=$(awk -F': ' '/Maximum resident set size/{printf "%.1f MB", $2/1024}' "$2")
-  printf '| %s | `%s` | %s | %s |\n' "$1" "$3" "$wall" "$rss"
-}
 echo "threads: $threads"
 echo "| what | command | wall (m:ss) | peak RSS |"
 echo "|---|---|---|---|"

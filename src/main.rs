@@ -345,6 +345,12 @@ fn parse_dtype(d: Option<String>) -> Option<store::DType> {
     })
 }
 
+/// `--max-shard-size` as transformers reads it.
+fn shard_size(s: &str) -> Result<u64> {
+    parse_size(s)
+        .with_context(|| format!("--max-shard-size '{s}' is not a size like 5GB, 500MB or 2GiB"))
+}
+
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
@@ -407,9 +413,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 Err(bformat) => {
-                    let max_shard_size = parse_size(&max_shard_size).with_context(|| {
-                        format!("--max-shard-size '{max_shard_size}' is not a size like 5GB, 500MB or 2GiB")
-                    })?;
+                    let max_shard_size = shard_size(&max_shard_size)?;
                     let defaults = BnbOptions::new(out);
                     let opts = BnbOptions {
                         torch_threads: torch_threads.unwrap_or(defaults.torch_threads),
@@ -450,9 +454,7 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
             json,
         } => {
-            let max_shard_size = parse_size(&max_shard_size).with_context(|| {
-                format!("--max-shard-size '{max_shard_size}' is not a size like 5GB, 500MB or 2GiB")
-            })?;
+            let max_shard_size = shard_size(&max_shard_size)?;
             let m = store::Model::open(&model)
                 .with_context(|| format!("cannot open model '{model}'"))?;
             let opts = to_hf::HfOptions {
@@ -520,9 +522,7 @@ fn run(cli: Cli) -> Result<()> {
             dry_run,
             json,
         }) => {
-            let max_shard_size = parse_size(&max_shard_size).with_context(|| {
-                format!("--max-shard-size '{max_shard_size}' is not a size like 5GB, 500MB or 2GiB")
-            })?;
+            let max_shard_size = shard_size(&max_shard_size)?;
             let model =
                 store::Model::open(&base).with_context(|| format!("cannot open base '{base}'"))?;
             let mut list = Vec::new();
