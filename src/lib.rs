@@ -10,6 +10,7 @@
 
 pub mod arch;
 pub mod convert;
+pub mod engine;
 pub mod inspect;
 pub mod interrupt;
 pub mod lora;

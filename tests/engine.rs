@@ -1,0 +1,154 @@
+//! The inference engine against transformers: logits and greedy tokens from
+//! goldens made by tests/oracle/engine_goldens.py (fixtures/engine/).
+
+mod common;
+
+use std::path::Path;
+
+use llmtool::engine::{Engine, Logits};
+use llmtool::store::Model;
+
+const TOL: f32 = 1e-3;
+
+fn golden(name: &str) -> serde_json::Value {
+    let p = common::fixture(&format!("engine/{name}.json"));
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Greedy decoding one token at a time through the KV cache.
+fn greedy(engine: &Engine, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = engine.new_cache();
+    let mut logits = engine
+        .forward(&mut [&mut cache], &[prompt], Logits::Last)
+        .unwrap()
+        .remove(0);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let tok = argmax(&logits);
+        out.push(tok);
+        logits = engine
+            .forward(&mut [&mut cache], &[&[tok]], Logits::Last)
+            .unwrap()
+            .remove(0);
+    }
+    out
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Checks one fixture golden: the requested logit rows within TOL and the
+/// 32 greedy tokens identical.
+fn check(case: &str, model_dir: &Path) {
+    let g = golden(case);
+    let model = Model::open(model_dir.to_str().unwrap()).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let input = ids(&g["input_ids"]);
+    let mut cache = engine.new_cache();
+    let all = engine
+        .forward(&mut [&mut cache], &[&input], Logits::All)
+        .unwrap()
+        .remove(0);
+    let vocab = engine.config.vocab;
+    for (pos, row) in g["rows"].as_object().unwrap() {
+        let p: usize = pos.parse().unwrap();
+        let want: Vec<f32> = row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let d = max_diff(&all[p * vocab..(p + 1) * vocab], &want);
+        eprintln!("{case}: position {p}: max abs diff {d:e}");
+        assert!(d <= TOL, "{case}: position {p}: max |Δlogit| {d}");
+    }
+    let want = ids(&g["greedy"]);
+    assert_eq!(greedy(&engine, &input, want.len()), want, "{case}: greedy tokens");
+}
+
+#[test]
+fn tiny_llama_f32() {
+    check("tiny-llama", &common::fixture("models/tiny-llama"));
+}
+
+#[test]
+fn tiny_qwen2_bf16_biases_tied() {
+    check("tiny-qwen2", &common::fixture("models/tiny-qwen2"));
+}
+
+#[test]
+fn tiny_llama_hd_f16_head_dim_96_gqa_4() {
+    check("tiny-llama-hd", &common::fixture("models/tiny-llama-hd"));
+}
+
+#[test]
+fn micro_bases() {
+    check("micro-llama", &common::fixture("lora/bases/micro-llama"));
+    check("micro-qwen2", &common::fixture("lora/bases/micro-qwen2"));
+}
+
+/// tiny-llama's weights under a rope_scaling config written by the oracle.
+fn with_config(case: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::fixture("models/tiny-llama/model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        common::fixture(&format!("engine/{case}/config.json")),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    check(case, dir.path());
+}
+
+#[test]
+fn rope_llama3_scaling() {
+    with_config("tiny-llama-rope-llama3");
+}
+
+#[test]
+fn rope_linear_scaling() {
+    with_config("tiny-llama-rope-linear");
+}
+
+/// A batch of sequences of different lengths gives each sequence the
+/// logits it gets alone, and prefill then decode equals one long prefill.
+#[test]
+fn batches_and_cache_agree_with_single_runs() {
+    let model = Model::open(common::fixture("models/tiny-qwen2").to_str().unwrap()).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let a: Vec<u32> = vec![1, 5, 9, 42, 7, 3, 100];
+    let b: Vec<u32> = vec![11, 64, 2];
+    let one = |t: &[u32]| {
+        let mut c = engine.new_cache();
+        engine.forward(&mut [&mut c], &[t], Logits::All).unwrap().remove(0)
+    };
+    let (mut ca, mut cb) = (engine.new_cache(), engine.new_cache());
+    let both = engine
+        .forward(&mut [&mut ca, &mut cb], &[&a, &b], Logits::All)
+        .unwrap();
+    assert!(max_diff(&both[0], &one(&a)) < 1e-5);
+    assert!(max_diff(&both[1], &one(&b)) < 1e-5);
+    // Continue sequence a by two tokens through the cache.
+    let more = engine
+        .forward(&mut [&mut ca], &[&[8, 9]], Logits::All)
+        .unwrap()
+        .remove(0);
+    let full = one(&[a.clone(), vec![8, 9]].concat());
+    let v = engine.config.vocab;
+    assert!(max_diff(&more, &full[a.len() * v..]) < 1e-5);
+    assert_eq!(ca.len(), a.len() + 2);
+}
