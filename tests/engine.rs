@@ -152,3 +152,50 @@ fn batches_and_cache_agree_with_single_runs() {
     assert!(max_diff(&more, &full[a.len() * v..]) < 1e-5);
     assert_eq!(ca.len(), a.len() + 2);
 }
+
+/// SmolLM2 against transformers' float32 run of the same GGUF (its own GGUF
+/// import): last-position logits within TOL, 32 greedy tokens identical.
+fn check_smollm2(model: &Model) {
+    let g = golden("smollm2");
+    let raw = std::fs::read(common::fixture("engine/smollm2-last.f32")).unwrap();
+    let want: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let engine = Engine::new(model).unwrap();
+    let input = ids(&g["input_ids"]);
+    let mut cache = engine.new_cache();
+    let last = engine
+        .forward(&mut [&mut cache], &[&input], Logits::Last)
+        .unwrap()
+        .remove(0);
+    let d = max_diff(&last, &want);
+    eprintln!("smollm2 ({:?}): max abs diff {d:e}", model.format);
+    assert!(d <= TOL, "smollm2: max |Δlogit| {d}");
+    let want = ids(&g["greedy"]);
+    assert_eq!(greedy(&engine, &input, want.len()), want, "smollm2 greedy tokens");
+}
+
+#[test]
+fn smollm2_gguf_q4_1_matches_transformers() {
+    let Some(p) = common::smollm2() else { return };
+    check_smollm2(&Model::open(p.to_str().unwrap()).unwrap());
+}
+
+#[test]
+fn smollm2_converted_hf_matches_transformers() {
+    use llmtool::convert::to_hf::{convert, HfOptions};
+    let Some(p) = common::smollm2() else { return };
+    let gguf = Model::open(p.to_str().unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hf");
+    let opts = HfOptions {
+        out: out.clone(),
+        dtype: None,
+        max_shard_size: 5_000_000_000,
+        progress: false,
+        command: "test".into(),
+    };
+    convert(&gguf, &opts, false).unwrap();
+    check_smollm2(&Model::open(out.to_str().unwrap()).unwrap());
+}
