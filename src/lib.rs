@@ -11,6 +11,7 @@
 pub mod arch;
 pub mod convert;
 pub mod engine;
+pub mod eval;
 pub mod inspect;
 pub mod interrupt;
 pub mod lora;

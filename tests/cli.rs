@@ -17,7 +17,11 @@ fn help_lists_only_working_subcommands() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["inspect-arch", "lora", "help"], "{text}");
+    assert_eq!(
+        commands,
+        ["inspect-arch", "convert", "lora", "generate", "eval", "help"],
+        "{text}"
+    );
     let out = llmtool().args(["inspect-arch", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -16,12 +16,19 @@ fn golden(name: &str) -> serde_json::Value {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Greedy decoding one token at a time through the KV cache.
@@ -68,13 +75,22 @@ fn check(case: &str, model_dir: &Path) {
     let vocab = engine.config.vocab;
     for (pos, row) in g["rows"].as_object().unwrap() {
         let p: usize = pos.parse().unwrap();
-        let want: Vec<f32> = row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let want: Vec<f32> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         let d = max_diff(&all[p * vocab..(p + 1) * vocab], &want);
         eprintln!("{case}: position {p}: max abs diff {d:e}");
         assert!(d <= TOL, "{case}: position {p}: max |Δlogit| {d}");
     }
     let want = ids(&g["greedy"]);
-    assert_eq!(greedy(&engine, &input, want.len()), want, "{case}: greedy tokens");
+    assert_eq!(
+        greedy(&engine, &input, want.len()),
+        want,
+        "{case}: greedy tokens"
+    );
 }
 
 #[test]
@@ -134,7 +150,10 @@ fn batches_and_cache_agree_with_single_runs() {
     let b: Vec<u32> = vec![11, 64, 2];
     let one = |t: &[u32]| {
         let mut c = engine.new_cache();
-        engine.forward(&mut [&mut c], &[t], Logits::All).unwrap().remove(0)
+        engine
+            .forward(&mut [&mut c], &[t], Logits::All)
+            .unwrap()
+            .remove(0)
     };
     let (mut ca, mut cb) = (engine.new_cache(), engine.new_cache());
     let both = engine
@@ -173,7 +192,11 @@ fn check_smollm2(model: &Model) {
     eprintln!("smollm2 ({:?}): max abs diff {d:e}", model.format);
     assert!(d <= TOL, "smollm2: max |Δlogit| {d}");
     let want = ids(&g["greedy"]);
-    assert_eq!(greedy(&engine, &input, want.len()), want, "smollm2 greedy tokens");
+    assert_eq!(
+        greedy(&engine, &input, want.len()),
+        want,
+        "smollm2 greedy tokens"
+    );
 }
 
 #[test]
@@ -198,4 +221,35 @@ fn smollm2_converted_hf_matches_transformers() {
     };
     convert(&gguf, &opts, false).unwrap();
     check_smollm2(&Model::open(out.to_str().unwrap()).unwrap());
+}
+
+/// `eval::perplexity` against llama-perplexity's method computed in torch
+/// (tests/oracle/engine_goldens.py `llama_perplexity`), with and without BOS.
+#[test]
+fn perplexity_matches_the_llama_cpp_method_in_torch() {
+    use llmtool::eval::{perplexity, EvalOptions};
+    let g = golden("ppl-tiny-llama");
+    let model = Model::open(common::fixture("models/tiny-llama").to_str().unwrap()).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let tokens = ids(&g["tokens"]);
+    let o = EvalOptions {
+        ctx: g["ctx"].as_u64().unwrap() as usize,
+        max_chunks: None,
+        progress: false,
+    };
+    for (key, bos) in [("with_bos", Some(1)), ("without_bos", None)] {
+        let r = perplexity(&engine, &tokens, bos, &o).unwrap();
+        let want = &g[key];
+        assert_eq!(r.scored as u64, want["scored"].as_u64().unwrap(), "{key}");
+        let (p, e) = (
+            want["ppl"].as_f64().unwrap(),
+            want["ppl_error"].as_f64().unwrap(),
+        );
+        assert!((r.ppl - p).abs() / p < 1e-5, "{key}: ppl {} vs {p}", r.ppl);
+        assert!(
+            (r.ppl_error - e).abs() / e < 1e-4,
+            "{key}: error {} vs {e}",
+            r.ppl_error
+        );
+    }
 }

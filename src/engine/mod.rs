@@ -20,6 +20,8 @@
 //! [`KvCache`]: every matrix product runs once over all their new tokens
 //! (prefill and calibration batches), attention runs per sequence.
 
+pub mod generate;
+pub mod text;
 pub mod weights;
 
 use rayon::prelude::*;
@@ -85,7 +87,7 @@ fn llama3_inv_freq(inv: &[f32], factor: f32, low: f32, high: f32, old_ctx: f32) 
         .map(|&f| {
             let wavelen = 2.0 * std::f32::consts::PI / f;
             let scaled = if wavelen > low_wavelen { f / factor } else { f };
-            let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+            let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
             if medium {
                 let smooth = (old_ctx / wavelen - low) / (high - low);
                 (1.0 - smooth) * scaled / factor + smooth * scaled
@@ -113,13 +115,14 @@ impl Config {
         .ok_or_else(|| {
             EngineError::Unsupported(format!(
                 "{file}: the engine runs llama, mistral and qwen2 models; this one is {:?}",
-                a.declared_family.as_deref().unwrap_or("of an undeclared family")
+                a.declared_family
+                    .as_deref()
+                    .unwrap_or("of an undeclared family")
             ))
         })?;
         let need = |what: &str, v: Option<u64>| {
-            v.map(|x| x as usize).ok_or_else(|| {
-                EngineError::Unsupported(format!("{file}: cannot tell the {what}"))
-            })
+            v.map(|x| x as usize)
+                .ok_or_else(|| EngineError::Unsupported(format!("{file}: cannot tell the {what}")))
         };
         let head_dim = need("head size", a.head_dim)?;
         let theta = a.rope.theta.unwrap_or(10000.0) as f32;
@@ -199,9 +202,11 @@ impl Config {
 fn special_ids(model: &Model) -> (Option<u32>, Vec<u32>) {
     let ids = |v: Option<&serde_json::Value>| -> Vec<u32> {
         match v {
-            Some(serde_json::Value::Array(a)) => {
-                a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect()
-            }
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect(),
             Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
             None => vec![],
         }
@@ -222,7 +227,10 @@ fn special_ids(model: &Model) -> (Option<u32>, Vec<u32>) {
             .and_then(|g| g.get(k))
             .or_else(|| model.config.as_ref().and_then(|c| c.get(k)))
     };
-    (ids(pick("bos_token_id")).first().copied(), ids(pick("eos_token_id")))
+    (
+        ids(pick("bos_token_id")).first().copied(),
+        ids(pick("eos_token_id")),
+    )
 }
 
 /// One decoder layer's weights.
@@ -269,7 +277,10 @@ impl KvCache {
     }
     /// Forgets every token, keeping the allocations.
     pub fn clear(&mut self) {
-        self.k.iter_mut().chain(self.v.iter_mut()).for_each(Vec::clear);
+        self.k
+            .iter_mut()
+            .chain(self.v.iter_mut())
+            .for_each(Vec::clear);
         self.len = 0;
     }
 }
@@ -310,14 +321,16 @@ impl<'m> Engine<'m> {
         let missing = |what: String| {
             EngineError::Unsupported(format!("{file}: the model has no {what} tensor"))
         };
-        let embed = Stored::new(model, embed.ok_or_else(|| missing("token embedding".into()))?)?;
+        let embed = Stored::new(
+            model,
+            embed.ok_or_else(|| missing("token embedding".into()))?,
+        )?;
         let norm = Stored::new(model, norm.ok_or_else(|| missing("final norm".into()))?)?.to_vec();
         let head = head.map(|t| Stored::new(model, t)).transpose()?;
         let mut layers = Vec::with_capacity(config.layers);
         for (i, p) in parts.iter().enumerate() {
             let get = |part: LayerPart| -> Result<Stored<'m>, EngineError> {
-                let t = p[part as usize]
-                    .ok_or_else(|| missing(format!("layer {i} {part:?}")))?;
+                let t = p[part as usize].ok_or_else(|| missing(format!("layer {i} {part:?}")))?;
                 Ok(Stored::new(model, t)?)
             };
             let opt = |part: LayerPart| -> Result<Option<Vec<f32>>, EngineError> {
@@ -390,7 +403,11 @@ impl<'m> Engine<'m> {
             want(format!("layer {i} down"), &l.down, c.hidden, c.ffn)?;
             vec_len(format!("layer {i} attention norm"), &l.attn_norm, c.hidden)?;
             vec_len(format!("layer {i} FFN norm"), &l.ffn_norm, c.hidden)?;
-            for (n, b, len) in [("q", &l.q_bias, q), ("k", &l.k_bias, kv), ("v", &l.v_bias, kv)] {
+            for (n, b, len) in [
+                ("q", &l.q_bias, q),
+                ("k", &l.k_bias, kv),
+                ("v", &l.v_bias, kv),
+            ] {
                 if let Some(b) = b {
                     vec_len(format!("layer {i} {n} bias"), b, len)?;
                 }
@@ -439,13 +456,13 @@ impl<'m> Engine<'m> {
             spans.push((off, t.len(), caches[s].len));
             off += t.len();
         }
-        let positions: Vec<usize> = spans
-            .iter()
-            .flat_map(|&(_, n, p0)| p0..p0 + n)
-            .collect();
+        let positions: Vec<usize> = spans.iter().flat_map(|&(_, n, p0)| p0..p0 + n).collect();
 
         let mut x = vec![0f32; total * d];
-        for (row, &t) in x.chunks_exact_mut(d).zip(tokens.iter().flat_map(|t| t.iter())) {
+        for (row, &t) in x
+            .chunks_exact_mut(d)
+            .zip(tokens.iter().flat_map(|t| t.iter()))
+        {
             self.embed.decode_rows(t as usize..t as usize + 1, row);
         }
         let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
@@ -504,7 +521,12 @@ impl<'m> Engine<'m> {
             };
             let rows = n - from;
             let mut h = vec![0f32; rows * d];
-            rms_norm(&x[(o + from) * d..(o + n) * d], &self.norm, c.norm_eps, &mut h);
+            rms_norm(
+                &x[(o + from) * d..(o + n) * d],
+                &self.norm,
+                c.norm_eps,
+                &mut h,
+            );
             let mut logits = vec![0f32; rows * c.vocab];
             matmul(self.head(), &h, rows, &mut logits);
             out.push(logits);

@@ -112,7 +112,8 @@ impl WeightMatrix for Stored<'_> {
             let tail = cs.remainder().len() / 4;
             for (c, xv) in cs.zip(xs) {
                 for l in 0..8 {
-                    let w = f32::from_le_bytes([c[4 * l], c[4 * l + 1], c[4 * l + 2], c[4 * l + 3]]);
+                    let w =
+                        f32::from_le_bytes([c[4 * l], c[4 * l + 1], c[4 * l + 2], c[4 * l + 3]]);
                     acc[l] += w * xv[l];
                 }
             }
@@ -155,16 +156,14 @@ const GEMM_ROWS: usize = 64;
 /// `out = W · x` for one input vector (`x.len() == cols`, `out.len() == rows`).
 pub fn matvec(w: &dyn WeightMatrix, x: &[f32], out: &mut [f32]) {
     let cols = w.cols();
-    out.par_chunks_mut(MATVEC_ROWS)
-        .enumerate()
-        .for_each_init(
-            || vec![0f32; cols],
-            |scratch, (i, o)| {
-                for (j, y) in o.iter_mut().enumerate() {
-                    *y = w.dot_row(i * MATVEC_ROWS + j, x, scratch);
-                }
-            },
-        );
+    out.par_chunks_mut(MATVEC_ROWS).enumerate().for_each_init(
+        || vec![0f32; cols],
+        |scratch, (i, o)| {
+            for (j, y) in o.iter_mut().enumerate() {
+                *y = w.dot_row(i * MATVEC_ROWS + j, x, scratch);
+            }
+        },
+    );
 }
 
 /// `out[t] = W · xs[t]` for `n` input vectors stored row-major in `xs`
@@ -245,8 +244,12 @@ mod tests {
     #[test]
     fn matmul_and_matvec_agree_with_a_naive_product() {
         let (rows, cols, n) = (150, 37, 5);
-        let v: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-        let xs: Vec<f32> = (0..n * cols).map(|i| ((i * 31) % 11) as f32 * 0.5).collect();
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+            .collect();
+        let xs: Vec<f32> = (0..n * cols)
+            .map(|i| ((i * 31) % 11) as f32 * 0.5)
+            .collect();
         let w = Dense { rows, cols, v };
         let mut out = vec![0f32; n * rows];
         matmul(&w, &xs, n, &mut out);
@@ -254,7 +257,9 @@ mod tests {
             let mut one = vec![0f32; rows];
             matvec(&w, &xs[t * cols..(t + 1) * cols], &mut one);
             for r in 0..rows {
-                let want: f32 = (0..cols).map(|k| w.v[r * cols + k] * xs[t * cols + k]).sum();
+                let want: f32 = (0..cols)
+                    .map(|k| w.v[r * cols + k] * xs[t * cols + k])
+                    .sum();
                 // Small integers and halves: every order of summation is exact.
                 assert_eq!(out[t * rows + r], want);
                 assert_eq!(one[r], want);

@@ -18,6 +18,10 @@ goldens), writes fixtures/engine/<case>.json:
 Models stored in bf16/f16 are loaded with torch_dtype=float32: the engine
 computes in f32 over the stored values, and so does transformers then.
 
+fixtures/engine/ppl-tiny-llama.json: tiny-llama's perplexity over 70 fixed
+token ids with ctx 16 (4 chunks), with BOS (id 1) and without, computed in
+torch by llama-perplexity's method (see `llama_perplexity`).
+
 With SMOLLM2_GGUF (scripts/smollm2.sh prints it), also writes
 fixtures/engine/smollm2.json (prompt text, its token ids from the tokenizer
 transformers builds from the GGUF, greedy tokens, margins) and
@@ -118,6 +122,41 @@ def fixture_case(name, rel, rope_scaling):
     print(name, "greedy", g[:8], "min margin", min(margins))
 
 
+def llama_perplexity(model, tokens, ctx, bos):
+    """llama-perplexity's method (tools/perplexity/perplexity.cpp), in torch:
+    chunks of ctx tokens, first token replaced by BOS when given, second
+    half scored, PPL = exp(mean NLL), error = PPL * sqrt(var / (n - 1))."""
+    nlls = []
+    first = ctx // 2
+    for i in range(len(tokens) // ctx):
+        chunk = list(tokens[i * ctx : (i + 1) * ctx])
+        if bos is not None:
+            chunk[0] = bos
+        with torch.no_grad():
+            logits = model(torch.tensor([chunk])).logits[0].double()
+        lp = torch.log_softmax(logits, dim=-1)
+        for j in range(first, ctx - 1):
+            nlls.append(-float(lp[j, chunk[j + 1]]))
+    nll = np.array(nlls)
+    mean = nll.mean()
+    var = (nll**2).mean() - mean**2
+    ppl = float(np.exp(mean))
+    return {"ppl": ppl, "ppl_error": float(np.sqrt(var / (len(nll) - 1)) * ppl), "scored": len(nll)}
+
+
+def ppl_case():
+    """Perplexity of tiny-llama on a fixed token stream, with and without BOS."""
+    model = load(os.path.join(ROOT, "fixtures/models/tiny-llama"), None)
+    g = torch.Generator().manual_seed(7)
+    tokens = [int(t) for t in torch.randint(2, 256, (70,), generator=g)]
+    golden = {"model": "fixtures/models/tiny-llama", "tokens": tokens, "ctx": 16, "bos": 1}
+    golden["with_bos"] = llama_perplexity(model, tokens, 16, 1)
+    golden["without_bos"] = llama_perplexity(model, tokens, 16, None)
+    with open(os.path.join(OUT, "ppl-tiny-llama.json"), "w") as f:
+        json.dump(golden, f, indent=1)
+    print("ppl", golden["with_bos"], golden["without_bos"])
+
+
 def smollm2(gguf):
     d, f = os.path.split(gguf)
     tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
@@ -145,6 +184,7 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     for case in CASES:
         fixture_case(*case)
+    ppl_case()
     if len(sys.argv) > 1:
         smollm2(sys.argv[1])
 
