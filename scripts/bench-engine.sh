@@ -11,8 +11,10 @@
 # default /work/oracle-venv/bin/python), and SmolLM2 in HF form ($SMOL_HF,
 # default /work/smollm2-hf: transformers' import of the PyPI GGUF, bf16).
 # Makes once, under target/llmtool-cache/smollm2/: smollm2-f16.gguf
-# (convert_hf_to_gguf.py --outtype f16), smollm2-Q4_K_M.gguf (llama-quantize)
-# and licenses.txt (the Debian license texts concatenated).
+# (convert_hf_to_gguf.py --outtype f16, then the original GGUF's tokenizer
+# keys grafted on by tests/oracle/smollm2_f16_gguf.py, since llama.cpp cannot
+# tokenize with the converter's), smollm2-Q4_K_M.gguf (llama-quantize) and
+# licenses.txt (the Debian license texts concatenated).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,7 +31,10 @@ mkdir -p "$dir"
 f16="$dir/smollm2-f16.gguf"
 q4="$dir/smollm2-Q4_K_M.gguf"
 text="$dir/licenses.txt"
-[ -s "$f16" ] || "$py" "$src/convert_hf_to_gguf.py" "$hf" --outtype f16 --outfile "$f16" >/dev/null 2>&1
+if [ ! -s "$f16" ]; then
+  "$py" "$src/convert_hf_to_gguf.py" "$hf" --outtype f16 --outfile "$dir/converted-f16.gguf" >/dev/null 2>&1
+  "$py" tests/oracle/smollm2_f16_gguf.py "$dir/converted-f16.gguf" "$(scripts/smollm2.sh)" "$f16"
+fi
 [ -s "$q4" ] || "$bin_dir/llama-quantize" "$f16" "$q4" Q4_K_M "$threads" >/dev/null 2>&1
 [ -s "$text" ] || cat /usr/share/common-licenses/{GPL-3,Apache-2.0,LGPL-3,MPL-2.0,Artistic,GFDL-1.3} > "$text"
 
@@ -39,6 +44,11 @@ for m in "$f16" "$q4"; do
   /usr/bin/time -f "llama-perplexity: %e s wall, %M KB max RSS" \
     "$bin_dir/llama-perplexity" -m "$m" -f "$text" -c 512 -t "$threads" 2>&1 \
     | grep -E "Final estimate|llama-perplexity:"
+  # Flash attention (on by default on CPU) moves llama.cpp's own result;
+  # without it llama.cpp agrees with transformers' f32 numbers.
+  /usr/bin/time -f "llama-perplexity -fa off: %e s wall, %M KB max RSS" \
+    "$bin_dir/llama-perplexity" -m "$m" -f "$text" -c 512 -t "$threads" -fa off 2>&1 \
+    | grep -E "Final estimate|llama-perplexity -fa off:"
   /usr/bin/time -f "llmtool eval ppl: %e s wall, %M KB max RSS" \
     "$llmtool" eval ppl "$m" --tokenizer "$hf" --text "$text" --ctx 512 --threads "$threads" 2>&1 \
     | grep -E "PPL|llmtool eval ppl:"
