@@ -38,5 +38,6 @@ fixtures python="python3":
     {{python}} tests/oracle/make_models.py
     {{python}} tests/oracle/make_quant_goldens.py
     {{python}} tests/oracle/smollm2_goldens.py "$(scripts/smollm2.sh)"
+    {{python}} tests/oracle/engine_goldens.py "$(scripts/smollm2.sh)"
     cargo run --release --example reshard_golden
     {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-qwen2-llmtool-sharded fixtures/models/tiny-qwen2 --record fixtures/models/tiny-qwen2-llmtool-sharded/transformers-check.json

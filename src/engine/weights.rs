@@ -125,9 +125,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     {
         use std::sync::OnceLock;
         static FMA: OnceLock<bool> = OnceLock::new();
-        if *FMA.get_or_init(|| {
-            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-        }) {
+        if *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+        {
             // SAFETY: the CPU supports the features the function is compiled for.
             return unsafe { dot_fma(a, b) };
         }
@@ -168,7 +167,11 @@ unsafe fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
         i += 32;
     }
     while i + 8 <= n {
-        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(i)),
+            _mm256_loadu_ps(pb.add(i)),
+            acc[0],
+        );
         i += 8;
     }
     let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
