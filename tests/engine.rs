@@ -253,3 +253,46 @@ fn perplexity_matches_the_llama_cpp_method_in_torch() {
         );
     }
 }
+
+/// The observer sees every linear layer's input: the Q input of layer 0 is
+/// the RMS-normed embedding, and each input has the layer's in_features.
+#[test]
+fn observer_sees_linear_inputs() {
+    use llmtool::arch::LayerPart;
+    let model = Model::open(common::fixture("lora/bases/micro-llama").to_str().unwrap()).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let c = engine.config.clone();
+    let toks = [3u32, 7, 11];
+    let mut seen = Vec::new();
+    let mut cache = engine.new_cache();
+    engine
+        .forward_observed(&mut [&mut cache], &[&toks], Logits::Last, &mut |l, p, x| {
+            seen.push((l, p, x.to_vec()))
+        })
+        .unwrap();
+    assert_eq!(seen.len(), 4 * c.layers);
+    for (_, p, x) in &seen {
+        let width = match p {
+            LayerPart::Q | LayerPart::Gate => c.hidden,
+            LayerPart::O => c.heads * c.head_dim,
+            LayerPart::Down => c.ffn,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(x.len(), toks.len() * width);
+    }
+    let emb = model
+        .read_f32(model.get("model.embed_tokens.weight").unwrap())
+        .unwrap();
+    let norm = model
+        .read_f32(model.get("model.layers.0.input_layernorm.weight").unwrap())
+        .unwrap();
+    let d = c.hidden;
+    for (t, &tok) in toks.iter().enumerate() {
+        let e = &emb[tok as usize * d..(tok as usize + 1) * d];
+        let ms = e.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        for i in 0..d {
+            let want = norm[i] * (e[i] / (ms + c.norm_eps).sqrt());
+            assert!((seen[0].2[t * d + i] - want).abs() < 1e-5);
+        }
+    }
+}

@@ -438,6 +438,26 @@ impl<'m> Engine<'m> {
         tokens: &[&[u32]],
         which: Logits,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.forward_observed(
+            caches,
+            tokens,
+            which,
+            &mut |_: usize, _: LayerPart, _: &[f32]| {},
+        )
+    }
+
+    /// [`Engine::forward`], also showing `observe` the input of every
+    /// linear layer (`[tokens, in_features]`, all sequences' new tokens in
+    /// order) before it is multiplied: what AWQ's activation statistics and
+    /// GPTQ's Hessians are built from. Q, K and V share one input, reported
+    /// once as [`LayerPart::Q`]; likewise gate and up as [`LayerPart::Gate`].
+    pub fn forward_observed(
+        &self,
+        caches: &mut [&mut KvCache],
+        tokens: &[&[u32]],
+        which: Logits,
+        observe: &mut dyn FnMut(usize, LayerPart, &[f32]),
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let c = &self.config;
         let d = c.hidden;
         let total: usize = tokens.iter().map(|t| t.len()).sum();
@@ -476,6 +496,7 @@ impl<'m> Engine<'m> {
         let mut up = vec![0f32; total * c.ffn];
         for (li, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, c.norm_eps, &mut xn);
+            observe(li, LayerPart::Q, &xn);
             matmul(&l.q, &xn, total, &mut q);
             matmul(&l.k, &xn, total, &mut k);
             matmul(&l.v, &xn, total, &mut v);
@@ -497,14 +518,17 @@ impl<'m> Engine<'m> {
                     &mut att[o * qd..(o + n) * qd],
                 );
             }
+            observe(li, LayerPart::O, &att);
             matmul(&l.o, &att, total, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
             rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut xn);
+            observe(li, LayerPart::Gate, &xn);
             matmul(&l.gate, &xn, total, &mut gate);
             matmul(&l.up, &xn, total, &mut up);
             gate.par_iter_mut().zip(&up).for_each(|(g, u)| {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             });
+            observe(li, LayerPart::Down, &gate);
             matmul(&l.down, &gate, total, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
         }
