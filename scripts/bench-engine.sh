@@ -61,6 +61,9 @@ for m in "$f16" "$q4"; do
   for r in 1 2 3; do
     "$llmtool" generate "$m" --tokenizer "$hf" --prompt "$prompt" --max-tokens 64 \
       --threads "$threads" --json 2>/dev/null \
-      | "$py" -c 'import json,sys; g=json.load(sys.stdin); print(f"llmtool generate: prompt {g[\"prompt_tokens\"]} tokens, prefill {g[\"prefill_tokens_per_second\"]:.1f} t/s, decode {len(g[\"tokens\"])} tokens {g[\"decode_tokens_per_second\"]:.1f} t/s")'
+      | "$py" -c 'import json, sys
+g = json.load(sys.stdin)
+print("llmtool generate: prompt %d tokens, prefill %.1f t/s, decode %d tokens %.1f t/s" % (
+    g["prompt_tokens"], g["prefill_tokens_per_second"], len(g["tokens"]), g["decode_tokens_per_second"]))'
   done
 done
