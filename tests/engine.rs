@@ -170,6 +170,12 @@ fn batches_and_cache_agree_with_single_runs() {
     let v = engine.config.vocab;
     assert!(max_diff(&more, &full[a.len() * v..]) < 1e-5);
     assert_eq!(ca.len(), a.len() + 2);
+    // Asking for no rows gives none (and does not panic).
+    let mut c = engine.new_cache();
+    let none = engine
+        .forward(&mut [&mut c], &[&b], Logits::From(3))
+        .unwrap();
+    assert!(none[0].is_empty());
 }
 
 /// SmolLM2 against transformers' float32 run of the same GGUF (its own GGUF

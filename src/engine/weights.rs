@@ -210,8 +210,10 @@ pub fn matmul(w: &dyn WeightMatrix, xs: &[f32], n: usize, out: &mut [f32]) {
     let (rows, cols) = (w.rows(), w.cols());
     debug_assert_eq!(xs.len(), n * cols);
     debug_assert_eq!(out.len(), n * rows);
-    if n == 1 {
-        return matvec(w, xs, out);
+    match n {
+        0 => return,
+        1 => return matvec(w, xs, out),
+        _ => {}
     }
     // Tiles compute outᵀ (rows × n) so each task owns contiguous memory.
     let mut out_t = vec![0f32; rows * n];
