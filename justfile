@@ -42,6 +42,7 @@ fixtures python="python3":
     {{python}} tests/oracle/make_quantize_goldens.py target/llmtool-cache/llama.cpp
     {{python}} tests/oracle/make_ftype_goldens.py target/llmtool-cache/llama.cpp "$(scripts/smollm2.sh)"
     {{python}} tests/oracle/smollm2_goldens.py "$(scripts/smollm2.sh)"
+    {{python}} tests/oracle/engine_goldens.py "$(scripts/smollm2.sh)"
     cargo run --release --example reshard_golden
     {{python}} tests/oracle/bnb_goldens.py
     cargo build --release && {{python}} tests/oracle/check_bnb_load.py

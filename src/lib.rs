@@ -12,6 +12,8 @@
 pub mod arch;
 pub mod bnb;
 pub mod convert;
+pub mod engine;
+pub mod eval;
 pub mod hfdir;
 pub mod inspect;
 pub mod interrupt;

@@ -12,7 +12,7 @@ use llmtool::merge::{self, MergeOptions, WeightedAdapter};
 use llmtool::plan::{self, catalog, Engine, Format, ModelSpec};
 use llmtool::quant::ftype::FileType;
 use llmtool::store::safetensors::parse_size;
-use llmtool::{arch, inspect, interrupt, quantize, store};
+use llmtool::{arch, engine, eval, inspect, interrupt, quantize, store};
 
 /// From fine-tuned adapter to deployed artifact.
 #[derive(Parser)]
@@ -226,6 +226,117 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text with the built-in CPU engine, streamed to stdout.
+    ///
+    /// Runs llama, mistral and qwen2 models in f32 straight over their stored
+    /// weights (f32, f16, bf16, GGUF Q4_0…Q8_0 and k-quants) without
+    /// dequantizing the whole model. Prints prefill and decode tokens/s on
+    /// stderr at the end. A GGUF model's tokenizer is built from its own
+    /// vocabulary unless --tokenizer names a Hugging Face directory.
+    #[command(after_help = "Examples:\n  \
+        llmtool generate ./smollm2-hf --prompt 'The capital of France is' --max-tokens 32\n  \
+        llmtool generate ./smollm2-hf --chat --prompt 'Write a haiku about Rust' --temp 0.7 --top-p 0.9 --seed 1\n  \
+        llmtool generate model.Q4_K_M.gguf --tokenizer ./hf --prompt 'Hello' --threads 2")]
+    Generate {
+        /// Model directory, file, or cached repo id.
+        model: String,
+        /// The prompt text.
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt in the model's chat template as one user turn.
+        #[arg(long)]
+        chat: bool,
+        /// System message for --chat.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+        /// Tokens to generate at most (stops earlier at end-of-sequence).
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Sampling temperature; 0 is greedy.
+        #[arg(long = "temp", default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Seed of the sampler.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Print the generation (tokens, text, speeds) as JSON instead of streaming.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure a model's quality on a text: perplexity, KL divergence.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+/// Options shared by every command that runs the engine.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Hugging Face directory (or tokenizer.json) holding the tokenizer; default: the model's directory.
+    #[arg(long)]
+    tokenizer: Option<std::path::PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// Chunking options shared by the evaluations.
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// Text file to evaluate on.
+    #[arg(long)]
+    text: std::path::PathBuf,
+    /// Tokens per chunk (llama-perplexity's -c).
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Evaluate only the first N chunks.
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Perplexity on a text, computed the way llama-perplexity does.
+    ///
+    /// Tokenizes the whole text (with BOS when the tokenizer adds it), cuts it
+    /// into chunks of --ctx tokens, starts each chunk with BOS, and scores the
+    /// second half of every chunk. Numbers are comparable with llama.cpp's.
+    #[command(after_help = "Examples:\n  \
+        llmtool eval ppl ./smollm2-hf --text wiki.test.raw\n  \
+        llmtool eval ppl model.Q4_K_M.gguf --tokenizer ./hf --text corpus.txt --ctx 512 --json")]
+    Ppl {
+        /// Model directory, file, or cached repo id.
+        model: String,
+        #[command(flatten)]
+        eval: EvalArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// KL divergence of OTHER's token distributions from BASE's, and top-1 agreement.
+    ///
+    /// Both models see the same chunks as `eval ppl`; per scored position the
+    /// KL divergence KL(BASE || OTHER) is computed over the whole vocabulary.
+    /// The two may be in any formats (e.g. an HF directory and a Q4_K_M GGUF)
+    /// but must share the tokenizer, which is BASE's (or --tokenizer).
+    #[command(after_help = "Examples:\n  \
+        llmtool eval kld ./smollm2-hf model.Q4_K_M.gguf --text corpus.txt\n  \
+        llmtool eval kld model-f16.gguf model.Q4_K_M.gguf --tokenizer ./hf --text corpus.txt --json")]
+    Kld {
+        /// The reference model.
+        base: String,
+        /// The model compared against it.
+        other: String,
+        #[command(flatten)]
+        eval: EvalArgs,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -351,6 +462,45 @@ fn shard_size(s: &str) -> Result<u64> {
         .with_context(|| format!("--max-shard-size '{s}' is not a size like 5GB, 500MB or 2GiB"))
 }
 
+/// Sizes rayon's pool; called once, before any parallel work.
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot start the thread pool")?;
+    }
+    Ok(())
+}
+
+fn open_model(spec: &str) -> Result<store::Model> {
+    store::Model::open(spec).with_context(|| format!("cannot open model '{spec}'"))
+}
+
+/// Opens the text file of an evaluation and tokenizes it, BOS in front when
+/// llama.cpp would put it there for `model`.
+fn eval_tokens(
+    text: &engine::text::Text,
+    model: &store::Model,
+    e: &EvalArgs,
+) -> Result<(Vec<u32>, Option<u32>)> {
+    let raw = std::fs::read_to_string(&e.text)
+        .with_context(|| format!("cannot read text file {}", e.text.display()))?;
+    let bos = text.bos_for(model)?;
+    Ok((text.encode_with_bos(&raw, bos)?, bos))
+}
+
+fn eval_options(e: &EvalArgs) -> eval::EvalOptions {
+    eval::EvalOptions {
+        ctx: e.ctx,
+        max_chunks: e.chunks,
+        progress: !e.json,
+    }
+}
+
 fn command_line() -> String {
     std::env::args().collect::<Vec<_>>().join(" ")
 }
@@ -444,6 +594,138 @@ fn run(cli: Cli) -> Result<()> {
                         );
                     }
                 }
+            }
+        }
+        Command::Generate {
+            model,
+            prompt,
+            chat,
+            system,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            run,
+            json,
+        } => {
+            set_threads(run.threads)?;
+            let valid = top_p > 0.0 && top_p <= 1.0 && temperature >= 0.0;
+            if !valid {
+                anyhow::bail!("--top-p must be in (0, 1] and --temp at least 0");
+            }
+            let m = open_model(&model)?;
+            let text = engine::text::Text::load(&m, run.tokenizer.as_deref())?;
+            let eng = engine::Engine::new(&m)?;
+            let ids = if chat {
+                text.encode(&text.chat_prompt(&prompt, system.as_deref())?, false)?
+            } else {
+                text.encode(&prompt, true)?
+            };
+            let sampling = engine::generate::Sampling {
+                max_tokens,
+                temperature,
+                top_p,
+                seed,
+            };
+            // Stream: print the text of all tokens so far minus what was
+            // printed, holding back an incomplete UTF-8 sequence.
+            let mut printed = 0usize;
+            let mut so_far = Vec::new();
+            let mut stdout = std::io::stdout();
+            let g = engine::generate::generate(&eng, &ids, &sampling, |tok| {
+                if json {
+                    return;
+                }
+                so_far.push(tok);
+                if let Ok(s) = text.decode(&so_far) {
+                    if s.len() > printed && !s.ends_with('\u{FFFD}') {
+                        use std::io::Write;
+                        let _ = write!(stdout, "{}", &s[printed..]);
+                        let _ = stdout.flush();
+                        printed = s.len();
+                    }
+                }
+            })?;
+            let out = text.decode(&g.tokens)?;
+            if json {
+                let mut v = serde_json::to_value(&g)?;
+                v["text"] = out.into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                if out.len() > printed {
+                    print!("{}", &out[printed..]);
+                }
+                println!();
+                eprintln!(
+                    "prefill: {} tokens, {:.1} tokens/s; decode: {} tokens, {:.1} tokens/s (stopped at {})",
+                    g.prompt_tokens,
+                    g.prefill_tokens_per_second,
+                    g.tokens.len(),
+                    g.decode_tokens_per_second,
+                    g.stop
+                );
+            }
+        }
+        Command::Eval(EvalCommand::Ppl {
+            model,
+            eval: e,
+            run,
+        }) => {
+            set_threads(run.threads)?;
+            let m = open_model(&model)?;
+            let text = engine::text::Text::load(&m, run.tokenizer.as_deref())?;
+            let eng = engine::Engine::new(&m)?;
+            let (tokens, bos) = eval_tokens(&text, &m, &e)?;
+            let r = eval::perplexity(&eng, &tokens, bos, &eval_options(&e))?;
+            if e.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "PPL = {:.4} +/- {:.5}  ({} chunks of {} tokens, {} scored, {:.0} tokens/s)",
+                    r.ppl, r.ppl_error, r.chunks, r.ctx, r.scored, r.tokens_per_second
+                );
+            }
+        }
+        Command::Eval(EvalCommand::Kld {
+            base,
+            other,
+            eval: e,
+            run,
+        }) => {
+            set_threads(run.threads)?;
+            let mb = open_model(&base)?;
+            let mo = open_model(&other)?;
+            let text = engine::text::Text::load(&mb, run.tokenizer.as_deref())?;
+            let eb = engine::Engine::new(&mb)?;
+            let eo = engine::Engine::new(&mo)?;
+            let (tokens, bos) = eval_tokens(&text, &mb, &e)?;
+            let r = eval::kl_divergence(&eb, &eo, &tokens, bos, &eval_options(&e))?;
+            if e.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let mut t = comfy_table::Table::new();
+                t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+                t.set_header(vec!["statistic", "value"]);
+                t.add_row(vec![
+                    "chunks × ctx".into(),
+                    format!("{} × {}", r.chunks, r.ctx),
+                ]);
+                t.add_row(vec!["scored positions".into(), r.scored.to_string()]);
+                t.add_row(vec!["PPL(base)".into(), format!("{:.4}", r.ppl_base)]);
+                t.add_row(vec!["PPL(other)".into(), format!("{:.4}", r.ppl_other)]);
+                t.add_row(vec![
+                    "mean KLD".into(),
+                    format!("{:.6} ± {:.6}", r.kld_mean, r.kld_error),
+                ]);
+                t.add_row(vec!["max KLD".into(), format!("{:.6}", r.kld_max)]);
+                for (p, v) in &r.kld_percentiles {
+                    t.add_row(vec![format!("KLD {p}%"), format!("{v:.6}")]);
+                }
+                t.add_row(vec![
+                    "same top-1".into(),
+                    format!("{:.3} %", 100.0 * r.top1_agreement),
+                ]);
+                println!("{t}");
             }
         }
         Command::Convert {

@@ -25,6 +25,8 @@ fn help_lists_only_working_subcommands() {
             "quantize",
             "lora",
             "vram-plan",
+            "generate",
+            "eval",
             "help"
         ],
         "{text}"
@@ -233,4 +235,137 @@ fn vram_plan_json_and_errors() {
         ],
         "vllm does not load q4_k_m",
     );
+}
+
+/// tiny-llama with a word-level tokenizer ("wN" is id N), so the CLI can be
+/// run end to end on a fixture model and checked against its goldens.
+fn tiny_llama_with_tokenizer() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(
+            common::fixture(&format!("models/tiny-llama/{f}")),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..256).map(|i| (format!("w{i}"), i.into())).collect();
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
+    });
+    std::fs::write(dir.path().join("tokenizer.json"), tok.to_string()).unwrap();
+    dir
+}
+
+fn words(ids: &serde_json::Value) -> String {
+    ids.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn golden(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(common::fixture(&format!("engine/{name}.json"))).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn generate_and_eval_ppl_run_end_to_end() {
+    let dir = tiny_llama_with_tokenizer();
+    let model = dir.path().to_str().unwrap();
+    let g = golden("tiny-llama");
+    let out = llmtool()
+        .args(["generate", model, "--prompt", &words(&g["input_ids"])])
+        .args(["--max-tokens", "32", "--threads", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = v["tokens"].as_array().unwrap();
+    let want = g["greedy"].as_array().unwrap();
+    assert!(
+        !got.is_empty() && want.starts_with(got),
+        "{got:?} vs {want:?}"
+    );
+    assert!(v["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+
+    let p = golden("ppl-tiny-llama");
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, words(&p["tokens"])).unwrap();
+    let out = llmtool()
+        .args(["eval", "ppl", model, "--ctx", "16", "--json", "--text"])
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // No post-processor: no BOS, as llama.cpp would do for this tokenizer.
+    let want = p["without_bos"]["ppl"].as_f64().unwrap();
+    assert!(
+        (v["ppl"].as_f64().unwrap() - want).abs() / want < 1e-5,
+        "{v}"
+    );
+
+    // A model against itself: zero divergence, full agreement.
+    let out = llmtool()
+        .args([
+            "eval", "kld", model, model, "--ctx", "16", "--json", "--text",
+        ])
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kld_mean"].as_f64().unwrap(), 0.0, "{v}");
+    assert_eq!(v["top1_agreement"].as_f64().unwrap(), 1.0, "{v}");
+
+    fails_with(
+        &[
+            "eval",
+            "ppl",
+            model,
+            "--ctx",
+            "64",
+            "--text",
+            text.to_str().unwrap(),
+        ],
+        "needs at least 128",
+    );
+    fails_with(
+        &["generate", model, "--prompt", "w1", "--top-p", "0"],
+        "--top-p must be in (0, 1]",
+    );
+}
+
+#[test]
+fn a_gguf_generates_with_its_own_vocabulary() {
+    let Some(g) = common::smollm2() else { return };
+    let v = common::json_output(llmtool().args([
+        "generate",
+        g.to_str().unwrap(),
+        "--prompt",
+        "The capital of France is",
+        "--max-tokens",
+        "2",
+        "--json",
+    ]));
+    assert_eq!(v["prompt_tokens"], 6, "{v}");
+    assert_eq!(v["text"], " Paris.", "{v}");
 }

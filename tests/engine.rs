@@ -1,0 +1,304 @@
+//! The inference engine against transformers: logits and greedy tokens from
+//! goldens made by tests/oracle/engine_goldens.py (fixtures/engine/).
+
+mod common;
+
+use std::path::Path;
+
+use llmtool::engine::{Engine, Logits};
+use llmtool::store::Model;
+
+const TOL: f32 = 1e-3;
+
+fn golden(name: &str) -> serde_json::Value {
+    let p = common::fixture(&format!("engine/{name}.json"));
+    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Greedy decoding one token at a time through the KV cache.
+fn greedy(engine: &Engine, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = engine.new_cache();
+    let mut logits = engine
+        .forward(&mut [&mut cache], &[prompt], Logits::Last)
+        .unwrap()
+        .remove(0);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let tok = argmax(&logits);
+        out.push(tok);
+        logits = engine
+            .forward(&mut [&mut cache], &[&[tok]], Logits::Last)
+            .unwrap()
+            .remove(0);
+    }
+    out
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Checks one fixture golden: the requested logit rows within TOL and the
+/// 32 greedy tokens identical.
+fn check(case: &str, model_dir: &Path) {
+    let g = golden(case);
+    let model = Model::open(model_dir.to_str().unwrap()).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let input = ids(&g["input_ids"]);
+    let mut cache = engine.new_cache();
+    let all = engine
+        .forward(&mut [&mut cache], &[&input], Logits::All)
+        .unwrap()
+        .remove(0);
+    let vocab = engine.config.vocab;
+    for (pos, row) in g["rows"].as_object().unwrap() {
+        let p: usize = pos.parse().unwrap();
+        let want: Vec<f32> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let d = max_diff(&all[p * vocab..(p + 1) * vocab], &want);
+        eprintln!("{case}: position {p}: max abs diff {d:e}");
+        assert!(d <= TOL, "{case}: position {p}: max |Δlogit| {d}");
+    }
+    let want = ids(&g["greedy"]);
+    assert_eq!(
+        greedy(&engine, &input, want.len()),
+        want,
+        "{case}: greedy tokens"
+    );
+}
+
+#[test]
+fn tiny_llama_f32() {
+    check("tiny-llama", &common::fixture("models/tiny-llama"));
+}
+
+#[test]
+fn tiny_qwen2_bf16_biases_tied() {
+    check("tiny-qwen2", &common::fixture("models/tiny-qwen2"));
+}
+
+#[test]
+fn tiny_llama_hd_f16_head_dim_96_gqa_4() {
+    check("tiny-llama-hd", &common::fixture("models/tiny-llama-hd"));
+}
+
+#[test]
+fn micro_bases() {
+    check("micro-llama", &common::fixture("lora/bases/micro-llama"));
+    check("micro-qwen2", &common::fixture("lora/bases/micro-qwen2"));
+}
+
+/// tiny-llama's weights under a rope_scaling config written by the oracle.
+fn with_config(case: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::fixture("models/tiny-llama/model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        common::fixture(&format!("engine/{case}/config.json")),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    check(case, dir.path());
+}
+
+#[test]
+fn rope_llama3_scaling() {
+    with_config("tiny-llama-rope-llama3");
+}
+
+#[test]
+fn rope_linear_scaling() {
+    with_config("tiny-llama-rope-linear");
+}
+
+/// A batch of sequences of different lengths gives each sequence the
+/// logits it gets alone, and prefill then decode equals one long prefill.
+#[test]
+fn batches_and_cache_agree_with_single_runs() {
+    let model = Model::open(common::fixture("models/tiny-qwen2").to_str().unwrap()).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let a: Vec<u32> = vec![1, 5, 9, 42, 7, 3, 100];
+    let b: Vec<u32> = vec![11, 64, 2];
+    let one = |t: &[u32]| {
+        let mut c = engine.new_cache();
+        engine
+            .forward(&mut [&mut c], &[t], Logits::All)
+            .unwrap()
+            .remove(0)
+    };
+    let (mut ca, mut cb) = (engine.new_cache(), engine.new_cache());
+    let both = engine
+        .forward(&mut [&mut ca, &mut cb], &[&a, &b], Logits::All)
+        .unwrap();
+    assert!(max_diff(&both[0], &one(&a)) < 1e-5);
+    assert!(max_diff(&both[1], &one(&b)) < 1e-5);
+    // Continue sequence a by two tokens through the cache.
+    let more = engine
+        .forward(&mut [&mut ca], &[&[8, 9]], Logits::All)
+        .unwrap()
+        .remove(0);
+    let full = one(&[a.clone(), vec![8, 9]].concat());
+    let v = engine.config.vocab;
+    assert!(max_diff(&more, &full[a.len() * v..]) < 1e-5);
+    assert_eq!(ca.len(), a.len() + 2);
+    // Asking for no rows gives none (and does not panic).
+    let mut c = engine.new_cache();
+    let none = engine
+        .forward(&mut [&mut c], &[&b], Logits::From(3))
+        .unwrap();
+    assert!(none[0].is_empty());
+}
+
+/// SmolLM2 against transformers' float32 run of the same GGUF (its own GGUF
+/// import): last-position logits within TOL, 32 greedy tokens identical.
+fn check_smollm2(model: &Model) {
+    let g = golden("smollm2");
+    let raw = std::fs::read(common::fixture("engine/smollm2-last.f32")).unwrap();
+    let want: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let engine = Engine::new(model).unwrap();
+    let input = ids(&g["input_ids"]);
+    let mut cache = engine.new_cache();
+    let last = engine
+        .forward(&mut [&mut cache], &[&input], Logits::Last)
+        .unwrap()
+        .remove(0);
+    let d = max_diff(&last, &want);
+    eprintln!("smollm2 ({:?}): max abs diff {d:e}", model.format);
+    assert!(d <= TOL, "smollm2: max |Δlogit| {d}");
+    let want = ids(&g["greedy"]);
+    assert_eq!(
+        greedy(&engine, &input, want.len()),
+        want,
+        "smollm2 greedy tokens"
+    );
+}
+
+#[test]
+fn smollm2_gguf_q4_1_matches_transformers() {
+    let Some(p) = common::smollm2() else { return };
+    check_smollm2(&Model::open(p.to_str().unwrap()).unwrap());
+}
+
+#[test]
+fn smollm2_converted_hf_matches_transformers() {
+    use llmtool::convert::to_hf::{convert, HfOptions};
+    let Some(p) = common::smollm2() else { return };
+    let gguf = Model::open(p.to_str().unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hf");
+    let opts = HfOptions {
+        out: out.clone(),
+        dtype: None,
+        max_shard_size: 5_000_000_000,
+        progress: false,
+        command: "test".into(),
+    };
+    convert(&gguf, &opts, false).unwrap();
+    check_smollm2(&Model::open(out.to_str().unwrap()).unwrap());
+}
+
+/// `eval::perplexity` against llama-perplexity's method computed in torch
+/// (tests/oracle/engine_goldens.py `llama_perplexity`), with and without BOS.
+#[test]
+fn perplexity_matches_the_llama_cpp_method_in_torch() {
+    use llmtool::eval::{perplexity, EvalOptions};
+    let g = golden("ppl-tiny-llama");
+    let model = Model::open(common::fixture("models/tiny-llama").to_str().unwrap()).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let tokens = ids(&g["tokens"]);
+    let o = EvalOptions {
+        ctx: g["ctx"].as_u64().unwrap() as usize,
+        max_chunks: None,
+        progress: false,
+    };
+    for (key, bos) in [("with_bos", Some(1)), ("without_bos", None)] {
+        let r = perplexity(&engine, &tokens, bos, &o).unwrap();
+        let want = &g[key];
+        assert_eq!(r.scored as u64, want["scored"].as_u64().unwrap(), "{key}");
+        let (p, e) = (
+            want["ppl"].as_f64().unwrap(),
+            want["ppl_error"].as_f64().unwrap(),
+        );
+        assert!((r.ppl - p).abs() / p < 1e-5, "{key}: ppl {} vs {p}", r.ppl);
+        assert!(
+            (r.ppl_error - e).abs() / e < 1e-4,
+            "{key}: error {} vs {e}",
+            r.ppl_error
+        );
+    }
+}
+
+/// The observer sees every linear layer's input: the Q input of layer 0 is
+/// the RMS-normed embedding, and each input has the layer's in_features.
+#[test]
+fn observer_sees_linear_inputs() {
+    use llmtool::arch::LayerPart;
+    let model = Model::open(common::fixture("lora/bases/micro-llama").to_str().unwrap()).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let c = engine.config.clone();
+    let toks = [3u32, 7, 11];
+    let mut seen = Vec::new();
+    let mut cache = engine.new_cache();
+    engine
+        .forward_observed(&mut [&mut cache], &[&toks], Logits::Last, &mut |l, p, x| {
+            seen.push((l, p, x.to_vec()))
+        })
+        .unwrap();
+    assert_eq!(seen.len(), 4 * c.layers);
+    for (_, p, x) in &seen {
+        let width = match p {
+            LayerPart::Q | LayerPart::Gate => c.hidden,
+            LayerPart::O => c.heads * c.head_dim,
+            LayerPart::Down => c.ffn,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(x.len(), toks.len() * width);
+    }
+    let emb = model
+        .read_f32(model.get("model.embed_tokens.weight").unwrap())
+        .unwrap();
+    let norm = model
+        .read_f32(model.get("model.layers.0.input_layernorm.weight").unwrap())
+        .unwrap();
+    let d = c.hidden;
+    for (t, &tok) in toks.iter().enumerate() {
+        let e = &emb[tok as usize * d..(tok as usize + 1) * d];
+        let ms = e.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        for i in 0..d {
+            let want = norm[i] * (e[i] / (ms + c.norm_eps).sqrt());
+            assert!((seen[0].2[t * d + i] - want).abs() < 1e-5);
+        }
+    }
+}
