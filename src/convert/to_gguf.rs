@@ -88,6 +88,10 @@ pub struct GgufPlan {
     pub n_layer: u64,
     pub n_head: u64,
     pub n_head_kv: u64,
+    /// Where `general.file_type` goes: last, as `llama-quantize` appends it
+    /// to a copied GGUF's keys, or among the hyperparameters, where the
+    /// converter writes it.
+    pub file_type_last: bool,
     pub warnings: Vec<String>,
 }
 
@@ -485,6 +489,7 @@ fn plan_hf(
         n_layer,
         n_head: heads as u64,
         n_head_kv: kv_heads as u64,
+        file_type_last: false,
         warnings,
     })
 }
@@ -550,6 +555,7 @@ fn plan_gguf(model: &Model, float: GgmlType) -> Result<GgufPlan, ToGgufError> {
         n_layer,
         n_head,
         n_head_kv,
+        file_type_last: true,
         warnings: Vec::new(),
     })
 }
@@ -571,14 +577,17 @@ pub fn write(
 ) -> Result<GgufReport, ToGgufError> {
     let mut meta = plan.metadata.clone();
     // The converter writes file_type right after the generic hyperparameters.
-    let at = meta
-        .iter()
-        .position(|(k, _)| {
-            k.ends_with(".vocab_size")
-                || k.ends_with(".rope.dimension_count")
-                || k == "general.quantization_version"
-        })
-        .unwrap_or(meta.len());
+    let at = if plan.file_type_last {
+        meta.len()
+    } else {
+        meta.iter()
+            .position(|(k, _)| {
+                k.ends_with(".vocab_size")
+                    || k.ends_with(".rope.dimension_count")
+                    || k == "general.quantization_version"
+            })
+            .unwrap_or(meta.len())
+    };
     meta.insert(at, ("general.file_type".into(), Value::U32(file_type)));
     let specs: Vec<TensorSpec> = plan
         .tensors
