@@ -55,16 +55,7 @@ pub fn tokenizer_metadata(
     if model.format != crate::store::Format::Safetensors {
         return Ok(Vec::new());
     }
-    let dir = if model.root.is_dir() {
-        model.root.clone()
-    } else {
-        model
-            .root
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default()
-    };
-    crate::tokenizer::gguf_metadata_from_hf(&dir, pre)
+    crate::tokenizer::gguf_metadata_from_hf(&crate::hfdir::source_dir(model), pre)
         .map_err(|e| ToGgufError::Refused(format!("tokenizer: {e}")))
 }
 
