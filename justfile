@@ -43,6 +43,7 @@ fixtures python="python3":
     {{python}} tests/oracle/make_ftype_goldens.py target/llmtool-cache/llama.cpp "$(scripts/smollm2.sh)"
     {{python}} tests/oracle/smollm2_goldens.py "$(scripts/smollm2.sh)"
     {{python}} tests/oracle/engine_goldens.py "$(scripts/smollm2.sh)"
+    cargo build --release && python3 tests/oracle/llama_ppl_golden.py "$(tests/oracle/build_llama_cpp.sh)" "$(scripts/smollm2.sh)" target/release/llmtool target/llmtool-cache/ppl-oracle
     cargo run --release --example reshard_golden
     {{python}} tests/oracle/bnb_goldens.py
     cargo build --release && {{python}} tests/oracle/check_bnb_load.py

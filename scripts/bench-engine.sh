@@ -3,7 +3,7 @@
 # perplexity (llama-perplexity) and speed (llama-bench) on the same GGUFs,
 # same threads, in one run.
 #
-#   scripts/bench-engine.sh [THREADS]     # default 2
+#   scripts/bench-engine.sh [THREADS] [ppl|speed|all]     # default: 2 all
 #
 # Needs: the llama.cpp tools (tests/oracle/build_llama_cpp.sh, $LLAMA_BIN,
 # default /work/llama.cpp/build/bin) and their tree ($LLAMA_SRC, for
@@ -19,6 +19,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 threads="${1:-2}"
+what="${2:-all}"
 bin_dir="${LLAMA_BIN:-/work/llama.cpp/build/bin}"
 src="${LLAMA_SRC:-/work/llama.cpp}"
 py="${ORACLE_PY:-/work/oracle-venv/bin/python}"
@@ -38,7 +39,7 @@ fi
 [ -s "$q4" ] || "$bin_dir/llama-quantize" "$f16" "$q4" Q4_K_M "$threads" >/dev/null 2>&1
 [ -s "$text" ] || cat /usr/share/common-licenses/{GPL-3,Apache-2.0,LGPL-3,MPL-2.0,Artistic,GFDL-1.3} > "$text"
 
-for m in "$f16" "$q4"; do
+[ "$what" = speed ] || for m in "$f16" "$q4"; do
   name="$(basename "$m")"
   echo "== $name: perplexity, ctx 512, $threads threads"
   /usr/bin/time -f "llama-perplexity: %e s wall, %M KB max RSS" \
@@ -52,11 +53,15 @@ for m in "$f16" "$q4"; do
   /usr/bin/time -f "llmtool eval ppl: %e s wall, %M KB max RSS" \
     "$llmtool" eval ppl "$m" --tokenizer "$hf" --text "$text" --ctx 512 --threads "$threads" 2>&1 \
     | grep -E "PPL|llmtool eval ppl:"
+  /usr/bin/time -f "llmtool eval ppl --exact: %e s wall, %M KB max RSS" \
+    "$llmtool" eval ppl "$m" --tokenizer "$hf" --text "$text" --ctx 512 --threads "$threads" --exact 2>&1 \
+    | grep -E "PPL|llmtool eval ppl --exact:"
 done
-for m in "$f16" "$q4"; do
+[ "$what" = ppl ] || for m in "$f16" "$q4"; do
   name="$(basename "$m")"
   echo "== $name: speed, prompt 128 tokens, 64 generated, $threads threads"
-  "$bin_dir/llama-bench" -m "$m" -t "$threads" -p 128 -n 64 -r 3 -o md 2>/dev/null | grep -E "^\|"
+  # tg64 at depth 132 as well: llmtool's decode runs after the 132-token prompt.
+  "$bin_dir/llama-bench" -m "$m" -t "$threads" -p 128 -n 64 -d 0,132 -r 3 -o md 2>/dev/null | grep -E "^\|"
   prompt="$(head -c 600 "$text")"
   for r in 1 2 3; do
     "$llmtool" generate "$m" --tokenizer "$hf" --prompt "$prompt" --max-tokens 64 \

@@ -281,6 +281,23 @@ struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Multiply quantized GGUF weights exactly in f32 (transformers' numbers
+    /// for the dequantized model) instead of rounding activations to 8 bits
+    /// for integer dot products as llama.cpp does (the default: llama.cpp's
+    /// numbers, faster).
+    #[arg(long)]
+    exact: bool,
+}
+
+impl RunArgs {
+    fn engine<'m>(&self, m: &'m llmtool::store::Model) -> Result<engine::Engine<'m>> {
+        let acts = if self.exact {
+            engine::Activations::Exact
+        } else {
+            engine::Activations::Q8
+        };
+        Ok(engine::Engine::new(m)?.with_activations(acts))
+    }
 }
 
 /// Chunking options shared by the evaluations.
@@ -615,7 +632,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let m = open_model(&model)?;
             let text = engine::text::Text::load(&m, run.tokenizer.as_deref())?;
-            let eng = engine::Engine::new(&m)?;
+            let eng = run.engine(&m)?;
             let ids = if chat {
                 text.encode(&text.chat_prompt(&prompt, system.as_deref())?, false)?
             } else {
@@ -674,7 +691,7 @@ fn run(cli: Cli) -> Result<()> {
             set_threads(run.threads)?;
             let m = open_model(&model)?;
             let text = engine::text::Text::load(&m, run.tokenizer.as_deref())?;
-            let eng = engine::Engine::new(&m)?;
+            let eng = run.engine(&m)?;
             let (tokens, bos) = eval_tokens(&text, &m, &e)?;
             let r = eval::perplexity(&eng, &tokens, bos, &eval_options(&e))?;
             if e.json {
@@ -696,8 +713,8 @@ fn run(cli: Cli) -> Result<()> {
             let mb = open_model(&base)?;
             let mo = open_model(&other)?;
             let text = engine::text::Text::load(&mb, run.tokenizer.as_deref())?;
-            let eb = engine::Engine::new(&mb)?;
-            let eo = engine::Engine::new(&mo)?;
+            let eb = run.engine(&mb)?;
+            let eo = run.engine(&mo)?;
             let (tokens, bos) = eval_tokens(&text, &mb, &e)?;
             let r = eval::kl_divergence(&eb, &eo, &tokens, bos, &eval_options(&e))?;
             if e.json {

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use llmtool::engine::{Engine, Logits};
+use llmtool::engine::{Activations, Engine, Logits};
 use llmtool::store::Model;
 
 const TOL: f32 = 1e-3;
@@ -65,7 +65,9 @@ fn argmax(v: &[f32]) -> u32 {
 fn check(case: &str, model_dir: &Path) {
     let g = golden(case);
     let model = Model::open(model_dir.to_str().unwrap()).unwrap();
-    let engine = Engine::new(&model).unwrap();
+    let engine = Engine::new(&model)
+        .unwrap()
+        .with_activations(Activations::Exact);
     let input = ids(&g["input_ids"]);
     let mut cache = engine.new_cache();
     let all = engine
@@ -145,7 +147,9 @@ fn rope_linear_scaling() {
 #[test]
 fn batches_and_cache_agree_with_single_runs() {
     let model = Model::open(common::fixture("models/tiny-qwen2").to_str().unwrap()).unwrap();
-    let engine = Engine::new(&model).unwrap();
+    let engine = Engine::new(&model)
+        .unwrap()
+        .with_activations(Activations::Exact);
     let a: Vec<u32> = vec![1, 5, 9, 42, 7, 3, 100];
     let b: Vec<u32> = vec![11, 64, 2];
     let one = |t: &[u32]| {
@@ -187,7 +191,9 @@ fn check_smollm2(model: &Model) {
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    let engine = Engine::new(model).unwrap();
+    let engine = Engine::new(model)
+        .unwrap()
+        .with_activations(Activations::Exact);
     let input = ids(&g["input_ids"]);
     let mut cache = engine.new_cache();
     let last = engine
@@ -236,7 +242,9 @@ fn perplexity_matches_the_llama_cpp_method_in_torch() {
     use llmtool::eval::{perplexity, EvalOptions};
     let g = golden("ppl-tiny-llama");
     let model = Model::open(common::fixture("models/tiny-llama").to_str().unwrap()).unwrap();
-    let engine = Engine::new(&model).unwrap();
+    let engine = Engine::new(&model)
+        .unwrap()
+        .with_activations(Activations::Exact);
     let tokens = ids(&g["tokens"]);
     let o = EvalOptions {
         ctx: g["ctx"].as_u64().unwrap() as usize,
@@ -266,7 +274,9 @@ fn perplexity_matches_the_llama_cpp_method_in_torch() {
 fn observer_sees_linear_inputs() {
     use llmtool::arch::LayerPart;
     let model = Model::open(common::fixture("lora/bases/micro-llama").to_str().unwrap()).unwrap();
-    let engine = Engine::new(&model).unwrap();
+    let engine = Engine::new(&model)
+        .unwrap()
+        .with_activations(Activations::Exact);
     let c = engine.config.clone();
     let toks = [3u32, 7, 11];
     let mut seen = Vec::new();
@@ -300,5 +310,93 @@ fn observer_sees_linear_inputs() {
             let want = norm[i] * (e[i] / (ms + c.norm_eps).sqrt());
             assert!((seen[0].2[t * d + i] - want).abs() < 1e-5);
         }
+    }
+}
+
+/// `eval ppl` computing as llama.cpp does (8-bit activations for quantized
+/// weights, the default) against llama-perplexity itself on the same files
+/// and text (fixtures/engine/llama-ppl.json, tests/oracle/llama_ppl_golden.py):
+/// the shipped Q4_1 SmolLM2 and a Q4_K_M that our own convert + quantize
+/// make, byte-identical to the one llama-quantize made for the golden.
+///
+/// The text is short (378 scored tokens), where llama.cpp's own two
+/// attention paths (flash attention on and off) already differ by up to
+/// 1 %: the bound is 3 % from the nearer of the two, which any wrong
+/// kernel misses by far. The 0.5 % comparison on 10 710 tokens is in
+/// docs/PERFORMANCE.md; the kernels themselves are checked exactly in
+/// `quant::dot`'s unit tests.
+#[test]
+fn perplexity_is_close_to_llama_perplexity() {
+    use llmtool::convert::to_hf::{convert, HfOptions};
+    use llmtool::engine::text::Text;
+    use llmtool::eval::{perplexity, EvalOptions};
+    use llmtool::quant::ftype::FileType;
+    use llmtool::quantize::{to_gguf, tokenizer_from_gguf, GgufOptions};
+    let Some(p) = common::smollm2() else { return };
+    let g = golden("llama-ppl");
+    let q4_1 = Model::open(p.to_str().unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // The directory name becomes general.name, as in the oracle script.
+    let hf = tmp.path().join("smollm2-hf");
+    let hf_opts = HfOptions {
+        out: hf.clone(),
+        dtype: Some(llmtool::store::DType::BF16),
+        max_shard_size: 5_000_000_000,
+        progress: false,
+        command: "test".into(),
+    };
+    convert(&q4_1, &hf_opts, false).unwrap();
+    let hf = Model::open(hf.to_str().unwrap()).unwrap();
+    let gguf = |model: &Model, ft: FileType, tok, name: &str| {
+        let out = tmp.path().join(name);
+        let opts = GgufOptions {
+            out: out.clone(),
+            name: None,
+            progress: false,
+        };
+        to_gguf(model, ft, tok, &opts, false).unwrap();
+        out
+    };
+    let f16 = gguf(
+        &hf,
+        FileType::F16,
+        tokenizer_from_gguf(&hf, &q4_1).unwrap(),
+        "f16.gguf",
+    );
+    let f16 = Model::open(f16.to_str().unwrap()).unwrap();
+    let q4_k_m = gguf(&f16, FileType::Q4_K_M, Vec::new(), "q4_k_m.gguf");
+    let want = &g["models"]["q4_k_m"];
+    assert_eq!(
+        common::sha256_hex(&std::fs::read(&q4_k_m).unwrap()),
+        want["sha256"].as_str().unwrap(),
+        "our Q4_K_M is not llama-quantize's"
+    );
+
+    let raw = std::fs::read_to_string(common::fixture("engine/ppl-text.txt")).unwrap();
+    let text = Text::load(&q4_1, None).unwrap();
+    let bos = text.bos_for(&q4_1).unwrap();
+    let tokens = text.encode_with_bos(&raw, bos).unwrap();
+    let o = EvalOptions {
+        ctx: g["ctx"].as_u64().unwrap() as usize,
+        max_chunks: None,
+        progress: false,
+    };
+    for (label, path) in [("q4_1", p.clone()), ("q4_k_m", q4_k_m)] {
+        let model = Model::open(path.to_str().unwrap()).unwrap();
+        let engine = Engine::new(&model).unwrap();
+        let r = perplexity(&engine, &tokens, bos, &o).unwrap();
+        let want = &g["models"][label];
+        assert_eq!(r.chunks as u64, want["fa_auto"]["chunks"].as_u64().unwrap());
+        let theirs = ["fa_auto", "fa_off"].map(|k| want[k]["ppl"].as_f64().unwrap());
+        let off = theirs
+            .iter()
+            .map(|t| (r.ppl - t).abs() / t)
+            .fold(f64::INFINITY, f64::min);
+        eprintln!("{label}: ours {:.4}, llama-perplexity {theirs:?}", r.ppl);
+        assert!(
+            off < 0.03,
+            "{label}: ppl {} vs llama-perplexity {theirs:?}",
+            r.ppl
+        );
     }
 }

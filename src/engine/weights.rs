@@ -8,6 +8,12 @@
 //! (prefill: many vectors) decodes a tile of rows at a time and hands it to
 //! `matrixmultiply`'s SGEMM. Only a tile per thread is ever materialised.
 //!
+//! Quantized GGML rows can instead be multiplied the way llama.cpp does
+//! ([`Activations::Q8`], the default): the activations are rounded to 8 bits
+//! once per product and each packed row is dotted with them in integers
+//! ([`crate::quant::dot`]), with no f32 copy of any weight. F16 rows are
+//! dotted straight from their halves in either mode.
+//!
 //! [`Stored`] covers every tensor the store can read as f32 (F32, F16, BF16
 //! and the GGML block types decoded by [`crate::quant`]). Formats whose
 //! scales live in separate tensors (bitsandbytes nf4/int8, AWQ/GPTQ packed
@@ -18,7 +24,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::quant::{self, GgmlType};
+use crate::quant::{self, dot::RowDot, GgmlType};
 use crate::store::{DType, Model, StoreError, TensorInfo};
 
 /// A weight matrix `[rows, cols]` (torch order: `y = W·x` has `rows`
@@ -36,6 +42,38 @@ pub trait WeightMatrix: Send + Sync {
         self.decode_rows(row..row + 1, scratch);
         dot(scratch, x)
     }
+    /// The rows as packed GGML blocks with an integer product, for
+    /// [`Activations::Q8`]; `None` for formats that have none.
+    fn packed(&self) -> Option<Packed<'_>> {
+        None
+    }
+}
+
+/// How products with quantized weights treat their activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// f32 activations times exactly dequantized weights: transformers'
+    /// numbers (its float32 forward of the dequantized model).
+    Exact,
+    /// Activations rounded to 8 bits per block and integer dot products on
+    /// the packed weights, as llama.cpp computes: its numbers, and faster.
+    /// Weights without an integer product (floats, Q2_K, Q3_K) are
+    /// multiplied exactly.
+    #[default]
+    Q8,
+}
+
+/// Packed rows and their integer product.
+pub struct Packed<'a> {
+    pub dot: RowDot,
+    pub bytes: &'a [u8],
+    pub row_bytes: usize,
+}
+
+impl Packed<'_> {
+    fn row(&self, r: usize) -> &[u8] {
+        &self.bytes[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
 }
 
 /// A tensor of the store in its own dtype, borrowed from the memory map.
@@ -45,6 +83,7 @@ pub struct Stored<'m> {
     rows: usize,
     cols: usize,
     row_bytes: usize,
+    dot: Option<RowDot>,
 }
 
 impl<'m> Stored<'m> {
@@ -80,6 +119,7 @@ impl<'m> Stored<'m> {
             rows,
             cols,
             row_bytes,
+            dot: RowDot::for_type(ty),
         })
     }
 
@@ -114,6 +154,73 @@ impl WeightMatrix for Stored<'_> {
         // Lengths and decodability were checked in `new`.
         quant::dequantize(self.ty, src, out).expect("validated when the matrix was made");
     }
+    fn dot_row(&self, row: usize, x: &[f32], scratch: &mut [f32]) -> f32 {
+        let src = &self.bytes[row * self.row_bytes..(row + 1) * self.row_bytes];
+        match self.ty {
+            GgmlType::F16 => dot_f16(src, x),
+            _ => {
+                self.decode_rows(row..row + 1, scratch);
+                dot(scratch, x)
+            }
+        }
+    }
+    fn packed(&self) -> Option<Packed<'_>> {
+        Some(Packed {
+            dot: self.dot?,
+            bytes: self.bytes,
+            row_bytes: self.row_bytes,
+        })
+    }
+}
+
+/// Dot product of little-endian f16 values (`w`, two bytes each) with f32
+/// ones, widening each half exactly: one pass over the weights instead of a
+/// conversion and a second pass.
+fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), 2 * x.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() && is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { dot_f16_fma(w, x) };
+    }
+    w.chunks_exact(2)
+        .zip(x)
+        .map(|(h, v)| quant::f16_bits_to_f32(u16::from_le_bytes([h[0], h[1]])) * v)
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_fma() -> bool {
+    use std::sync::OnceLock;
+    static FMA: OnceLock<bool> = OnceLock::new();
+    *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_fma(w: &[u8], x: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = x.len().min(w.len() / 2);
+    let (pw, px) = (w.as_ptr(), x.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            let h = _mm_loadu_si128(pw.add(2 * (i + 8 * l)) as *const __m128i);
+            let y = _mm256_loadu_ps(px.add(i + 8 * l));
+            *acc = _mm256_fmadd_ps(_mm256_cvtph_ps(h), y, *acc);
+        }
+        i += 32;
+    }
+    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), s);
+    let mut total = lanes.iter().sum::<f32>();
+    while i < n {
+        total += quant::f16_bits_to_f32(u16::from_le_bytes([w[2 * i], w[2 * i + 1]])) * x[i];
+        i += 1;
+    }
+    total
 }
 
 /// Dot product. On x86-64 CPUs with AVX2 and FMA (checked once at run
@@ -122,14 +229,9 @@ impl WeightMatrix for Stored<'_> {
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static FMA: OnceLock<bool> = OnceLock::new();
-        if *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { dot_fma(a, b) };
-        }
+    if has_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for.
+        return unsafe { dot_fma(a, b) };
     }
     dot_portable(a, b)
 }
@@ -191,7 +293,18 @@ const MATVEC_ROWS: usize = 16;
 const GEMM_ROWS: usize = 64;
 
 /// `out = W · x` for one input vector (`x.len() == cols`, `out.len() == rows`).
-pub fn matvec(w: &dyn WeightMatrix, x: &[f32], out: &mut [f32]) {
+pub fn matvec(w: &dyn WeightMatrix, x: &[f32], out: &mut [f32], acts: Activations) {
+    if let Some(p) = integer_product(w, acts) {
+        let a = p.dot.quantize(x);
+        out.par_chunks_mut(MATVEC_ROWS)
+            .enumerate()
+            .for_each(|(i, o)| {
+                for (j, y) in o.iter_mut().enumerate() {
+                    *y = p.dot.dot(p.row(i * MATVEC_ROWS + j), &a);
+                }
+            });
+        return;
+    }
     let cols = w.cols();
     out.par_chunks_mut(MATVEC_ROWS).enumerate().for_each_init(
         || vec![0f32; cols],
@@ -203,53 +316,75 @@ pub fn matvec(w: &dyn WeightMatrix, x: &[f32], out: &mut [f32]) {
     );
 }
 
+/// The packed rows to multiply in integers, when `acts` asks for that and
+/// the format has it.
+fn integer_product(w: &dyn WeightMatrix, acts: Activations) -> Option<Packed<'_>> {
+    match acts {
+        Activations::Q8 => w.packed(),
+        Activations::Exact => None,
+    }
+}
+
 /// `out[t] = W · xs[t]` for `n` input vectors stored row-major in `xs`
 /// (`n × cols`); `out` is `n × rows`. One vector goes through [`matvec`];
-/// more go through SGEMM over tiles of decoded rows.
-pub fn matmul(w: &dyn WeightMatrix, xs: &[f32], n: usize, out: &mut [f32]) {
+/// more go through SGEMM over tiles of decoded rows, or through integer
+/// products of each row with every quantized vector.
+pub fn matmul(w: &dyn WeightMatrix, xs: &[f32], n: usize, out: &mut [f32], acts: Activations) {
     let (rows, cols) = (w.rows(), w.cols());
     debug_assert_eq!(xs.len(), n * cols);
     debug_assert_eq!(out.len(), n * rows);
     match n {
         0 => return,
-        1 => return matvec(w, xs, out),
+        1 => return matvec(w, xs, out, acts),
         _ => {}
     }
     // Tiles compute outᵀ (rows × n) so each task owns contiguous memory.
     let mut out_t = vec![0f32; rows * n];
-    out_t
-        .par_chunks_mut(GEMM_ROWS * n)
-        .enumerate()
-        .for_each_init(
-            || vec![0f32; GEMM_ROWS * cols],
-            |tile, (i, o)| {
-                let r0 = i * GEMM_ROWS;
-                let m = o.len() / n;
-                let tile = &mut tile[..m * cols];
-                w.decode_rows(r0..r0 + m, tile);
-                // SAFETY: the pointers and strides describe the tile
-                // (m × cols, row-major), xsᵀ (cols × n, read through xs
-                // row-major n × cols) and o (m × n), all in bounds.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        cols,
-                        n,
-                        1.0,
-                        tile.as_ptr(),
-                        cols as isize,
-                        1,
-                        xs.as_ptr(),
-                        1,
-                        cols as isize,
-                        0.0,
-                        o.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    );
+    if let Some(p) = integer_product(w, acts) {
+        let a: Vec<_> = xs.par_chunks(cols).map(|x| p.dot.quantize(x)).collect();
+        out_t
+            .par_chunks_mut(MATVEC_ROWS * n)
+            .enumerate()
+            .for_each(|(i, o)| {
+                for (j, o) in o.chunks_exact_mut(n).enumerate() {
+                    p.dot.dot_many(p.row(i * MATVEC_ROWS + j), &a, o);
                 }
-            },
-        );
+            });
+    } else {
+        out_t
+            .par_chunks_mut(GEMM_ROWS * n)
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; GEMM_ROWS * cols],
+                |tile, (i, o)| {
+                    let r0 = i * GEMM_ROWS;
+                    let m = o.len() / n;
+                    let tile = &mut tile[..m * cols];
+                    w.decode_rows(r0..r0 + m, tile);
+                    // SAFETY: the pointers and strides describe the tile
+                    // (m × cols, row-major), xsᵀ (cols × n, read through xs
+                    // row-major n × cols) and o (m × n), all in bounds.
+                    unsafe {
+                        matrixmultiply::sgemm(
+                            m,
+                            cols,
+                            n,
+                            1.0,
+                            tile.as_ptr(),
+                            cols as isize,
+                            1,
+                            xs.as_ptr(),
+                            1,
+                            cols as isize,
+                            0.0,
+                            o.as_mut_ptr(),
+                            n as isize,
+                            1,
+                        );
+                    }
+                },
+            );
+    }
     for (r, col) in out_t.chunks_exact(n).enumerate() {
         for (t, v) in col.iter().enumerate() {
             out[t * rows + r] = *v;
@@ -291,10 +426,15 @@ mod tests {
             .collect();
         let w = Dense { rows, cols, v };
         let mut out = vec![0f32; n * rows];
-        matmul(&w, &xs, n, &mut out);
+        matmul(&w, &xs, n, &mut out, Activations::Exact);
         for t in 0..n {
             let mut one = vec![0f32; rows];
-            matvec(&w, &xs[t * cols..(t + 1) * cols], &mut one);
+            matvec(
+                &w,
+                &xs[t * cols..(t + 1) * cols],
+                &mut one,
+                Activations::Exact,
+            );
             for r in 0..rows {
                 let want: f32 = (0..cols)
                     .map(|k| w.v[r * cols + k] * xs[t * cols + k])

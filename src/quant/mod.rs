@@ -1,7 +1,7 @@
 //! GGML tensor types, their dequantization to `f32` and their quantization
 //! from `f32`.
 //!
-//! This module owns four things:
+//! This module owns five things:
 //!
 //! * [`GgmlType`], the table of every tensor type gguf-py 0.19.0 knows, with
 //!   its numeric id, spelling, elements per block and bytes per block. The
@@ -36,9 +36,13 @@
 //!   check this block by block. [`ftype`] picks the per-tensor types of a
 //!   `llama-quantize` file type.
 //!
+//! * [`dot`], llama.cpp's integer dot products of packed rows with 8-bit
+//!   activations, which the engine uses to multiply quantized weights.
+//!
 //! Everything here works on one block at a time, allocates nothing, and does
 //! no threading: callers parallelise over rows.
 
+pub mod dot;
 pub mod ftype;
 pub mod kquants;
 pub mod legacy;
