@@ -476,45 +476,16 @@ mod avx2 {
         _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
     }
 
-    /// The 32-element formats: `codes` gives a block's signed codes.
-    /// Signed bytes times signed bytes go through `maddubs` (which wants
-    /// one unsigned operand) by moving the weight's signs onto the
-    /// activations.
+    /// The 32-element formats: `codes` gives a block's codes. Bytes times
+    /// signed bytes go through `maddubs` (which wants one unsigned operand)
+    /// by moving the weight's signs onto the activations. Q4_1 and Q5_1
+    /// (`with_min`) add the block minimum times the activations' `s`.
     #[inline(always)]
     unsafe fn legacy<const T: usize>(
         row: &[u8],
         acts: [&[Q8Block]; T],
         out: &mut [f32],
-        (bytes, codes): (usize, unsafe fn(*const u8) -> __m256i),
-    ) {
-        let blocks = row.len() / bytes;
-        let acts = acts.map(|a| &a[..blocks]);
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); T];
-        for (i, b) in row.chunks_exact(bytes).enumerate() {
-            let x = codes(b.as_ptr());
-            let ax = _mm256_sign_epi8(x, x);
-            let dx = f16(b.as_ptr());
-            for t in 0..T {
-                let a = &acts[t][i];
-                let p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(load(a.qs.as_ptr()), x));
-                let s = _mm256_madd_epi16(p, ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * a.d), _mm256_cvtepi32_ps(s), acc[t]);
-            }
-        }
-        for t in 0..T {
-            out[t] = hsum(acc[t]);
-        }
-    }
-
-    /// Q4_1 and Q5_1: unsigned codes (no sign trick needed) plus the
-    /// block minimum times the activations' `s`.
-    #[inline(always)]
-    unsafe fn legacy_min<const T: usize>(
-        row: &[u8],
-        acts: [&[Q8Block]; T],
-        out: &mut [f32],
-        (bytes, codes): (usize, unsafe fn(*const u8) -> __m256i),
+        (bytes, codes, with_min): (usize, unsafe fn(*const u8) -> __m256i, bool),
     ) {
         let blocks = row.len() / bytes;
         let acts = acts.map(|a| &a[..blocks]);
@@ -523,12 +494,21 @@ mod avx2 {
         let mut mins = [0f32; T];
         for (i, b) in row.chunks_exact(bytes).enumerate() {
             let x = codes(b.as_ptr());
-            let (dx, mx) = (f16(b.as_ptr()), f16(b.as_ptr().add(2)));
+            let ax = _mm256_sign_epi8(x, x);
+            let dx = f16(b.as_ptr());
+            let mx = if with_min {
+                f16(b.as_ptr().add(2))
+            } else {
+                0.0
+            };
             for t in 0..T {
                 let a = &acts[t][i];
-                let s = _mm256_madd_epi16(_mm256_maddubs_epi16(x, load(a.qs.as_ptr())), ones);
+                let p = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(load(a.qs.as_ptr()), x));
+                let s = _mm256_madd_epi16(p, ones);
                 acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dx * a.d), _mm256_cvtepi32_ps(s), acc[t]);
-                mins[t] += mx * a.s;
+                if with_min {
+                    mins[t] += mx * a.s;
+                }
             }
         }
         for t in 0..T {
@@ -556,22 +536,22 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q4_1(row: &[u8], acts: &[&[Q8Block]], out: &mut [f32]) {
         by_count!(
-            legacy_min,
+            legacy,
             row,
             acts,
             out,
-            (Q4_1_BYTES, codes_q4_1 as unsafe fn(_) -> _)
+            (Q4_1_BYTES, codes_q4_1 as unsafe fn(_) -> _, true)
         )
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn q5_1(row: &[u8], acts: &[&[Q8Block]], out: &mut [f32]) {
         by_count!(
-            legacy_min,
+            legacy,
             row,
             acts,
             out,
-            (Q5_1_BYTES, codes_q5_1 as unsafe fn(_) -> _)
+            (Q5_1_BYTES, codes_q5_1 as unsafe fn(_) -> _, true)
         )
     }
 
@@ -598,7 +578,7 @@ mod avx2 {
             row,
             acts,
             out,
-            (Q4_0_BYTES, codes_q4_0 as unsafe fn(_) -> _)
+            (Q4_0_BYTES, codes_q4_0 as unsafe fn(_) -> _, false)
         )
     }
 
@@ -609,7 +589,7 @@ mod avx2 {
             row,
             acts,
             out,
-            (Q5_0_BYTES, codes_q5_0 as unsafe fn(_) -> _)
+            (Q5_0_BYTES, codes_q5_0 as unsafe fn(_) -> _, false)
         )
     }
 
@@ -620,7 +600,7 @@ mod avx2 {
             row,
             acts,
             out,
-            (Q8_0_BYTES, codes_q8_0 as unsafe fn(_) -> _)
+            (Q8_0_BYTES, codes_q8_0 as unsafe fn(_) -> _, false)
         )
     }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use super::{Result, StoreError};
 
 /// Bytes between two write-behind requests.
-pub const WRITE_BEHIND: u64 = 64 << 20;
+pub const WRITE_BEHIND: u64 = 16 << 20;
 
 /// A file being written under a temporary name next to `dest`.
 pub struct AtomicFile {
