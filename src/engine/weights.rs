@@ -140,17 +140,6 @@ impl WeightMatrix for Stored<'_> {
     }
     fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
         let src = &self.bytes[rows.start * self.row_bytes..rows.end * self.row_bytes];
-        if self.ty == GgmlType::F16 {
-            // SAFETY: every bit pattern is a valid u16.
-            let (head, halves, _) = unsafe { src.align_to::<half::f16>() };
-            if head.is_empty() && cfg!(target_endian = "little") {
-                // half's slice conversion uses F16C when the CPU has it: ~10×
-                // the scalar path. (It quiets signalling NaNs, which only the
-                // bit-exact `quant::dequantize` has to preserve.)
-                use half::slice::HalfFloatSliceExt;
-                return halves.convert_to_f32_slice(out);
-            }
-        }
         // Lengths and decodability were checked in `new`.
         quant::dequantize(self.ty, src, out).expect("validated when the matrix was made");
     }

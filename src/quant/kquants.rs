@@ -255,76 +255,120 @@ const Q5_K_SEARCH: Qkx2 = Qkx2 {
 /// (err = square, or absolute value with `use_mad`) over a few trial
 /// inverse scales, each refined by weighted least squares (with `min`
 /// clamped to ≤ 0).
+///
+/// `L` sub-blocks of `N` (consecutive in `x`, `w` and `l`) are searched
+/// together, one per lane: every lane does exactly the scalar reference's
+/// f32 operations in the reference's order (so the results are bit for bit
+/// the same), but the loops over lanes vectorise, which hides the latency
+/// of the sequential sums that bounds the one-sub-block version.
 #[inline(always)]
-fn make_qkx2_quants<const N: usize>(
+fn make_qkx2_quants<const N: usize, const L: usize>(
     p: &Qkx2,
-    x: &[f32; N],
-    w: &[f32; N],
+    x: &[f32],
+    w: &[f32],
     l: &mut [u8],
-) -> (f32, f32) {
+) -> ([f32; L], [f32; L]) {
     let err = |d: f32| if p.use_mad { d.abs() } else { d * d };
-    let (mut min, mut max) = (x[0], x[0]);
-    let mut sum_w = w[0];
-    let mut sum_x = sum_w * x[0];
+    // Element i of every lane side by side.
+    let xt: [[f32; L]; N] = std::array::from_fn(|i| std::array::from_fn(|k| x[N * k + i]));
+    let wt: [[f32; L]; N] = std::array::from_fn(|i| std::array::from_fn(|k| w[N * k + i]));
+    let (mut min, mut max) = (xt[0], xt[0]);
+    let mut sum_w = wt[0];
+    let mut sum_x: [f32; L] = std::array::from_fn(|k| sum_w[k] * xt[0][k]);
     for i in 1..N {
-        if x[i] < min {
-            min = x[i];
+        for k in 0..L {
+            if xt[i][k] < min[k] {
+                min[k] = xt[i][k];
+            }
+            if xt[i][k] > max[k] {
+                max[k] = xt[i][k];
+            }
+            sum_w[k] += wt[i][k];
+            sum_x[k] += wt[i][k] * xt[i][k];
         }
-        if x[i] > max {
-            max = x[i];
+    }
+    for m in &mut min {
+        if *m > 0.0 {
+            *m = 0.0;
         }
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
     }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max == min {
-        l[..N].fill(0);
-        return (0.0, -min);
-    }
+    // Lanes with max == min are answered at the end; their arithmetic below
+    // is meaningless but harmless.
+    let flat: [bool; L] = std::array::from_fn(|k| max[k] == min[k]);
+    let flat_min = min;
     let nmax = p.nmax as f32;
-    let iscale = nmax / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best = 0f32;
+    let mut scale = [0f32; L];
+    let mut iscale = [0f32; L];
+    for k in 0..L {
+        iscale[k] = nmax / (max[k] - min[k]);
+        scale[k] = 1.0 / iscale[k];
+    }
+    let mut lt = [[0u8; L]; N];
+    let mut best = [0f32; L];
     for i in 0..N {
-        let q = nearest_int(iscale * (x[i] - min)).clamp(0, p.nmax);
-        l[i] = q as u8;
-        best += w[i] * err(scale * q as f32 + min - x[i]);
+        for k in 0..L {
+            let q = nearest_int(iscale[k] * (xt[i][k] - min[k])).clamp(0, p.nmax);
+            lt[i][k] = q as u8;
+            best[k] += wt[i][k] * err(scale[k] * q as f32 + min[k] - xt[i][k]);
+        }
     }
-    let mut laux = [0u8; N];
+    let mut laux = [[0u8; L]; N];
     for is in 0..=p.nstep {
-        let iscale = (p.rmin + p.rdelta * is as f32 + nmax) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
-        for i in 0..N {
-            let q = nearest_int(iscale * (x[i] - min)).clamp(0, p.nmax);
-            laux[i] = q as u8;
-            let lf = q as f32;
-            sum_l += w[i] * lf;
-            sum_l2 += w[i] * lf * lf;
-            sum_xl += w[i] * lf * x[i];
+        let step = p.rmin + p.rdelta * is as f32 + nmax;
+        let (mut sum_l, mut sum_l2, mut sum_xl) = ([0f32; L], [0f32; L], [0f32; L]);
+        for k in 0..L {
+            iscale[k] = step / (max[k] - min[k]);
         }
-        let det = sum_w * sum_l2 - sum_l * sum_l;
-        if det > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
+        for i in 0..N {
+            for k in 0..L {
+                let q = nearest_int(iscale[k] * (xt[i][k] - min[k])).clamp(0, p.nmax);
+                laux[i][k] = q as u8;
+                let lf = q as f32;
+                sum_l[k] += wt[i][k] * lf;
+                sum_l2[k] += wt[i][k] * lf * lf;
+                sum_xl[k] += wt[i][k] * lf * xt[i][k];
             }
-            let mut cur = 0f32;
-            for i in 0..N {
-                cur += w[i] * err(this_scale * f32::from(laux[i]) + this_min - x[i]);
+        }
+        let mut ok = [false; L];
+        let (mut this_scale, mut this_min) = ([0f32; L], [0f32; L]);
+        for k in 0..L {
+            let det = sum_w[k] * sum_l2[k] - sum_l[k] * sum_l[k];
+            ok[k] = det > 0.0;
+            this_scale[k] = (sum_w[k] * sum_xl[k] - sum_x[k] * sum_l[k]) / det;
+            this_min[k] = (sum_l2[k] * sum_x[k] - sum_l[k] * sum_xl[k]) / det;
+            if this_min[k] > 0.0 {
+                this_min[k] = 0.0;
+                this_scale[k] = sum_xl[k] / sum_l2[k];
             }
-            if cur < best {
-                l[..N].copy_from_slice(&laux);
-                best = cur;
-                scale = this_scale;
-                min = this_min;
+        }
+        let mut cur = [0f32; L];
+        for i in 0..N {
+            for k in 0..L {
+                let e = this_scale[k] * f32::from(laux[i][k]) + this_min[k] - xt[i][k];
+                cur[k] += wt[i][k] * err(e);
+            }
+        }
+        for k in 0..L {
+            if ok[k] && cur[k] < best[k] {
+                for i in 0..N {
+                    lt[i][k] = laux[i][k];
+                }
+                best[k] = cur[k];
+                scale[k] = this_scale[k];
+                min[k] = this_min[k];
             }
         }
     }
-    (scale, -min)
+    for k in 0..L {
+        if flat[k] {
+            scale[k] = 0.0;
+            min[k] = flat_min[k];
+        }
+        for (i, o) in l[N * k..N * k + N].iter_mut().enumerate() {
+            *o = if flat[k] { 0 } else { lt[i][k] };
+        }
+    }
+    (scale, min.map(|m| -m))
 }
 
 /// Quantizes 256 values to one `block_q2_K` (`quantize_row_q2_K_ref`;
@@ -336,11 +380,15 @@ pub fn quantize_q2_k(x: &[f32; QK_K], out: &mut [u8; Q2_K_BYTES]) {
     let mut scales = [0f32; 16];
     let mut mins = [0f32; 16];
     let (mut max_scale, mut max_min) = (0f32, 0f32);
+    let w = x.map(f32::abs);
+    for half in 0..2 {
+        let r = 128 * half..128 * half + 128;
+        let (sc, mn) =
+            make_qkx2_quants::<16, 8>(&Q2_K_SEARCH, &x[r.clone()], &w[r.clone()], &mut l[r]);
+        scales[8 * half..8 * half + 8].copy_from_slice(&sc);
+        mins[8 * half..8 * half + 8].copy_from_slice(&mn);
+    }
     for j in 0..16 {
-        let mut xs = [0f32; 16];
-        xs.copy_from_slice(&x[16 * j..16 * j + 16]);
-        let w = xs.map(f32::abs);
-        (scales[j], mins[j]) = make_qkx2_quants(&Q2_K_SEARCH, &xs, &w, &mut l[16 * j..]);
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -533,22 +581,20 @@ fn pack_scales_mins(sc: &[u8; 8], m: &[u8; 8]) -> [u8; K_SCALE_SIZE] {
 #[inline(always)]
 fn quantize_k4_k5<const B: usize>(p: &Qkx2, x: &[f32; QK_K], block: &mut [u8; B]) -> [u8; QK_K] {
     let mut l = [0u8; QK_K];
-    let mut scales = [0f32; 8];
-    let mut mins = [0f32; 8];
     let (mut max_scale, mut max_min) = (0f32, 0f32);
-    for j in 0..8 {
-        let mut xs = [0f32; 32];
-        xs.copy_from_slice(&x[32 * j..32 * j + 32]);
+    let mut w = [0f32; QK_K];
+    for (xs, w) in x.chunks_exact(32).zip(w.chunks_exact_mut(32)) {
         let mut sum_x2 = 0f32;
-        for &v in &xs {
+        for &v in xs {
             sum_x2 += v * v;
         }
         let av_x = (sum_x2 / 32.0).sqrt();
-        let mut w = [0f32; 32];
-        for (w, &v) in w.iter_mut().zip(&xs) {
+        for (w, &v) in w.iter_mut().zip(xs) {
             *w = av_x + v.abs();
         }
-        (scales[j], mins[j]) = make_qkx2_quants(p, &xs, &w, &mut l[32 * j..]);
+    }
+    let (scales, mins) = make_qkx2_quants::<32, 8>(p, x, &w, &mut l);
+    for j in 0..8 {
         if scales[j] > max_scale {
             max_scale = scales[j];
         }

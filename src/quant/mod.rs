@@ -340,11 +340,7 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
                 *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
         }
-        GgmlType::F16 => {
-            for (o, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *o = f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
-            }
-        }
+        GgmlType::F16 => f16_slice_to_f32(src, dst),
         GgmlType::BF16 => {
             for (o, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
                 *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
@@ -486,6 +482,28 @@ fn c_float_to_int(v: f32) -> i32 {
 #[inline(always)]
 fn put_f16<const B: usize>(block: &mut [u8; B], at: usize, v: f32) {
     block[at..at + 2].copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
+}
+
+/// Widens little-endian f16 values. `half`'s slice conversion uses F16C
+/// when the CPU has it (about 10× the per-element path, which matters when
+/// quantizing f16 models); it quiets signalling NaNs, so NaN elements are
+/// redone one by one to keep their exact bits.
+fn f16_slice_to_f32(src: &[u8], dst: &mut [f32]) {
+    // SAFETY: every bit pattern is a valid f16.
+    let (head, halves, _) = unsafe { src.align_to::<f16>() };
+    if head.is_empty() && halves.len() == dst.len() && cfg!(target_endian = "little") {
+        use half::slice::HalfFloatSliceExt;
+        halves.convert_to_f32_slice(dst);
+        for (o, h) in dst.iter_mut().zip(halves) {
+            if h.is_nan() {
+                *o = f16_bits_to_f32(h.to_bits());
+            }
+        }
+        return;
+    }
+    for (o, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *o = f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]));
+    }
 }
 
 /// Runs a one-block decoder over matching chunks of `src` and `dst`, whose
