@@ -417,21 +417,27 @@ pub fn double_quant(absmax: &[f32], threads: usize) -> Option<Nested> {
 /// multiples of 2⁻²⁴ for f16 subnormals; beyond f16's range it is ±inf.
 pub fn round_to_f16(v: f32) -> f32 {
     let a = v.abs();
-    if a.is_nan() {
-        return v;
-    }
-    if a >= 65520.0 {
-        // 65520 = the midpoint between f16::MAX and 2¹⁶: rounds up to inf.
-        return f32::INFINITY.copysign(v);
-    }
-    if a < 6.103_515_6e-5 {
-        // f16 subnormals: a fixed quantum of 2⁻²⁴; the scaling is exact.
-        const Q: f32 = 16_777_216.0;
-        return (v * Q).round_ties_even() / Q;
-    }
+    // Every case is computed and one selected, so that loops over rows
+    // vectorise.
     let b = v.to_bits();
-    let r = b.wrapping_add(0x0FFF + ((b >> 13) & 1)) & !0x1FFF;
-    f32::from_bits(r)
+    let normal = f32::from_bits(b.wrapping_add(0x0FFF + ((b >> 13) & 1)) & !0x1FFF);
+    // f16 subnormals: a fixed quantum of 2⁻²⁴; the scaling is exact and
+    // |v·2²⁴| < 2¹⁰, where nearest_int rounds half to even (the sign is put
+    // back so that tiny negatives give −0 as the reference does).
+    const Q: f32 = 16_777_216.0;
+    let sub = (crate::quant::nearest_int(v * Q) as f32 / Q).copysign(v);
+    let r = if a < 6.103_515_6e-5 { sub } else { normal };
+    // 65520 = the midpoint between f16::MAX and 2¹⁶: rounds up to inf.
+    let r = if a >= 65520.0 {
+        f32::INFINITY.copysign(v)
+    } else {
+        r
+    };
+    if a.is_nan() {
+        v
+    } else {
+        r
+    }
 }
 
 /// LLM.int8 row quantization (`Int8Params._quantize` →
@@ -441,13 +447,12 @@ pub fn round_to_f16(v: f32) -> f32 {
 /// (torch turns its NaNs into 0). Returns the scale, or the index of the
 /// first value beyond float16's range.
 pub fn quantize_int8_row(row: &[f32], out: &mut [i8]) -> Result<f32, usize> {
-    let mut m = 0f32;
-    for (i, v) in row.iter().enumerate() {
-        let h = round_to_f16(*v);
-        if h.is_infinite() {
-            return Err(i);
-        }
-        m = m.max(h.abs());
+    let m = row.iter().fold(0f32, |m, v| m.max(round_to_f16(*v).abs()));
+    if m.is_infinite() {
+        return Err(row
+            .iter()
+            .position(|v| round_to_f16(*v).is_infinite())
+            .unwrap_or(0));
     }
     if m == 0.0 {
         out.iter_mut().for_each(|o| *o = 0);
@@ -455,7 +460,10 @@ pub fn quantize_int8_row(row: &[f32], out: &mut [i8]) -> Result<f32, usize> {
     }
     let s = (1.0 / m) * 127.0;
     for (o, v) in out.iter_mut().zip(row) {
-        *o = (round_to_f16(*v) * s).round_ties_even() as i8;
+        // |f16 · s| ≤ 127: ggml's nearest_int rounds half to even like
+        // torch, without the libm call that `round_ties_even` becomes on
+        // baseline x86-64 (which kept this loop scalar).
+        *o = crate::quant::nearest_int(round_to_f16(*v) * s) as i8;
     }
     Ok(m)
 }

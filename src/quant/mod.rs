@@ -460,7 +460,7 @@ pub fn f32_to_bf16_bits(v: f32) -> u16 {
 /// meaningful for |v| < 2²², like the original; outside that it returns the
 /// same garbage the C code does, which keeps the two bit-identical.
 #[inline(always)]
-fn nearest_int(v: f32) -> i32 {
+pub(crate) fn nearest_int(v: f32) -> i32 {
     ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
