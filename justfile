@@ -52,6 +52,7 @@ fixtures python="python3":
     # Tokenizer bridge (needs the llama.cpp tree: $LLAMA_CPP, default /work/llama.cpp).
     {{python}} tests/oracle/smollm2_hf.py "$(scripts/smollm2.sh)" target/smollm2-hf
     {{python}} tests/oracle/tokenizer_goldens.py fixture
+    {{python}} tests/oracle/tokenizer_goldens.py fixture-sp
     {{python}} tests/oracle/tokenizer_goldens.py goldens "$(scripts/smollm2.sh)" target/smollm2-hf
     {{python}} tests/oracle/tokenizer_goldens.py pre-table
     cargo run --release --example hf_tokenizer -- fixtures/tokenizer/tiny-llama-spm/converter-vocab.gguf fixtures/tokenizer/tiny-llama-spm-llmtool
@@ -61,3 +62,8 @@ fixtures python="python3":
     {{python}} tests/oracle/tokenizer_goldens.py check target/tok-smollm2-llmtool "$(scripts/smollm2.sh)" --record fixtures/tokenizer/transformers-check.json
     cargo run --release --example hf_tokenizer -- target/smollm2-gpt2-qwen2-vocab.gguf target/tok-qwen2-llmtool
     {{python}} tests/oracle/tokenizer_goldens.py check target/tok-qwen2-llmtool target/smollm2-gpt2-qwen2-vocab.gguf --record fixtures/tokenizer/transformers-check.json
+    cargo run --release --example hf_tokenizer -- fixtures/tokenizer/tiny-sp/converter-vocab.gguf target/tok-tiny-sp-llmtool
+    {{python}} tests/oracle/tokenizer_goldens.py check target/tok-tiny-sp-llmtool fixtures/tokenizer/tiny-sp/converter-vocab.gguf --record fixtures/tokenizer/transformers-check.json --key tiny-sp/converter-vocab.gguf
+    # llama.cpp's converter + llama-quantize on the tiny models (fixtures/gguf; the
+    # SmolLM2 files: see fixtures/README.md).
+    for m in tiny-llama tiny-llama-hd tiny-qwen2; do {{python}} tests/oracle/gguf_goldens.py fixtures/models/$m $m --tokenizer fixtures/tokenizer/tiny-sp; done

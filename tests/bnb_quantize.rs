@@ -233,35 +233,13 @@ fn skip_patterns_follow_transformers_matching() {
     assert!(!bnb::is_skipped("model.layers.0.mlp.up_proj", &p));
 }
 
-/// A copy of tiny-llama whose `victim` weight is replaced by `values`.
-fn edited_model(dir: &Path, victim: &str, values: impl Fn(usize) -> f32) -> Model {
-    use llmtool::store::safetensors::{ShardedWriter, TensorPlan};
-    let src = common::fixture("models/tiny-llama");
-    let m = Model::open(src.to_str().unwrap()).unwrap();
-    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
-    let plan = m.tensors().iter().map(TensorPlan::from).collect();
-    let mut w = ShardedWriter::create(dir, plan, u64::MAX, Default::default()).unwrap();
-    for t in m.tensors() {
-        if t.name == victim {
-            let v: Vec<u8> = (0..t.numel() as usize)
-                .flat_map(|i| values(i).to_le_bytes())
-                .collect();
-            w.write_tensor(&t.name, &v).unwrap();
-        } else {
-            w.write_tensor(&t.name, m.bytes(t)).unwrap();
-        }
-    }
-    w.finish().unwrap();
-    Model::open(dir.to_str().unwrap()).unwrap()
-}
-
 #[test]
 fn nan_weight_is_refused_by_name_and_leaves_no_output() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     let victim = "model.layers.1.mlp.up_proj.weight";
-    let m = edited_model(&src, victim, |i| {
+    let m = common::edited_tiny_llama(&src, victim, |i| {
         if i == 777 {
             f32::NAN
         } else {
@@ -289,7 +267,7 @@ fn constant_weight_cannot_be_double_quantized() {
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     let victim = "model.layers.0.self_attn.k_proj.weight";
-    let m = edited_model(&src, victim, |_| 0.5);
+    let m = common::edited_tiny_llama(&src, victim, |_| 0.5);
     let out = tmp.path().join("q");
     let err = bnb::quantize(&m, BnbFormat::Nf4, &BnbOptions::new(out.clone()), false)
         .unwrap_err()
@@ -312,7 +290,7 @@ fn int8_refuses_values_outside_float16() {
     let src = tmp.path().join("src");
     std::fs::create_dir(&src).unwrap();
     let victim = "model.layers.0.mlp.gate_proj.weight";
-    let m = edited_model(&src, victim, |i| if i == 5 { 1e6 } else { 0.1 });
+    let m = common::edited_tiny_llama(&src, victim, |i| if i == 5 { 1e6 } else { 0.1 });
     let err = bnb::quantize(
         &m,
         BnbFormat::Int8,

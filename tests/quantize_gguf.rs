@@ -19,37 +19,30 @@ fn value_json(v: &Value) -> serde_json::Value {
     v.to_json()
 }
 
-#[test]
-fn smollm2_quantizes_like_llama_cpp() {
-    let Some(g) = common::smollm2() else { return };
+const FORMATS: [(&str, FileType); 7] = [
+    ("f16", FileType::F16),
+    ("bf16", FileType::BF16),
+    ("q8_0", FileType::Q8_0),
+    ("q6_k", FileType::Q6_K),
+    ("q5_k_m", FileType::Q5_K_M),
+    ("q4_k_m", FileType::Q4_K_M),
+    ("q4_0", FileType::Q4_0),
+];
+
+/// Quantizes the HF model `model` to every format and compares each file
+/// with fixtures/gguf/LABEL-<format>.json: every metadata key (tokenizer
+/// arrays by length and first items when `tokenizer`; the SmolLM2
+/// tokenizer keys are judged by tests/tokenizer.rs), every tensor's type
+/// and bytes. gguf-py then reads every file. Returns nothing: panics name
+/// the format, key or tensor.
+fn assert_quantizes_like_llama_cpp(model: &Model, label: &str, tokenizer: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let hf = tmp.path().join("hf");
-    let gguf = Model::open(g.to_str().unwrap()).unwrap();
-    convert(
-        &gguf,
-        &HfOptions {
-            out: hf.clone(),
-            dtype: Some(DType::BF16),
-            max_shard_size: 5_000_000_000,
-            progress: false,
-            command: "test".into(),
-        },
-        false,
-    )
-    .unwrap();
-    let model = Model::open(hf.to_str().unwrap()).unwrap();
     let mut written = Vec::new();
-    for (label, ft) in [
-        ("f16", FileType::F16),
-        ("bf16", FileType::BF16),
-        ("q8_0", FileType::Q8_0),
-        ("q6_k", FileType::Q6_K),
-        ("q5_k_m", FileType::Q5_K_M),
-        ("q4_k_m", FileType::Q4_K_M),
-        ("q4_0", FileType::Q4_0),
-    ] {
+    let mut n_tensors = 0;
+    for (format, ft) in FORMATS {
+        let label = format!("{label}-{format}");
         let want: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(common::fixture(&format!("gguf/smollm2-{label}.json"))).unwrap(),
+            &std::fs::read(common::fixture(&format!("gguf/{label}.json"))).unwrap(),
         )
         .unwrap();
         let out = tmp.path().join(format!("{label}.gguf"));
@@ -60,45 +53,49 @@ fn smollm2_quantizes_like_llama_cpp() {
             progress: false,
         };
         to_gguf(
-            &model,
+            model,
             ft,
-            llmtool::quantize::tokenizer_metadata(&model, None).unwrap(),
+            llmtool::quantize::tokenizer_metadata(model, None).unwrap(),
             &opts,
             false,
         )
         .unwrap();
         let ours = Model::open(out.to_str().unwrap()).unwrap();
         let meta = ours.gguf.as_ref().unwrap();
-        for (k, v) in meta.entries() {
-            if k.starts_with("tokenizer.") {
-                continue;
-            }
+        let judged = |k: &str| tokenizer || !k.starts_with("tokenizer.");
+        for (k, v) in meta.entries().iter().filter(|(k, _)| judged(k)) {
             let w = &want["metadata"][k];
             assert_eq!(
                 w["type"],
                 serde_json::to_value(v.value_type()).unwrap(),
                 "{label} {k} type"
             );
-            if v.value_type() != llmtool::store::gguf::ValueType::Array {
-                let (a, b) = (value_json(v), w["value"].clone());
-                match (a.as_f64(), b.as_f64()) {
-                    (Some(x), Some(y)) => {
-                        assert!((x - y).abs() <= 1e-12 * y.abs(), "{label} {k}: {x} vs {y}")
-                    }
-                    _ => assert_eq!(a, b, "{label} {k}"),
+            if let Value::Array(_, items) = v {
+                assert_eq!(
+                    items.len() as u64,
+                    w["len"].as_u64().unwrap(),
+                    "{label} {k}"
+                );
+                let head: Vec<_> = items.iter().take(4).map(value_json).collect();
+                assert_eq!(serde_json::Value::from(head), w["head"], "{label} {k}");
+                continue;
+            }
+            let (a, b) = (value_json(v), w["value"].clone());
+            match (a.as_f64(), b.as_f64()) {
+                (Some(x), Some(y)) => {
+                    assert!((x - y).abs() <= 1e-12 * y.abs(), "{label} {k}: {x} vs {y}")
                 }
+                _ => assert_eq!(a, b, "{label} {k}"),
             }
         }
-        let want_keys = want["metadata"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .filter(|k| !k.starts_with("tokenizer."));
-        for k in want_keys {
-            assert!(meta.get(k).is_some(), "{label}: missing metadata {k}");
+        for k in want["metadata"].as_object().unwrap().keys() {
+            if judged(k) {
+                assert!(meta.get(k).is_some(), "{label}: missing metadata {k}");
+            }
         }
         let wt = want["tensors"].as_array().unwrap();
         assert_eq!(ours.tensors().len(), wt.len(), "{label}");
+        n_tensors = wt.len();
         // llama-quantize's files are compared in order (we write its order);
         // the converter's own f16/bf16 files keep the safetensors order.
         let by_name: std::collections::HashMap<&str, &serde_json::Value> = wt
@@ -106,7 +103,7 @@ fn smollm2_quantizes_like_llama_cpp() {
             .map(|w| (w["name"].as_str().unwrap(), w))
             .collect();
         for (i, t) in ours.tensors().iter().enumerate() {
-            let w = if label.starts_with('q') {
+            let w = if format.starts_with('q') {
                 assert_eq!(
                     t.name,
                     wt[i]["name"].as_str().unwrap(),
@@ -135,7 +132,8 @@ fn smollm2_quantizes_like_llama_cpp() {
     if let Some(py) = common::gguf_python() {
         let out = Command::new(py)
             .arg("-c")
-            .arg("import sys\nfrom gguf import GGUFReader\nfor p in sys.argv[1:]:\n    r = GGUFReader(p)\n    assert len(r.tensors) == 272, p\n    for t in r.tensors: t.data.sum()\nprint('ok')")
+            .arg("import sys\nfrom gguf import GGUFReader\nn = int(sys.argv[1])\nfor p in sys.argv[2:]:\n    r = GGUFReader(p)\n    assert len(r.tensors) == n, p\n    for t in r.tensors: t.data.sum()\nprint('ok')")
+            .arg(n_tensors.to_string())
             .args(&written)
             .output()
             .unwrap();
@@ -144,5 +142,87 @@ fn smollm2_quantizes_like_llama_cpp() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+#[test]
+fn smollm2_quantizes_like_llama_cpp() {
+    let Some(g) = common::smollm2() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("hf");
+    let gguf = Model::open(g.to_str().unwrap()).unwrap();
+    convert(
+        &gguf,
+        &HfOptions {
+            out: hf.clone(),
+            dtype: Some(DType::BF16),
+            max_shard_size: 5_000_000_000,
+            progress: false,
+            command: "test".into(),
+        },
+        false,
+    )
+    .unwrap();
+    let model = Model::open(hf.to_str().unwrap()).unwrap();
+    assert_quantizes_like_llama_cpp(&model, "smollm2", false);
+}
+
+/// The tiny fixture models (llama: Q/K permutation, f32 input; llama-hd:
+/// f16 input, head_dim 96 ≠ hidden/heads; qwen2: bf16, biases, tied
+/// embeddings, no permutation) with the SentencePiece
+/// tokenizer of fixtures/tokenizer/tiny-sp beside them, tokenizer keys
+/// included.
+#[test]
+fn tiny_models_quantize_like_llama_cpp() {
+    for name in ["tiny-llama", "tiny-llama-hd", "tiny-qwen2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        // What gguf_goldens.py --tokenizer copies.
+        let files = [
+            (format!("models/{name}"), "config.json"),
+            (format!("models/{name}"), "model.safetensors"),
+            ("tokenizer/tiny-sp".into(), "tokenizer.model"),
+            ("tokenizer/tiny-sp".into(), "tokenizer_config.json"),
+            ("tokenizer/tiny-sp".into(), "special_tokens_map.json"),
+            ("tokenizer/tiny-sp".into(), "added_tokens.json"),
+        ];
+        for (src, f) in files {
+            std::fs::copy(common::fixture(&src).join(f), dir.join(f)).unwrap();
+        }
+        let model = Model::open(dir.to_str().unwrap()).unwrap();
+        assert_quantizes_like_llama_cpp(&model, name, true);
+    }
+}
+
+/// NaN/Inf in a weight, and an f32 value the pipeline's f16 intermediate
+/// cannot hold, are errors naming the tensor and element; nothing is left.
+#[test]
+fn bad_values_are_refused_by_name_and_leave_no_output() {
+    let victim = "model.layers.1.mlp.up_proj.weight";
+    for (bad, want) in [
+        (f32::NAN, "element 777 is NaN"),
+        (f32::NEG_INFINITY, "element 777 is -inf"),
+        (1.0e6, "element 777 is 1000000, beyond F16's range"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        let m = common::edited_tiny_llama(&src, victim, |i| if i == 777 { bad } else { 0.01 });
+        let out = tmp.path().join("q.gguf");
+        let opts = GgufOptions {
+            out: out.clone(),
+            name: None,
+            progress: false,
+        };
+        let err = to_gguf(&m, FileType::Q8_0, Vec::new(), &opts, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(victim) && err.contains(want), "{err}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["src"], "output or temporary left behind");
     }
 }

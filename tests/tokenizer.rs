@@ -137,6 +137,63 @@ fn tiny_llama_gguf_to_hf_matches_transformers_import() {
     assert_encodes_like_transformers(&meta, &g);
 }
 
+/// Makes the config.json in `dir` say Qwen2 (the converter's other class).
+fn as_qwen2(dir: &Path) {
+    let cfg_path = dir.join("config.json");
+    let mut cfg: Json = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["architectures"] = serde_json::json!(["Qwen2ForCausalLM"]);
+    cfg["model_type"] = serde_json::json!("qwen2");
+    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+}
+
+/// A SentencePiece-only repo (tokenizer.model, added_tokens.json,
+/// added_tokens_decoder, [PADi] slots), under Llama and Qwen2.
+#[test]
+fn sentencepiece_model_to_gguf_matches_converter() {
+    let src = common::fixture("tokenizer/tiny-sp");
+    let ours = tokenizer::gguf_metadata_from_hf(&src, None).unwrap();
+    assert_matches_converter(&ours, &golden("tiny-sp")["converter_keys"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    as_qwen2(dir.path());
+    let ours = tokenizer::gguf_metadata_from_hf(dir.path(), None).unwrap();
+    assert_matches_converter(&ours, &golden("tiny-sp-qwen2")["converter_keys"]);
+
+    // tokenizer.model wins over a tokenizer.json beside it, as in the
+    // converter (which still reads the latter for special tokens).
+    std::fs::copy(
+        common::fixture("tokenizer/tiny-llama-spm/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let both = tokenizer::gguf_metadata_from_hf(dir.path(), None).unwrap();
+    let tokens = |kv: &[(String, Value)]| {
+        kv.iter()
+            .find(|(k, _)| k == "tokenizer.ggml.tokens")
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(tokens(&both), tokens(&ours));
+}
+
+/// Back to HF from the converter's GGUF of that repo (real piece scores,
+/// no merges): transformers' import rebuilds merges from the scores.
+#[test]
+fn sentencepiece_gguf_to_hf_matches_transformers_import() {
+    let g = golden("tiny-sp");
+    let meta = metadata_of(&common::fixture("tokenizer/tiny-sp/converter-vocab.gguf"));
+    let ours = tokenizer::hf_tokenizer_json(&meta).unwrap();
+    assert_eq!(
+        canonical(&ours),
+        canonical(&g["gguf_import"]["tokenizer_json"])
+    );
+    assert_encodes_like_transformers(&meta, &g);
+}
+
 #[test]
 fn smollm2_gguf_to_hf_matches_transformers_import() {
     let Some(p) = common::smollm2() else { return };
@@ -248,11 +305,7 @@ fn smollm2_gpt2_form_to_gguf_matches_converter() {
 fn smollm2_gpt2_form_as_qwen2_both_ways() {
     let Some(p) = common::smollm2() else { return };
     let dir = smollm2_gpt2_dir(&p);
-    let cfg_path = dir.path().join("config.json");
-    let mut cfg: Json = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
-    cfg["architectures"] = serde_json::json!(["Qwen2ForCausalLM"]);
-    cfg["model_type"] = serde_json::json!("qwen2");
-    std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+    as_qwen2(dir.path());
     let ours = tokenizer::gguf_metadata_from_hf(dir.path(), None).unwrap();
     let g = golden("smollm2-gpt2-qwen2");
     assert_matches_converter(&ours, &g["converter_keys"]);
@@ -352,6 +405,14 @@ fn tiny_llama_written_files_are_the_judged_ones() {
 }
 
 #[test]
+fn sentencepiece_written_files_are_the_judged_ones() {
+    assert_written_as_judged(
+        &metadata_of(&common::fixture("tokenizer/tiny-sp/converter-vocab.gguf")),
+        "tiny-sp/converter-vocab.gguf",
+    );
+}
+
+#[test]
 fn smollm2_written_files_are_the_judged_ones() {
     let Some(p) = common::smollm2() else { return };
     assert_written_as_judged(&metadata_of(&p), "SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -364,12 +425,14 @@ fn refusals_name_the_file_and_the_way_out() {
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
     }
-    std::fs::write(dir.path().join("tokenizer.model"), b"spm").unwrap();
+    // A file the converter's sentencepiece would fail on (a tiktoken rank
+    // file, as Llama-3's original/ folder has) comes first and fails alike.
+    std::fs::write(dir.path().join("tokenizer.model"), b"IQ== 0\nIg== 1\n").unwrap();
     let msg = tokenizer::gguf_metadata_from_hf(dir.path(), None)
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("tokenizer.model") && msg.contains("convert_hf_to_gguf.py"),
+        msg.contains("tokenizer.model") && msg.contains("not a SentencePiece model"),
         "{msg}"
     );
     std::fs::remove_file(dir.path().join("tokenizer.model")).unwrap();

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::arch::{self, LayerPart, Role};
 use crate::quant::ftype::llama_order;
-use crate::quant::GgmlType;
+use crate::quant::{self, GgmlType};
 use crate::store::gguf::{GgufWriter, TensorSpec, Value};
 use crate::store::{DType, Format, Model, StoreError};
 
@@ -66,6 +66,11 @@ pub struct OutTensor {
     /// type rule may replace it.
     pub ty: GgmlType,
     pub source: Source,
+    /// The 16-bit type the values are rounded to before encoding: the
+    /// intermediate file of llama.cpp's two-step pipeline (the converter,
+    /// then `llama-quantize`), which [`crate::quantize`] reproduces for
+    /// tensors it quantizes from an HF model.
+    pub via: Option<GgmlType>,
 }
 
 impl OutTensor {
@@ -92,6 +97,10 @@ pub struct GgufPlan {
     /// to a copied GGUF's keys, or among the hyperparameters, where the
     /// converter writes it.
     pub file_type_last: bool,
+    /// The type `convert_hf_to_gguf.py --outtype auto` would write 2-D
+    /// tensors as (HF inputs only): BF16 when the first 2-D tensor is bf16,
+    /// else F16 (its dtype heuristic in `ModelBase.__init__`).
+    pub intermediate: Option<GgmlType>,
     pub warnings: Vec<String>,
 }
 
@@ -319,6 +328,7 @@ fn plan_hf(
                 name: t.name.clone(),
                 head_dim: permute,
             },
+            via: None,
         });
     }
     if !unknown.is_empty() {
@@ -473,6 +483,7 @@ fn plan_hf(
             shape: vec![f.len() as u64],
             ty: GgmlType::F32,
             source: Source::Generated(f),
+            via: None,
         });
     }
     if a.context_length.is_none() {
@@ -490,6 +501,17 @@ fn plan_hf(
         n_head: heads as u64,
         n_head_kv: kv_heads as u64,
         file_type_last: false,
+        intermediate: Some(
+            match model
+                .tensors()
+                .iter()
+                .find(|t| t.shape.len() >= 2)
+                .map(|t| t.dtype)
+            {
+                Some(DType::BF16) => GgmlType::BF16,
+                _ => GgmlType::F16,
+            },
+        ),
         warnings,
     })
 }
@@ -525,6 +547,7 @@ fn plan_gguf(model: &Model, float: GgmlType) -> Result<GgufPlan, ToGgufError> {
                 name: t.name.clone(),
                 head_dim: None,
             },
+            via: None,
         });
     }
     tensors.sort_by(|x, y| llama_order(&x.name, &y.name));
@@ -556,6 +579,7 @@ fn plan_gguf(model: &Model, float: GgmlType) -> Result<GgufPlan, ToGgufError> {
         n_head,
         n_head_kv,
         file_type_last: true,
+        intermediate: None,
         warnings: Vec::new(),
     })
 }
@@ -645,6 +669,46 @@ pub fn report(plan: &GgufPlan, file_type: u32, out: &Path) -> GgufReport {
     }
 }
 
+/// Refuses NaN and Inf (llama-quantize refuses them in its output too) and
+/// rounds to the tensor's 16-bit intermediate, refusing values beyond its
+/// range (the two-step pipeline would store inf there). `first` is the
+/// index of `chunk[0]` in the tensor.
+fn check_and_round(chunk: &mut [f32], t: &OutTensor, first: u64) -> Result<(), StoreError> {
+    let tensor = || match &t.source {
+        Source::Tensor { name, .. } => name.clone(),
+        Source::Generated(_) => t.name.clone(),
+    };
+    if let Some(i) = chunk.iter().position(|v| !v.is_finite()) {
+        return Err(StoreError::NonFinite {
+            tensor: tensor(),
+            index: first + i as u64,
+            value: chunk[i],
+        });
+    }
+    let round: fn(f32) -> f32 = match t.via {
+        Some(GgmlType::F16) => |v| quant::f16_bits_to_f32(quant::f32_to_f16_bits(v)),
+        Some(GgmlType::BF16) => |v| f32::from_bits(u32::from(quant::f32_to_bf16_bits(v)) << 16),
+        _ => return Ok(()),
+    };
+    let mut overflow = None;
+    for (i, v) in chunk.iter_mut().enumerate() {
+        let r = round(*v);
+        if !r.is_finite() && overflow.is_none() {
+            overflow = Some((i, *v));
+        }
+        *v = r;
+    }
+    match overflow {
+        Some((i, value)) => Err(StoreError::Overflow16 {
+            tensor: tensor(),
+            index: first + i as u64,
+            value,
+            ty: t.via.map_or("", GgmlType::name),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn stream_tensor(
     model: &Model,
     t: &OutTensor,
@@ -674,6 +738,7 @@ fn stream_tensor(
             } else {
                 model.read_rows_f32(src, r0 as u64..r1 as u64)?
             };
+            check_and_round(&mut chunk, t, (r0 * cols) as u64)?;
             if let Some(hd) = head_dim {
                 let orig = chunk.clone();
                 chunk

@@ -76,6 +76,20 @@ pub enum StoreError {
         index: u64,
         value: f32,
     },
+    /// A finite value beyond the range of the 16-bit intermediate file a
+    /// GGUF quantization reproduces.
+    #[error(
+        "tensor '{tensor}': element {index} is {value}, beyond {ty}'s range; llama.cpp's \
+         pipeline (convert_hf_to_gguf.py, then llama-quantize), whose {ty} intermediate this \
+         quantization reproduces, would store inf there. Quantize through an F32 GGUF instead \
+         (`llmtool quantize f32 MODEL --out M.gguf`, then quantize M.gguf)"
+    )]
+    Overflow16 {
+        tensor: String,
+        index: u64,
+        value: f32,
+        ty: &'static str,
+    },
     /// The user pressed Ctrl-C (or the process got SIGTERM); outputs were removed.
     #[error("interrupted; no output was left behind")]
     Interrupted,

@@ -13,7 +13,8 @@
 //! * `conversion/base.py`: `get_vocab_base` (token types, `[PADi]` padding),
 //!   `get_vocab_base_pre` (the check text and the hash → pre-tokenizer table
 //!   in [`pre_table`]), `does_token_look_special`, `_set_vocab_gpt2`,
-//!   `_set_vocab_llama_hf`; `conversion/llama.py` and `conversion/qwen.py`
+//!   `_set_vocab_llama_hf`, `_create_vocab_sentencepiece` (pieces read by
+//!   `spm` from sentencepiece's `sentencepiece_model.proto` layout); `conversion/llama.py` and `conversion/qwen.py`
 //!   `set_vocab` (which path each architecture tries, in which order).
 //! * gguf-py `gguf/vocab.py`: `SpecialVocab` (merges forms, post-processor
 //!   parsing, special ids and their priority, `add_*_token`, chat template)
@@ -27,6 +28,7 @@
 
 mod from_gguf;
 pub mod pre_table;
+mod spm;
 mod to_gguf;
 
 use std::path::PathBuf;

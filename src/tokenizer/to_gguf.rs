@@ -119,11 +119,12 @@ fn token_content(v: &Json) -> Option<&str> {
 struct HfDir {
     dir: PathBuf,
     tj_path: PathBuf,
+    /// tokenizer.json, Null when absent (a SentencePiece-only repo).
     tj: Json,
     /// tokenizer_config.json, when present.
     tc: Option<Map<String, Json>>,
     config: Map<String, Json>,
-    tok: Tokenizer,
+    tok: Option<Tokenizer>,
 }
 
 impl HfDir {
@@ -147,14 +148,7 @@ impl HfDir {
             }
         };
         let tj_path = dir.join("tokenizer.json");
-        let Some(tj) = read_json(&tj_path)? else {
-            return Err(TokenizerError::Unsupported {
-                path: tj_path,
-                msg: "missing: only fast tokenizers (tokenizer.json) are converted; \
-                      save the tokenizer with transformers to create one"
-                    .into(),
-            });
-        };
+        let tj = read_json(&tj_path)?.unwrap_or(Json::Null);
         let tc_path = dir.join("tokenizer_config.json");
         let tc = match read_json(&tc_path)? {
             Some(Json::Object(m)) => Some(m),
@@ -166,10 +160,15 @@ impl HfDir {
             }
             None => None,
         };
-        let tok = Tokenizer::from_file(&tj_path).map_err(|e| TokenizerError::Engine {
-            path: tj_path.clone(),
-            msg: e.to_string(),
-        })?;
+        let tok = match tj {
+            Json::Null => None,
+            _ => Some(
+                Tokenizer::from_file(&tj_path).map_err(|e| TokenizerError::Engine {
+                    path: tj_path.clone(),
+                    msg: e.to_string(),
+                })?,
+            ),
+        };
         Ok(HfDir {
             dir: dir.into(),
             tj_path,
@@ -178,6 +177,19 @@ impl HfDir {
             config,
             tok,
         })
+    }
+
+    /// The fast tokenizer, required by every path but SentencePiece's.
+    fn tok(&self) -> Result<&Tokenizer> {
+        self.tok
+            .as_ref()
+            .ok_or_else(|| TokenizerError::Unsupported {
+                path: self.tj_path.clone(),
+                msg: "missing: without a SentencePiece tokenizer.model, only fast tokenizers \
+                  (tokenizer.json) are converted; save the tokenizer with transformers to \
+                  create one"
+                    .into(),
+            })
     }
 
     fn tc_get(&self, key: &str) -> Option<&Json> {
@@ -247,7 +259,7 @@ impl HfDir {
                 ));
             }
         }
-        let vocab = self.tok.get_vocab(true);
+        let vocab = self.tok()?.get_vocab(true);
         for s in self.named_special_tokens()? {
             if out.iter().any(|(_, c, _, _)| *c == s) {
                 continue;
@@ -260,12 +272,13 @@ impl HfDir {
         Ok(out)
     }
 
-    fn reverse_vocab(&self) -> HashMap<u32, String> {
-        self.tok
+    fn reverse_vocab(&self) -> Result<HashMap<u32, String>> {
+        Ok(self
+            .tok()?
             .get_vocab(true)
             .into_iter()
             .map(|(t, i)| (i, t))
-            .collect()
+            .collect())
     }
 }
 
@@ -289,23 +302,15 @@ pub fn pre_from_hash(hash: &str) -> Option<&'static str> {
 /// Converted: architectures `LlamaForCausalLM`/`MistralForCausalLM`/
 /// `MixtralForCausalLM` (tokenizer.json with byte fallback → model `llama`
 /// with the converter's placeholder scores; byte-level BPE → `gpt2`) and
-/// `Qwen2ForCausalLM` (`gpt2`). Refused with a message: a SentencePiece
-/// `tokenizer.model` (the converter reads it with the sentencepiece library),
-/// Mistral `tekken.json`, other architectures and non-BPE models.
+/// `Qwen2ForCausalLM` (`gpt2`); for both, a SentencePiece `tokenizer.model`
+/// first when there is one (model `llama` with its scores). Refused with a
+/// message: Mistral `tekken.json`, other architectures and non-BPE
+/// tokenizer.json models.
 pub fn gguf_metadata_from_hf(
     dir: &Path,
     pre_override: Option<&str>,
 ) -> Result<Vec<(String, Value)>> {
     let unsupported = |path: PathBuf, msg: String| TokenizerError::Unsupported { path, msg };
-    if dir.join("tokenizer.model").is_file() {
-        return Err(unsupported(
-            dir.join("tokenizer.model"),
-            "SentencePiece model: llama.cpp's converter builds the vocabulary from it with \
-             the sentencepiece library (`_set_vocab_sentencepiece`), which llmtool does not \
-             implement; convert this tokenizer with convert_hf_to_gguf.py --vocab-only"
-                .into(),
-        ));
-    }
     if dir.join("tekken.json").is_file() && !dir.join("tokenizer.json").is_file() {
         return Err(unsupported(
             dir.join("tekken.json"),
@@ -330,16 +335,6 @@ pub fn gguf_metadata_from_hf(
             ),
         ));
     }
-    let model = hf.tj.get("model").cloned().unwrap_or(Json::Null);
-    if model.get("type").and_then(Json::as_str) != Some("BPE") {
-        return Err(unsupported(
-            hf.tj_path.clone(),
-            format!(
-                "model type {}: only BPE tokenizers (byte-level or with byte fallback) are converted",
-                model.get("type").unwrap_or(&Json::Null)
-            ),
-        ));
-    }
     let mut kv = Kv::default();
     if llama {
         if hf.tc_get("tokenizer_class").and_then(Json::as_str) == Some("HybridDNATokenizer") {
@@ -352,20 +347,12 @@ pub fn gguf_metadata_from_hf(
             kv.set(keys::ADD_SPACE_PREFIX, Value::Bool(*b));
         }
     }
-    // LlamaHfVocab takes BPE with byte fallback and a Sequence decoder;
-    // anything else falls through to the GPT-2 path.
-    let llama_hf = llama
-        && model.get("byte_fallback").and_then(Json::as_bool) == Some(true)
-        && hf
-            .tj
-            .get("decoder")
-            .and_then(|d| d.get("type"))
-            .and_then(Json::as_str)
-            == Some("Sequence");
-    if llama_hf {
-        llama_hf_vocab(&hf, &mut kv)?;
+    // Both converter classes try SentencePiece first.
+    let spm_path = dir.join("tokenizer.model");
+    if spm_path.is_file() {
+        sentencepiece_vocab(&hf, &spm_path, &mut kv)?;
     } else {
-        gpt2_vocab(&hf, pre_override, &mut kv)?;
+        hf_json_vocab(&hf, llama, pre_override, &mut kv)?;
     }
     if llama {
         match hf.config.get("vocab_size").and_then(Json::as_u64) {
@@ -384,12 +371,181 @@ pub fn gguf_metadata_from_hf(
     Ok(kv.0)
 }
 
+/// The vocabulary from tokenizer.json: `LlamaHfVocab` takes BPE with byte
+/// fallback and a Sequence decoder (Llama architectures only); anything else
+/// falls through to the GPT-2 path.
+fn hf_json_vocab(hf: &HfDir, llama: bool, pre_override: Option<&str>, kv: &mut Kv) -> Result<()> {
+    hf.tok()?;
+    let model = &hf.tj["model"];
+    if model.get("type").and_then(Json::as_str) != Some("BPE") {
+        return Err(TokenizerError::Unsupported {
+            path: hf.tj_path.clone(),
+            msg: format!(
+                "model type {}: only BPE tokenizers (byte-level or with byte fallback) are converted",
+                model.get("type").unwrap_or(&Json::Null)
+            ),
+        });
+    }
+    let llama_hf = llama
+        && model.get("byte_fallback").and_then(Json::as_bool) == Some(true)
+        && hf.tj["decoder"].get("type").and_then(Json::as_str) == Some("Sequence");
+    if llama_hf {
+        llama_hf_vocab(hf, kv)
+    } else {
+        gpt2_vocab(hf, pre_override, kv)
+    }
+}
+
+/// The most entries a vocabulary may have: a config.json `vocab_size` past
+/// this is a corrupt file, not a tokenizer (the largest real vocabularies
+/// have about 260k entries).
+const MAX_VOCAB: u64 = 1 << 24;
+
+/// `_create_vocab_sentencepiece` + `_set_vocab_sentencepiece`: the pieces of
+/// `tokenizer.model` with their scores and types (a user-defined piece stays
+/// NORMAL, as upstream), in `vocab_size` slots (config.json, else the piece
+/// count; unfilled slots are `[PADi]`, score -10000, UNUSED), edited by
+/// added_tokens.json and then tokenizer_config.json's added_tokens_decoder
+/// (score -1000; CONTROL when special or special-looking, else
+/// USER_DEFINED with "▁" turned into spaces); ids past the vocabulary are
+/// skipped with a warning upstream and here. Model "llama", pre "default".
+fn sentencepiece_vocab(hf: &HfDir, path: &Path, kv: &mut Kv) -> Result<()> {
+    let invalid = |path: &Path, msg: String| TokenizerError::Invalid {
+        path: path.into(),
+        msg,
+    };
+    let bytes = std::fs::read(path).map_err(|e| TokenizerError::Io {
+        path: path.into(),
+        source: e,
+    })?;
+    let pieces = super::spm::read_pieces(&bytes).map_err(|why| {
+        invalid(
+            path,
+            format!(
+                "not a SentencePiece model ({why}); llama.cpp's converter reads tokenizer.model \
+                 before tokenizer.json, so a stray file here must be removed"
+            ),
+        )
+    })?;
+    let config_path = hf.dir.join("config.json");
+    let n = match ["vocab_size_per_layer_input", "vocab_size"]
+        .iter()
+        .find_map(|k| hf.config.get(*k))
+    {
+        None | Some(Json::Null) => pieces.len() as u64,
+        Some(v) => match v.as_u64() {
+            Some(0) => pieces.len() as u64,
+            Some(n) if n <= MAX_VOCAB => n,
+            _ => {
+                return Err(invalid(
+                    &config_path,
+                    format!("vocab_size {v} is not a vocabulary size; fix config.json"),
+                ))
+            }
+        },
+    } as usize;
+    let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
+    let mut scores = vec![-10000.0f32; n];
+    let mut types = vec![token_type::UNUSED; n];
+    for (id, p) in pieces.into_iter().enumerate().take(n) {
+        use super::spm::PieceType as T;
+        types[id] = match p.kind {
+            T::Unknown => token_type::UNKNOWN,
+            T::Control => token_type::CONTROL,
+            T::Unused => token_type::UNUSED,
+            T::Byte => token_type::BYTE,
+            T::Normal | T::UserDefined => token_type::NORMAL,
+        };
+        tokens[id] = p.text;
+        scores[id] = p.score;
+    }
+    let added_path = hf.dir.join("added_tokens.json");
+    if let Some(added) = read_json(&added_path)? {
+        let Json::Object(added) = added else {
+            return Err(invalid(&added_path, "not a JSON object".into()));
+        };
+        for (content, id) in added {
+            let id = id.as_u64().ok_or_else(|| {
+                invalid(
+                    &added_path,
+                    format!("{content:?}: id {id} is not a token id"),
+                )
+            })? as usize;
+            if id < n {
+                tokens[id] = content;
+                scores[id] = -1000.0;
+                types[id] = token_type::USER_DEFINED;
+            }
+        }
+    }
+    let tc_path = hf.dir.join("tokenizer_config.json");
+    if let Some(Json::Object(decoder)) = hf.tc_get("added_tokens_decoder") {
+        for (id_text, entry) in decoder {
+            let id: usize = id_text.parse().map_err(|_| {
+                invalid(
+                    &tc_path,
+                    format!("added_tokens_decoder key {id_text:?} is not a token id"),
+                )
+            })?;
+            let Some(content) = entry.get("content").and_then(Json::as_str) else {
+                return Err(invalid(
+                    &tc_path,
+                    format!("added_tokens_decoder {id_text} has no content"),
+                ));
+            };
+            if id >= n {
+                continue;
+            }
+            if truthy(entry.get("special")) || looks_special(content) {
+                types[id] = token_type::CONTROL;
+                tokens[id] = content.to_string();
+            } else {
+                types[id] = token_type::USER_DEFINED;
+                tokens[id] = content.replace('\u{2581}', " ");
+            }
+            scores[id] = -1000.0;
+        }
+    }
+    llama_vocab(hf, tokens, scores, types, kv)
+}
+
+/// Writes a `llama`-model vocabulary (pre "default", no merges) and the
+/// special tokens, as `_set_vocab_sentencepiece` and `_set_vocab_llama_hf`
+/// both do.
+fn llama_vocab(
+    hf: &HfDir,
+    tokens: Vec<String>,
+    scores: Vec<f32>,
+    types: Vec<i32>,
+    kv: &mut Kv,
+) -> Result<()> {
+    let n = tokens.len();
+    kv.set(keys::MODEL, Value::String("llama".into()));
+    kv.set(keys::PRE, Value::String("default".into()));
+    kv.set(keys::TOKENS, strings(tokens));
+    kv.set(
+        keys::SCORES,
+        Value::Array(
+            ValueType::Float32,
+            scores.into_iter().map(Value::F32).collect(),
+        ),
+    );
+    kv.set(
+        keys::TOKEN_TYPE,
+        Value::Array(
+            ValueType::Int32,
+            types.into_iter().map(Value::I32).collect(),
+        ),
+    );
+    special_vocab(hf, false, Some(n as u32), kv)
+}
+
 /// `LlamaHfVocab` + `_set_vocab_llama_hf`: model "llama", pre "default",
 /// every score -1000 (the converter's placeholder), no merges.
 fn llama_hf_vocab(hf: &HfDir, kv: &mut Kv) -> Result<()> {
-    let base = hf.tok.get_vocab_size(false) as u32;
+    let base = hf.tok()?.get_vocab_size(false) as u32;
     let added = hf.added_tokens()?;
-    let vocab = hf.tok.get_vocab(true);
+    let vocab = hf.tok()?.get_vocab(true);
     let mut special_ids = HashSet::new();
     let mut specials = HashMap::new();
     for s in hf.named_special_tokens()? {
@@ -403,7 +559,7 @@ fn llama_hf_vocab(hf: &HfDir, kv: &mut Kv) -> Result<()> {
     }
     let extra: Vec<&(u32, String, bool, bool)> = added.iter().filter(|a| a.0 >= base).collect();
     let extra_ids: HashSet<u32> = extra.iter().map(|a| a.0).collect();
-    let reverse = hf.reverse_vocab();
+    let reverse = hf.reverse_vocab()?;
     let is_byte = |t: &str| {
         let b = t.as_bytes();
         b.len() == 6
@@ -438,22 +594,8 @@ fn llama_hf_vocab(hf: &HfDir, kv: &mut Kv) -> Result<()> {
         });
         tokens.push(content.clone());
     }
-    let n = tokens.len();
-    kv.set(keys::MODEL, Value::String("llama".into()));
-    kv.set(keys::PRE, Value::String("default".into()));
-    kv.set(keys::TOKENS, strings(tokens));
-    kv.set(
-        keys::SCORES,
-        Value::Array(ValueType::Float32, vec![Value::F32(-1000.0); n]),
-    );
-    kv.set(
-        keys::TOKEN_TYPE,
-        Value::Array(
-            ValueType::Int32,
-            types.into_iter().map(Value::I32).collect(),
-        ),
-    );
-    special_vocab(hf, false, Some(n as u32), kv)
+    let scores = vec![-1000.0; tokens.len()];
+    llama_vocab(hf, tokens, scores, types, kv)
 }
 
 /// `does_token_look_special` of the converter.
@@ -492,16 +634,12 @@ fn transformers_encode(hf: &HfDir, text: &str) -> Result<Vec<u32>> {
         path: hf.tj_path.clone(),
         msg: e.to_string(),
     };
+    let tok = hf.tok()?;
     let class = hf.tc_get("tokenizer_class").and_then(Json::as_str);
     if !matches!(class, Some("LlamaTokenizer" | "LlamaTokenizerFast")) {
-        return Ok(hf
-            .tok
-            .encode(text, true)
-            .map_err(engine)?
-            .get_ids()
-            .to_vec());
+        return Ok(tok.encode(text, true).map_err(engine)?.get_ids().to_vec());
     }
-    let vocab = hf.tok.get_vocab(true);
+    let vocab = tok.get_vocab(true);
     let id_of = |key: &str| {
         hf.tc_get(key)
             .and_then(token_content)
@@ -512,7 +650,7 @@ fn transformers_encode(hf: &HfDir, text: &str) -> Result<Vec<u32>> {
     if flag("add_bos_token", true) {
         ids.extend(id_of("bos_token"));
     }
-    ids.extend_from_slice(hf.tok.encode(text, false).map_err(engine)?.get_ids());
+    ids.extend_from_slice(tok.encode(text, false).map_err(engine)?.get_ids());
     if flag("add_eos_token", false) {
         ids.extend(id_of("eos_token"));
     }
@@ -531,7 +669,7 @@ fn gpt2_vocab(hf: &HfDir, pre_override: Option<&str>, kv: &mut Kv) -> Result<()>
                 .into(),
         });
     }
-    let reverse = hf.reverse_vocab();
+    let reverse = hf.reverse_vocab()?;
     let n_vocab = match hf.config.get("vocab_size").and_then(Json::as_u64) {
         Some(n) => n as u32,
         None => reverse.len() as u32,
@@ -597,8 +735,8 @@ fn gpt2_vocab(hf: &HfDir, pre_override: Option<&str>, kv: &mut Kv) -> Result<()>
                 path: hf.tj_path.clone(),
                 msg: e.to_string(),
             };
-            let ids = hf.tok.encode(t.as_str(), false).map_err(engine)?;
-            t = hf.tok.decode(ids.get_ids(), false).map_err(engine)?;
+            let ids = hf.tok()?.encode(t.as_str(), false).map_err(engine)?;
+            t = hf.tok()?.decode(ids.get_ids(), false).map_err(engine)?;
             if clean {
                 t = clean_up(&t);
             }

@@ -168,3 +168,31 @@ pub fn array_digest(items: &[llmtool::store::gguf::Value]) -> String {
     }
     sha256_hex(&bytes)
 }
+
+/// A copy of fixtures/models/tiny-llama (f32) in `dir` whose `victim`
+/// weight holds `values(i)` at element i.
+pub fn edited_tiny_llama(
+    dir: &Path,
+    victim: &str,
+    values: impl Fn(usize) -> f32,
+) -> llmtool::store::Model {
+    use llmtool::store::safetensors::{ShardedWriter, TensorPlan};
+    use llmtool::store::Model;
+    let src = fixture("models/tiny-llama");
+    let m = Model::open(src.to_str().unwrap()).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let plan = m.tensors().iter().map(TensorPlan::from).collect();
+    let mut w = ShardedWriter::create(dir, plan, u64::MAX, Default::default()).unwrap();
+    for t in m.tensors() {
+        if t.name == victim {
+            let v: Vec<u8> = (0..t.numel() as usize)
+                .flat_map(|i| values(i).to_le_bytes())
+                .collect();
+            w.write_tensor(&t.name, &v).unwrap();
+        } else {
+            w.write_tensor(&t.name, m.bytes(t)).unwrap();
+        }
+    }
+    w.finish().unwrap();
+    Model::open(dir.to_str().unwrap()).unwrap()
+}

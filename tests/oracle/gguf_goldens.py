@@ -1,6 +1,6 @@
 """llama.cpp's own pipeline as the judge of `llmtool quantize` (GGUF formats).
 
-    python tests/oracle/gguf_goldens.py HF_DIR LABEL      # env: tests/oracle/requirements.txt
+    python tests/oracle/gguf_goldens.py HF_DIR LABEL [--tokenizer DIR]   # env: tests/oracle/requirements.txt
 
 Runs llama.cpp's `convert_hf_to_gguf.py` on HF_DIR (--outtype f16 and bf16)
 and `llama-quantize` on the f16 file for Q8_0, Q6_K, Q5_K_M, Q4_K_M and Q4_0
@@ -9,10 +9,17 @@ output fixtures/gguf/LABEL-<format>.json: every metadata key with its type
 (values; long arrays as a sha256 of their items), and per tensor in file
 order its name, type, ne and the sha256 of its bytes. Files are small (no
 tensor data).
+
+--tokenizer DIR copies the tokenizer files of DIR (tokenizer.model,
+tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+added_tokens.json, whichever exist) beside a copy of HF_DIR first: the tiny
+fixture models have no tokenizer, and the converter needs one.
 """
+import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,12 +49,23 @@ def describe(path, label):
     return {"source": label, "metadata": meta, "tensors": tensors}
 
 
-def main(hf, label):
+TOKENIZER_FILES = ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json"]
+
+
+def main(hf, label, tokenizer):
     llama = subprocess.run([os.path.join(ROOT, "tests", "oracle", "build_llama_cpp.sh")],
                            check=True, capture_output=True, text=True).stdout.strip()
     out_dir = os.path.join(ROOT, "fixtures", "gguf")
     os.makedirs(out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        if tokenizer:
+            model_dir = os.path.join(tmp, "model")
+            shutil.copytree(hf, model_dir)
+            for f in TOKENIZER_FILES:
+                if os.path.exists(os.path.join(tokenizer, f)):
+                    shutil.copyfile(os.path.join(tokenizer, f), os.path.join(model_dir, f))
+            hf = model_dir
         files = {}
         for t in ["f16", "bf16"]:
             p = os.path.join(tmp, f"{t}.gguf")
@@ -68,4 +86,9 @@ def main(hf, label):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    ap = argparse.ArgumentParser()
+    ap.add_argument("hf_dir")
+    ap.add_argument("label")
+    ap.add_argument("--tokenizer")
+    a = ap.parse_args()
+    main(a.hf_dir, a.label, a.tokenizer)

