@@ -465,3 +465,31 @@ fn hub_cache_snapshots_resolve() {
         .to_string();
     assert!(e.contains("whose snapshot is missing"), "{e}");
 }
+
+/// Row-by-row decoding sees exactly what a chunk read gives, hands each row
+/// its share of the output, and refuses an output it cannot share out.
+#[test]
+fn map_rows_f32_agrees_with_read_rows_f32() {
+    let m = Model::open(common::fixture("models/tiny-qwen2").to_str().unwrap()).unwrap();
+    let t = m.tensor("model.layers.0.mlp.up_proj.weight").unwrap();
+    let want = m.read_rows_f32(t, 3..9).unwrap();
+    let cols = t.row_len() as usize;
+    let mut out = vec![0u8; 6 * 4];
+    let rows = m
+        .map_rows_f32(t, 3..9, &mut out, |row, x, o| {
+            let r = (row - 3) as usize;
+            assert_eq!(x, &want[r * cols..(r + 1) * cols]);
+            o.copy_from_slice(&x[0].to_le_bytes());
+            Ok(row)
+        })
+        .unwrap();
+    assert_eq!(rows, (3..9).collect::<Vec<u64>>());
+    for r in 0..6 {
+        assert_eq!(out[r * 4..r * 4 + 4], want[r * cols].to_le_bytes());
+    }
+    let err = m
+        .map_rows_f32(t, 3..9, &mut [0u8; 7], |_, _, _| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("up_proj") && err.contains("7 bytes"), "{err}");
+}

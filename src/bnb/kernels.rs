@@ -445,8 +445,8 @@ pub fn round_to_f16(v: f32) -> f32 {
 /// largest magnitude becomes the row's `SCB`, and each value is
 /// `round_half_even(f16 · (127 · (1/max)))`. An all-zero row gives zeros
 /// (torch turns its NaNs into 0). Returns the scale, or the index of the
-/// first value beyond float16's range.
-pub fn quantize_int8_row(row: &[f32], out: &mut [i8]) -> Result<f32, usize> {
+/// first value beyond float16's range. `out` gets the int8 codes' bytes.
+pub fn quantize_int8_row(row: &[f32], out: &mut [u8]) -> Result<f32, usize> {
     let m = row.iter().fold(0f32, |m, v| m.max(round_to_f16(*v).abs()));
     if m.is_infinite() {
         return Err(row
@@ -463,7 +463,7 @@ pub fn quantize_int8_row(row: &[f32], out: &mut [i8]) -> Result<f32, usize> {
         // |f16 · s| ≤ 127: ggml's nearest_int rounds half to even like
         // torch, without the libm call that `round_ties_even` becomes on
         // baseline x86-64 (which kept this loop scalar).
-        *o = crate::quant::nearest_int(round_to_f16(*v) * s) as i8;
+        *o = crate::quant::nearest_int(round_to_f16(*v) * s) as i8 as u8;
     }
     Ok(m)
 }

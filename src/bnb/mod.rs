@@ -24,8 +24,6 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
 
-use rayon::prelude::*;
-
 use crate::arch::{self, LayerPart, Role};
 use crate::hfdir;
 use crate::store::atomic::{self, AtomicDir};
@@ -647,44 +645,45 @@ fn write_4bit(
 
 fn write_int8(model: &Model, w: &mut ShardedWriter, t: &TensorInfo) -> Result<(), BnbError> {
     let cols = t.row_len().max(1) as usize;
-    let mut scb = Vec::with_capacity(t.rows() as usize);
+    let chunks = row_chunks(t, 1);
+    // Chunks are quantized on a helper thread (rows in parallel) while this
+    // one writes the previous chunk: the copy into the page cache is a
+    // quarter of the work.
+    let scb = std::sync::Mutex::new(Vec::with_capacity(t.rows() as usize));
     w.write_tensor_with(&t.name, |sink| {
-        for rows in row_chunks(t, 1) {
-            let first = rows.start * cols as u64;
-            let x = read_finite(model, t, rows)?;
-            let mut q = vec![0i8; x.len()];
-            let scales: Vec<Result<f32, usize>> = q
-                .par_chunks_mut(cols)
-                .zip(x.par_chunks(cols))
-                .map(|(o, r)| kernels::quantize_int8_row(r, o))
-                .collect();
-            let mut row_scales = Vec::with_capacity(scales.len());
-            for (r, res) in scales.into_iter().enumerate() {
-                match res {
-                    Ok(s) => row_scales.push(s),
-                    // LLM.int8 goes through float16: larger values would become inf.
-                    Err(i) => {
-                        let at = r * cols + i;
-                        return Err(StoreError::Write {
-                            path: model.root.clone(),
-                            msg: format!(
-                                "tensor '{}': element {} is {}, outside float16's range; LLM.int8 converts weights to float16 first (pass --skip {})",
-                                t.name,
-                                first + at as u64,
-                                x[at],
-                                t.name.trim_end_matches(".weight")
-                            ),
+        crate::stream::pipelined(
+            chunks.len(),
+            |i| {
+                let rows = chunks[i].clone();
+                let mut q = vec![0u8; (rows.end - rows.start) as usize * cols];
+                let scales = model.map_rows_f32(t, rows, &mut q, |row, x, o| {
+                    let first = row * cols as u64;
+                    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+                        return Err(StoreError::NonFinite {
+                            tensor: t.name.clone(),
+                            index: first + i as u64,
+                            value: x[i],
                         });
                     }
-                }
-            }
-            let scales = row_scales;
-            scb.extend(scales);
-            let bytes: Vec<u8> = q.iter().map(|v| *v as u8).collect();
-            sink(&bytes)?;
-        }
-        Ok(())
+                    // LLM.int8 goes through float16: larger values would become inf.
+                    kernels::quantize_int8_row(x, o).map_err(|i| StoreError::Write {
+                        path: model.root.clone(),
+                        msg: format!(
+                            "tensor '{}': element {} is {}, outside float16's range; LLM.int8 converts weights to float16 first (pass --skip {})",
+                            t.name,
+                            first + i as u64,
+                            x[i],
+                            t.name.trim_end_matches(".weight")
+                        ),
+                    })
+                })?;
+                scb.lock().expect("no panics hold it").extend(scales);
+                Ok(q)
+            },
+            sink,
+        )
     })?;
+    let scb = scb.into_inner().expect("no panics hold it");
     let module = t.name.trim_end_matches(".weight");
     w.write_tensor(&format!("{module}.SCB"), &f32_bytes(&scb))?;
     // `weight_format` 0 = "row" (bitsandbytes `LINEAR_8BIT_WEIGHTS_FORMAT_MAPPING`).

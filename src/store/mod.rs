@@ -483,6 +483,78 @@ impl Model {
     /// Reads rows `rows` (of the outermost dimension) of a tensor as f32.
     /// Large reads are split across rayon's threads.
     pub fn read_rows_f32(&self, t: &TensorInfo, rows: Range<u64>) -> Result<Vec<f32>> {
+        let (ty, layout) = self.row_layout(t, &rows)?;
+        let dequant = |src: &[u8], dst: &mut [f32]| {
+            quant::dequantize(ty, src, dst).map_err(|source| StoreError::Dequant {
+                tensor: t.name.clone(),
+                source,
+            })
+        };
+        let Some((src, row_bytes)) = layout else {
+            let mut out = vec![0f32; t.numel() as usize];
+            dequant(self.bytes(t), &mut out)?;
+            return Ok(out);
+        };
+        let row_len = t.row_len() as usize;
+        let mut out = vec![0f32; src.len() / row_bytes * row_len];
+        // Chunks of about 1M elements keep threads busy without tiny tasks.
+        let rows_per_chunk = (1 << 20) / row_len + 1;
+        out.par_chunks_mut(rows_per_chunk * row_len)
+            .zip(src.par_chunks(rows_per_chunk * row_bytes))
+            .try_for_each(|(dst, src)| dequant(src, dst))?;
+        Ok(out)
+    }
+
+    /// Decodes rows `rows` of a tensor to f32 one row at a time, in
+    /// parallel, and calls `f(row, values, out_row)` with the row's index in
+    /// the tensor and its equal share of `out`; returns `f`'s results in row
+    /// order. Unlike [`Model::read_rows_f32`] no f32 buffer the size of the
+    /// rows is made (nor zeroed), and each row is still in cache when `f`
+    /// runs.
+    pub fn map_rows_f32<T: Send>(
+        &self,
+        t: &TensorInfo,
+        rows: Range<u64>,
+        out: &mut [u8],
+        f: impl Fn(u64, &[f32], &mut [u8]) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        let (ty, layout) = self.row_layout(t, &rows)?;
+        let n_rows = (rows.end - rows.start) as usize;
+        let path = &self.files[t.file].path;
+        let (Some((src, row_bytes)), true) = (layout, n_rows > 0 && out.len() % n_rows == 0) else {
+            return Err(StoreError::tensor(
+                path,
+                &t.name,
+                format!(
+                    "rows {}..{} cannot be mapped one by one into {} bytes",
+                    rows.start,
+                    rows.end,
+                    out.len()
+                ),
+            ));
+        };
+        let out_row = (out.len() / n_rows).max(1);
+        let row_len = t.row_len() as usize;
+        src.par_chunks(row_bytes)
+            .zip(out.par_chunks_mut(out_row))
+            .enumerate()
+            .map_init(
+                || vec![0f32; row_len],
+                |buf, (i, (s, o))| {
+                    quant::dequantize(ty, s, buf).map_err(|source| StoreError::Dequant {
+                        tensor: t.name.clone(),
+                        source,
+                    })?;
+                    f(rows.start + i as u64, buf, o)
+                },
+            )
+            .collect()
+    }
+
+    /// The element type of `t` and, when `rows` can be read row by row,
+    /// their bytes and the bytes per row (`None`: a 1-D block-quantized or
+    /// empty tensor read whole).
+    fn row_layout(&self, t: &TensorInfo, rows: &Range<u64>) -> Result<(GgmlType, RowBytes<'_>)> {
         let path = &self.files[t.file].path;
         if rows.start > rows.end || rows.end > t.rows() {
             return Err(StoreError::tensor(
@@ -506,23 +578,11 @@ impl Model {
                 ))
             }
         };
-        let numel = t.numel() as usize;
-        let dequant = |src: &[u8], dst: &mut [f32]| {
-            quant::dequantize(ty, src, dst).map_err(|source| StoreError::Dequant {
-                tensor: t.name.clone(),
-                source,
-            })
-        };
-        let row_len = t.row_len() as usize;
-        let row_bytes = match t.dtype.bytes_for(row_len as u64) {
+        let row_bytes = match t.dtype.bytes_for(t.row_len()) {
             Some(b) if b > 0 => b as usize,
             // A 1-D block-quantized tensor (or an empty one) is one row of
             // blocks: only a whole read makes sense.
-            _ if rows == (0..t.rows()) => {
-                let mut out = vec![0f32; numel];
-                dequant(self.bytes(t), &mut out)?;
-                return Ok(out);
-            }
+            _ if *rows == (0..t.rows()) => return Ok((ty, None)),
             _ => {
                 return Err(StoreError::tensor(
                     path,
@@ -536,16 +596,15 @@ impl Model {
         };
         let n_rows = (rows.end - rows.start) as usize;
         let start = rows.start as usize * row_bytes;
-        let src = &self.bytes(t)[start..start + n_rows * row_bytes];
-        let mut out = vec![0f32; n_rows * row_len];
-        // Chunks of about 1M elements keep threads busy without tiny tasks.
-        let rows_per_chunk = (1 << 20) / row_len + 1;
-        out.par_chunks_mut(rows_per_chunk * row_len)
-            .zip(src.par_chunks(rows_per_chunk * row_bytes))
-            .try_for_each(|(dst, src)| dequant(src, dst))?;
-        Ok(out)
+        Ok((
+            ty,
+            Some((&self.bytes(t)[start..start + n_rows * row_bytes], row_bytes)),
+        ))
     }
 }
+
+/// Some rows' bytes and the bytes per row, when rows can be read one by one.
+type RowBytes<'a> = Option<(&'a [u8], usize)>;
 
 /// Reads and parses a JSON file, naming it in errors.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
