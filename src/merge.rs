@@ -263,28 +263,33 @@ fn load_delta(a: &Adapter, m: &ModuleLora, weight: f64) -> Result<Delta, StoreEr
 fn apply_deltas(chunk: &mut [f32], cols: usize, row0: usize, deltas: &[Delta]) {
     chunk.par_chunks_mut(cols).enumerate().for_each_init(
         || vec![0f32; cols],
-        |tmp, (i, row)| {
-            for d in deltas {
-                tmp.iter_mut().for_each(|x| *x = 0.0);
-                let c = &d.coef[(row0 + i) * d.r..(row0 + i + 1) * d.r];
-                for (k, &ck) in c.iter().enumerate() {
-                    let m = &d.basis[k * cols..(k + 1) * cols];
-                    for (t, &mk) in tmp.iter_mut().zip(m) {
-                        *t += ck * mk;
-                    }
-                }
-                if d.weight == 1.0 {
-                    for (w, t) in row.iter_mut().zip(tmp.iter()) {
-                        *w += *t * d.scale;
-                    }
-                } else {
-                    for (w, t) in row.iter_mut().zip(tmp.iter()) {
-                        *w += d.weight * (*t * d.scale);
-                    }
-                }
-            }
-        },
+        |tmp, (i, row)| apply_deltas_row(row, row0 + i, deltas, tmp),
     );
+}
+
+/// Adds `weight · s · (c·M)` of each delta to row `r`; `tmp` is scratch of
+/// the row's length.
+fn apply_deltas_row(row: &mut [f32], r: usize, deltas: &[Delta], tmp: &mut [f32]) {
+    let cols = row.len();
+    for d in deltas {
+        tmp.iter_mut().for_each(|x| *x = 0.0);
+        let c = &d.coef[r * d.r..(r + 1) * d.r];
+        for (k, &ck) in c.iter().enumerate() {
+            let m = &d.basis[k * cols..(k + 1) * cols];
+            for (t, &mk) in tmp.iter_mut().zip(m) {
+                *t += ck * mk;
+            }
+        }
+        if d.weight == 1.0 {
+            for (w, t) in row.iter_mut().zip(tmp.iter()) {
+                *w += *t * d.scale;
+            }
+        } else {
+            for (w, t) in row.iter_mut().zip(tmp.iter()) {
+                *w += d.weight * (*t * d.scale);
+            }
+        }
+    }
 }
 
 /// Streams one output tensor through `sink`.
@@ -370,42 +375,47 @@ fn write_tensor(
         }
         _ => None,
     };
-    // Rows r0..r1 of the output tensor, encoded.
+    // Rows r0..r1 of the output tensor, encoded; each row is decoded,
+    // updated, checked and encoded in one parallel pass.
+    let size = out_dtype.bytes_for(1).unwrap_or(0) as usize;
     let produce = |r0: usize, r1: usize| -> Result<Vec<u8>, StoreError> {
-        let mut chunk = updated(r0, r1)?;
-        match (&dora, &column_factors) {
-            (_, Some(factors)) => {
-                for row in chunk.chunks_mut(cols) {
-                    row.iter_mut().zip(factors).for_each(|(x, f)| *x *= f);
-                }
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let mut bytes = vec![0u8; (r1 - r0) * cols * size];
+        source_model.map_rows_f32(source, r0 as u64..r1 as u64, &mut bytes, |r, x, o| {
+            let r = r as usize;
+            if !deltas.is_empty() {
+                apply_deltas_row(x, r, &deltas, &mut vec![0f32; cols]);
             }
-            (Some((mag, false)), None) => {
-                for (i, row) in chunk.chunks_mut(cols).enumerate() {
-                    let norm = row
+            match (&dora, &column_factors) {
+                (_, Some(factors)) => x.iter_mut().zip(factors).for_each(|(x, f)| *x *= f),
+                (Some((mag, false)), None) => {
+                    let norm = x
                         .iter()
-                        .map(|&x| (x as f64) * (x as f64))
+                        .map(|&v| (v as f64) * (v as f64))
                         .sum::<f64>()
                         .sqrt() as f32;
-                    let factor = mag[r0 + i] / norm;
-                    row.iter_mut().for_each(|x| *x *= factor);
+                    let factor = mag[r] / norm;
+                    x.iter_mut().for_each(|v| *v *= factor);
+                }
+                _ => {}
+            }
+            for (b, s, w) in &bias_adds {
+                for (v, bv) in x.iter_mut().zip(&b[r * cols..]) {
+                    *v += if *w == 1.0 { bv * s } else { w * (bv * s) };
                 }
             }
-            _ => {}
-        }
-        for (b, s, w) in &bias_adds {
-            for (x, bv) in chunk.iter_mut().zip(&b[r0 * cols..]) {
-                *x += if *w == 1.0 { bv * s } else { w * (bv * s) };
+            if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
+                return Err(StoreError::NonFinite {
+                    tensor: t.name.clone(),
+                    index: (r * cols + bad) as u64,
+                    value: x[bad],
+                });
             }
-        }
-        if let Some(bad) = chunk.iter().position(|x| !x.is_finite()) {
-            return Err(StoreError::NonFinite {
-                tensor: t.name.clone(),
-                index: (r0 * cols + bad) as u64,
-                value: chunk[bad],
-            });
-        }
-        let mut bytes = Vec::new();
-        out_dtype.encode_f32s(&chunk, &mut bytes);
+            out_dtype.encode_f32s_into(x, o);
+            Ok(())
+        })?;
         Ok(bytes)
     };
     let n = rows.max(1).div_ceil(rows_per_chunk);

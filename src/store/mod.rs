@@ -234,16 +234,37 @@ impl DType {
         self.bytes_for(b).unwrap_or(0) as f64 * 8.0 / b as f64
     }
 
-    /// Appends `values` encoded as this dtype (little-endian; f16/bf16 round
-    /// to nearest even, as torch does). Only F32, F16 and BF16: writers
-    /// check output dtypes before streaming starts.
+    /// `values` encoded as this dtype into `out` (replaced; little-endian;
+    /// f16/bf16 round to nearest even, as torch does), in parallel. Only
+    /// F32, F16 and BF16: writers check output dtypes before streaming
+    /// starts.
     pub fn encode_f32s(self, values: &[f32], out: &mut Vec<u8>) {
-        use half::{bf16, f16};
+        const PART: usize = 1 << 16;
+        let size = self.bytes_for(1).unwrap_or(0) as usize;
         out.clear();
+        out.resize(values.len() * size, 0);
+        out.par_chunks_mut(PART * size.max(1))
+            .zip(values.par_chunks(PART))
+            .for_each(|(o, v)| self.encode_f32s_into(v, o));
+    }
+
+    /// [`DType::encode_f32s`] of one slice into `out`, which holds exactly
+    /// its bytes.
+    pub fn encode_f32s_into(self, values: &[f32], out: &mut [u8]) {
+        use half::{bf16, f16};
         match self {
-            DType::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
-            DType::F16 => out.extend(values.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes())),
-            DType::BF16 => out.extend(values.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes())),
+            DType::F32 => out
+                .chunks_exact_mut(4)
+                .zip(values)
+                .for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
+            DType::F16 => out
+                .chunks_exact_mut(2)
+                .zip(values)
+                .for_each(|(o, v)| o.copy_from_slice(&f16::from_f32(*v).to_le_bytes())),
+            DType::BF16 => out
+                .chunks_exact_mut(2)
+                .zip(values)
+                .for_each(|(o, v)| o.copy_from_slice(&bf16::from_f32(*v).to_le_bytes())),
             _ => unreachable!("output dtypes are checked before streaming"),
         }
     }
@@ -508,7 +529,7 @@ impl Model {
     /// Decodes rows `rows` of a tensor to f32 one row at a time, in
     /// parallel, and calls `f(row, values, out_row)` with the row's index in
     /// the tensor and its equal share of `out`; returns `f`'s results in row
-    /// order. Unlike [`Model::read_rows_f32`] no f32 buffer the size of the
+    /// order, or the error of the first row that failed. Unlike [`Model::read_rows_f32`] no f32 buffer the size of the
     /// rows is made (nor zeroed), and each row is still in cache when `f`
     /// runs.
     pub fn map_rows_f32<T: Send>(
@@ -516,7 +537,7 @@ impl Model {
         t: &TensorInfo,
         rows: Range<u64>,
         out: &mut [u8],
-        f: impl Fn(u64, &[f32], &mut [u8]) -> Result<T> + Sync,
+        f: impl Fn(u64, &mut [f32], &mut [u8]) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
         let (ty, layout) = self.row_layout(t, &rows)?;
         let n_rows = (rows.end - rows.start) as usize;
@@ -548,6 +569,10 @@ impl Model {
                     f(rows.start + i as u64, buf, o)
                 },
             )
+            .collect::<Vec<Result<T>>>()
+            // The first failing row in order, so errors do not depend on
+            // scheduling.
+            .into_iter()
             .collect()
     }
 
