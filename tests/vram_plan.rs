@@ -286,6 +286,43 @@ fn vllm_llama3_8b_log_figures() {
     );
 }
 
+/// vLLM's profiled activation peak (PR #10511's log): the sampler over 256
+/// sequences, the same at TP 1 and TP 2 (the forward pass shards, the
+/// sampler does not). TP 1 is where the per-logit constant was calibrated;
+/// TP 2 and the weights are checks.
+#[test]
+fn vllm_activation_peak_matches_the_profile_log() {
+    let fx = json("vram/published.json");
+    let v = &fx["vllm_profile_pr10511"];
+    let m = catalog_model(v["model"].as_str().unwrap());
+    let o = Options {
+        ctx: 8192,
+        users: v["max_num_seqs"].as_u64().unwrap(),
+        ..Options::default()
+    };
+    for (setup, key) in [("A100-80GB", "tp1"), ("2xA100-80GB", "tp2")] {
+        let r = plan::plan(&m, Format::Bf16, Engine::Vllm, &o, &gpu(setup)).unwrap();
+        assert_eq!(
+            r.ubatch,
+            v["max_num_batched_tokens"].as_u64().unwrap(),
+            "{setup}"
+        );
+        let per_device = |b: u64| b as f64 / r.gpus as f64 / GIB as f64;
+        within(
+            per_device(r.need.weights),
+            v[key]["weights_gib"].as_f64().unwrap(),
+            0.01,
+            &format!("{setup} weights"),
+        );
+        within(
+            per_device(r.need.compute),
+            v[key]["activation_peak_gib"].as_f64().unwrap(),
+            0.10,
+            &format!("{setup} activation peak"),
+        );
+    }
+}
+
 #[test]
 fn multi_gpu_layer_split_and_tensor_split_flag() {
     let m = catalog_model("Qwen2.5-14B");

@@ -682,6 +682,15 @@ pub const VLLM_NON_TORCH: u64 = GIB / 10;
 /// vLLM CUDA graph memory: 0.65 GiB logged for gemma-3-4b (vllm PR #21489);
 /// we reserve this much unless `--enforce-eager`.
 pub const VLLM_CUDA_GRAPHS: u64 = 650 * MIB;
+/// Bytes per logit vLLM's profiled sampler run holds at its peak (over
+/// `--max-num-seqs` × vocabulary logits): calibrated on the log of vllm PR
+/// #10511 (`vllm serve meta-llama/Meta-Llama-3-8B`, 256 sequences × 128256
+/// logits, activation peak 1.26 GiB at TP 1 and TP 2 alike, so the peak is
+/// the unsharded sampler, not the forward pass), and consistent with the
+/// sampler's temporaries: bf16 and f32 logits, sorted values with int64
+/// indices, softmax and cumsum for top-p, the inverse permutation, probs and
+/// logprobs (`vllm/model_executor/layers/sampler.py`).
+pub const VLLM_SAMPLER_BYTES_PER_LOGIT: u64 = 41;
 /// vLLM's KV block size in tokens (`--block-size` default).
 pub const VLLM_BLOCK: u64 = 16;
 /// llama.cpp pads the KQ mask's token dimension (`GGML_KQ_MASK_PAD`).
@@ -962,7 +971,11 @@ fn device_loads(
                 let kv_per_rank = (s.kv_heads / tp).max(1);
                 b.kv = (blocks * o.users * kv_tok).div_ceil(s.kv_heads.max(1)) * kv_per_rank;
                 let tokens = o.ubatch.unwrap_or(vllm_default_batched_tokens(setup));
-                b.compute = forward_activations(s, tokens).div_ceil(tp) + o.users * s.vocab * 4 * 2;
+                // The profile runs the forward pass, frees it, then the
+                // sampler over `--max-num-seqs` (= users) sequences.
+                b.compute = forward_activations(s, tokens)
+                    .div_ceil(tp)
+                    .max(o.users * s.vocab * VLLM_SAMPLER_BYTES_PER_LOGIT);
                 b.overhead = VLLM_NON_TORCH + if o.cuda_graphs { VLLM_CUDA_GRAPHS } else { 0 };
             }
         }
