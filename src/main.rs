@@ -154,7 +154,7 @@ enum Command {
     ///
     /// MODEL is anything inspect-arch reads (directory, .safetensors,
     /// .gguf, cached repo id), a bare config.json, or a built-in catalog
-    /// name (Qwen2.5-0.5B…72B, Llama-3.1-8B/70B, Llama-3.2-1B/3B,
+    /// name (Qwen2.5-0.5B…72B, Llama-3-8B, Llama-3.1-8B/70B, Llama-3.2-1B/3B,
     /// Mistral-7B, Mistral-Small-24B, SmolLM2-135M/360M/1.7B, or their Hub
     /// repo ids); --list prints the catalogs.
     #[command(after_help = "Examples:\n  \

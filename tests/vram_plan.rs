@@ -259,7 +259,7 @@ fn field_observations_hold() {
 fn vllm_llama3_8b_log_figures() {
     let fx = json("vram/published.json");
     let v = &fx["vllm_profile"];
-    let m = catalog_model("Llama-3.1-8B");
+    let m = catalog_model(v["model"].as_str().unwrap());
     let w = plan::weights_total(&m, Format::Bf16, Engine::Vllm).unwrap() as f64 / GIB as f64;
     within(w, v["weights_gib"].as_f64().unwrap(), 0.01, "weights");
     // KV page arithmetic: the logged KV memory holds exactly the logged blocks.

@@ -251,6 +251,7 @@ mod tests {
             "Qwen2.5-14B",
             "Qwen2.5-32B",
             "Qwen2.5-72B",
+            "Llama-3-8B",
             "Llama-3.1-8B",
             "Llama-3.1-70B",
             "Mistral-7B",
