@@ -161,9 +161,10 @@ fn choose_types(plan: &mut to_gguf::GgufPlan, ftype: FileType) -> Result<(), ToG
     let mut fallbacks = 0;
     for (t, c) in plan.tensors.iter_mut().zip(choices) {
         t.ty = c.ty;
-        // Block types are made by llama-quantize from the converter's file.
-        if !matches!(c.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
-            t.via = plan.intermediate;
+        // Only block types are made by llama-quantize from the converter's
+        // 16-bit file; float types are written as the converter does.
+        if matches!(c.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            t.via = None;
         }
         fallbacks += c.fallback as usize;
     }

@@ -66,10 +66,13 @@ pub struct OutTensor {
     /// type rule may replace it.
     pub ty: GgmlType,
     pub source: Source,
-    /// The 16-bit type the values are rounded to before encoding: the
-    /// intermediate file of llama.cpp's two-step pipeline (the converter,
-    /// then `llama-quantize`), which [`crate::quantize`] reproduces for
-    /// tensors it quantizes from an HF model.
+    /// The 16-bit type the values are rounded to before a block type
+    /// encodes them: the intermediate file of llama.cpp's two-step pipeline
+    /// (the converter's `--outtype auto`, then `llama-quantize`). Set by
+    /// [`plan`] for HF tensors not already stored in that type (BF16 when
+    /// the model's first 2-D tensor is bf16, else F16: the converter's
+    /// dtype heuristic in `ModelBase.__init__`); callers that keep a float
+    /// type clear it.
     pub via: Option<GgmlType>,
 }
 
@@ -97,10 +100,6 @@ pub struct GgufPlan {
     /// to a copied GGUF's keys, or among the hyperparameters, where the
     /// converter writes it.
     pub file_type_last: bool,
-    /// The type `convert_hf_to_gguf.py --outtype auto` would write 2-D
-    /// tensors as (HF inputs only): BF16 when the first 2-D tensor is bf16,
-    /// else F16 (its dtype heuristic in `ModelBase.__init__`).
-    pub intermediate: Option<GgmlType>,
     pub warnings: Vec<String>,
 }
 
@@ -288,6 +287,15 @@ fn plan_hf(
     let head_dim = need("head size", a.head_dim)? as usize;
     let n_layer = need("layer count", a.layers)?;
 
+    let intermediate = match model
+        .tensors()
+        .iter()
+        .find(|t| t.shape.len() >= 2)
+        .map(|t| t.dtype)
+    {
+        Some(DType::BF16) => GgmlType::BF16,
+        _ => GgmlType::F16,
+    };
     let mut tensors = Vec::new();
     let mut unknown = Vec::new();
     for t in model.tensors() {
@@ -328,7 +336,7 @@ fn plan_hf(
                 name: t.name.clone(),
                 head_dim: permute,
             },
-            via: None,
+            via: (t.dtype.to_ggml() != Some(intermediate)).then_some(intermediate),
         });
     }
     if !unknown.is_empty() {
@@ -501,17 +509,6 @@ fn plan_hf(
         n_head: heads as u64,
         n_head_kv: kv_heads as u64,
         file_type_last: false,
-        intermediate: Some(
-            match model
-                .tensors()
-                .iter()
-                .find(|t| t.shape.len() >= 2)
-                .map(|t| t.dtype)
-            {
-                Some(DType::BF16) => GgmlType::BF16,
-                _ => GgmlType::F16,
-            },
-        ),
         warnings,
     })
 }
@@ -579,7 +576,6 @@ fn plan_gguf(model: &Model, float: GgmlType) -> Result<GgufPlan, ToGgufError> {
         n_head,
         n_head_kv,
         file_type_last: true,
-        intermediate: None,
         warnings: Vec::new(),
     })
 }
