@@ -406,13 +406,7 @@ fn write_tensor(
                     *v += if *w == 1.0 { bv * s } else { w * (bv * s) };
                 }
             }
-            if let Some(bad) = x.iter().position(|v| !v.is_finite()) {
-                return Err(StoreError::NonFinite {
-                    tensor: t.name.clone(),
-                    index: (r * cols + bad) as u64,
-                    value: x[bad],
-                });
-            }
+            StoreError::check_finite(&t.name, (r * cols) as u64, x)?;
             out_dtype.encode_f32s_into(x, o);
             Ok(())
         })?;

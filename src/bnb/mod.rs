@@ -266,13 +266,7 @@ fn gcd(a: usize, b: usize) -> usize {
 fn read_finite(model: &Model, t: &TensorInfo, rows: Range<u64>) -> Result<Vec<f32>, StoreError> {
     let first = rows.start * t.row_len();
     let x = model.read_rows_f32(t, rows)?;
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(StoreError::NonFinite {
-            tensor: t.name.clone(),
-            index: first + i as u64,
-            value: x[i],
-        });
-    }
+    StoreError::check_finite(&t.name, first, &x)?;
     Ok(x)
 }
 
@@ -658,13 +652,7 @@ fn write_int8(model: &Model, w: &mut ShardedWriter, t: &TensorInfo) -> Result<()
                 let mut q = vec![0u8; (rows.end - rows.start) as usize * cols];
                 let scales = model.map_rows_f32(t, rows, &mut q, |row, x, o| {
                     let first = row * cols as u64;
-                    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-                        return Err(StoreError::NonFinite {
-                            tensor: t.name.clone(),
-                            index: first + i as u64,
-                            value: x[i],
-                        });
-                    }
+                    StoreError::check_finite(&t.name, first, x)?;
                     // LLM.int8 goes through float16: larger values would become inf.
                     kernels::quantize_int8_row(x, o).map_err(|i| StoreError::Write {
                         path: model.root.clone(),

@@ -674,13 +674,7 @@ fn check_and_round(chunk: &mut [f32], t: &OutTensor, first: u64) -> Result<(), S
         Source::Tensor { name, .. } => name.clone(),
         Source::Generated(_) => t.name.clone(),
     };
-    if let Some(i) = chunk.iter().position(|v| !v.is_finite()) {
-        return Err(StoreError::NonFinite {
-            tensor: tensor(),
-            index: first + i as u64,
-            value: chunk[i],
-        });
-    }
+    StoreError::check_finite(&tensor(), first, chunk)?;
     let round: fn(f32) -> f32 = match t.via {
         Some(GgmlType::F16) => |v| quant::f16_bits_to_f32(quant::f32_to_f16_bits(v)),
         Some(GgmlType::BF16) => |v| f32::from_bits(u32::from(quant::f32_to_bf16_bits(v)) << 16),

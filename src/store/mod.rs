@@ -96,6 +96,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// `Ok` when every value is finite, else [`StoreError::NonFinite`] for
+    /// the first one that is not; `first` is the index of `values[0]` in
+    /// `tensor`.
+    pub(crate) fn check_finite(tensor: &str, first: u64, values: &[f32]) -> Result<()> {
+        match values.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(i) => Err(StoreError::NonFinite {
+                tensor: tensor.to_string(),
+                index: first + i as u64,
+                value: values[i],
+            }),
+        }
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         StoreError::Io {
             path: path.to_path_buf(),

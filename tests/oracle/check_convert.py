@@ -11,7 +11,6 @@ import's tokenizer. Writes the verdict, with the sha256 of the files we
 wrote, to fixtures/convert/transformers-check.json; exit 1 on any failure.
 Environment: tests/oracle/requirements.txt.
 """
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ import tempfile
 
 import torch
 import transformers
+from filehash import sha256
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,14 +36,6 @@ SAMPLES = [
     "<|im_start|>user\nWhat is Spinoza's Ethics?<|im_end|>\n<|im_start|>assistant\n",
 ]
 INPUT_IDS = [[1, 504, 3458, 282, 260, 2063, 30, 216, 40, 4000]]
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main(gguf):

@@ -17,23 +17,16 @@ LLMTOOL is a built llmtool binary. Steps:
      CPU) and with -fa off; the final estimate, its error and the number of chunks are parsed from
      "Final estimate: PPL = 17.1234 +/- 0.56789".
 """
-import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
 
+from filehash import sha256
+
 CTX = 128
 TEXT_BYTES = 4500
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def perplexity(bin_dir, model, text, fa):
