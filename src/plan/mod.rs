@@ -682,15 +682,16 @@ pub const VLLM_NON_TORCH: u64 = GIB / 10;
 /// vLLM CUDA graph memory: 0.65 GiB logged for gemma-3-4b (vllm PR #21489);
 /// we reserve this much unless `--enforce-eager`.
 pub const VLLM_CUDA_GRAPHS: u64 = 650 * MIB;
-/// Bytes per logit vLLM's profiled sampler run holds at its peak (over
-/// `--max-num-seqs` × vocabulary logits): calibrated on the log of vllm PR
-/// #10511 (`vllm serve meta-llama/Meta-Llama-3-8B`, 256 sequences × 128256
-/// logits, activation peak 1.26 GiB at TP 1 and TP 2 alike, so the peak is
-/// the unsharded sampler, not the forward pass), and consistent with the
-/// sampler's temporaries: bf16 and f32 logits, sorted values with int64
-/// indices, softmax and cumsum for top-p, the inverse permutation, probs and
-/// logprobs (`vllm/model_executor/layers/sampler.py`).
-pub const VLLM_SAMPLER_BYTES_PER_LOGIT: u64 = 41;
+/// Bytes per logit vLLM's profiled sampler step holds at its peak, over
+/// `min(--max-num-seqs, tokens)` × vocabulary logits. The dummy requests ask
+/// for top-k and top-p, so the peak is the sort-based path of
+/// `vllm/model_executor/layers/sampler.py`: bf16 logits (2), their f32 copy
+/// (4), sorted values (4) with int64 indices (8), softmax and cumsum for
+/// top-p (4 + 4), two masks (2), the int64 inverse permutation (8) and the
+/// re-gathered logits (4): at most 40. Fitted to 38.5 over five profile logs
+/// of vLLM 0.6.5–0.8.5 whose settings are known (`fixtures/vram/published.json`,
+/// `vllm_profile_logs`): all within 2 %.
+pub const VLLM_SAMPLER_BYTES_PER_LOGIT: f64 = 38.5;
 /// vLLM's KV block size in tokens (`--block-size` default).
 pub const VLLM_BLOCK: u64 = 16;
 /// llama.cpp pads the KQ mask's token dimension (`GGML_KQ_MASK_PAD`).
@@ -965,23 +966,35 @@ fn device_loads(
             Engine::Vllm => {
                 // Tensor parallel: every rank holds 1/n of the weights and KV.
                 let all: u64 = lb.layers.iter().sum::<u64>() + lb.input + lb.output;
-                b.weights = all.div_ceil(tp);
+                // Plus the rotary cos/sin cache every rank keeps in the
+                // model dtype (`get_rope`, `max_position × head_dim`): part
+                // of vLLM's "model weights take" figure (why Llama-3.1-8B
+                // logs 14.99 GiB where Llama-3-8B logs 14.96).
+                b.weights = all.div_ceil(tp) + s.max_ctx * s.head_dim * 2;
                 let blocks = o.ctx.div_ceil(VLLM_BLOCK) * VLLM_BLOCK;
                 // KV heads are split over ranks, replicated when fewer than ranks.
                 let kv_per_rank = (s.kv_heads / tp).max(1);
                 b.kv = (blocks * o.users * kv_tok).div_ceil(s.kv_heads.max(1)) * kv_per_rank;
                 let tokens = o.ubatch.unwrap_or(vllm_default_batched_tokens(setup));
-                // The profile runs the forward pass, frees it, then the
-                // sampler over `--max-num-seqs` (= users) sequences.
                 b.compute = forward_activations(s, tokens)
                     .div_ceil(tp)
-                    .max(o.users * s.vocab * VLLM_SAMPLER_BYTES_PER_LOGIT);
+                    .max(vllm_sampler_peak(s, tokens, o.users));
                 b.overhead = VLLM_NON_TORCH + if o.cuda_graphs { VLLM_CUDA_GRAPHS } else { 0 };
             }
         }
         out.push(b);
     }
     Ok(out)
+}
+
+/// The peak of vLLM's profiled sampler step. The profile runs one forward
+/// pass of `tokens` split over `seqs` dummy requests; its temporaries are
+/// freed, but its output hidden states (`tokens × hidden`, 16-bit, full on
+/// every tensor-parallel rank) stay alive while the sampler turns the last
+/// position of each request into logits. The sampler is not sharded.
+fn vllm_sampler_peak(s: &Shape, tokens: u64, seqs: u64) -> u64 {
+    let logits = seqs.min(tokens) * s.vocab;
+    tokens * s.hidden * 2 + (logits as f64 * VLLM_SAMPLER_BYTES_PER_LOGIT) as u64
 }
 
 /// vLLM's default `--max-num-batched-tokens` for `vllm serve`: 2048, or
