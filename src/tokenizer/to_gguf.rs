@@ -68,6 +68,14 @@ impl Kv {
     }
 }
 
+/// `tokenizer.ggml.token_type`: one i32 per token.
+fn token_types(types: Vec<i32>) -> Value {
+    Value::Array(
+        ValueType::Int32,
+        types.into_iter().map(Value::I32).collect(),
+    )
+}
+
 fn strings(items: impl IntoIterator<Item = String>) -> Value {
     Value::Array(
         ValueType::String,
@@ -530,13 +538,7 @@ fn llama_vocab(
             scores.into_iter().map(Value::F32).collect(),
         ),
     );
-    kv.set(
-        keys::TOKEN_TYPE,
-        Value::Array(
-            ValueType::Int32,
-            types.into_iter().map(Value::I32).collect(),
-        ),
-    );
+    kv.set(keys::TOKEN_TYPE, token_types(types));
     special_vocab(hf, false, Some(n as u32), kv)
 }
 
@@ -752,13 +754,7 @@ fn gpt2_vocab(hf: &HfDir, pre_override: Option<&str>, kv: &mut Kv) -> Result<()>
     kv.set(keys::MODEL, Value::String("gpt2".into()));
     kv.set(keys::PRE, Value::String(pre));
     kv.set(keys::TOKENS, strings(tokens));
-    kv.set(
-        keys::TOKEN_TYPE,
-        Value::Array(
-            ValueType::Int32,
-            types.into_iter().map(Value::I32).collect(),
-        ),
-    );
+    kv.set(keys::TOKEN_TYPE, token_types(types));
     special_vocab(hf, true, None, kv)
 }
 
