@@ -1,4 +1,4 @@
-//! Writes the HF tokenizer files `llmtool::tokenizer::write_hf_tokenizer`
+//! Writes the HF tokenizer files `llmtool::model::tokenizer::write_hf_tokenizer`
 //! makes from a GGUF's metadata, for the transformers oracle
 //! (`tests/oracle/tokenizer_goldens.py check`).
 //!
@@ -14,7 +14,7 @@ fn main() -> anyhow::Result<()> {
         .gguf
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("{gguf} is not a GGUF file"))?;
-    for p in llmtool::tokenizer::write_hf_tokenizer(meta, std::path::Path::new(out))? {
+    for p in llmtool::model::tokenizer::write_hf_tokenizer(meta, std::path::Path::new(out))? {
         println!("{}", p.display());
     }
     Ok(())

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use llmtool::store::safetensors::{ShardedWriter, TensorPlan, DEFAULT_MAX_SHARD_SIZE};
+use llmtool::store::safetensors::{SafetensorsTensor, ShardedWriter, DEFAULT_MAX_SHARD_SIZE};
 use llmtool::store::DType;
 
 struct Shape {
@@ -90,9 +90,9 @@ fn main() -> anyhow::Result<()> {
         out.join("config.json"),
         serde_json::to_string_pretty(&config)?,
     )?;
-    let plans: Vec<TensorPlan> = plan
+    let plans: Vec<SafetensorsTensor> = plan
         .iter()
-        .map(|(n, shape)| TensorPlan {
+        .map(|(n, shape)| SafetensorsTensor {
             name: n.clone(),
             dtype: DType::BF16,
             shape: shape.clone(),

@@ -1,28 +1,23 @@
 //! llmtool: one binary from fine-tuned adapter to deployed artifact.
 //!
-//! The library holds every subcommand's logic so that tests and benches call
-//! it directly; `main.rs` only parses arguments and dispatches.
+//! The crate is layered; each layer uses only the ones below it
+//! (docs/ARCHITECTURE.md, checked by `tests/suite/layers.rs`):
 //!
-//! Data flows from [`store`] (memory-mapped tensors from safetensors, GGUF,
-//! the Hugging Face cache) through [`quant`] (block layouts, dequantization)
-//! into the analyses ([`arch`], [`inspect`]) and back out through the
-//! streaming writers in [`store`]. [`tokenizer`] carries tokenizers across the
-//! HF ↔ GGUF bridge.
+//! 1. support: [`cancel`], [`progress`], [`stream`], [`units`]
+//! 2. kernels: [`quant`] (GGML and bitsandbytes numerics)
+//! 3. formats: [`store`] (safetensors, GGUF, HF directories, atomic writers)
+//! 4. model: [`model`] (families, architecture, adapters, tokenizers, engine)
+//! 5. operations: [`ops`] (one module per job, options in, report out)
+//! 6. command line: [`cli`] (arguments → options → operation → rendered report)
+//!
+//! `main.rs` only calls [`cli::main`].
 
-pub mod arch;
-pub mod bnb;
-pub mod convert;
-pub mod engine;
-pub mod eval;
-pub mod hfdir;
-pub mod inspect;
-pub mod interrupt;
-pub mod lora;
-pub mod merge;
-pub mod plan;
+pub mod cancel;
+pub mod cli;
+pub mod model;
+pub mod ops;
 pub mod progress;
 pub mod quant;
-pub mod quantize;
 pub mod store;
 pub mod stream;
-pub mod tokenizer;
+pub mod units;

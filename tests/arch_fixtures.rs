@@ -2,9 +2,9 @@
 //! oracle computed with torch (fixtures/models/*/expected.json), plus lying
 //! configs and the transformers-verified output of our sharded writer.
 
-mod common;
+use crate::common;
 
-use llmtool::arch::{self, Family};
+use llmtool::model::arch::{self, Family};
 use llmtool::store::{safetensors, Model};
 
 fn expected(name: &str) -> serde_json::Value {
@@ -20,6 +20,7 @@ fn check_fixture(name: &str) -> arch::Arch {
     let fam = match a.family {
         Family::Llama => "llama",
         Family::Mistral => "mistral",
+        Family::Mixtral => "mixtral",
         Family::Qwen2 => "qwen2",
         Family::Unknown => "unknown",
     };

@@ -9,11 +9,12 @@
 //! identical to its own on-the-fly quantization; each case here requires
 //! our files to still have the sha256 that verdict was given for.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use llmtool::bnb::{self, kernels, BnbFormat, BnbOptions};
+use llmtool::ops::quantize::bnb::{self, BnbFormat, BnbOptions};
+use llmtool::quant::bnb as kernels;
 use llmtool::store::{DType, Model};
 
 fn expected() -> serde_json::Value {

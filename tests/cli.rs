@@ -1,6 +1,6 @@
 //! The binary as a user runs it: help text, exit codes, error messages.
 
-mod common;
+use crate::common;
 
 use common::llmtool;
 

@@ -5,13 +5,13 @@
 //! own GGUF import, tokenizer) is the committed verdict of
 //! tests/oracle/check_convert.py.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 
-use llmtool::arch;
-use llmtool::convert::permuted_source_row;
-use llmtool::convert::to_hf::{convert, HfOptions};
+use llmtool::model::arch;
+use llmtool::model::hf_gguf::permuted_source_row;
+use llmtool::ops::convert::{convert, HfOptions};
 use llmtool::store::{DType, Model};
 
 fn opts(out: &std::path::Path) -> HfOptions {

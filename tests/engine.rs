@@ -1,11 +1,11 @@
 //! The inference engine against transformers: logits and greedy tokens from
 //! goldens made by tests/oracle/engine_goldens.py (fixtures/engine/).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use llmtool::engine::{Activations, Engine, Logits};
+use llmtool::model::engine::{Activations, Engine, Logits};
 use llmtool::store::Model;
 
 const TOL: f32 = 1e-3;
@@ -201,7 +201,7 @@ fn check_smollm2(model: &Model) {
         .unwrap()
         .remove(0);
     let d = max_diff(&last, &want);
-    eprintln!("smollm2 ({:?}): max abs diff {d:e}", model.format);
+    eprintln!("smollm2 ({:?}): max abs diff {d:e}", model.container);
     assert!(d <= TOL, "smollm2: max |Δlogit| {d}");
     let want = ids(&g["greedy"]);
     assert_eq!(
@@ -219,7 +219,7 @@ fn smollm2_gguf_q4_1_matches_transformers() {
 
 #[test]
 fn smollm2_converted_hf_matches_transformers() {
-    use llmtool::convert::to_hf::{convert, HfOptions};
+    use llmtool::ops::convert::{convert, HfOptions};
     let Some(p) = common::smollm2() else { return };
     let gguf = Model::open(p.to_str().unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -239,7 +239,7 @@ fn smollm2_converted_hf_matches_transformers() {
 /// (tests/oracle/engine_goldens.py `llama_perplexity`), with and without BOS.
 #[test]
 fn perplexity_matches_the_llama_cpp_method_in_torch() {
-    use llmtool::eval::{perplexity, EvalOptions};
+    use llmtool::ops::eval::{perplexity, EvalOptions};
     let g = golden("ppl-tiny-llama");
     let model = Model::open(common::fixture("models/tiny-llama").to_str().unwrap()).unwrap();
     let engine = Engine::new(&model)
@@ -272,7 +272,7 @@ fn perplexity_matches_the_llama_cpp_method_in_torch() {
 /// the RMS-normed embedding, and each input has the layer's in_features.
 #[test]
 fn observer_sees_linear_inputs() {
-    use llmtool::arch::LayerPart;
+    use llmtool::model::arch::LayerPart;
     let model = Model::open(common::fixture("lora/bases/micro-llama").to_str().unwrap()).unwrap();
     let engine = Engine::new(&model)
         .unwrap()
@@ -327,11 +327,11 @@ fn observer_sees_linear_inputs() {
 /// `quant::dot`'s unit tests.
 #[test]
 fn perplexity_is_close_to_llama_perplexity() {
-    use llmtool::convert::to_hf::{convert, HfOptions};
-    use llmtool::engine::text::Text;
-    use llmtool::eval::{perplexity, EvalOptions};
+    use llmtool::model::engine::text::Text;
+    use llmtool::ops::convert::{convert, HfOptions};
+    use llmtool::ops::eval::{perplexity, EvalOptions};
+    use llmtool::ops::quantize::gguf::{to_gguf, tokenizer_from_gguf, GgufOptions};
     use llmtool::quant::ftype::FileType;
-    use llmtool::quantize::{to_gguf, tokenizer_from_gguf, GgufOptions};
     let Some(p) = common::smollm2() else { return };
     let g = golden("llama-ppl");
     let q4_1 = Model::open(p.to_str().unwrap()).unwrap();

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use llmtool::quant::GgmlType;
-use llmtool::store::gguf::{self, GgufWriter, TensorSpec, Value, ValueType};
-use llmtool::store::safetensors::{self, ShardedWriter, TensorPlan};
+use llmtool::store::gguf::{self, GgufTensor, GgufWriter, Value, ValueType};
+use llmtool::store::safetensors::{self, SafetensorsTensor, ShardedWriter};
 use llmtool::store::{DType, Model, TensorInfo};
 use proptest::prelude::*;
 
@@ -31,17 +31,17 @@ fn seed_gguf() -> Vec<u8> {
         ("general.alignment".to_string(), Value::U32(32)),
     ];
     let specs = vec![
-        TensorSpec {
+        GgufTensor {
             name: "q".into(),
             ty: GgmlType::Q8_0,
             shape: vec![2, 32],
         },
-        TensorSpec {
+        GgufTensor {
             name: "k".into(),
             ty: GgmlType::Q4_K,
             shape: vec![1, 256],
         },
-        TensorSpec {
+        GgufTensor {
             name: "n".into(),
             ty: GgmlType::F16,
             shape: vec![4],
@@ -59,12 +59,12 @@ fn seed_gguf() -> Vec<u8> {
 fn seed_safetensors() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let plan = vec![
-        TensorPlan {
+        SafetensorsTensor {
             name: "a".into(),
             dtype: DType::F32,
             shape: vec![2, 2],
         },
-        TensorPlan {
+        SafetensorsTensor {
             name: "b".into(),
             dtype: DType::BF16,
             shape: vec![3],

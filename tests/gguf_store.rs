@@ -1,12 +1,12 @@
 //! GGUF reader and writer: round trips, split files, atomic output, the
 //! malformed-input corpus, and gguf-py reading what we write.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
 use llmtool::quant::GgmlType;
-use llmtool::store::gguf::{GgufWriter, TensorSpec, Value, ValueType};
+use llmtool::store::gguf::{GgufTensor, GgufWriter, Value, ValueType};
 use llmtool::store::{DType, Model, StoreError};
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -72,12 +72,12 @@ fn sample_metadata() -> Vec<(String, Value)> {
 }
 
 struct Sample {
-    specs: Vec<TensorSpec>,
+    specs: Vec<GgufTensor>,
     data: Vec<Vec<u8>>,
 }
 
 fn sample_tensors() -> Sample {
-    let spec = |name: &str, ty, shape: &[u64]| TensorSpec {
+    let spec = |name: &str, ty, shape: &[u64]| GgufTensor {
         name: name.into(),
         ty,
         shape: shape.to_vec(),
@@ -226,13 +226,13 @@ fn dropped_writer_leaves_nothing_behind() {
 }
 
 /// Metadata, tensors, and the error text the writer must give.
-type PlanCase = (Vec<(String, Value)>, Vec<TensorSpec>, &'static str);
+type PlanCase = (Vec<(String, Value)>, Vec<GgufTensor>, &'static str);
 
 #[test]
 fn writer_refuses_bad_plans() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.gguf");
-    let spec = |name: &str, ty, shape: &[u64]| TensorSpec {
+    let spec = |name: &str, ty, shape: &[u64]| GgufTensor {
         name: name.into(),
         ty,
         shape: shape.to_vec(),

@@ -3,12 +3,12 @@
 //! (f32: within 1e-6 of the tensor's scale; f16/bf16: at most 1 ulp), every
 //! other tensor must be the base's, bit for bit.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use llmtool::lora::Adapter;
-use llmtool::merge::{merge, MergeOptions, WeightedAdapter};
+use llmtool::model::adapter::Adapter;
+use llmtool::ops::lora::{merge, MergeOptions, WeightedAdapter};
 use llmtool::store::{DType, Model, TensorInfo};
 
 fn opts(out: &Path) -> MergeOptions {

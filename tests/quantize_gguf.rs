@@ -5,13 +5,13 @@
 //! and `llama-quantize` (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0) wrote — goldens
 //! by tests/oracle/gguf_goldens.py in fixtures/gguf/. gguf-py reads them.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
-use llmtool::convert::to_hf::{convert, HfOptions};
+use llmtool::ops::convert::{convert, HfOptions};
+use llmtool::ops::quantize::gguf::{to_gguf, GgufOptions};
 use llmtool::quant::ftype::FileType;
-use llmtool::quantize::{to_gguf, GgufOptions};
 use llmtool::store::gguf::Value;
 use llmtool::store::{DType, Model};
 
@@ -55,7 +55,7 @@ fn assert_quantizes_like_llama_cpp(model: &Model, label: &str, tokenizer: bool) 
         to_gguf(
             model,
             ft,
-            llmtool::quantize::tokenizer_metadata(model, None).unwrap(),
+            llmtool::ops::quantize::gguf::tokenizer_metadata(model, None).unwrap(),
             &opts,
             false,
         )

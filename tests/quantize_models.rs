@@ -1,11 +1,11 @@
-//! `quant::ftype::plan_types` + `quant::quantize_row` against real
+//! `quant::ftype::tensor_types` + `quant::quantize_row` against real
 //! `llama-quantize` runs (fixtures/quantize/models/*.json, made by
 //! tests/oracle/make_ftype_goldens.py): for every model and file type, the
 //! output order, every tensor's type, and the sha256 of every tensor's bytes.
 
-mod common;
+use crate::common;
 
-use llmtool::quant::ftype::{llama_order, plan_types, FileType, ModelFacts, TensorDesc};
+use llmtool::quant::ftype::{llama_order, tensor_types, FileType, ModelFacts, TensorDesc};
 use llmtool::quant::{self, GgmlType};
 use llmtool::store::Model;
 use rayon::prelude::*;
@@ -156,7 +156,7 @@ fn check(src: &Source, g: &serde_json::Value, digest_filter: &(dyn Fn(&str) -> b
             want["file_type"].as_u64().unwrap(),
             "{ft_name}"
         );
-        let plan = plan_types(ft, &src.facts, &descs).unwrap();
+        let plan = tensor_types(ft, &src.facts, &descs).unwrap();
         for (pos, &k) in order.iter().enumerate() {
             assert_eq!(
                 plan[k].ty.name(),

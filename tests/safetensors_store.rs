@@ -2,23 +2,24 @@
 //! reference `safetensors` crate, sharding and index, atomic output, model
 //! resolution, and the malformed-input corpus.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use llmtool::store::safetensors::{parse_size, ShardedWriter, TensorPlan, INDEX_FILE};
+use llmtool::store::safetensors::{SafetensorsTensor, ShardedWriter, INDEX_FILE};
 use llmtool::store::{hf_cache, DType, Model, StoreError};
+use llmtool::units::parse_size;
 
-fn plan(name: &str, dtype: DType, shape: &[u64]) -> TensorPlan {
-    TensorPlan {
+fn plan(name: &str, dtype: DType, shape: &[u64]) -> SafetensorsTensor {
+    SafetensorsTensor {
         name: name.into(),
         dtype,
         shape: shape.to_vec(),
     }
 }
 
-fn sample() -> Vec<(TensorPlan, Vec<u8>)> {
+fn sample() -> Vec<(SafetensorsTensor, Vec<u8>)> {
     let bytes = |n: usize, seed: u8| {
         (0..n)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))

@@ -3,9 +3,9 @@
 //! tests/oracle/smollm2_goldens.py): metadata, tensor table, raw bytes and
 //! every tensor's dequantization, bit for bit; and inspect-arch's numbers.
 
-mod common;
+use crate::common;
 
-use llmtool::arch::{self, Family};
+use llmtool::model::arch::{self, Family};
 use llmtool::store::gguf::Value;
 use llmtool::store::Model;
 

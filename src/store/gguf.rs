@@ -17,9 +17,9 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::atomic::AtomicFile;
+use super::atomic::{AtomicFile, TensorSequence};
 use super::{checked_numel, DType, ModelFile, Result, StoreError, TensorInfo};
-use crate::interrupt;
+use crate::quant::ftype::{ModelFacts, TypeRuleError};
 use crate::quant::GgmlType;
 
 /// `GGUF` read as a little-endian u32.
@@ -638,9 +638,36 @@ pub(crate) fn open_all(shards: &[PathBuf]) -> Result<(Vec<ModelFile>, Vec<Tensor
     Ok((files, tensors, meta))
 }
 
+/// `llama-quantize`'s type rules read their facts from GGUF metadata; the
+/// rules themselves ([`crate::quant::ftype`]) know nothing of files.
+impl ModelFacts {
+    /// Reads the facts from GGUF metadata (`general.architecture`,
+    /// `ARCH.block_count`, `ARCH.expert_count`, `ARCH.attention.head_count`
+    /// and `head_count_kv`). Head counts stored per layer (arrays) count as
+    /// 0, which only matters for the 70B rule.
+    pub fn from_gguf(meta: &Metadata) -> Result<ModelFacts, TypeRuleError> {
+        let missing = |key: String| TypeRuleError::MissingKey { key };
+        let arch = meta
+            .str("general.architecture")
+            .ok_or_else(|| missing("general.architecture".into()))?
+            .to_string();
+        let key = |k: &str| format!("{arch}.{k}");
+        let u32_of = |k: &str| meta.u64(&key(k)).map(|v| v.min(u64::from(u32::MAX)) as u32);
+        let n_layer = u32_of("block_count").ok_or_else(|| missing(key("block_count")))?;
+        let n_head = u32_of("attention.head_count").unwrap_or(0);
+        Ok(ModelFacts {
+            n_layer,
+            n_expert: u32_of("expert_count").unwrap_or(0),
+            n_head,
+            n_head_kv: u32_of("attention.head_count_kv").unwrap_or(n_head),
+            arch,
+        })
+    }
+}
+
 /// A tensor the GGUF writer will write: name, type and torch-order shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorSpec {
+pub struct GgufTensor {
     pub name: String,
     pub ty: GgmlType,
     /// Torch order (outermost first); written reversed as `ne[]`.
@@ -683,9 +710,8 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
 /// until [`GgufWriter::finish`].
 pub struct GgufWriter {
     out: AtomicFile,
-    plan: Vec<(TensorSpec, u64)>,
+    sequence: TensorSequence,
     alignment: u64,
-    next: usize,
 }
 
 impl GgufWriter {
@@ -693,7 +719,7 @@ impl GgufWriter {
     pub fn create(
         dest: &Path,
         metadata: &[(String, Value)],
-        tensors: Vec<TensorSpec>,
+        tensors: Vec<GgufTensor>,
     ) -> Result<GgufWriter> {
         let bad = |msg: String| StoreError::Write {
             path: dest.to_path_buf(),
@@ -770,7 +796,7 @@ impl GgufWriter {
             hdr.extend_from_slice(&t.ty.id().to_le_bytes());
             hdr.extend_from_slice(&offset.to_le_bytes());
             offset += len.div_ceil(alignment) * alignment;
-            plan.push((t, len));
+            plan.push((t.name, len));
         }
         if !plan.is_empty() {
             hdr.resize(
@@ -782,9 +808,8 @@ impl GgufWriter {
         out.write_all(&hdr)?;
         Ok(GgufWriter {
             out,
-            plan,
+            sequence: TensorSequence::new(plan),
             alignment,
-            next: 0,
         })
     }
 
@@ -801,61 +826,17 @@ impl GgufWriter {
         name: &str,
         produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
     ) -> Result<()> {
-        interrupt::check()?;
         let dest = self.out.dest().to_path_buf();
-        let Some((t, len)) = self.plan.get(self.next) else {
-            return Err(StoreError::Write {
-                path: dest,
-                msg: format!("tensor '{name}' is beyond the plan"),
-            });
-        };
-        let len = *len;
-        if t.name != name {
-            return Err(StoreError::Write {
-                path: dest,
-                msg: format!(
-                    "expected tensor '{}' ({len} bytes) next, got '{name}'",
-                    t.name
-                ),
-            });
-        }
-        let out = &mut self.out;
-        let start = out.written();
-        produce(&mut |bytes: &[u8]| {
-            if out.written() - start + bytes.len() as u64 > len {
-                return Err(StoreError::Write {
-                    path: dest.clone(),
-                    msg: format!("tensor '{name}' got more than its {len} planned bytes"),
-                });
-            }
-            interrupt::check()?;
-            out.write_all(bytes)
-        })?;
-        let got = self.out.written() - start;
-        if got != len {
-            return Err(StoreError::Write {
-                path: dest,
-                msg: format!("tensor '{name}' got {got} bytes, {len} planned"),
-            });
-        }
+        let len = self.sequence.expect(&dest, name)?;
+        self.sequence
+            .write(&mut self.out, &dest, name, len, produce)?;
         let pad = len.div_ceil(self.alignment) * self.alignment - len;
-        self.out.write_zeros(pad)?;
-        self.next += 1;
-        Ok(())
+        self.out.write_zeros(pad)
     }
 
     /// Checks all tensors were written and renames the file into place.
     pub fn finish(self) -> Result<PathBuf> {
-        if self.next != self.plan.len() {
-            return Err(StoreError::Write {
-                path: self.out.dest().to_path_buf(),
-                msg: format!(
-                    "only {} of {} planned tensors were written",
-                    self.next,
-                    self.plan.len()
-                ),
-            });
-        }
+        self.sequence.check_complete(self.out.dest())?;
         self.out.commit()
     }
 }

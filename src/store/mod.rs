@@ -18,6 +18,7 @@
 pub mod atomic;
 pub mod gguf;
 pub mod hf_cache;
+pub mod hfdir;
 pub mod safetensors;
 mod source;
 
@@ -66,6 +67,9 @@ pub enum StoreError {
     /// A tensor could not be converted to f32.
     #[error("tensor '{tensor}': {source}")]
     Dequant { tensor: String, source: QuantError },
+    /// A tensor could not be encoded in its output type.
+    #[error("tensor '{tensor}': {source}")]
+    Encode { tensor: String, source: QuantError },
     /// A writer was used against its plan (wrong order, wrong length).
     #[error("{}: {msg}", .path.display())]
     Write { path: PathBuf, msg: String },
@@ -91,8 +95,8 @@ pub enum StoreError {
         ty: &'static str,
     },
     /// The user pressed Ctrl-C (or the process got SIGTERM); outputs were removed.
-    #[error("interrupted; no output was left behind")]
-    Interrupted,
+    #[error("{0}")]
+    Interrupted(#[from] crate::cancel::Interrupted),
 }
 
 impl StoreError {
@@ -309,7 +313,7 @@ impl serde::Serialize for DType {
 /// The container format of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub enum Container {
     Safetensors,
     Gguf,
 }
@@ -396,7 +400,7 @@ impl fmt::Debug for ModelFile {
 pub struct Model {
     /// What the user named, resolved to a path.
     pub root: PathBuf,
-    pub format: Format,
+    pub container: Container,
     pub files: Vec<ModelFile>,
     tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
@@ -421,22 +425,22 @@ impl Model {
             Some(p) => Some(read_json(p)?),
             None => None,
         };
-        let (format, files, tensors, gguf) = match r.kind {
+        let (container, files, tensors, gguf) = match r.kind {
             source::Kind::Safetensors { files, index } => {
                 let (files, tensors) = safetensors::open_all(&files, index.as_deref())?;
-                (Format::Safetensors, files, tensors, None)
+                (Container::Safetensors, files, tensors, None)
             }
             source::Kind::Gguf { shards } => {
                 let (files, tensors, meta) = gguf::open_all(&shards)?;
-                (Format::Gguf, files, tensors, Some(meta))
+                (Container::Gguf, files, tensors, Some(meta))
             }
         };
-        Self::from_parts(r.root, format, files, tensors, config, gguf)
+        Self::from_parts(r.root, container, files, tensors, config, gguf)
     }
 
     fn from_parts(
         root: PathBuf,
-        format: Format,
+        container: Container,
         files: Vec<ModelFile>,
         tensors: Vec<TensorInfo>,
         config: Option<serde_json::Value>,
@@ -454,7 +458,7 @@ impl Model {
         }
         Ok(Model {
             root,
-            format,
+            container,
             files,
             tensors,
             by_name,

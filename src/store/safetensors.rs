@@ -25,9 +25,8 @@ use std::path::{Path, PathBuf};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::atomic::{self, AtomicFile};
+use super::atomic::{self, AtomicFile, TensorSequence};
 use super::{checked_numel, read_json, DType, ModelFile, Result, StoreError, TensorInfo};
-use crate::interrupt;
 
 /// Largest header the reference implementation accepts (`MAX_HEADER_SIZE`).
 pub const MAX_HEADER_SIZE: u64 = 100_000_000;
@@ -355,43 +354,20 @@ fn check_index(index: &Path, files: &[ModelFile], tensors: &[TensorInfo]) -> Res
 
 /// A tensor a writer will write: its name, dtype and torch-order shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorPlan {
+pub struct SafetensorsTensor {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<u64>,
 }
 
-impl From<&TensorInfo> for TensorPlan {
+impl From<&TensorInfo> for SafetensorsTensor {
     fn from(t: &TensorInfo) -> Self {
-        TensorPlan {
+        SafetensorsTensor {
             name: t.name.clone(),
             dtype: t.dtype,
             shape: t.shape.clone(),
         }
     }
-}
-
-/// Parses a shard size the way transformers' `convert_file_size_to_int`
-/// does: `5GB` is 5·10⁹ bytes, `5GiB` is 5·2³⁰; a bare number is bytes.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.trim().parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "TB" => 1_000_000_000_000,
-        "KIB" => 1 << 10,
-        "MIB" => 1 << 20,
-        "GIB" => 1 << 30,
-        "TIB" => 1 << 40,
-        _ => return None,
-    };
-    let v = num * mult as f64;
-    (v.is_finite() && v >= 1.0).then_some(v as u64)
 }
 
 struct Shard {
@@ -411,10 +387,10 @@ struct Shard {
 /// writer early (error, Ctrl-C) deletes them.
 pub struct ShardedWriter {
     dir: PathBuf,
-    plan: Vec<(TensorPlan, u64)>,
+    plan: Vec<(SafetensorsTensor, u64)>,
     shards: Vec<Shard>,
     metadata: BTreeMap<String, String>,
-    next: usize,
+    sequence: TensorSequence,
     current: Option<AtomicFile>,
     done: Vec<AtomicFile>,
 }
@@ -426,7 +402,7 @@ impl ShardedWriter {
     /// `__metadata__` beside `format: pt`.
     pub fn create(
         dir: &Path,
-        plan: Vec<TensorPlan>,
+        plan: Vec<SafetensorsTensor>,
         max_shard_size: u64,
         metadata: BTreeMap<String, String>,
     ) -> Result<ShardedWriter> {
@@ -488,10 +464,12 @@ impl ShardedWriter {
             .or_insert_with(|| "pt".into());
         Ok(ShardedWriter {
             dir: dir.to_path_buf(),
+            sequence: TensorSequence::new(
+                sized.iter().map(|(t, l)| (t.name.clone(), *l)).collect(),
+            ),
             plan: sized,
             shards,
             metadata,
-            next: 0,
             current: None,
             done: Vec::new(),
         })
@@ -552,28 +530,12 @@ impl ShardedWriter {
         name: &str,
         produce: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
     ) -> Result<()> {
-        interrupt::check()?;
-        let dir = self.dir.clone();
-        let Some((t, len)) = self.plan.get(self.next) else {
-            return Err(StoreError::Write {
-                path: dir,
-                msg: format!("tensor '{name}' is beyond the plan"),
-            });
-        };
-        let len = *len;
-        if t.name != name {
-            return Err(StoreError::Write {
-                path: dir,
-                msg: format!(
-                    "expected tensor '{}' ({len} bytes) next, got '{name}'",
-                    t.name
-                ),
-            });
-        }
+        let len = self.sequence.expect(&self.dir, name)?;
+        let next = self.sequence.next();
         let si = self
             .shards
             .iter()
-            .position(|s| self.next < s.end)
+            .position(|s| next < s.end)
             .expect("next is in a shard");
         if self.current.is_none() {
             atomic::ensure_dir(&self.dir)?;
@@ -583,26 +545,8 @@ impl ShardedWriter {
             self.current = Some(f);
         }
         let f = self.current.as_mut().expect("opened above");
-        let start = f.written();
-        produce(&mut |bytes: &[u8]| {
-            if f.written() - start + bytes.len() as u64 > len {
-                return Err(StoreError::Write {
-                    path: dir.clone(),
-                    msg: format!("tensor '{name}' got more than its {len} planned bytes"),
-                });
-            }
-            interrupt::check()?;
-            f.write_all(bytes)
-        })?;
-        let got = f.written() - start;
-        if got != len {
-            return Err(StoreError::Write {
-                path: dir,
-                msg: format!("tensor '{name}' got {got} bytes, {len} planned"),
-            });
-        }
-        self.next += 1;
-        if self.next == self.shards[si].end {
+        self.sequence.write(f, &self.dir, name, len, produce)?;
+        if self.sequence.next() == self.shards[si].end {
             self.done.push(self.current.take().expect("open shard"));
         }
         Ok(())
@@ -611,16 +555,7 @@ impl ShardedWriter {
     /// Checks every tensor was written, renames the shards into place and
     /// writes the index last. Returns the final paths.
     pub fn finish(mut self) -> Result<Vec<PathBuf>> {
-        if self.next != self.plan.len() {
-            return Err(StoreError::Write {
-                path: self.dir.clone(),
-                msg: format!(
-                    "only {} of {} planned tensors were written",
-                    self.next,
-                    self.plan.len()
-                ),
-            });
-        }
+        self.sequence.check_complete(&self.dir)?;
         // An empty plan still produces a valid (empty) model.safetensors.
         if self.plan.is_empty() {
             atomic::ensure_dir(&self.dir)?;
@@ -662,7 +597,11 @@ pub fn write_model(
     max_shard_size: u64,
     metadata: BTreeMap<String, String>,
 ) -> Result<Vec<PathBuf>> {
-    let plan = model.tensors().iter().map(TensorPlan::from).collect();
+    let plan = model
+        .tensors()
+        .iter()
+        .map(SafetensorsTensor::from)
+        .collect();
     let mut w = ShardedWriter::create(dir, plan, max_shard_size, metadata)?;
     for t in model.tensors() {
         w.write_tensor(&t.name, model.bytes(t))?;

@@ -2,7 +2,7 @@
 """Per-tensor goldens from real `llama-quantize` runs: for each model, the
 output file's tensor order, and for each file type every tensor's type and
 the first 16 hex digits of the sha256 of its bytes. Rust (tests/quantize_models.rs) plans the same types with
-`quant::ftype::plan_types` and quantizes the same f32 inputs with
+`quant::ftype::tensor_types` and quantizes the same f32 inputs with
 `quant::quantize_row`, and must reproduce every digest.
 
 Models:

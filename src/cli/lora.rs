@@ -1,0 +1,135 @@
+//! `llmtool lora merge|inspect`: arguments → [`MergeOptions`] and the
+//! adapters → [`lora::merge`]; an adapter's summary.
+
+use anyhow::{Context, Result};
+
+use super::args::{self, DTypeArg, DryRunArg, JsonArg, ShardArg};
+use super::output::{self, JsonSummary, Render, Written};
+use crate::model::adapter::Adapter;
+use crate::ops::lora::{self, MergeOptions, MergeReport, WeightedAdapter};
+use crate::store::Model;
+use crate::units::human_bytes;
+
+/// LoRA adapters: inspect them, merge them into their base.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    Merge(MergeArgs),
+    Inspect(InspectArgs),
+}
+
+/// Merge one or more PEFT LoRA adapters into a base model (W + Σ wᵢ·ΔWᵢ).
+///
+/// Streams tensor by tensor: memory stays around one row chunk whatever
+/// the model size. The output is a Hugging Face directory (sharded
+/// safetensors, index, config, tokenizer files, a model card recording
+/// provenance), written under a temporary name and renamed when complete.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    llmtool lora merge --base Qwen/Qwen2.5-14B-Instruct --adapter ./spinoza --out ./spinoza-merged\n  \
+    llmtool lora merge --base ./base --adapter ./kant:0.7 --adapter ./hume:0.3 --out ./blend --dtype bf16\n  \
+    llmtool lora merge --base ./base --adapter ./bergson --out ./m --dry-run --json")]
+pub struct MergeArgs {
+    /// Base model: HF directory, index, or cached repo id.
+    #[arg(long)]
+    base: String,
+    /// PEFT adapter directory, optionally with a weight: PATH[:WEIGHT] (repeatable).
+    #[arg(long = "adapter", required = true)]
+    adapters: Vec<String>,
+    /// Output directory (must not exist or be empty).
+    #[arg(short = 'o', long)]
+    out: std::path::PathBuf,
+    /// Output dtype (default: the base's).
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+    #[command(flatten)]
+    shard: ShardArg,
+    #[command(flatten)]
+    dry_run: DryRunArg,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+/// Rank, alpha, scaling, targets, layers and size of a PEFT LoRA adapter.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  llmtool lora inspect ./spinoza --json")]
+pub struct InspectArgs {
+    /// PEFT adapter directory (adapter_config.json + adapter_model.safetensors).
+    adapter: std::path::PathBuf,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+pub fn run(c: Command) -> Result<()> {
+    match c {
+        Command::Merge(a) => merge(a),
+        Command::Inspect(a) => {
+            let adapter = Adapter::open(&a.adapter)
+                .with_context(|| format!("cannot read adapter {}", a.adapter.display()))?;
+            output::emit(&JsonSummary(adapter.summary()), a.json.json)
+        }
+    }
+}
+
+fn merge(a: MergeArgs) -> Result<()> {
+    let model = Model::open(&a.base).with_context(|| format!("cannot open base '{}'", a.base))?;
+    let mut list = Vec::new();
+    for spec in &a.adapters {
+        let (path, weight) = adapter_spec(spec);
+        if !weight.is_finite() {
+            anyhow::bail!("--adapter {spec}: the weight must be a finite number");
+        }
+        let adapter = Adapter::open(&path)
+            .with_context(|| format!("cannot read adapter {}", path.display()))?;
+        list.push(WeightedAdapter { adapter, weight });
+    }
+    let opts = MergeOptions {
+        out: a.out,
+        dtype: a.dtype.map(Into::into),
+        max_shard_size: a.shard.max_shard_size,
+        command: args::command_line(),
+        base_label: a.base.clone(),
+        progress: !a.json.json,
+    };
+    let report = lora::merge(&model, &list, &opts, a.dry_run.dry_run)?;
+    output::warn(&report.warnings);
+    let w = Written {
+        report,
+        dry_run: a.dry_run.dry_run,
+    };
+    output::emit(&w, a.json.json)
+}
+
+/// Splits `PATH[:WEIGHT]`; a suffix that is not a number stays in the path.
+fn adapter_spec(s: &str) -> (std::path::PathBuf, f64) {
+    match s.rsplit_once(':') {
+        Some((p, w)) if !p.is_empty() => match w.parse::<f64>() {
+            Ok(w) => (p.into(), w),
+            Err(_) => (s.into(), 1.0),
+        },
+        _ => (s.into(), 1.0),
+    }
+}
+
+impl Render for Written<MergeReport> {
+    fn json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(&self.report)
+    }
+    fn text(&self) -> String {
+        let r = &self.report;
+        format!(
+            "{} {}: {} tensors ({}), {} modules merged, {} replaced{}; files: {}\n",
+            self.verb(),
+            r.out.display(),
+            r.tensors,
+            human_bytes(r.bytes),
+            r.merged_modules,
+            r.replaced_tensors.len(),
+            if r.untied_embeddings {
+                ", embeddings untied"
+            } else {
+                ""
+            },
+            r.files.join(", ")
+        )
+    }
+}

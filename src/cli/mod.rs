@@ -1,0 +1,99 @@
+//! The command line: one module per command, each mapping its arguments
+//! (clap) to the library's options, calling one operation in
+//! [`crate::ops`] and rendering its report through [`output`]. Argument
+//! groups several commands share live in [`args`].
+//!
+//! Exit codes: 0 success, 1 error, 2 usage (clap), 130 interrupted
+//! (Ctrl-C or SIGTERM; see [`crate::cancel`]).
+//!
+//! Adding a command: a `cli/<command>.rs` with its `Args` and `run`, its
+//! operation under `ops/`, one variant in [`Command`] and its line in
+//! [`run`]; nothing else changes.
+
+mod args;
+mod convert;
+mod eval;
+mod generate;
+mod inspect_arch;
+mod lora;
+mod output;
+mod quantize;
+mod vram_plan;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cancel;
+
+/// From fine-tuned adapter to deployed artifact.
+#[derive(Parser)]
+#[command(name = "llmtool", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    InspectArch(inspect_arch::Args),
+    Convert(convert::Args),
+    Quantize(quantize::Args),
+    #[command(subcommand)]
+    Lora(lora::Command),
+    VramPlan(vram_plan::Args),
+    Generate(generate::Args),
+    #[command(subcommand)]
+    Eval(eval::Command),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::InspectArch(a) => inspect_arch::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Quantize(a) => quantize::run(a),
+        Command::Lora(c) => lora::run(c),
+        Command::VramPlan(a) => vram_plan::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Eval(c) => eval::run(c),
+    }
+}
+
+/// Exit status of a failed run.
+const EXIT_ERROR: u8 = 1;
+
+/// Parses the arguments, runs the command, prints an error and picks the
+/// exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = cancel::install() {
+        eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.chain().any(|c| c.is::<output::BrokenPipe>()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", message(&e));
+            if e.chain().any(|c| c.is::<cancel::Interrupted>()) {
+                ExitCode::from(cancel::EXIT_INTERRUPTED)
+            } else {
+                ExitCode::from(EXIT_ERROR)
+            }
+        }
+    }
+}
+
+/// The error chain joined by ": ", each cause once: library errors carry
+/// their cause both in their message and as their `source`, so a cause
+/// whose text ends the previous message is not repeated.
+fn message(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if parts.last().is_some_and(|l| l.ends_with(&s)) {
+            continue;
+        }
+        parts.push(s);
+    }
+    parts.join(": ")
+}

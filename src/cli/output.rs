@@ -1,0 +1,111 @@
+//! How reports reach the user: every command's report is [`Render`]ed as a
+//! table for people or, with `--json`, as JSON for scripts, and printed
+//! with [`emit`]. Standard output closing early (`| head`) ends the command
+//! quietly ([`BrokenPipe`]), as Unix tools do.
+
+use std::io::Write;
+
+use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
+
+/// A report for people and for scripts.
+pub trait Render {
+    /// The JSON form (`--json`).
+    fn json(&self) -> serde_json::Result<serde_json::Value>;
+    /// The text form: tables and lines, ending in a newline.
+    fn text(&self) -> String;
+}
+
+/// Standard output was closed by its reader; not an error for the user.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed")]
+pub struct BrokenPipe;
+
+/// Prints `report` as JSON or text.
+pub fn emit(report: &dyn Render, json: bool) -> anyhow::Result<()> {
+    if json {
+        let mut s = serde_json::to_string_pretty(&report.json()?)?;
+        s.push('\n');
+        print(&s)
+    } else {
+        print(&report.text())
+    }
+}
+
+/// Writes `s` to standard output.
+pub fn print(s: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(BrokenPipe.into()),
+        r => Ok(r?),
+    }
+}
+
+/// Prints the warnings of a report on standard error.
+pub fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// The one table style.
+pub fn table() -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    t
+}
+
+/// Right-aligns the given columns (numbers).
+pub fn align_right(t: &mut Table, cols: &[usize]) {
+    for &c in cols {
+        if let Some(col) = t.column_mut(c) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+/// A two-column table of a flat JSON object (summaries such as `lora inspect`).
+pub fn json_table(v: &serde_json::Value) -> String {
+    let mut t = table();
+    t.set_header(vec!["property", "value"]);
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            let text = match val {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            t.add_row(vec![k.replace('_', " "), text]);
+        }
+    }
+    format!("{t}\n")
+}
+
+/// A JSON value that renders as a two-column table.
+pub struct JsonSummary(pub serde_json::Value);
+
+impl Render for JsonSummary {
+    fn json(&self) -> serde_json::Result<serde_json::Value> {
+        Ok(self.0.clone())
+    }
+    fn text(&self) -> String {
+        json_table(&self.0)
+    }
+}
+
+/// The report of a command that writes, and whether it only planned.
+pub struct Written<R> {
+    pub report: R,
+    pub dry_run: bool,
+}
+
+impl<R> Written<R> {
+    /// "wrote" or "would write".
+    pub fn verb(&self) -> &'static str {
+        if self.dry_run {
+            "would write"
+        } else {
+            "wrote"
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! `llmtool quantize FORMAT MODEL --out OUT`: arguments → a
+//! [`quantize::Job`] → [`quantize::run`].
+
+use anyhow::{Context, Result};
+
+use super::args::{self, DTypeArg, DryRunArg, JsonArg, ShardArg};
+use super::output::{self, Render, Written};
+use crate::ops::quantize::bnb::{self, BnbFormat, BnbOptions};
+use crate::ops::quantize::gguf::GgufOptions;
+use crate::ops::quantize::{self, GgufTokenizer, Job, Report};
+use crate::quant::ftype::FileType;
+use crate::store::Model;
+use crate::units::human_bytes;
+
+/// Quantize a model into a deployable artifact, without a GPU.
+///
+/// nf4, fp4, int8: a bitsandbytes checkpoint (Hugging Face directory)
+/// that transformers and vLLM load pre-quantized, bit-identical to what
+/// bitsandbytes produces on CPU. Every Linear layer but the output head
+/// (and --skip patterns) is quantized; other tensors are copied.
+///
+/// GGUF formats (q4_k_m, q5_k_m, q6_k, q8_0, q4_0, f16, bf16, f32) read a Hugging Face model (llama,
+/// mistral, qwen2) or an F32/F16/BF16 GGUF and write a llama.cpp-ready
+/// GGUF in one streaming pass: tensor names, Q/K permutation, metadata
+/// and tokenizer as llama.cpp's converter writes them, and llama-quantize's
+/// per-tensor type choices. The file appears only when complete.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    llmtool quantize q4_k_m ./spinoza-merged --out spinoza-Q4_K_M.gguf\n  \
+    llmtool quantize q8_0 model-f16.gguf --out model-Q8_0.gguf\n  \
+    llmtool quantize f16 ./Qwen2.5-7B-Instruct --out qwen2.5-7b-f16.gguf\n  \
+    llmtool quantize bf16 ./spinoza-merged --out spinoza-bf16.gguf --dry-run --json\n  \
+    llmtool quantize nf4 Qwen/Qwen2.5-14B-Instruct --out ./qwen14b-nf4\n  \
+    llmtool quantize int8 ./merged --out ./merged-int8 --skip mlp.down_proj")]
+pub struct Args {
+    /// Output format.
+    format: QuantFormat,
+    /// HF model directory, cached repo id, or a float GGUF.
+    model: String,
+    /// Output: a .gguf file for GGUF formats, a directory for bitsandbytes ones.
+    #[arg(short = 'o', long)]
+    out: std::path::PathBuf,
+    /// GGUF: general.name in the GGUF (default: the model directory's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// GGUF: tokenizer.ggml.pre for a byte-level BPE tokenizer whose pre-tokenizer llama.cpp's table does not know (e.g. llama-bpe, qwen2, smollm).
+    #[arg(long)]
+    pre: Option<String>,
+    /// GGUF: take the tokenizer.* metadata from this GGUF instead of the model's tokenizer files (e.g. the file a model was converted from).
+    #[arg(long, conflicts_with = "pre")]
+    tokenizer_from: Option<String>,
+    /// bitsandbytes: modules to keep unquantized besides lm_head, as
+    /// transformers matches llm_int8_skip_modules: a last name component
+    /// (down_proj), a full module name, or a prefix path (model.layers.0). Repeatable.
+    #[arg(long)]
+    skip: Vec<String>,
+    /// nf4/fp4: block size (32, 64, …, 4096).
+    #[arg(long, default_value_t = bnb::DEFAULT_BLOCKSIZE)]
+    blocksize: usize,
+    /// nf4/fp4: keep the block maxima in float32 instead of quantizing them to 8 bits.
+    #[arg(long)]
+    no_double_quant: bool,
+    /// nf4/fp4: dtype of the matmuls at inference (bnb_4bit_compute_dtype); default: the weights' dtype.
+    #[arg(long, value_enum)]
+    compute_dtype: Option<DTypeArg>,
+    /// nf4/fp4 double quant: torch thread count whose mean of the block maxima
+    /// to reproduce for layers of 32768+ blocks (bitsandbytes' offset depends
+    /// on it); default: this machine's cores, torch's default.
+    #[arg(long)]
+    torch_threads: Option<usize>,
+    #[command(flatten)]
+    shard: ShardArg,
+    #[command(flatten)]
+    dry_run: DryRunArg,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+/// Formats `quantize` writes.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum QuantFormat {
+    /// GGUF Q4_K_M: Q4_K, with Q6_K for the output and some attn_v/ffn_down layers (llama-quantize's mix).
+    #[value(name = "q4_k_m", alias = "Q4_K_M")]
+    Q4_k_m,
+    /// GGUF Q5_K_M: Q5_K with Q6_K where llama-quantize puts it.
+    #[value(name = "q5_k_m", alias = "Q5_K_M")]
+    Q5_k_m,
+    /// GGUF Q6_K.
+    #[value(name = "q6_k", alias = "Q6_K")]
+    Q6_k,
+    /// GGUF Q8_0.
+    #[value(name = "q8_0", alias = "Q8_0")]
+    Q8_0,
+    /// GGUF Q4_0 (output tensor Q6_K).
+    #[value(name = "q4_0", alias = "Q4_0")]
+    Q4_0,
+    /// GGUF, 2-D weights in IEEE half.
+    F16,
+    /// GGUF, 2-D weights in bfloat16.
+    Bf16,
+    /// GGUF, everything in f32.
+    F32,
+    /// bitsandbytes 4-bit NormalFloat (QLoRA's format).
+    Nf4,
+    /// bitsandbytes 4-bit float.
+    Fp4,
+    /// bitsandbytes LLM.int8 (8-bit rows with per-row scales).
+    Int8,
+}
+
+impl QuantFormat {
+    /// The GGUF file type, or the bitsandbytes format.
+    fn target(self) -> Result<FileType, BnbFormat> {
+        Ok(match self {
+            QuantFormat::Q4_k_m => FileType::Q4_K_M,
+            QuantFormat::Q5_k_m => FileType::Q5_K_M,
+            QuantFormat::Q6_k => FileType::Q6_K,
+            QuantFormat::Q8_0 => FileType::Q8_0,
+            QuantFormat::Q4_0 => FileType::Q4_0,
+            QuantFormat::F16 => FileType::F16,
+            QuantFormat::Bf16 => FileType::BF16,
+            QuantFormat::F32 => FileType::F32,
+            QuantFormat::Nf4 => return Err(BnbFormat::Nf4),
+            QuantFormat::Fp4 => return Err(BnbFormat::Fp4),
+            QuantFormat::Int8 => return Err(BnbFormat::Int8),
+        })
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let m = Model::open(&a.model).with_context(|| format!("cannot open model '{}'", a.model))?;
+    let progress = !a.json.json;
+    let job = match a.format.target() {
+        Ok(ftype) => Job::Gguf {
+            ftype,
+            tokenizer: match &a.tokenizer_from {
+                Some(t) => GgufTokenizer::FromGguf(Box::new(
+                    Model::open(t)
+                        .with_context(|| format!("cannot open --tokenizer-from '{t}'"))?,
+                )),
+                None => GgufTokenizer::FromModel { pre: a.pre },
+            },
+            options: GgufOptions {
+                out: a.out,
+                name: a.name,
+                progress,
+            },
+        },
+        Err(format) => {
+            let defaults = BnbOptions::new(a.out);
+            Job::Bnb {
+                format,
+                options: Box::new(BnbOptions {
+                    torch_threads: a.torch_threads.unwrap_or(defaults.torch_threads),
+                    blocksize: a.blocksize,
+                    double_quant: !a.no_double_quant,
+                    compute_dtype: a.compute_dtype.map(Into::into),
+                    skip: a.skip,
+                    max_shard_size: a.shard.max_shard_size,
+                    command: args::command_line(),
+                    model_label: a.model.clone(),
+                    progress,
+                    ..defaults
+                }),
+            }
+        }
+    };
+    let report = quantize::run(&m, &job, a.dry_run.dry_run)?;
+    if let Report::Gguf(r) = &report {
+        output::warn(&r.warnings);
+    }
+    let w = Written {
+        report,
+        dry_run: a.dry_run.dry_run,
+    };
+    output::emit(&w, a.json.json)
+}
+
+impl Render for Written<Report> {
+    fn json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(&self.report)
+    }
+    fn text(&self) -> String {
+        match &self.report {
+            Report::Gguf(r) => {
+                let types: Vec<String> = r.types.iter().map(|(k, n)| format!("{n} {k}")).collect();
+                format!(
+                    "{} {}: {} tensors ({}), {}\n",
+                    self.verb(),
+                    r.out.display(),
+                    r.tensors,
+                    types.join(", "),
+                    human_bytes(r.bytes),
+                )
+            }
+            Report::Bnb(r) => format!(
+                "{} {}: {} Linear layers quantized, {} kept ({}), {} → {}; files: {}\n",
+                self.verb(),
+                r.out.display(),
+                r.quantized,
+                r.kept.len(),
+                r.kept.join(", "),
+                human_bytes(r.source_bytes),
+                human_bytes(r.bytes),
+                r.files.join(", ")
+            ),
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! `llmtool vram-plan`: arguments → [`Request`], and the report as tables
+//! for people (one row per GPU setup × format, the runtime command lines
+//! below, the `--recommend` verdict) or JSON.
+
+use anyhow::{Context, Result};
+use comfy_table::CellAlignment;
+
+use super::output::{self, table, Render};
+use crate::ops::vram::request::{self, Answer, Catalogs, Gpus, Report, Request};
+use crate::ops::vram::{
+    DeployFormat, KvType, ModelSpec, Options, PlanRow, Recommendation, Runtime, GIB,
+};
+use crate::units::gib;
+
+/// Will this model fit this GPU, for how many users, at what cost.
+///
+/// Sums weights (per tensor, for each format's real layout), KV cache,
+/// the runtime's activations or compute buffers and its overhead
+/// (formulas and sources in docs/VRAM.md), for every GPU × format asked.
+/// Prints whether it fits, the headroom, the largest context at --users,
+/// the most users at --ctx, llama.cpp's -ngl and host RAM when it does
+/// not fit, the hourly price and the runtime command line.
+///
+/// MODEL is anything inspect-arch reads (directory, .safetensors,
+/// .gguf, cached repo id), a bare config.json, or a built-in catalog
+/// name (Qwen2.5-0.5B…72B, Llama-3-8B, Llama-3.1-8B/70B, Llama-3.2-1B/3B,
+/// Mistral-7B, Mistral-Small-24B, SmolLM2-135M/360M/1.7B, or their Hub
+/// repo ids); --list prints the catalogs.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    llmtool vram-plan Qwen2.5-14B --gpu T4,A10G --quant bf16,int8,nf4\n  \
+    llmtool vram-plan Qwen2.5-14B --gpu T4 --users 8 --ctx 8192 --recommend\n  \
+    llmtool vram-plan model-Q4_K_M.gguf --gpus 2xT4 --ctx 32768 --kv-cache q8_0\n  \
+    llmtool vram-plan ./config.json --engine vllm --vram 24GiB --quant awq --json\n  \
+    llmtool vram-plan Llama-3.1-8B --detect --quant q4_k_m,q8_0")]
+pub struct Args {
+    /// Model: path, cached repo id, config.json, or catalog name.
+    #[arg(required_unless_present = "list")]
+    model: Option<String>,
+    /// Formats to compare, comma-separated: bf16, f16, int8, nf4, awq, gptq,
+    /// gptq-int8, q4_k_m, q5_k_m, q6_k, q8_0, native (the model's own tensors).
+    #[arg(long, value_delimiter = ',')]
+    quant: Vec<String>,
+    /// transformers, vllm or llama.cpp (default: llama.cpp for GGUF formats,
+    /// transformers for the others).
+    #[arg(long)]
+    engine: Option<String>,
+    /// Context length per sequence (tokens).
+    #[arg(short = 'c', long, default_value_t = 4096)]
+    ctx: u64,
+    /// Concurrent sequences.
+    #[arg(long, default_value_t = 1)]
+    users: u64,
+    /// Tokens per forward pass (llama.cpp -ub, default 512; vLLM
+    /// --max-num-batched-tokens; transformers: prompt tokens, default --ctx).
+    #[arg(long)]
+    ubatch: Option<u64>,
+    /// KV cache type: f16, bf16, q8_0, q4_0 (llama.cpp), fp8 (vLLM).
+    #[arg(long)]
+    kv_cache: Option<String>,
+    /// GPUs to compare, comma-separated catalog names or sizes (T4,A10G,16GiB);
+    /// default T4,A10G,L4,A100-40GB.
+    #[arg(long, conflicts_with_all = ["vram", "gpus", "detect"])]
+    gpu: Option<String>,
+    /// A GPU of this much memory (16GiB, 24GB, 15360MiB).
+    #[arg(long, conflicts_with_all = ["gpus", "detect"])]
+    vram: Option<String>,
+    /// Several GPUs used together: 2xT4, 4xA10G (comma-separated to compare).
+    #[arg(long, conflicts_with = "detect")]
+    gpus: Option<String>,
+    /// Read this machine's GPUs with nvidia-smi.
+    #[arg(long)]
+    detect: bool,
+    /// GPU catalog TOML replacing the built-in one (format: data/gpus.toml).
+    #[arg(long)]
+    catalog: Option<std::path::PathBuf>,
+    /// vLLM --gpu-memory-utilization.
+    #[arg(long, default_value_t = 0.9)]
+    gpu_util: f64,
+    /// llama.cpp without flash attention (bigger compute buffer, no quantized V cache).
+    #[arg(long)]
+    no_flash_attn: bool,
+    /// vLLM --enforce-eager (no CUDA graph memory).
+    #[arg(long)]
+    enforce_eager: bool,
+    /// Pick the best-quality format that fits with --margin to spare.
+    #[arg(long)]
+    recommend: bool,
+    /// Fraction of each GPU --recommend keeps free.
+    #[arg(long, default_value_t = 0.05)]
+    margin: f64,
+    /// Print the model and GPU catalogs.
+    #[arg(long)]
+    list: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let catalog = match &a.catalog {
+        Some(p) => Some((
+            p.display().to_string(),
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read --catalog {}", p.display()))?,
+        )),
+        None => None,
+    };
+    if a.list {
+        return output::emit(&request::catalogs(catalog.as_ref())?, a.json);
+    }
+    let gpus = if a.detect {
+        Gpus::Detect
+    } else if let Some(v) = &a.vram {
+        Gpus::Vram(crate::ops::vram::catalog::parse_vram(v)?)
+    } else {
+        Gpus::Named(
+            a.gpus
+                .or(a.gpu)
+                .unwrap_or_else(|| request::DEFAULT_GPUS.into()),
+        )
+    };
+    let req = Request {
+        model: a.model.unwrap_or_default(),
+        formats: a
+            .quant
+            .iter()
+            .map(|q| DeployFormat::parse(q))
+            .collect::<Result<_, _>>()?,
+        runtime: a.engine.as_deref().map(Runtime::parse).transpose()?,
+        gpus,
+        catalog,
+        options: Options {
+            ctx: a.ctx,
+            users: a.users,
+            ubatch: a.ubatch,
+            kv: a.kv_cache.as_deref().map(KvType::parse).transpose()?,
+            flash_attn: !a.no_flash_attn,
+            gpu_util: a.gpu_util,
+            cuda_graphs: !a.enforce_eager,
+        },
+        recommend: a.recommend.then_some(a.margin),
+    };
+    output::emit(&request::run(&req)?, a.json)
+}
+
+impl Render for Report {
+    fn json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(&self.answer)
+    }
+    fn text(&self) -> String {
+        match &self.answer {
+            Answer::Plans { plans, .. } => render_rows(&self.model, plans),
+            Answer::Recommendations(v) => v
+                .iter()
+                .map(|r| {
+                    format!(
+                        "== {} ==\n{}",
+                        r.gpu,
+                        render_recommendation(&self.model, &r.recommendation)
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Render for Catalogs {
+    fn json(&self) -> serde_json::Result<serde_json::Value> {
+        Ok(serde_json::json!({
+            "models": self.models.iter().map(|m| serde_json::json!({"repo": m.repo, "aliases": m.aliases, "shape": m.shape})).collect::<Vec<_>>(),
+            "gpus": self.gpus,
+        }))
+    }
+    fn text(&self) -> String {
+        let mut s = String::from("models (data/models.toml):\n");
+        for m in &self.models {
+            s += &format!("  {:<20} {}\n", m.shape.name, m.repo);
+        }
+        s += "GPUs (data/gpus.toml or --catalog):\n";
+        for g in &self.gpus {
+            s += &format!(
+                "  {:<10} {:>6} MiB {:>6} GB/s  ${:.2}/h  ({})\n",
+                g.name, g.vram_mib, g.bandwidth_gbs, g.price_per_hour, g.price_source
+            );
+        }
+        s
+    }
+}
+
+fn signed_gib(b: i64) -> String {
+    format!("{:+.2} GiB", b as f64 / GIB as f64)
+}
+
+/// The one-line description of the model being planned.
+fn model_line(m: &ModelSpec) -> String {
+    let s = &m.shape;
+    format!(
+        "{} ({}; {} layers, hidden {}, {} heads / {} KV heads × {}, FFN {}, vocab {}{}; {:.2} B parameters)",
+        s.name,
+        m.source,
+        s.layers,
+        s.hidden,
+        s.heads,
+        s.kv_heads,
+        s.head_dim,
+        s.ffn,
+        s.vocab,
+        if s.tied { ", tied" } else { "" },
+        m.params() as f64 / 1e9
+    )
+}
+
+/// The comparison table and the command line of each row.
+fn render_rows(m: &ModelSpec, rows: &[PlanRow]) -> String {
+    let mut t = table();
+    t.set_header(vec![
+        "GPU",
+        "format",
+        "engine",
+        "weights",
+        "KV",
+        "compute",
+        "overhead",
+        "total",
+        "usable",
+        "fits",
+        "headroom",
+        "max ctx",
+        "max users",
+        "offload",
+        "$/h",
+    ]);
+    for r in rows {
+        let offload = match (r.fits, r.ngl) {
+            (true, _) => "-".to_string(),
+            (false, Some(n)) => format!("-ngl {n}, host {}", gib(r.host_ram)),
+            (false, None) => "does not fit".to_string(),
+        };
+        let gpus = if r.gpus > 1 {
+            format!("{}x{}", r.gpus, r.gpu)
+        } else {
+            r.gpu.clone()
+        };
+        t.add_row(vec![
+            gpus,
+            r.format.name().to_string(),
+            r.engine.name().to_string(),
+            gib(r.need.weights),
+            gib(r.need.kv),
+            gib(r.need.compute),
+            gib(r.need.overhead),
+            gib(r.need.vram()),
+            gib(r.capacity),
+            if r.fits { "yes" } else { "NO" }.to_string(),
+            signed_gib(r.headroom),
+            r.max_ctx.to_string(),
+            r.max_users.to_string(),
+            offload,
+            if r.price_per_hour > 0.0 {
+                format!("{:.2}", r.price_per_hour)
+            } else {
+                "?".into()
+            },
+        ]);
+    }
+    for i in 3..t.column_count() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let mut s = format!(
+        "{}\n{} token(s) of context × {} user(s)\n{t}\n",
+        model_line(m),
+        rows.first().map_or(0, |r| r.ctx),
+        rows.first().map_or(0, |r| r.users)
+    );
+    for r in rows {
+        let split = if r.split.len() > 1 {
+            format!(" (layers per GPU: {:?})", r.split)
+        } else {
+            String::new()
+        };
+        s += &format!(
+            "{} {} on {}{split}:\n  {}\n",
+            r.format.name(),
+            r.engine.name(),
+            r.gpu,
+            r.flags
+        );
+    }
+    s
+}
+
+/// The `--recommend` verdict.
+fn render_recommendation(m: &ModelSpec, rec: &Recommendation) -> String {
+    let mut s = String::new();
+    for r in &rec.rejected {
+        s += &format!(
+            "  {} ({}): {}\n",
+            r.format.name(),
+            r.engine.name(),
+            r.reason
+        );
+    }
+    match &rec.chosen {
+        Some(row) => format!(
+            "{}\nrecommended: {} on {} ({} of {} used, {} free, {:.0}% margin asked)\n{}{}\n  {}\n",
+            model_line(m),
+            row.format.name(),
+            row.engine.name(),
+            gib(row.need.vram()),
+            gib(row.capacity),
+            gib(row.headroom.max(0) as u64),
+            rec.margin * 100.0,
+            if rec.rejected.is_empty() {
+                String::new()
+            } else {
+                format!("better formats passed over:\n{s}")
+            },
+            "command:",
+            row.flags
+        ),
+        None => format!(
+            "{}\nno format fits with a {:.0}% margin:\n{s}",
+            model_line(m),
+            rec.margin * 100.0
+        ),
+    }
+}

@@ -1,0 +1,697 @@
+//! The CPU inference engine: a forward pass of llama / mistral / qwen2
+//! decoders computed in f32 straight over the tensor store's memory maps,
+//! whatever the weights' storage ([`weights`]).
+//!
+//! This module owns the model's computation (embeddings, RMSNorm, RoPE and
+//! its llama3 / linear scalings, grouped-query attention with a per-sequence
+//! KV cache, SwiGLU MLP, qwen2's q/k/v biases, tied embeddings) and the
+//! hyperparameters it needs ([`Config`], read from config.json or GGUF
+//! metadata through [`crate::model::arch::detect`]). Its reference is transformers
+//! 4.57.1 (`models/llama/modeling_llama.py`, `models/qwen2/modeling_qwen2.py`,
+//! `modeling_rope_utils.py`); `tests/engine.rs` compares logits and greedy
+//! tokens with goldens made by `tests/oracle/engine_goldens.py`.
+//!
+//! GGUF llama files store Q/K rows permuted for llama.cpp's interleaved-pair
+//! RoPE ([`crate::model::hf_gguf::permuted_source_row`]); rather than un-permuting
+//! rows, the engine rotates interleaved pairs on those files. Attention only
+//! sees q·k, so both give the same scores.
+//!
+//! [`Engine::forward`] takes a batch of sequences, each with its own
+//! [`KvCache`]: every matrix product runs once over all their new tokens
+//! (prefill and calibration batches), attention runs per sequence.
+
+pub mod generate;
+pub mod text;
+pub mod weights;
+
+use rayon::prelude::*;
+
+use crate::model::arch::{self, LayerPart, Role};
+use crate::model::family::GgufArch;
+use crate::store::{Container, Model, StoreError, TensorInfo};
+pub use weights::Activations;
+use weights::{matmul, Stored, WeightMatrix};
+
+/// Why a model cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Interrupted(#[from] crate::cancel::Interrupted),
+    /// The model is outside what the engine computes; the message says why.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Dimension `i` with `i + d/2` (transformers' `rotate_half`, GGUF NEOX).
+    Halves,
+    /// Dimension `2i` with `2i + 1` (GGUF llama files, rows permuted).
+    Interleaved,
+}
+
+/// The hyperparameters of the forward pass.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub arch: GgufArch,
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub norm_eps: f32,
+    pub rope_layout: RopeLayout,
+    /// One inverse frequency per rotated pair, scaling applied.
+    pub inv_freq: Vec<f32>,
+    pub bos: Option<u32>,
+    pub eos: Vec<u32>,
+}
+
+/// Inverse RoPE frequencies as transformers computes them in float32:
+/// `1 / theta^(2i/d)`.
+fn default_inv_freq(theta: f32, dim: usize) -> Vec<f32> {
+    (0..dim)
+        .step_by(2)
+        .map(|i| 1.0 / theta.powf(i as f32 / dim as f32))
+        .collect()
+}
+
+/// transformers' `_compute_llama3_parameters`: low frequencies divided by
+/// `factor`, high ones kept, the band between smoothly interpolated.
+fn llama3_inv_freq(inv: &[f32], factor: f32, low: f32, high: f32, old_ctx: f32) -> Vec<f32> {
+    let low_wavelen = old_ctx / low;
+    let high_wavelen = old_ctx / high;
+    inv.iter()
+        .map(|&f| {
+            let wavelen = 2.0 * std::f32::consts::PI / f;
+            let scaled = if wavelen > low_wavelen { f / factor } else { f };
+            let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
+            if medium {
+                let smooth = (old_ctx / wavelen - low) / (high - low);
+                (1.0 - smooth) * scaled / factor + smooth * scaled
+            } else {
+                scaled
+            }
+        })
+        .collect()
+}
+
+impl Config {
+    /// Reads the hyperparameters of `model` (config.json or GGUF metadata,
+    /// cross-checked against the tensors by [`arch::detect`]).
+    pub fn from_model(model: &Model) -> Result<Config, EngineError> {
+        let file = model.root.display().to_string();
+        let a = arch::detect(model);
+        let garch = match model.container {
+            Container::Gguf => model
+                .gguf
+                .as_ref()
+                .and_then(|m| m.str("general.architecture"))
+                .and_then(GgufArch::from_gguf),
+            Container::Safetensors => model.config.as_ref().and_then(GgufArch::from_config),
+        }
+        .ok_or_else(|| {
+            EngineError::Unsupported(format!(
+                "{file}: the engine runs llama, mistral and qwen2 models; this one is {:?}",
+                a.declared_family
+                    .as_deref()
+                    .unwrap_or("of an undeclared family")
+            ))
+        })?;
+        let need = |what: &str, v: Option<u64>| {
+            v.map(|x| x as usize)
+                .ok_or_else(|| EngineError::Unsupported(format!("{file}: cannot tell the {what}")))
+        };
+        let head_dim = need("head size", a.head_dim)?;
+        let theta = a.rope.theta.unwrap_or(10000.0) as f32;
+        let mut inv_freq = default_inv_freq(theta, head_dim);
+        if let Some(s) = &a.rope.scaling {
+            let kind = s
+                .get("rope_type")
+                .or_else(|| s.get("type"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("default");
+            let num = |k: &str| s.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
+            match kind {
+                "default" | "none" => {}
+                "linear" => {
+                    let f = num("factor").unwrap_or(1.0);
+                    inv_freq.iter_mut().for_each(|x| *x /= f);
+                }
+                "llama3" if model.container == Container::Gguf => {
+                    // llama.cpp divides each frequency by rope_freqs.weight.
+                    let t = model.get("rope_freqs.weight")?;
+                    let ff = model.read_f32(t)?;
+                    if ff.len() != inv_freq.len() {
+                        return Err(EngineError::Unsupported(format!(
+                            "{file}: rope_freqs.weight has {} values for {} frequencies",
+                            ff.len(),
+                            inv_freq.len()
+                        )));
+                    }
+                    inv_freq.iter_mut().zip(ff).for_each(|(x, f)| *x /= f);
+                }
+                "llama3" => {
+                    let (Some(f), Some(lo), Some(hi), Some(old)) = (
+                        num("factor"),
+                        num("low_freq_factor"),
+                        num("high_freq_factor"),
+                        num("original_max_position_embeddings"),
+                    ) else {
+                        return Err(EngineError::Unsupported(format!(
+                            "{file}: llama3 rope_scaling needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings"
+                        )));
+                    };
+                    inv_freq = llama3_inv_freq(&inv_freq, f, lo, hi, old);
+                }
+                other => {
+                    return Err(EngineError::Unsupported(format!(
+                        "{file}: RoPE scaling '{other}' is not implemented (default, linear and llama3 are)"
+                    )))
+                }
+            }
+        }
+        let rope_layout = if model.container == Container::Gguf && garch.permutes_qk() {
+            RopeLayout::Interleaved
+        } else {
+            RopeLayout::Halves
+        };
+        let (bos, eos) = special_ids(model);
+        Ok(Config {
+            arch: garch,
+            layers: need("layer count", a.layers)?,
+            hidden: need("hidden size", a.hidden_size)?,
+            heads: need("attention head count", a.heads)?,
+            kv_heads: need("KV head count", a.kv_heads)?,
+            head_dim,
+            ffn: need("FFN size", a.ffn_size)?,
+            vocab: need("vocabulary size", a.vocab)?,
+            norm_eps: a.norm_eps.unwrap_or(1e-6) as f32,
+            rope_layout,
+            inv_freq,
+            bos,
+            eos,
+        })
+    }
+}
+
+/// BOS and EOS ids from config.json / generation_config.json or GGUF
+/// metadata.
+fn special_ids(model: &Model) -> (Option<u32>, Vec<u32>) {
+    let ids = |v: Option<&serde_json::Value>| -> Vec<u32> {
+        match v {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as u32)
+                .collect(),
+            Some(x) => x.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            None => vec![],
+        }
+    };
+    if let Some(m) = &model.gguf {
+        let bos = m.u64("tokenizer.ggml.bos_token_id").map(|x| x as u32);
+        let mut eos: Vec<u32> = ["eos_token_id", "eot_token_id"]
+            .iter()
+            .filter_map(|k| m.u64(&format!("tokenizer.ggml.{k}")))
+            .map(|x| x as u32)
+            .collect();
+        eos.dedup();
+        return (bos, eos);
+    }
+    let gen = crate::store::read_json(&model.root.join("generation_config.json")).ok();
+    let pick = |k: &str| {
+        gen.as_ref()
+            .and_then(|g| g.get(k))
+            .or_else(|| model.config.as_ref().and_then(|c| c.get(k)))
+    };
+    (
+        ids(pick("bos_token_id")).first().copied(),
+        ids(pick("eos_token_id")),
+    )
+}
+
+/// One decoder layer's weights.
+struct Layer<'m> {
+    attn_norm: Vec<f32>,
+    q: Stored<'m>,
+    k: Stored<'m>,
+    v: Stored<'m>,
+    o: Stored<'m>,
+    q_bias: Option<Vec<f32>>,
+    k_bias: Option<Vec<f32>>,
+    v_bias: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: Stored<'m>,
+    up: Stored<'m>,
+    down: Stored<'m>,
+}
+
+/// A model ready to run, borrowing its weights from an opened [`Model`].
+pub struct Engine<'m> {
+    pub config: Config,
+    embed: Stored<'m>,
+    layers: Vec<Layer<'m>>,
+    norm: Vec<f32>,
+    /// `None` when the embeddings are tied.
+    head: Option<Stored<'m>>,
+    activations: Activations,
+}
+
+/// The keys and values of one sequence's past tokens, per layer.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens already in the cache (the position of the next one).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Forgets every token, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.k
+            .iter_mut()
+            .chain(self.v.iter_mut())
+            .for_each(Vec::clear);
+        self.len = 0;
+    }
+}
+
+/// Which logits [`Engine::forward`] returns for each sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last new token's.
+    Last,
+    /// Every new token's (for perplexity).
+    All,
+    /// The new tokens' from this index on (perplexity's scored half).
+    From(usize),
+}
+
+impl<'m> Engine<'m> {
+    /// Prepares `model` for inference: checks every tensor the forward pass
+    /// needs and reads the small ones (norms, biases) into memory. The big
+    /// matrices stay in the map.
+    pub fn new(model: &'m Model) -> Result<Engine<'m>, EngineError> {
+        let config = Config::from_model(model)?;
+        let mut embed = None;
+        let mut head = None;
+        let mut norm = None;
+        let mut parts: Vec<Vec<Option<&TensorInfo>>> = vec![vec![None; 12]; config.layers];
+        for t in model.tensors() {
+            match arch::role(&t.name) {
+                Role::Embed => embed = Some(t),
+                Role::LmHead => head = Some(t),
+                Role::FinalNorm => norm = Some(t),
+                Role::Layer(i, p) if (i as usize) < config.layers => {
+                    parts[i as usize][p as usize] = Some(t)
+                }
+                _ => {}
+            }
+        }
+        let file = model.root.display().to_string();
+        let missing = |what: String| {
+            EngineError::Unsupported(format!("{file}: the model has no {what} tensor"))
+        };
+        let embed = Stored::new(
+            model,
+            embed.ok_or_else(|| missing("token embedding".into()))?,
+        )?;
+        let norm = Stored::new(model, norm.ok_or_else(|| missing("final norm".into()))?)?.to_vec();
+        let head = head.map(|t| Stored::new(model, t)).transpose()?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for (i, p) in parts.iter().enumerate() {
+            let get = |part: LayerPart| -> Result<Stored<'m>, EngineError> {
+                let t = p[part as usize].ok_or_else(|| missing(format!("layer {i} {part:?}")))?;
+                Ok(Stored::new(model, t)?)
+            };
+            let opt = |part: LayerPart| -> Result<Option<Vec<f32>>, EngineError> {
+                p[part as usize]
+                    .map(|t| Ok(Stored::new(model, t)?.to_vec()))
+                    .transpose()
+            };
+            layers.push(Layer {
+                attn_norm: get(LayerPart::AttnNorm)?.to_vec(),
+                q: get(LayerPart::Q)?,
+                k: get(LayerPart::K)?,
+                v: get(LayerPart::V)?,
+                o: get(LayerPart::O)?,
+                q_bias: opt(LayerPart::QBias)?,
+                k_bias: opt(LayerPart::KBias)?,
+                v_bias: opt(LayerPart::VBias)?,
+                ffn_norm: get(LayerPart::FfnNorm)?.to_vec(),
+                gate: get(LayerPart::Gate)?,
+                up: get(LayerPart::Up)?,
+                down: get(LayerPart::Down)?,
+            });
+        }
+        let engine = Engine {
+            config,
+            embed,
+            layers,
+            norm,
+            head,
+            activations: Activations::default(),
+        };
+        engine.check_shapes(&file)?;
+        Ok(engine)
+    }
+
+    /// Refuses weights whose shapes disagree with the hyperparameters, so
+    /// that the forward pass never indexes out of bounds.
+    fn check_shapes(&self, file: &str) -> Result<(), EngineError> {
+        let c = &self.config;
+        let (q, kv) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let want = |name: String, m: &dyn WeightMatrix, r: usize, k: usize| {
+            if (m.rows(), m.cols()) == (r, k) {
+                Ok(())
+            } else {
+                Err(EngineError::Unsupported(format!(
+                    "{file}: {name} is [{}, {}], expected [{r}, {k}] from the hyperparameters",
+                    m.rows(),
+                    m.cols()
+                )))
+            }
+        };
+        want("the token embedding".into(), &self.embed, c.vocab, c.hidden)?;
+        want("the output head".into(), self.head(), c.vocab, c.hidden)?;
+        let vec_len = |name: String, v: &[f32], n: usize| {
+            if v.len() == n {
+                Ok(())
+            } else {
+                Err(EngineError::Unsupported(format!(
+                    "{file}: {name} has {} values, expected {n}",
+                    v.len()
+                )))
+            }
+        };
+        vec_len("the final norm".into(), &self.norm, c.hidden)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            want(format!("layer {i} q"), &l.q, q, c.hidden)?;
+            want(format!("layer {i} k"), &l.k, kv, c.hidden)?;
+            want(format!("layer {i} v"), &l.v, kv, c.hidden)?;
+            want(format!("layer {i} o"), &l.o, c.hidden, q)?;
+            want(format!("layer {i} gate"), &l.gate, c.ffn, c.hidden)?;
+            want(format!("layer {i} up"), &l.up, c.ffn, c.hidden)?;
+            want(format!("layer {i} down"), &l.down, c.hidden, c.ffn)?;
+            vec_len(format!("layer {i} attention norm"), &l.attn_norm, c.hidden)?;
+            vec_len(format!("layer {i} FFN norm"), &l.ffn_norm, c.hidden)?;
+            for (n, b, len) in [
+                ("q", &l.q_bias, q),
+                ("k", &l.k_bias, kv),
+                ("v", &l.v_bias, kv),
+            ] {
+                if let Some(b) = b {
+                    vec_len(format!("layer {i} {n} bias"), b, len)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Chooses how quantized weights are multiplied (default
+    /// [`Activations::Q8`], llama.cpp's way).
+    pub fn with_activations(mut self, activations: Activations) -> Engine<'m> {
+        self.activations = activations;
+        self
+    }
+
+    fn head(&self) -> &Stored<'m> {
+        self.head.as_ref().unwrap_or(&self.embed)
+    }
+
+    /// An empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            k: vec![Vec::new(); self.config.layers],
+            v: vec![Vec::new(); self.config.layers],
+            len: 0,
+        }
+    }
+
+    /// Runs `tokens[s]` through the model after what `caches[s]` already
+    /// holds, for every sequence `s` at once, appending to the caches.
+    /// Returns each sequence's requested logits, row-major `[n, vocab]`.
+    pub fn forward(
+        &self,
+        caches: &mut [&mut KvCache],
+        tokens: &[&[u32]],
+        which: Logits,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.forward_observed(
+            caches,
+            tokens,
+            which,
+            &mut |_: usize, _: LayerPart, _: &[f32]| {},
+        )
+    }
+
+    /// [`Engine::forward`], also showing `observe` the input of every
+    /// linear layer (`[tokens, in_features]`, all sequences' new tokens in
+    /// order) before it is multiplied: what AWQ's activation statistics and
+    /// GPTQ's Hessians are built from. Q, K and V share one input, reported
+    /// once as [`LayerPart::Q`]; likewise gate and up as [`LayerPart::Gate`].
+    pub fn forward_observed(
+        &self,
+        caches: &mut [&mut KvCache],
+        tokens: &[&[u32]],
+        which: Logits,
+        observe: &mut (dyn FnMut(usize, LayerPart, &[f32]) + Send),
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        // Run the pass on a pool thread: every product then splits from
+        // there, instead of the caller's thread handing each of the ~200
+        // products of a token to the pool and sleeping until it is done
+        // (two context switches per product, a quarter of a 1-thread decode).
+        rayon::scope(|_| self.forward_in_pool(caches, tokens, which, observe))
+    }
+
+    fn forward_in_pool(
+        &self,
+        caches: &mut [&mut KvCache],
+        tokens: &[&[u32]],
+        which: Logits,
+        observe: &mut (dyn FnMut(usize, LayerPart, &[f32]) + Send),
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let c = &self.config;
+        let d = c.hidden;
+        let total: usize = tokens.iter().map(|t| t.len()).sum();
+        for &t in tokens.iter().flat_map(|t| t.iter()) {
+            if t as usize >= c.vocab {
+                return Err(EngineError::Unsupported(format!(
+                    "token id {t} is outside the vocabulary of {}",
+                    c.vocab
+                )));
+            }
+        }
+        // Start offset and first position of every sequence in the batch.
+        let mut spans = Vec::with_capacity(tokens.len());
+        let mut off = 0;
+        for (s, t) in tokens.iter().enumerate() {
+            spans.push((off, t.len(), caches[s].len));
+            off += t.len();
+        }
+        let positions: Vec<usize> = spans.iter().flat_map(|&(_, n, p0)| p0..p0 + n).collect();
+
+        let mut x = vec![0f32; total * d];
+        for (row, &t) in x
+            .chunks_exact_mut(d)
+            .zip(tokens.iter().flat_map(|t| t.iter()))
+        {
+            self.embed.decode_rows(t as usize..t as usize + 1, row);
+        }
+        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let mut xn = vec![0f32; total * d];
+        let mut q = vec![0f32; total * qd];
+        let mut k = vec![0f32; total * kvd];
+        let mut v = vec![0f32; total * kvd];
+        let mut att = vec![0f32; total * qd];
+        let mut proj = vec![0f32; total * d];
+        let mut gate = vec![0f32; total * c.ffn];
+        let mut up = vec![0f32; total * c.ffn];
+        for (li, l) in self.layers.iter().enumerate() {
+            // A long prefill stops within one layer of a Ctrl-C.
+            crate::cancel::check()?;
+            rms_norm(&x, &l.attn_norm, c.norm_eps, &mut xn);
+            observe(li, LayerPart::Q, &xn);
+            matmul(&l.q, &xn, total, &mut q, self.activations);
+            matmul(&l.k, &xn, total, &mut k, self.activations);
+            matmul(&l.v, &xn, total, &mut v, self.activations);
+            add_bias(&mut q, l.q_bias.as_deref());
+            add_bias(&mut k, l.k_bias.as_deref());
+            add_bias(&mut v, l.v_bias.as_deref());
+            self.rope(&mut q, &positions, c.heads);
+            self.rope(&mut k, &positions, c.kv_heads);
+            for (s, &(o, n, _)) in spans.iter().enumerate() {
+                caches[s].k[li].extend_from_slice(&k[o * kvd..(o + n) * kvd]);
+                caches[s].v[li].extend_from_slice(&v[o * kvd..(o + n) * kvd]);
+            }
+            for (s, &(o, n, p0)) in spans.iter().enumerate() {
+                self.attention(
+                    &q[o * qd..(o + n) * qd],
+                    &caches[s].k[li],
+                    &caches[s].v[li],
+                    p0,
+                    &mut att[o * qd..(o + n) * qd],
+                );
+            }
+            observe(li, LayerPart::O, &att);
+            matmul(&l.o, &att, total, &mut proj, self.activations);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut xn);
+            observe(li, LayerPart::Gate, &xn);
+            matmul(&l.gate, &xn, total, &mut gate, self.activations);
+            matmul(&l.up, &xn, total, &mut up, self.activations);
+            gate.par_iter_mut().zip(&up).for_each(|(g, u)| {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            });
+            observe(li, LayerPart::Down, &gate);
+            matmul(&l.down, &gate, total, &mut proj, self.activations);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+        }
+        for (s, &(_, n, _)) in spans.iter().enumerate() {
+            caches[s].len += n;
+        }
+        // The final norm and the head only for the rows asked for.
+        let mut out = Vec::with_capacity(spans.len());
+        for &(o, n, _) in &spans {
+            let from = match which {
+                Logits::Last => n.saturating_sub(1),
+                Logits::All => 0,
+                Logits::From(i) => i.min(n),
+            };
+            let rows = n - from;
+            let mut h = vec![0f32; rows * d];
+            rms_norm(
+                &x[(o + from) * d..(o + n) * d],
+                &self.norm,
+                c.norm_eps,
+                &mut h,
+            );
+            let mut logits = vec![0f32; rows * c.vocab];
+            matmul(self.head(), &h, rows, &mut logits, self.activations);
+            out.push(logits);
+        }
+        Ok(out)
+    }
+
+    /// Rotates every head of every token in `x` (`[tokens, n_heads·head_dim]`)
+    /// by its position.
+    fn rope(&self, x: &mut [f32], positions: &[usize], n_heads: usize) {
+        let c = &self.config;
+        let hd = c.head_dim;
+        let half = hd / 2;
+        x.par_chunks_mut(n_heads * hd)
+            .zip(positions)
+            .for_each(|(tok, &p)| {
+                // transformers: freqs = pos · inv_freq in f32, then cos/sin.
+                let (cos, sin): (Vec<f32>, Vec<f32>) = c
+                    .inv_freq
+                    .iter()
+                    .map(|&f| {
+                        let a = p as f32 * f;
+                        (a.cos(), a.sin())
+                    })
+                    .unzip();
+                for head in tok.chunks_exact_mut(hd) {
+                    for i in 0..half {
+                        let (a, b) = match c.rope_layout {
+                            RopeLayout::Halves => (i, i + half),
+                            RopeLayout::Interleaved => (2 * i, 2 * i + 1),
+                        };
+                        let (x0, x1) = (head[a], head[b]);
+                        head[a] = x0 * cos[i] - x1 * sin[i];
+                        head[b] = x1 * cos[i] + x0 * sin[i];
+                    }
+                }
+            });
+    }
+
+    /// Causal attention of `n` new queries at positions `p0..p0+n` over the
+    /// cache (which already holds them), written into `out`.
+    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], p0: usize, out: &mut [f32]) {
+        let c = &self.config;
+        let (hd, kvd) = (c.head_dim, c.kv_heads * c.head_dim);
+        let group = c.heads / c.kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        out.par_chunks_mut(hd)
+            .zip(q.par_chunks(hd))
+            .enumerate()
+            .for_each_init(Vec::new, |scores: &mut Vec<f32>, (i, (o, qh))| {
+                let (t, h) = (i / c.heads, i % c.heads);
+                let kv_off = (h / group) * hd;
+                let n_keys = p0 + t + 1;
+                scores.clear();
+                scores.extend((0..n_keys).map(|j| {
+                    weights::dot(qh, &kc[j * kvd + kv_off..j * kvd + kv_off + hd]) * scale
+                }));
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                o.fill(0.0);
+                for (j, s) in scores.iter().enumerate() {
+                    let w = s / sum;
+                    let vr = &vc[j * kvd + kv_off..j * kvd + kv_off + hd];
+                    o.iter_mut().zip(vr).for_each(|(a, b)| *a += w * b);
+                }
+            });
+    }
+}
+
+/// transformers' `LlamaRMSNorm` in f32: `w · x / sqrt(mean(x²) + eps)`, one
+/// row of `w.len()` at a time.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .for_each(|(o, r)| {
+            let ms = r.iter().map(|v| v * v).sum::<f32>() / d as f32;
+            let inv = 1.0 / (ms + eps).sqrt();
+            for ((o, v), w) in o.iter_mut().zip(r).zip(w) {
+                *o = w * (v * inv);
+            }
+        });
+}
+
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        x.chunks_exact_mut(b.len())
+            .for_each(|r| r.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_scaling_keeps_high_divides_low_and_smooths_between() {
+        let inv = default_inv_freq(10000.0, 64);
+        let s = llama3_inv_freq(&inv, 8.0, 1.0, 4.0, 64.0);
+        // wavelen < 16 kept, > 64 divided by 8, in between strictly between.
+        for (a, b) in inv.iter().zip(&s) {
+            let wl = 2.0 * std::f32::consts::PI / a;
+            if wl < 16.0 {
+                assert_eq!(a, b);
+            } else if wl > 64.0 {
+                assert_eq!(*b, a / 8.0);
+            } else {
+                assert!(*b < *a && *b > a / 8.0);
+            }
+        }
+    }
+}

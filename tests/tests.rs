@@ -1,0 +1,20 @@
+//! The integration tests, one binary with a module per area (so `cargo test`
+//! links the library once): `cargo test --test tests AREA::` runs one area.
+
+mod common;
+
+mod arch_fixtures;
+mod bnb_quantize;
+mod cli;
+mod convert;
+mod engine;
+mod fuzz_parsers;
+mod gguf_store;
+mod layers;
+mod lora_merge;
+mod quantize_gguf;
+mod quantize_models;
+mod safetensors_store;
+mod smollm2;
+mod tokenizer;
+mod vram_plan;
