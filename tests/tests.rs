@@ -10,6 +10,7 @@ mod convert;
 mod engine;
 mod fuzz_parsers;
 mod gguf_store;
+mod interrupt;
 mod layers;
 mod lora_merge;
 mod quantize_gguf;
