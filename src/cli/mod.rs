@@ -1,14 +1,14 @@
 //! The command line: one module per command, each mapping its arguments
 //! (clap) to the library's options, calling one operation in
-//! [`crate::ops`] and rendering its report through [`output`]. Argument
-//! groups several commands share live in [`args`].
+//! [`crate::ops`] and rendering its report through `output`. Argument
+//! groups several commands share live in `args`.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage (clap), 130 interrupted
 //! (Ctrl-C or SIGTERM; see [`crate::cancel`]).
 //!
 //! Adding a command: a `cli/<command>.rs` with its `Args` and `run`, its
-//! operation under `ops/`, one variant in [`Command`] and its line in
-//! [`run`]; nothing else changes.
+//! operation under `ops/`, one variant in `Command` and its line in
+//! `run`; nothing else changes.
 
 mod args;
 mod convert;

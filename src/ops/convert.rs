@@ -19,6 +19,7 @@ use crate::model::family::GgufArch;
 use crate::model::hf_gguf::{llama3_rope_factors, permuted_source_row, LLAMA3_DEFAULTS};
 use crate::ops::Error;
 use crate::store::atomic::{self, AtomicDir};
+use crate::store::card::ModelCard;
 use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
 use crate::store::{Container, DType, Model, StoreError, TensorInfo};
 
@@ -390,16 +391,20 @@ fn llama3_scaling(
 }
 
 fn model_card(model: &Model, opts: &HfOptions, garch: GgufArch, dtype: DType) -> String {
-    let src = model.root.display();
-    format!(
-        "---\nlibrary_name: transformers\ntags:\n- llmtool\n- gguf-conversion\n---\n\n# Converted model\n\n\
-         `{src}` ({} GGUF) converted to Hugging Face safetensors ({}) by llmtool {}.\n\
-         Quantized GGUF weights were dequantized exactly as gguf-py does; the\n\
-         Q/K rows llama.cpp permutes were put back in Hugging Face order.\n\n\
-         Made with:\n\n```sh\n{}\n```\n\nLoad with `AutoModelForCausalLM.from_pretrained(\"<this directory>\")`.\n",
-        garch.name(),
-        torch_dtype(dtype),
-        env!("CARGO_PKG_VERSION"),
-        opts.command
-    )
+    ModelCard::new()
+        .field("library_name", "transformers")
+        .list("tags", &["llmtool", "gguf-conversion"])
+        .body(&format!(
+            "# Converted model\n\n\
+             `{}` ({} GGUF) converted to Hugging Face safetensors ({}) by llmtool {}.\n\
+             Quantized GGUF weights were dequantized exactly as gguf-py does; the\n\
+             Q/K rows llama.cpp permutes were put back in Hugging Face order.\n\n",
+            model.root.display(),
+            garch.name(),
+            torch_dtype(dtype),
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .made_with(&opts.command)
+        .body("\nLoad with `AutoModelForCausalLM.from_pretrained(\"<this directory>\")`.\n")
+        .render()
 }

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use crate::model::adapter::{Adapter, ModuleLora};
 use crate::ops::Error;
 use crate::store::atomic::{self, AtomicDir};
+use crate::store::card::{self, ModelCard};
 use crate::store::hfdir;
 use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
 use crate::store::{Container, DType, Model, StoreError, TensorInfo};
@@ -95,7 +96,7 @@ fn refused(msg: String) -> Error {
 }
 
 /// Checks the adapters against the base and builds the per-tensor edits.
-fn plan<'a>(
+fn edits<'a>(
     base: &Model,
     adapters: &'a [WeightedAdapter],
     warnings: &mut Vec<String>,
@@ -440,37 +441,40 @@ pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
 }
 
 fn model_card(opts: &MergeOptions, adapters: &[WeightedAdapter], sums: &[String]) -> String {
-    let mut s = String::from("---\n");
-    s += &format!(
-        "base_model: {}\n",
-        serde_json::to_string(&opts.base_label).unwrap_or_default()
-    );
-    s += "library_name: transformers\ntags:\n- llmtool\n- lora\n- merge\n";
-    s += "adapters:\n";
+    let records: Vec<Vec<(&str, String)>> = adapters
+        .iter()
+        .zip(sums)
+        .map(|(wa, sum)| {
+            vec![
+                ("path", card::quote(&wa.adapter.dir.display().to_string())),
+                ("sha256", sum.clone()),
+                ("weight", wa.weight.to_string()),
+            ]
+        })
+        .collect();
+    let mut table =
+        String::from("| adapter | weight | sha256 of adapter_model.safetensors |\n|---|---|---|\n");
     for (wa, sum) in adapters.iter().zip(sums) {
-        s += &format!(
-            "- path: {}\n  sha256: {sum}\n  weight: {}\n",
-            serde_json::to_string(&wa.adapter.dir.display().to_string()).unwrap_or_default(),
-            wa.weight
-        );
-    }
-    s += "---\n\n";
-    s += &format!(
-        "# Merged model\n\nBase `{}` merged with {} LoRA adapter(s) by llmtool {}.\n\n",
-        opts.base_label,
-        adapters.len(),
-        env!("CARGO_PKG_VERSION")
-    );
-    s += "| adapter | weight | sha256 of adapter_model.safetensors |\n|---|---|---|\n";
-    for (wa, sum) in adapters.iter().zip(sums) {
-        s += &format!(
+        table += &format!(
             "| `{}` | {} | `{sum}` |\n",
             wa.adapter.dir.display(),
             wa.weight
         );
     }
-    s += &format!("\nMade with:\n\n```sh\n{}\n```\n\nLoad with `AutoModelForCausalLM.from_pretrained(\"<this directory>\")`.\n", opts.command);
-    s
+    ModelCard::new()
+        .text("base_model", &opts.base_label)
+        .field("library_name", "transformers")
+        .list("tags", &["llmtool", "lora", "merge"])
+        .records("adapters", &records)
+        .body(&format!(
+            "# Merged model\n\nBase `{}` merged with {} LoRA adapter(s) by llmtool {}.\n\n{table}\n",
+            opts.base_label,
+            adapters.len(),
+            env!("CARGO_PKG_VERSION")
+        ))
+        .made_with(&opts.command)
+        .body("\nLoad with `AutoModelForCausalLM.from_pretrained(\"<this directory>\")`.\n")
+        .render()
 }
 
 /// Merges `adapters` into `base` and writes an HF model directory at
@@ -541,7 +545,7 @@ pub fn merge(
             }
         }
     }
-    let (edits, untie) = plan(base, adapters, &mut warnings)?;
+    let (edits, untie) = edits(base, adapters, &mut warnings)?;
     let out_dtype = |t: &TensorInfo| -> Result<DType, Error> {
         match (opts.dtype, t.dtype) {
             (Some(d), DType::F32 | DType::F16 | DType::BF16) => Ok(d),
@@ -552,7 +556,7 @@ pub fn merge(
             ))),
         }
     };
-    // Output plan: the base's tensors in file order, plus an untied head.
+    // Output layout: the base's tensors in file order, plus an untied head.
     let mut tensors: Vec<(TensorInfo, &TensorInfo, &Model)> = Vec::new();
     for t in base.tensors() {
         let e = edits.get(&t.name);

@@ -144,18 +144,18 @@ pub fn dynamic_map() -> [f32; 256] {
 /// Element type of a weight before quantization: it decides the rounding
 /// of the partial-block product (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub enum Input {
     F32,
     F16,
     BF16,
 }
 
-impl Source {
+impl Input {
     fn round(self, v: f32) -> f32 {
         match self {
-            Source::F32 => v,
-            Source::F16 => f16::from_f32(v).to_f32(),
-            Source::BF16 => bf16::from_f32(v).to_f32(),
+            Input::F32 => v,
+            Input::F16 => f16::from_f32(v).to_f32(),
+            Input::BF16 => bf16::from_f32(v).to_f32(),
         }
     }
 }
@@ -186,7 +186,7 @@ pub fn quantize_4bit_blocks(
     x: &[f32],
     blocksize: usize,
     kind: FourBit,
-    source: Source,
+    source: Input,
     last_partial: bool,
     packed: &mut Vec<u8>,
     absmax: &mut Vec<f32>,

@@ -27,6 +27,10 @@
 //! model; the engine uses these products when asked to compute as
 //! llama.cpp does (the default for `eval` and `generate`), and the exact f32
 //! path otherwise.
+//!
+//! Length: over 800 lines because each product keeps its portable
+//! reference and its AVX2 version side by side (and the tests comparing
+//! them), mirroring `quants.c` / `arch/x86/quants.c` one type at a time.
 
 use super::{
     f16_bits_to_f32, f32_to_f16_bits, kquants::unpack_scales_mins, nearest_int, GgmlType,

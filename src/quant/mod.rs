@@ -41,6 +41,10 @@
 //!
 //! Everything here works on one block at a time, allocates nothing, and does
 //! no threading: callers parallelise over rows.
+//!
+//! Length: over 800 lines because half of it is the bit-exactness tests
+//! against gguf-py's and libggml's goldens, which belong beside the type
+//! table and conversions they check.
 
 pub mod bnb;
 pub mod dot;

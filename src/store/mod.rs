@@ -16,6 +16,7 @@
 //!   them into place only when complete ([`atomic`]).
 
 pub mod atomic;
+pub mod card;
 pub mod gguf;
 pub mod hf_cache;
 pub mod hfdir;
@@ -246,12 +247,6 @@ impl DType {
         }
     }
 
-    /// Storage bits per element, block scales included.
-    pub fn bits_per_element(self) -> f64 {
-        let b = self.block_size();
-        self.bytes_for(b).unwrap_or(0) as f64 * 8.0 / b as f64
-    }
-
     /// `values` encoded as this dtype into `out` (replaced; little-endian;
     /// f16/bf16 round to nearest even, as torch does), in parallel. Only
     /// F32, F16 and BF16: writers check output dtypes before streaming
@@ -426,11 +421,11 @@ impl Model {
             None => None,
         };
         let (container, files, tensors, gguf) = match r.kind {
-            source::Kind::Safetensors { files, index } => {
+            source::Files::Safetensors { files, index } => {
                 let (files, tensors) = safetensors::open_all(&files, index.as_deref())?;
                 (Container::Safetensors, files, tensors, None)
             }
-            source::Kind::Gguf { shards } => {
+            source::Files::Gguf { shards } => {
                 let (files, tensors, meta) = gguf::open_all(&shards)?;
                 (Container::Gguf, files, tensors, Some(meta))
             }

@@ -11,12 +11,12 @@ pub struct Resolved {
     pub root: PathBuf,
     /// `config.json` beside the weights, when present.
     pub config: Option<PathBuf>,
-    pub kind: Kind,
+    pub kind: Files,
 }
 
 /// Which container the weights are in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub enum Files {
     Safetensors {
         files: Vec<PathBuf>,
         index: Option<PathBuf>,
@@ -49,8 +49,8 @@ fn sibling_config(p: &Path) -> Option<PathBuf> {
     c.is_file().then_some(c)
 }
 
-fn gguf_kind(p: &Path) -> Kind {
-    Kind::Gguf {
+fn gguf_kind(p: &Path) -> Files {
+    Files::Gguf {
         shards: gguf::split_paths(p).unwrap_or_else(|| vec![p.to_path_buf()]),
     }
 }
@@ -77,12 +77,12 @@ fn resolve_path(path: &Path) -> Result<Resolved> {
     }
     let e = ext(path);
     let kind = match e.as_str() {
-        "safetensors" => Kind::Safetensors {
+        "safetensors" => Files::Safetensors {
             files: vec![path.to_path_buf()],
             index: None,
         },
         "json" if path.to_string_lossy().ends_with(".safetensors.index.json") => {
-            Kind::Safetensors {
+            Files::Safetensors {
                 files: safetensors::index_shards(path)?,
                 index: Some(path.to_path_buf()),
             }
@@ -110,12 +110,12 @@ fn resolve_dir(dir: &Path) -> Result<Resolved> {
     let index = dir.join(safetensors::INDEX_FILE);
     let single = dir.join(safetensors::SINGLE_FILE);
     let kind = if index.is_file() {
-        Kind::Safetensors {
+        Files::Safetensors {
             files: safetensors::index_shards(&index)?,
             index: Some(index),
         }
     } else if single.is_file() {
-        Kind::Safetensors {
+        Files::Safetensors {
             files: vec![single],
             index: None,
         }
@@ -141,7 +141,7 @@ fn resolve_dir(dir: &Path) -> Result<Resolved> {
         }
         match (ggufs.as_slice(), sts.as_slice()) {
             ([g], []) => gguf_kind(g),
-            ([], [s]) => Kind::Safetensors {
+            ([], [s]) => Files::Safetensors {
                 files: vec![(*s).clone()],
                 index: None,
             },

@@ -1,5 +1,10 @@
 //! HF directory → the `tokenizer.*` GGUF entries `convert_hf_to_gguf.py`
 //! writes, in its order and with its value types.
+//!
+//! Length: over 800 lines because it follows llama.cpp's converter
+//! (`get_vocab_base`, `_set_vocab_gpt2`, `_set_vocab_llama_hf`,
+//! `_create_vocab_sentencepiece`, `SpecialVocab`) in its order, so that a
+//! reader can hold the two side by side; each vocabulary path is a function.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -24,8 +24,9 @@ use std::path::PathBuf;
 
 use crate::model::arch::{self, LayerPart, Role};
 use crate::ops::Error;
-use crate::quant::bnb::{self as kernels, FourBit, Source};
+use crate::quant::bnb::{self as kernels, FourBit, Input};
 use crate::store::atomic::{self, AtomicDir};
+use crate::store::card::ModelCard;
 use crate::store::hfdir;
 use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
 use crate::store::{Container, DType, Model, StoreError, TensorInfo};
@@ -154,11 +155,11 @@ fn torch_name(d: DType) -> &'static str {
     }
 }
 
-fn source_of(t: &TensorInfo) -> Result<Source, Error> {
+fn source_of(t: &TensorInfo) -> Result<Input, Error> {
     match t.dtype {
-        DType::F32 => Ok(Source::F32),
-        DType::F16 => Ok(Source::F16),
-        DType::BF16 => Ok(Source::BF16),
+        DType::F32 => Ok(Input::F32),
+        DType::F16 => Ok(Input::F16),
+        DType::BF16 => Ok(Input::BF16),
         d => Err(refused(format!(
             "tensor '{}' has dtype {d}; bitsandbytes quantizes float32, float16 and bfloat16 weights (is the model already quantized?)",
             t.name
@@ -223,7 +224,7 @@ enum Item<'a> {
     Copy(&'a TensorInfo),
     FourBit {
         t: &'a TensorInfo,
-        source: Source,
+        source: Input,
         /// The double-quant offset found by the first pass.
         offset: Option<f32>,
     },
@@ -267,7 +268,7 @@ fn quantize_4bit_tensor(
     model: &Model,
     t: &TensorInfo,
     kind: Option<FourBit>,
-    source: Source,
+    source: Input,
     blocksize: usize,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
 ) -> Result<Vec<f32>, StoreError> {
@@ -579,7 +580,7 @@ fn write_4bit(
     w: &mut ShardedWriter,
     t: &TensorInfo,
     kind: FourBit,
-    source: Source,
+    source: Input,
     opts: &BnbOptions,
     offset: Option<f32>,
 ) -> Result<(), Error> {
@@ -700,32 +701,30 @@ fn model_card(
             "LLM.int8 (int8 rows, one f32 scale per row)".into(),
         ),
     };
-    let mut s = String::from("---\n");
-    s += &format!(
-        "base_model: {}\n",
-        serde_json::to_string(&opts.model_label).unwrap_or_default()
-    );
-    s += &format!(
-        "library_name: transformers\ntags:\n- llmtool\n- bitsandbytes\n- {title}\n---\n\n"
-    );
-    s += &format!(
-        "# {} (bitsandbytes {title})\n\n`{}` quantized by llmtool {}: {what}. \
-         {quantized} Linear layers quantized; kept in their original dtype: {}.\n\n",
-        opts.model_label,
-        opts.model_label,
-        env!("CARGO_PKG_VERSION"),
-        if kept.is_empty() {
-            "none".to_string()
-        } else {
-            kept.join(", ")
-        }
-    );
-    s += "The tensors are those bitsandbytes writes for this format, and `config.json` \
-          carries the `quantization_config` transformers writes, so the checkpoint loads \
-          pre-quantized (needs `bitsandbytes` installed):\n\n```python\n\
-          from transformers import AutoModelForCausalLM\n\
-          model = AutoModelForCausalLM.from_pretrained(\"<this directory>\", device_map=\"auto\")\n```\n\n\
-          With vLLM: `vllm serve <this directory> --quantization bitsandbytes`.\n\n";
-    s += &format!("Made with:\n\n```sh\n{}\n```\n", opts.command);
-    s
+    ModelCard::new()
+        .text("base_model", &opts.model_label)
+        .field("library_name", "transformers")
+        .list("tags", &["llmtool", "bitsandbytes", title])
+        .body(&format!(
+            "# {} (bitsandbytes {title})\n\n`{}` quantized by llmtool {}: {what}. \
+             {quantized} Linear layers quantized; kept in their original dtype: {}.\n\n",
+            opts.model_label,
+            opts.model_label,
+            env!("CARGO_PKG_VERSION"),
+            if kept.is_empty() {
+                "none".to_string()
+            } else {
+                kept.join(", ")
+            }
+        ))
+        .body(
+            "The tensors are those bitsandbytes writes for this format, and `config.json` \
+             carries the `quantization_config` transformers writes, so the checkpoint loads \
+             pre-quantized (needs `bitsandbytes` installed):\n\n```python\n\
+             from transformers import AutoModelForCausalLM\n\
+             model = AutoModelForCausalLM.from_pretrained(\"<this directory>\", device_map=\"auto\")\n```\n\n\
+             With vLLM: `vllm serve <this directory> --quantization bitsandbytes`.\n\n",
+        )
+        .made_with(&opts.command)
+        .render()
 }

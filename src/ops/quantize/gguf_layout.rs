@@ -36,7 +36,7 @@ pub const QUANTIZATION_VERSION: u32 = 2;
 
 /// Where an output tensor's values come from.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub enum TensorSource {
     /// A tensor of the input model, by name; rows permuted in heads of
     /// `head_dim` when set.
     Tensor {
@@ -58,7 +58,7 @@ pub struct OutTensor {
     /// (F32 for 1-D tensors, norms and biases, else F16) and the caller's
     /// type rule may replace it.
     pub ty: GgmlType,
-    pub source: Source,
+    pub source: TensorSource,
     /// The 16-bit type the values are rounded to before a block type
     /// encodes them: the intermediate file of llama.cpp's two-step pipeline
     /// (the converter's `--outtype auto`, then `llama-quantize`). Set by
@@ -67,16 +67,6 @@ pub struct OutTensor {
     /// dtype heuristic in `ModelBase.__init__`); callers that keep a float
     /// type clear it.
     pub via: Option<GgmlType>,
-}
-
-impl OutTensor {
-    /// Whether `llama-quantize` may quantize this tensor at all
-    /// (`tensor_allows_quantization`: 2-D or more, a `weight`, not a norm).
-    pub fn quantizable(&self) -> bool {
-        self.shape.len() >= 2
-            && self.name.ends_with("weight")
-            && !self.name.contains("_norm.weight")
-    }
 }
 
 /// Everything [`write`] needs.
@@ -325,7 +315,7 @@ fn layout_hf(
             ty: base_type(&gname, &t.shape, float),
             name: gname,
             shape: t.shape.clone(),
-            source: Source::Tensor {
+            source: TensorSource::Tensor {
                 name: t.name.clone(),
                 head_dim: permute,
             },
@@ -483,7 +473,7 @@ fn layout_hf(
             name: "rope_freqs.weight".into(),
             shape: vec![f.len() as u64],
             ty: GgmlType::F32,
-            source: Source::Generated(f),
+            source: TensorSource::Generated(f),
             via: None,
         });
     }
@@ -533,7 +523,7 @@ fn layout_gguf(model: &Model, float: GgmlType) -> Result<GgufLayout, Error> {
             } else {
                 base_type(&t.name, &t.shape, float)
             },
-            source: Source::Tensor {
+            source: TensorSource::Tensor {
                 name: t.name.clone(),
                 head_dim: None,
             },
@@ -617,7 +607,7 @@ pub fn write(
             };
             stream_tensor(model, t, &mut counted)
         })?;
-        if let Source::Tensor { name, .. } = &t.source {
+        if let TensorSource::Tensor { name, .. } = &t.source {
             if let Some(src) = model.tensor(name) {
                 model.release(src);
             }
@@ -658,8 +648,8 @@ pub fn report(layout: &GgufLayout, file_type: u32, out: &Path) -> GgufReport {
 /// index of `chunk[0]` in the tensor.
 fn check_and_round(chunk: &mut [f32], t: &OutTensor, first: u64) -> Result<(), StoreError> {
     let tensor = || match &t.source {
-        Source::Tensor { name, .. } => name.clone(),
-        Source::Generated(_) => t.name.clone(),
+        TensorSource::Tensor { name, .. } => name.clone(),
+        TensorSource::Generated(_) => t.name.clone(),
     };
     StoreError::check_finite(&tensor(), first, chunk)?;
     let round: fn(f32) -> f32 = match t.via {
@@ -699,12 +689,12 @@ fn stream_tensor(
     sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let (src, head_dim) = match &t.source {
-        Source::Generated(v) => {
+        TensorSource::Generated(v) => {
             let mut out = Vec::new();
             quant::quantize_rows(t.ty, v, v.len(), &mut out).map_err(|e| encode_error(t, e))?;
             return sink(&out);
         }
-        Source::Tensor { name, head_dim } => (model.get(name)?, *head_dim),
+        TensorSource::Tensor { name, head_dim } => (model.get(name)?, *head_dim),
     };
     // The store's rows: the outermost dimension (a 1-D tensor is rows of 1).
     let rows = src.rows() as usize;

@@ -4,7 +4,7 @@
 //! This module owns the memory model, component by component (each formula
 //! and its upstream source is in `docs/VRAM.md`):
 //!
-//! * **weights**, per tensor for the chosen format ([`tensor_bytes`]): the
+//! * **weights**, per tensor for the chosen format (`formats::tensor_bytes`): the
 //!   bytes a tensor takes under bf16/f16, bitsandbytes LLM.int8 and NF4,
 //!   AWQ and GPTQ (packed 4/8-bit, group scales and zeros, `g_idx`), and the
 //!   GGUF file types, whose per-tensor types follow `llama-quantize`
@@ -26,6 +26,10 @@
 //! flags. [`recommend`] picks the best-quality format that fits with a
 //! margin. The data files (model and GPU catalogs) live in `data/` and are
 //! read by [`catalog`]; [`request`] runs one `vram-plan` call.
+//!
+//! Length: just over 800 lines: the evaluation of one plan (loads per
+//! device, searches for context, users and offload, the runtime flags) is
+//! one memory model; its inputs live in `model` and `formats`.
 
 pub mod catalog;
 mod formats;
