@@ -31,7 +31,7 @@ bench-peft python:
 
 # Long fuzzing run of the parsers (proptest).
 fuzz cases="200000":
-    PROPTEST_CASES={{cases}} cargo test --release --test fuzz_parsers
+    PROPTEST_CASES={{cases}} cargo test --release --test tests fuzz_parsers::
 
 # Regenerate the golden fixtures with the pinned Python oracles
 # (needs a venv with tests/oracle/requirements.txt; see fixtures/README.md).
