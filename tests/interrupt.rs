@@ -188,32 +188,24 @@ fn sigint_stops_writers_and_leaves_nothing() {
         move || !hidden_entries(&d).is_empty()
     };
 
-    let out = tmp.path().join("merged");
-    let child = spawn(&[
-        "lora",
-        "merge",
-        "--base",
-        base.to_str().unwrap(),
-        "--adapter",
-        adapter.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    interrupt_when(child, "lora merge", started(tmp.path()));
-    assert!(!out.exists());
-    assert!(hidden_entries(tmp.path()).is_empty());
-
-    let out = tmp.path().join("nf4");
-    let child = spawn(&[
-        "quantize",
-        "nf4",
-        base.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    interrupt_when(child, "quantize nf4", started(tmp.path()));
-    assert!(!out.exists());
-    assert!(hidden_entries(tmp.path()).is_empty());
+    let writer = |what: &str, name: &str, args: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = args.to_vec();
+        args.extend(["--out", out.to_str().unwrap()]);
+        interrupt_when(spawn(&args), what, started(tmp.path()));
+        assert!(!out.exists(), "{what} left {}", out.display());
+        assert!(
+            hidden_entries(tmp.path()).is_empty(),
+            "{what} left a temporary"
+        );
+    };
+    let (base, adapter) = (base.to_str().unwrap(), adapter.to_str().unwrap());
+    writer(
+        "lora merge",
+        "merged",
+        &["lora", "merge", "--base", base, "--adapter", adapter],
+    );
+    writer("quantize nf4", "nf4", &["quantize", "nf4", base]);
 }
 
 #[test]

@@ -16,12 +16,15 @@ pub struct JsonArg {
     pub json: bool,
 }
 
-/// `--dry-run`: check and plan, write nothing.
+/// `--dry-run` and `--json` of the commands that write.
 #[derive(clap::Args, Debug, Clone, Copy)]
-pub struct DryRunArg {
+pub struct WriteArgs {
     /// Check everything and print the plan without writing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Floating-point dtypes of written safetensors.
@@ -40,6 +43,21 @@ impl From<DTypeArg> for DType {
             DTypeArg::Bf16 => DType::BF16,
         }
     }
+}
+
+/// The output of the commands that write a Hugging Face directory.
+#[derive(clap::Args, Debug, Clone)]
+pub struct HfOutArgs {
+    /// Output directory (must not exist or be empty).
+    #[arg(short = 'o', long)]
+    pub out: std::path::PathBuf,
+    /// Output dtype (default: the input's float type; f32 for a quantized GGUF, which keeps the dequantized values exactly).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DTypeArg>,
+    #[command(flatten)]
+    pub shard: ShardArg,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 /// `--max-shard-size` of safetensors writers.

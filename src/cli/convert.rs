@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 
-use super::args::{self, DTypeArg, DryRunArg, JsonArg, ShardArg};
-use super::output::{self, Render, Written};
+use super::args::{self, HfOutArgs};
+use super::output::{self, WrittenLine};
 use crate::ops::convert::{self, HfOptions, HfReport};
 use crate::store::Model;
 use crate::units::human_bytes;
@@ -23,47 +23,30 @@ use crate::units::human_bytes;
 pub struct Args {
     /// The GGUF file (the first shard of a split GGUF).
     model: String,
-    /// Output directory (must not exist or be empty).
-    #[arg(short = 'o', long)]
-    out: std::path::PathBuf,
-    /// Output dtype (default: the GGUF's float type, or f32 for quantized files, which keeps the dequantized values exactly).
-    #[arg(long, value_enum)]
-    dtype: Option<DTypeArg>,
     #[command(flatten)]
-    shard: ShardArg,
-    #[command(flatten)]
-    dry_run: DryRunArg,
-    #[command(flatten)]
-    json: JsonArg,
+    output: HfOutArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let m = Model::open(&a.model).with_context(|| format!("cannot open model '{}'", a.model))?;
     let opts = HfOptions {
-        out: a.out,
-        dtype: a.dtype.map(Into::into),
-        max_shard_size: a.shard.max_shard_size,
-        progress: !a.json.json,
+        out: a.output.out,
+        dtype: a.output.dtype.map(Into::into),
+        max_shard_size: a.output.shard.max_shard_size,
+        progress: !a.output.write.json,
         command: args::command_line(),
     };
-    let report = convert::convert(&m, &opts, a.dry_run.dry_run)?;
-    output::warn(&report.warnings);
-    let w = Written {
-        report,
-        dry_run: a.dry_run.dry_run,
-    };
-    output::emit(&w, a.json.json)
+    let report = convert::convert(&m, &opts, a.output.write.dry_run)?;
+    let warnings = report.warnings.clone();
+    output::emit_written(report, &warnings, a.output.write)
 }
 
-impl Render for Written<HfReport> {
-    fn json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::to_value(&self.report)
-    }
-    fn text(&self) -> String {
-        let r = &self.report;
+impl WrittenLine for HfReport {
+    fn line(&self, verb: &str) -> String {
+        let r = self;
         format!(
             "{} {}: {} tensors, {} {}; files: {}\n",
-            self.verb(),
+            verb,
             r.out.display(),
             r.tensors,
             human_bytes(r.bytes),

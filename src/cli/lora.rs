@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 
-use super::args::{self, DTypeArg, DryRunArg, JsonArg, ShardArg};
-use super::output::{self, JsonSummary, Render, Written};
+use super::args::{self, HfOutArgs, JsonArg};
+use super::output::{self, JsonSummary, WrittenLine};
 use crate::model::adapter::Adapter;
 use crate::ops::lora::{self, MergeOptions, MergeReport, WeightedAdapter};
 use crate::store::Model;
@@ -35,18 +35,8 @@ pub struct MergeArgs {
     /// PEFT adapter directory, optionally with a weight: PATH[:WEIGHT] (repeatable).
     #[arg(long = "adapter", required = true)]
     adapters: Vec<String>,
-    /// Output directory (must not exist or be empty).
-    #[arg(short = 'o', long)]
-    out: std::path::PathBuf,
-    /// Output dtype (default: the base's).
-    #[arg(long, value_enum)]
-    dtype: Option<DTypeArg>,
     #[command(flatten)]
-    shard: ShardArg,
-    #[command(flatten)]
-    dry_run: DryRunArg,
-    #[command(flatten)]
-    json: JsonArg,
+    output: HfOutArgs,
 }
 
 /// Rank, alpha, scaling, targets, layers and size of a PEFT LoRA adapter.
@@ -83,20 +73,16 @@ fn merge(a: MergeArgs) -> Result<()> {
         list.push(WeightedAdapter { adapter, weight });
     }
     let opts = MergeOptions {
-        out: a.out,
-        dtype: a.dtype.map(Into::into),
-        max_shard_size: a.shard.max_shard_size,
+        out: a.output.out,
+        dtype: a.output.dtype.map(Into::into),
+        max_shard_size: a.output.shard.max_shard_size,
         command: args::command_line(),
         base_label: a.base.clone(),
-        progress: !a.json.json,
+        progress: !a.output.write.json,
     };
-    let report = lora::merge(&model, &list, &opts, a.dry_run.dry_run)?;
-    output::warn(&report.warnings);
-    let w = Written {
-        report,
-        dry_run: a.dry_run.dry_run,
-    };
-    output::emit(&w, a.json.json)
+    let report = lora::merge(&model, &list, &opts, a.output.write.dry_run)?;
+    let warnings = report.warnings.clone();
+    output::emit_written(report, &warnings, a.output.write)
 }
 
 /// Splits `PATH[:WEIGHT]`; a suffix that is not a number stays in the path.
@@ -110,15 +96,12 @@ fn adapter_spec(s: &str) -> (std::path::PathBuf, f64) {
     }
 }
 
-impl Render for Written<MergeReport> {
-    fn json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::to_value(&self.report)
-    }
-    fn text(&self) -> String {
-        let r = &self.report;
+impl WrittenLine for MergeReport {
+    fn line(&self, verb: &str) -> String {
+        let r = self;
         format!(
             "{} {}: {} tensors ({}), {} modules merged, {} replaced{}; files: {}\n",
-            self.verb(),
+            verb,
             r.out.display(),
             r.tensors,
             human_bytes(r.bytes),

@@ -93,6 +93,40 @@ impl Render for JsonSummary {
     }
 }
 
+/// Prints the warnings, then the report of a command that writes.
+pub fn emit_written<R>(
+    report: R,
+    warnings: &[String],
+    w: super::args::WriteArgs,
+) -> anyhow::Result<()>
+where
+    Written<R>: Render,
+{
+    warn(warnings);
+    emit(
+        &Written {
+            report,
+            dry_run: w.dry_run,
+        },
+        w.json,
+    )
+}
+
+/// The one line a writing command prints about its report, given "wrote"
+/// or "would write".
+pub trait WrittenLine {
+    fn line(&self, verb: &str) -> String;
+}
+
+impl<R: serde::Serialize + WrittenLine> Render for Written<R> {
+    fn json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(&self.report)
+    }
+    fn text(&self) -> String {
+        self.report.line(self.verb())
+    }
+}
+
 /// The report of a command that writes, and whether it only planned.
 pub struct Written<R> {
     pub report: R,

@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 
-use super::args::{self, DTypeArg, DryRunArg, JsonArg, ShardArg};
-use super::output::{self, Render, Written};
+use super::args::{self, DTypeArg, ShardArg, WriteArgs};
+use super::output::{self, WrittenLine};
 use crate::ops::quantize::bnb::{self, BnbFormat, BnbOptions};
 use crate::ops::quantize::gguf::GgufOptions;
 use crate::ops::quantize::{self, GgufTokenizer, Job, Report};
@@ -71,9 +71,7 @@ pub struct Args {
     #[command(flatten)]
     shard: ShardArg,
     #[command(flatten)]
-    dry_run: DryRunArg,
-    #[command(flatten)]
-    json: JsonArg,
+    write: WriteArgs,
 }
 
 /// Formats `quantize` writes.
@@ -130,7 +128,7 @@ impl QuantFormat {
 
 pub fn run(a: Args) -> Result<()> {
     let m = Model::open(&a.model).with_context(|| format!("cannot open model '{}'", a.model))?;
-    let progress = !a.json.json;
+    let progress = !a.write.json;
     let job = match a.format.target() {
         Ok(ftype) => Job::Gguf {
             ftype,
@@ -166,28 +164,22 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     };
-    let report = quantize::run(&m, &job, a.dry_run.dry_run)?;
-    if let Report::Gguf(r) = &report {
-        output::warn(&r.warnings);
-    }
-    let w = Written {
-        report,
-        dry_run: a.dry_run.dry_run,
+    let report = quantize::run(&m, &job, a.write.dry_run)?;
+    let warnings = match &report {
+        Report::Gguf(r) => r.warnings.clone(),
+        Report::Bnb(_) => Vec::new(),
     };
-    output::emit(&w, a.json.json)
+    output::emit_written(report, &warnings, a.write)
 }
 
-impl Render for Written<Report> {
-    fn json(&self) -> serde_json::Result<serde_json::Value> {
-        serde_json::to_value(&self.report)
-    }
-    fn text(&self) -> String {
-        match &self.report {
+impl WrittenLine for Report {
+    fn line(&self, verb: &str) -> String {
+        match self {
             Report::Gguf(r) => {
                 let types: Vec<String> = r.types.iter().map(|(k, n)| format!("{n} {k}")).collect();
                 format!(
                     "{} {}: {} tensors ({}), {}\n",
-                    self.verb(),
+                    verb,
                     r.out.display(),
                     r.tensors,
                     types.join(", "),
@@ -196,7 +188,7 @@ impl Render for Written<Report> {
             }
             Report::Bnb(r) => format!(
                 "{} {}: {} Linear layers quantized, {} kept ({}), {} → {}; files: {}\n",
-                self.verb(),
+                verb,
                 r.out.display(),
                 r.quantized,
                 r.kept.len(),

@@ -92,15 +92,8 @@ pub const FAMILIES: &[FamilyInfo] = &[
 
 /// `general.architecture` values whose tokenizer transformers rebuilds with
 /// `GGUFLlamaConverter` and `GGUFQwen2Converter`.
-const TRANSFORMERS_GGUF_TOKENIZERS: &[(&str, GgufArch)] = &[
-    ("llama", GgufArch::Llama),
-    ("deci", GgufArch::Llama),
-    ("decilm", GgufArch::Llama),
-    ("qwen2", GgufArch::Qwen2),
-    ("qwen2_moe", GgufArch::Qwen2),
-    ("qwen3", GgufArch::Qwen2),
-    ("qwen3_moe", GgufArch::Qwen2),
-];
+const TRANSFORMERS_LLAMA_TOKENIZERS: &[&str] = &["llama", "deci", "decilm"];
+const TRANSFORMERS_QWEN2_TOKENIZERS: &[&str] = &["qwen2", "qwen2_moe", "qwen3", "qwen3_moe"];
 
 impl Family {
     /// The row of a known family.
@@ -173,19 +166,17 @@ impl GgufArch {
 
     /// The transformers GGUF tokenizer converter of a `general.architecture`.
     pub fn transformers_tokenizer(name: &str) -> Option<GgufArch> {
-        TRANSFORMERS_GGUF_TOKENIZERS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, a)| *a)
+        [GgufArch::Llama, GgufArch::Qwen2]
+            .into_iter()
+            .find(|a| Self::transformers_tokenizer_names(*a).contains(&name))
     }
 
     /// The `general.architecture` values of [`Self::transformers_tokenizer`].
-    pub fn transformers_tokenizer_names(arch: GgufArch) -> Vec<&'static str> {
-        TRANSFORMERS_GGUF_TOKENIZERS
-            .iter()
-            .filter(|(_, a)| *a == arch)
-            .map(|(n, _)| *n)
-            .collect()
+    pub fn transformers_tokenizer_names(arch: GgufArch) -> &'static [&'static str] {
+        match arch {
+            GgufArch::Llama => TRANSFORMERS_LLAMA_TOKENIZERS,
+            GgufArch::Qwen2 => TRANSFORMERS_QWEN2_TOKENIZERS,
+        }
     }
 
     /// `general.architecture` and the prefix of the hyperparameter keys.

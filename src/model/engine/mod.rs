@@ -474,116 +474,108 @@ impl<'m> Engine<'m> {
         // there, instead of the caller's thread handing each of the ~200
         // products of a token to the pool and sleeping until it is done
         // (two context switches per product, a quarter of a 1-thread decode).
-        rayon::scope(|_| self.forward_in_pool(caches, tokens, which, observe))
-    }
-
-    fn forward_in_pool(
-        &self,
-        caches: &mut [&mut KvCache],
-        tokens: &[&[u32]],
-        which: Logits,
-        observe: &mut (dyn FnMut(usize, LayerPart, &[f32]) + Send),
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let c = &self.config;
-        let d = c.hidden;
-        let total: usize = tokens.iter().map(|t| t.len()).sum();
-        for &t in tokens.iter().flat_map(|t| t.iter()) {
-            if t as usize >= c.vocab {
-                return Err(EngineError::Unsupported(format!(
-                    "token id {t} is outside the vocabulary of {}",
-                    c.vocab
-                )));
+        rayon::scope(|_| {
+            let c = &self.config;
+            let d = c.hidden;
+            let total: usize = tokens.iter().map(|t| t.len()).sum();
+            for &t in tokens.iter().flat_map(|t| t.iter()) {
+                if t as usize >= c.vocab {
+                    return Err(EngineError::Unsupported(format!(
+                        "token id {t} is outside the vocabulary of {}",
+                        c.vocab
+                    )));
+                }
             }
-        }
-        // Start offset and first position of every sequence in the batch.
-        let mut spans = Vec::with_capacity(tokens.len());
-        let mut off = 0;
-        for (s, t) in tokens.iter().enumerate() {
-            spans.push((off, t.len(), caches[s].len));
-            off += t.len();
-        }
-        let positions: Vec<usize> = spans.iter().flat_map(|&(_, n, p0)| p0..p0 + n).collect();
-
-        let mut x = vec![0f32; total * d];
-        for (row, &t) in x
-            .chunks_exact_mut(d)
-            .zip(tokens.iter().flat_map(|t| t.iter()))
-        {
-            self.embed.decode_rows(t as usize..t as usize + 1, row);
-        }
-        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let mut xn = vec![0f32; total * d];
-        let mut q = vec![0f32; total * qd];
-        let mut k = vec![0f32; total * kvd];
-        let mut v = vec![0f32; total * kvd];
-        let mut att = vec![0f32; total * qd];
-        let mut proj = vec![0f32; total * d];
-        let mut gate = vec![0f32; total * c.ffn];
-        let mut up = vec![0f32; total * c.ffn];
-        for (li, l) in self.layers.iter().enumerate() {
-            // A long prefill stops within one layer of a Ctrl-C.
-            crate::cancel::check()?;
-            rms_norm(&x, &l.attn_norm, c.norm_eps, &mut xn);
-            observe(li, LayerPart::Q, &xn);
-            matmul(&l.q, &xn, total, &mut q, self.activations);
-            matmul(&l.k, &xn, total, &mut k, self.activations);
-            matmul(&l.v, &xn, total, &mut v, self.activations);
-            add_bias(&mut q, l.q_bias.as_deref());
-            add_bias(&mut k, l.k_bias.as_deref());
-            add_bias(&mut v, l.v_bias.as_deref());
-            self.rope(&mut q, &positions, c.heads);
-            self.rope(&mut k, &positions, c.kv_heads);
-            for (s, &(o, n, _)) in spans.iter().enumerate() {
-                caches[s].k[li].extend_from_slice(&k[o * kvd..(o + n) * kvd]);
-                caches[s].v[li].extend_from_slice(&v[o * kvd..(o + n) * kvd]);
+            // Start offset and first position of every sequence in the batch.
+            let mut spans = Vec::with_capacity(tokens.len());
+            let mut off = 0;
+            for (s, t) in tokens.iter().enumerate() {
+                spans.push((off, t.len(), caches[s].len));
+                off += t.len();
             }
-            for (s, &(o, n, p0)) in spans.iter().enumerate() {
-                self.attention(
-                    &q[o * qd..(o + n) * qd],
-                    &caches[s].k[li],
-                    &caches[s].v[li],
-                    p0,
-                    &mut att[o * qd..(o + n) * qd],
+            let positions: Vec<usize> = spans.iter().flat_map(|&(_, n, p0)| p0..p0 + n).collect();
+
+            let mut x = vec![0f32; total * d];
+            for (row, &t) in x
+                .chunks_exact_mut(d)
+                .zip(tokens.iter().flat_map(|t| t.iter()))
+            {
+                self.embed.decode_rows(t as usize..t as usize + 1, row);
+            }
+            let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+            let mut xn = vec![0f32; total * d];
+            let mut q = vec![0f32; total * qd];
+            let mut k = vec![0f32; total * kvd];
+            let mut v = vec![0f32; total * kvd];
+            let mut att = vec![0f32; total * qd];
+            let mut proj = vec![0f32; total * d];
+            let mut gate = vec![0f32; total * c.ffn];
+            let mut up = vec![0f32; total * c.ffn];
+            for (li, l) in self.layers.iter().enumerate() {
+                // A long prefill stops within one layer of a Ctrl-C.
+                crate::cancel::check()?;
+                rms_norm(&x, &l.attn_norm, c.norm_eps, &mut xn);
+                observe(li, LayerPart::Q, &xn);
+                matmul(&l.q, &xn, total, &mut q, self.activations);
+                matmul(&l.k, &xn, total, &mut k, self.activations);
+                matmul(&l.v, &xn, total, &mut v, self.activations);
+                add_bias(&mut q, l.q_bias.as_deref());
+                add_bias(&mut k, l.k_bias.as_deref());
+                add_bias(&mut v, l.v_bias.as_deref());
+                self.rope(&mut q, &positions, c.heads);
+                self.rope(&mut k, &positions, c.kv_heads);
+                for (s, &(o, n, _)) in spans.iter().enumerate() {
+                    caches[s].k[li].extend_from_slice(&k[o * kvd..(o + n) * kvd]);
+                    caches[s].v[li].extend_from_slice(&v[o * kvd..(o + n) * kvd]);
+                }
+                for (s, &(o, n, p0)) in spans.iter().enumerate() {
+                    self.attention(
+                        &q[o * qd..(o + n) * qd],
+                        &caches[s].k[li],
+                        &caches[s].v[li],
+                        p0,
+                        &mut att[o * qd..(o + n) * qd],
+                    );
+                }
+                observe(li, LayerPart::O, &att);
+                matmul(&l.o, &att, total, &mut proj, self.activations);
+                x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+                rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut xn);
+                observe(li, LayerPart::Gate, &xn);
+                matmul(&l.gate, &xn, total, &mut gate, self.activations);
+                matmul(&l.up, &xn, total, &mut up, self.activations);
+                gate.par_iter_mut().zip(&up).for_each(|(g, u)| {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                });
+                observe(li, LayerPart::Down, &gate);
+                matmul(&l.down, &gate, total, &mut proj, self.activations);
+                x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            }
+            for (s, &(_, n, _)) in spans.iter().enumerate() {
+                caches[s].len += n;
+            }
+            // The final norm and the head only for the rows asked for.
+            let mut out = Vec::with_capacity(spans.len());
+            for &(o, n, _) in &spans {
+                let from = match which {
+                    Logits::Last => n.saturating_sub(1),
+                    Logits::All => 0,
+                    Logits::From(i) => i.min(n),
+                };
+                let rows = n - from;
+                let mut h = vec![0f32; rows * d];
+                rms_norm(
+                    &x[(o + from) * d..(o + n) * d],
+                    &self.norm,
+                    c.norm_eps,
+                    &mut h,
                 );
+                let mut logits = vec![0f32; rows * c.vocab];
+                matmul(self.head(), &h, rows, &mut logits, self.activations);
+                out.push(logits);
             }
-            observe(li, LayerPart::O, &att);
-            matmul(&l.o, &att, total, &mut proj, self.activations);
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
-            rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut xn);
-            observe(li, LayerPart::Gate, &xn);
-            matmul(&l.gate, &xn, total, &mut gate, self.activations);
-            matmul(&l.up, &xn, total, &mut up, self.activations);
-            gate.par_iter_mut().zip(&up).for_each(|(g, u)| {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            });
-            observe(li, LayerPart::Down, &gate);
-            matmul(&l.down, &gate, total, &mut proj, self.activations);
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
-        }
-        for (s, &(_, n, _)) in spans.iter().enumerate() {
-            caches[s].len += n;
-        }
-        // The final norm and the head only for the rows asked for.
-        let mut out = Vec::with_capacity(spans.len());
-        for &(o, n, _) in &spans {
-            let from = match which {
-                Logits::Last => n.saturating_sub(1),
-                Logits::All => 0,
-                Logits::From(i) => i.min(n),
-            };
-            let rows = n - from;
-            let mut h = vec![0f32; rows * d];
-            rms_norm(
-                &x[(o + from) * d..(o + n) * d],
-                &self.norm,
-                c.norm_eps,
-                &mut h,
-            );
-            let mut logits = vec![0f32; rows * c.vocab];
-            matmul(self.head(), &h, rows, &mut logits, self.activations);
-            out.push(logits);
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Rotates every head of every token in `x` (`[tokens, n_heads·head_dim]`)

@@ -608,20 +608,9 @@ pub fn plan(
     let ev = evaluate(m, f, e, o, setup, &lb)?;
     let fits = ev.headroom >= 0;
     let ctx_hi = m.shape.max_ctx.max(o.ctx);
-    let max_ctx = search(ctx_hi, |c| {
-        let o = Options {
-            ctx: c,
-            ..o.clone()
-        };
-        Ok(evaluate(m, f, e, &o, setup, &lb)?.headroom >= 0)
-    })?;
-    let max_users = search(MAX_USERS, |u| {
-        let o = Options {
-            users: u,
-            ..o.clone()
-        };
-        Ok(evaluate(m, f, e, &o, setup, &lb)?.headroom >= 0)
-    })?;
+    let fits_with = |o: Options| Ok(evaluate(m, f, e, &o, setup, &lb)?.headroom >= 0);
+    let max_ctx = search(ctx_hi, |ctx| fits_with(Options { ctx, ..o.clone() }))?;
+    let max_users = search(MAX_USERS, |users| fits_with(Options { users, ..o.clone() }))?;
     let need = sum(&ev.loads);
     let (ngl, host_ram, split) = if fits {
         let host = need.host;
