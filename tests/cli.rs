@@ -369,3 +369,16 @@ fn a_gguf_generates_with_its_own_vocabulary() {
     assert_eq!(v["prompt_tokens"], 6, "{v}");
     assert_eq!(v["text"], " Paris.", "{v}");
 }
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["inspect-arch"][..],
+        &["quantize", "q4_k_m", "m", "--out", "x", "--no-such-flag"],
+        &["convert", "m.gguf", "--out", "x", "--dtype", "f64"],
+        &["generate", "m", "--prompt", "x", "--threads", "0"],
+    ] {
+        let out = llmtool().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}

@@ -159,15 +159,7 @@ fn mean_err(sum: f64, sum2: f64, n: usize) -> (f64, f64) {
 }
 
 fn bar(show: bool, n: usize, what: &str) -> indicatif::ProgressBar {
-    let b = crate::progress::bytes_bar(show, n as u64, what);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} {what} [{{bar:30}}] chunk {{pos}}/{{len}} eta {{eta}} {{msg}}"
-        ))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    b
+    crate::progress::count_bar(show, n as u64, what, "chunk")
 }
 
 /// Perplexity of `engine` over `tokens` (already tokenized with special
