@@ -37,11 +37,13 @@ pub fn run(a: Args) -> Result<()> {
         command: args::command_line(),
     };
     let report = convert::convert(&m, &opts, a.output.write.dry_run)?;
-    let warnings = report.warnings.clone();
-    output::emit_written(report, &warnings, a.output.write)
+    output::emit_written(report, a.output.write)
 }
 
 impl WrittenLine for HfReport {
+    fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
     fn line(&self, verb: &str) -> String {
         let r = self;
         format!(

@@ -81,8 +81,7 @@ fn merge(a: MergeArgs) -> Result<()> {
         progress: !a.output.write.json,
     };
     let report = lora::merge(&model, &list, &opts, a.output.write.dry_run)?;
-    let warnings = report.warnings.clone();
-    output::emit_written(report, &warnings, a.output.write)
+    output::emit_written(report, a.output.write)
 }
 
 /// Splits `PATH[:WEIGHT]`; a suffix that is not a number stays in the path.
@@ -97,6 +96,9 @@ fn adapter_spec(s: &str) -> (std::path::PathBuf, f64) {
 }
 
 impl WrittenLine for MergeReport {
+    fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
     fn line(&self, verb: &str) -> String {
         let r = self;
         format!(

@@ -94,15 +94,12 @@ impl Render for JsonSummary {
 }
 
 /// Prints the warnings, then the report of a command that writes.
-pub fn emit_written<R>(
-    report: R,
-    warnings: &[String],
-    w: super::args::WriteArgs,
-) -> anyhow::Result<()>
+pub fn emit_written<R>(report: R, w: super::args::WriteArgs) -> anyhow::Result<()>
 where
+    R: WrittenLine,
     Written<R>: Render,
 {
-    warn(warnings);
+    warn(report.warnings());
     emit(
         &Written {
             report,
@@ -116,6 +113,8 @@ where
 /// or "would write".
 pub trait WrittenLine {
     fn line(&self, verb: &str) -> String;
+    /// What the command warns about, printed on stderr before the report.
+    fn warnings(&self) -> &[String];
 }
 
 impl<R: serde::Serialize + WrittenLine> Render for Written<R> {

@@ -165,14 +165,16 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let report = quantize::run(&m, &job, a.write.dry_run)?;
-    let warnings = match &report {
-        Report::Gguf(r) => r.warnings.clone(),
-        Report::Bnb(_) => Vec::new(),
-    };
-    output::emit_written(report, &warnings, a.write)
+    output::emit_written(report, a.write)
 }
 
 impl WrittenLine for Report {
+    fn warnings(&self) -> &[String] {
+        match self {
+            Report::Gguf(r) => &r.warnings,
+            Report::Bnb(_) => &[],
+        }
+    }
     fn line(&self, verb: &str) -> String {
         match self {
             Report::Gguf(r) => {

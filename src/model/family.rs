@@ -157,11 +157,7 @@ impl GgufArch {
 
     /// From GGUF `general.architecture` (the architectures llmtool reads).
     pub fn from_gguf(name: &str) -> Option<GgufArch> {
-        match name {
-            "llama" => Some(GgufArch::Llama),
-            "qwen2" => Some(GgufArch::Qwen2),
-            _ => None,
-        }
+        FAMILIES.iter().map(|f| f.gguf).find(|a| a.name() == name)
     }
 
     /// The transformers GGUF tokenizer converter of a `general.architecture`.

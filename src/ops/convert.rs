@@ -48,10 +48,6 @@ pub struct HfReport {
     pub warnings: Vec<String>,
 }
 
-fn refused(msg: String) -> Error {
-    Error::Refused(msg)
-}
-
 /// One output tensor: its HF name, the GGUF tensor it comes from, and the
 /// head size when its rows must be un-permuted.
 struct Item<'a> {
@@ -65,20 +61,20 @@ struct Item<'a> {
 pub fn convert(model: &Model, opts: &HfOptions, dry_run: bool) -> Result<HfReport, Error> {
     let file = model.root.display().to_string();
     let (Container::Gguf, Some(meta)) = (model.container, model.gguf.as_ref()) else {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{file}: not a GGUF file; convert turns GGUF into HF safetensors"
         )));
     };
     let arch_name = meta.str("general.architecture").unwrap_or("");
     let Some(garch) = GgufArch::from_gguf(arch_name) else {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{file}: general.architecture is '{arch_name}'; convert supports llama (also Mistral) and qwen2"
         )));
     };
     let a = arch::detect(model);
     let need = |what: &str, v: Option<u64>| {
         v.ok_or_else(|| {
-            refused(format!(
+            Error::Refused(format!(
                 "{file}: cannot tell the {what} from the metadata or the tensors"
             ))
         })
@@ -103,14 +99,14 @@ pub fn convert(model: &Model, opts: &HfOptions, dry_run: bool) -> Result<HfRepor
             continue;
         }
         let Some(name) = arch::rename(&t.name, false) else {
-            return Err(refused(format!(
+            return Err(Error::Refused(format!(
                 "{file}: tensor '{}' has no Hugging Face counterpart in a {} model",
                 t.name,
                 garch.name()
             )));
         };
         if !t.dtype.is_float_readable() {
-            return Err(refused(format!(
+            return Err(Error::Refused(format!(
                 "{file}: tensor '{}' is {}, which llmtool cannot dequantize yet",
                 t.name, t.dtype
             )));
@@ -123,7 +119,7 @@ pub fn convert(model: &Model, opts: &HfOptions, dry_run: bool) -> Result<HfRepor
         let head_dim = match permute.filter(|_| garch.permutes_qk()) {
             Some(n) => {
                 if t.rows() as usize != n * head_dim || head_dim % 2 != 0 {
-                    return Err(refused(format!(
+                    return Err(Error::Refused(format!(
                         "{file}: tensor '{}' has {} rows, not {n} heads of {head_dim}",
                         t.name,
                         t.rows()
@@ -214,7 +210,7 @@ pub fn convert(model: &Model, opts: &HfOptions, dry_run: bool) -> Result<HfRepor
     put_json("config.json", &config)?;
     put_json("generation_config.json", &generation_config(&config))?;
     crate::model::tokenizer::write_hf_tokenizer(meta, dir.path())
-        .map_err(|e| refused(format!("{file}: tokenizer: {e}")))?;
+        .map_err(|e| Error::Refused(format!("{file}: tokenizer: {e}")))?;
     atomic::write_file(
         &dir.path().join("README.md"),
         model_card(model, opts, garch, dtype).as_bytes(),
@@ -282,7 +278,7 @@ fn config_json(
     let file = model.root.display().to_string();
     let need = |what: &str, v: Option<u64>| {
         v.ok_or_else(|| {
-            refused(format!(
+            Error::Refused(format!(
                 "{file}: cannot tell the {what} from the metadata or the tensors"
             ))
         })
@@ -321,7 +317,7 @@ fn config_json(
             }
             (Some("none") | None, _) => {}
             _ => {
-                return Err(refused(format!(
+                return Err(Error::Refused(format!(
                     "{file}: rope scaling {s} has no transformers equivalent llmtool knows"
                 )))
             }

@@ -49,7 +49,7 @@ pub struct EvalRequest {
 /// `eval ppl`: perplexity of `model` on the request's text.
 pub fn ppl(model: &Model, req: &EvalRequest) -> Result<PplReport> {
     let text = Text::load(model, req.engine.tokenizer.as_deref())?;
-    let engine = Engine::new(model)?.with_activations(req.engine.activations);
+    let engine = req.engine.engine(model)?;
     let (tokens, bos) = tokens(&text, model, req)?;
     Ok(perplexity(&engine, &tokens, bos, &req.options)?)
 }
@@ -58,8 +58,8 @@ pub fn ppl(model: &Model, req: &EvalRequest) -> Result<PplReport> {
 /// tokenized with `base`'s tokenizer.
 pub fn kld(base: &Model, other: &Model, req: &EvalRequest) -> Result<KldReport> {
     let text = Text::load(base, req.engine.tokenizer.as_deref())?;
-    let eb = Engine::new(base)?.with_activations(req.engine.activations);
-    let eo = Engine::new(other)?.with_activations(req.engine.activations);
+    let eb = req.engine.engine(base)?;
+    let eo = req.engine.engine(other)?;
     let (tokens, bos) = tokens(&text, base, req)?;
     Ok(kl_divergence(&eb, &eo, &tokens, bos, &req.options)?)
 }

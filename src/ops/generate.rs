@@ -6,7 +6,6 @@ use serde::Serialize;
 
 use crate::model::engine::generate::{self as sampler, Generation, Sampling};
 use crate::model::engine::text::Text;
-use crate::model::engine::Engine;
 use crate::ops::{EngineOptions, Error, Result};
 use crate::store::Model;
 
@@ -44,7 +43,7 @@ pub fn generate(
         ));
     }
     let text = Text::load(model, opts.engine.tokenizer.as_deref())?;
-    let engine = Engine::new(model)?.with_activations(opts.engine.activations);
+    let engine = opts.engine.engine(model)?;
     let ids = if opts.chat {
         text.encode(
             &text.chat_prompt(&opts.prompt, opts.system.as_deref())?,

@@ -91,10 +91,6 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-fn refused(msg: String) -> Error {
-    Error::Refused(msg)
-}
-
 /// Checks the adapters against the base and builds the per-tensor edits.
 fn edits<'a>(
     base: &Model,
@@ -110,7 +106,7 @@ fn edits<'a>(
         .iter()
         .any(|a| a.adapter.modules.values().any(|m| m.magnitude.is_some()));
     if dora_any && (adapters.len() > 1 || adapters[0].weight != 1.0) {
-        return Err(refused(
+        return Err(Error::Refused(
             "DoRA adapters cannot be merged in a weighted sum: PEFT cannot express it exactly (its norm depends on the sum); merge them one at a time".into(),
         ));
     }
@@ -136,7 +132,7 @@ fn edits<'a>(
             let (rows, cols) = match w.shape[..] {
                 [r, c] => (r, c),
                 _ => {
-                    return Err(refused(format!(
+                    return Err(Error::Refused(format!(
                     "{path}: module '{module}': base tensor {wname} has shape {:?}, not a matrix",
                     w.shape
                 )))
@@ -150,7 +146,7 @@ fn edits<'a>(
                 (cols, rows)
             };
             if lora_a.shape[1] != want_a || lora_b.shape[0] != want_b {
-                return Err(refused(format!(
+                return Err(Error::Refused(format!(
                     "{path}: module '{module}': lora_A {:?} / lora_B {:?} do not fit base {wname} {:?} (expected lora_A [r, {want_a}], lora_B [{want_b}, r]); was the adapter trained on another base size?",
                     lora_a.shape, lora_b.shape, w.shape
                 )));
@@ -160,7 +156,7 @@ fn edits<'a>(
                 // embedding dimension (a column of the table) of an Embedding.
                 let want = if m.embedding { cols } else { rows };
                 if mag.shape != [want] {
-                    return Err(refused(format!("{path}: module '{module}': lora_magnitude_vector {:?} does not match the {want} {} of {wname}", mag.shape, if m.embedding { "columns" } else { "output rows" })));
+                    return Err(Error::Refused(format!("{path}: module '{module}': lora_magnitude_vector {:?} does not match the {want} {} of {wname}", mag.shape, if m.embedding { "columns" } else { "output rows" })));
                 }
                 edits.entry(wname).or_default().dora = Some((a, m));
             } else {
@@ -176,8 +172,8 @@ fn edits<'a>(
                     Some(bt) if bt.shape == bb.shape => {
                         edits.entry(bname).or_default().bias_adds.push((a, m, wa.weight));
                     }
-                    Some(bt) => return Err(refused(format!("{path}: module '{module}': lora_B.bias {:?} does not match {bname} {:?}", bb.shape, bt.shape))),
-                    None => return Err(refused(format!("{path}: module '{module}' has lora_bias but the base has no {bname} to add it to"))),
+                    Some(bt) => return Err(Error::Refused(format!("{path}: module '{module}': lora_B.bias {:?} does not match {bname} {:?}", bb.shape, bt.shape))),
+                    None => return Err(Error::Refused(format!("{path}: module '{module}' has lora_bias but the base has no {bname} to add it to"))),
                 }
             }
             if tied && module == "model.embed_tokens" {
@@ -189,7 +185,7 @@ fn edits<'a>(
                 Some(bt) if bt.shape == t.shape => {}
                 None if tied && name == "lm_head.weight" => untie = true,
                 Some(bt) => {
-                    return Err(refused(format!(
+                    return Err(Error::Refused(format!(
                         "{path}: replacement tensor {name} {:?} does not match the base's {:?}",
                         t.shape, bt.shape
                     )))
@@ -201,7 +197,7 @@ fn edits<'a>(
             }
             let e = edits.entry(name.clone()).or_default();
             if e.replace.is_some() {
-                return Err(refused(format!(
+                return Err(Error::Refused(format!(
                     "two adapters replace {name} (modules_to_save); merge them separately"
                 )));
             }
@@ -212,14 +208,14 @@ fn edits<'a>(
         }
     }
     if !missing.is_empty() {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "the adapter targets tensors the base does not have (an adapter for another architecture?): {}",
             missing.join(", ")
         )));
     }
     for (name, e) in &edits {
         if e.replace.is_some() && (!e.deltas.is_empty() || e.dora.is_some()) {
-            return Err(refused(format!(
+            return Err(Error::Refused(format!(
                 "{name} is both replaced (modules_to_save) and LoRA-adapted"
             )));
         }
@@ -486,23 +482,23 @@ pub fn merge(
     dry_run: bool,
 ) -> Result<MergeReport, Error> {
     if base.container != Container::Safetensors {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{}: the base must be a Hugging Face safetensors model (got a GGUF)",
             base.root.display()
         )));
     }
     let Some(config) = base.config.clone() else {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{}: the base has no config.json",
             base.root.display()
         )));
     };
     if adapters.is_empty() {
-        return Err(refused("no --adapter given".into()));
+        return Err(Error::Refused("no --adapter given".into()));
     }
     if let Some(d) = opts.dtype {
         if !matches!(d, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(refused(format!(
+            return Err(Error::Refused(format!(
                 "--dtype {d} is not an output dtype (f32, f16, bf16)"
             )));
         }
@@ -521,7 +517,7 @@ pub fn merge(
             .and_then(|m| m["base_model_class"].as_str());
         if let Some(class) = class {
             if !archs.is_empty() && !archs.contains(&class) {
-                return Err(refused(format!(
+                return Err(Error::Refused(format!(
                     "{}: the adapter was trained on a {class}, but the base is {}; use the base it was trained on",
                     wa.adapter.dir.display(),
                     archs.join(", ")
@@ -550,7 +546,7 @@ pub fn merge(
         match (opts.dtype, t.dtype) {
             (Some(d), DType::F32 | DType::F16 | DType::BF16) => Ok(d),
             (_, d @ (DType::F32 | DType::F16 | DType::BF16)) => Ok(d),
-            (_, d) => Err(refused(format!(
+            (_, d) => Err(Error::Refused(format!(
                 "base tensor {} has dtype {d}; merging needs float weights",
                 t.name
             ))),

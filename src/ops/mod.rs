@@ -59,3 +59,13 @@ pub struct EngineOptions {
     pub tokenizer: Option<std::path::PathBuf>,
     pub activations: crate::model::engine::Activations,
 }
+
+impl EngineOptions {
+    /// The engine over `model` with these options.
+    pub fn engine<'m>(
+        &self,
+        model: &'m crate::store::Model,
+    ) -> Result<crate::model::engine::Engine<'m>> {
+        Ok(crate::model::engine::Engine::new(model)?.with_activations(self.activations))
+    }
+}

@@ -1,9 +1,9 @@
-"""Tokenizer goldens for the HF <-> GGUF bridge (src/tokenizer.rs).
+"""Tokenizer goldens for the HF <-> GGUF bridge (src/model/tokenizer).
 
     python tests/oracle/tokenizer_goldens.py fixture            # (re)make fixtures/tokenizer/tiny-llama-spm
     python tests/oracle/tokenizer_goldens.py goldens SMOLLM2_GGUF SMOLLM2_HF_DIR
     python tests/oracle/tokenizer_goldens.py check OUR_DIR GGUF --record OUT.json
-    python tests/oracle/tokenizer_goldens.py pre-table          # src/tokenizer/pre_table.rs == upstream
+    python tests/oracle/tokenizer_goldens.py pre-table          # src/model/tokenizer/pre_table.rs == upstream
 
 `fixture` trains a tiny Llama-2-style tokenizer (BPE with byte fallback, the
 "▁" metaspace normalizer, <unk>/<s>/</s>, 256 byte tokens, a user-defined
@@ -398,7 +398,7 @@ def check(ours, gguf_path, record, key=None):
 
 
 def pre_table():
-    """Checks src/tokenizer/pre_table.rs against the converter's table."""
+    """Checks src/model/tokenizer/pre_table.rs against the converter's table."""
     import re
 
     src = open(os.path.join(LLAMA_CPP, "conversion", "base.py"), encoding="utf-8").read()
@@ -408,7 +408,7 @@ def pre_table():
         upstream[h] = n  # later ifs override earlier ones
     assert len(re.findall("if chkhsh ==", body)) == sum(1 for _ in re.finditer(r'res = "', body)), "table shape changed"
     ours = dict(re.findall(r'\(\s*"([0-9a-f]{64})",\s*"([^"]+)",?\s*\)',
-                           open(os.path.join(ROOT, "src", "tokenizer", "pre_table.rs"), encoding="utf-8").read()))
+                           open(os.path.join(ROOT, "src", "model", "tokenizer", "pre_table.rs"), encoding="utf-8").read()))
     if ours != upstream:
         print("differs:", sorted(set(ours.items()) ^ set(upstream.items())))
         sys.exit(1)

@@ -132,10 +132,6 @@ pub struct BnbReport {
     pub quantization_config: serde_json::Value,
 }
 
-fn refused(msg: String) -> Error {
-    Error::Refused(msg)
-}
-
 /// transformers' rule (`_replace_with_bnb_linear`): a module is skipped
 /// when a pattern equals its last name component or its full name, or
 /// `pattern + "."` occurs in its full name.
@@ -160,7 +156,7 @@ fn source_of(t: &TensorInfo) -> Result<Input, Error> {
         DType::F32 => Ok(Input::F32),
         DType::F16 => Ok(Input::F16),
         DType::BF16 => Ok(Input::BF16),
-        d => Err(refused(format!(
+        d => Err(Error::Refused(format!(
             "tensor '{}' has dtype {d}; bitsandbytes quantizes float32, float16 and bfloat16 weights (is the model already quantized?)",
             t.name
         ))),
@@ -309,21 +305,21 @@ pub fn quantize(
     dry_run: bool,
 ) -> Result<BnbReport, Error> {
     if model.container != Container::Safetensors {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{}: quantize {} needs a Hugging Face safetensors model (got a GGUF)",
             model.root.display(),
             format.name()
         )));
     }
     let Some(config) = model.config.clone() else {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{}: the model has no config.json; transformers needs one to load the checkpoint",
             model.root.display()
         )));
     };
     let kind = format.four_bit();
     if kind.is_some() && !BLOCKSIZES.contains(&opts.blocksize) {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "--blocksize {} is not one bitsandbytes supports ({})",
             opts.blocksize,
             BLOCKSIZES.map(|b| b.to_string()).join(", ")
@@ -331,7 +327,7 @@ pub fn quantize(
     }
     if let Some(d) = opts.compute_dtype {
         if !matches!(d, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(refused(format!(
+            return Err(Error::Refused(format!(
                 "--compute-dtype {d} is not float32, float16 or bfloat16"
             )));
         }
@@ -361,7 +357,7 @@ pub fn quantize(
                 | LayerPart::Down,
             ) => true,
             Role::Other if t.shape.len() == 2 && !is_skipped(module, &patterns) => {
-                return Err(refused(format!(
+                return Err(Error::Refused(format!(
                     "tensor '{}' [{}] is not a layer llmtool knows (q/k/v/o, gate/up/down projections, lm_head); if it is an nn.Linear that should stay unquantized, pass --skip {module}",
                     t.name,
                     t.shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
@@ -378,7 +374,7 @@ pub fn quantize(
             let source = source_of(t)?;
             first_dtype.get_or_insert(t.dtype);
             if kind.is_some() && t.numel() % 2 == 1 {
-                return Err(refused(format!(
+                return Err(Error::Refused(format!(
                     "tensor '{}' {:?} has an odd number of elements; bitsandbytes packs two 4-bit values per byte and cannot store it (pass --skip {module})",
                     t.name, t.shape
                 )));
@@ -394,7 +390,7 @@ pub fn quantize(
         }
     }
     if first_dtype.is_none() {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{}: no Linear layer to quantize (all skipped?)",
             model.root.display()
         )));
@@ -429,7 +425,7 @@ pub fn quantize(
                 model.release(t);
                 bar.inc(t.len);
                 let nested = kernels::double_quant(&absmax, opts.torch_threads).ok_or_else(|| {
-                    refused(format!(
+                    Error::Refused(format!(
                         "tensor '{}': all its block maxima are equal (a single block, or a constant weight), which bitsandbytes' double quantization cannot represent (it divides 0 by 0); pass --no-double-quant or --skip {}",
                         t.name,
                         t.name.trim_end_matches(".weight")
@@ -591,14 +587,14 @@ fn write_4bit(
     })?;
     let nested = if opts.double_quant {
         let n = kernels::double_quant(&absmax, opts.torch_threads).ok_or_else(|| {
-            refused(format!(
+            Error::Refused(format!(
                 "tensor '{}': its block maxima cannot be double-quantized",
                 t.name
             ))
         })?;
         // The header already holds the first pass's offset.
         if Some(n.offset) != offset {
-            return Err(refused(format!(
+            return Err(Error::Refused(format!(
                 "tensor '{}' changed while being quantized (its block maxima differ between the two passes)",
                 t.name
             )));

@@ -27,10 +27,6 @@ use crate::quant::{self, GgmlType};
 use crate::store::gguf::{GgufTensor, GgufWriter, Value};
 use crate::store::{Container, DType, Model, StoreError};
 
-fn refused(msg: String) -> Error {
-    Error::Refused(msg)
-}
-
 /// `general.quantization_version` (`GGML_QNT_VERSION` in `ggml.h`).
 pub const QUANTIZATION_VERSION: u32 = 2;
 
@@ -245,13 +241,13 @@ fn layout_hf(
 ) -> Result<GgufLayout, Error> {
     let file = model.root.display().to_string();
     let Some(config) = model.config.as_ref() else {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{file}: no config.json beside the weights; it is needed for the GGUF metadata"
         )));
     };
     let config = config.get("text_config").unwrap_or(config);
     let Some(garch) = GgufArch::from_config(config) else {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{file}: config.json describes a '{}' model; GGUF conversion supports llama, mistral and qwen2",
             config.get("model_type").and_then(|v| v.as_str()).unwrap_or("unknown")
         )));
@@ -260,7 +256,7 @@ fn layout_hf(
     let mut warnings = a.warnings.clone();
     let need = |what: &str, v: Option<u64>| {
         v.ok_or_else(|| {
-            refused(format!(
+            Error::Refused(format!(
                 "{file}: cannot tell the {what} from config.json or the tensors"
             ))
         })
@@ -290,7 +286,7 @@ fn layout_hf(
             continue;
         };
         if !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(refused(format!(
+            return Err(Error::Refused(format!(
                 "{file}: tensor {} is {}; GGUF conversion reads F32, F16 or BF16 weights",
                 t.name, t.dtype
             )));
@@ -303,7 +299,7 @@ fn layout_hf(
         let permute = match heads_of.filter(|_| garch.permutes_qk()) {
             Some(n) if t.rows() as usize == n * head_dim && head_dim % 2 == 0 => Some(head_dim),
             Some(n) => {
-                return Err(refused(format!(
+                return Err(Error::Refused(format!(
                     "{file}: tensor {} has {} rows, not {n} heads of {head_dim}",
                     t.name,
                     t.rows()
@@ -324,7 +320,7 @@ fn layout_hf(
     }
     if !unknown.is_empty() {
         unknown.sort();
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{file}: tensors with no GGUF name in a {} model: {}",
             garch.name(),
             unknown.join(", ")
@@ -401,7 +397,7 @@ fn layout_hf(
                 meta.push((key("rope.scaling.type"), Value::String("yarn".into())));
                 meta.push((key("rope.scaling.factor"), Value::F32(f as f32)));
                 let orig = sf("original_max_position_embeddings").ok_or_else(|| {
-                    refused(format!(
+                    Error::Refused(format!(
                         "{file}: yarn rope_scaling without original_max_position_embeddings"
                     ))
                 })?;
@@ -439,7 +435,7 @@ fn layout_hf(
             ));
         }
         Some(other) => {
-            return Err(refused(format!(
+            return Err(Error::Refused(format!(
                 "{file}: rope_scaling type '{other}' is not supported for {} GGUFs",
                 garch.name()
             )))
@@ -503,14 +499,14 @@ fn layout_gguf(model: &Model, float: GgmlType) -> Result<GgufLayout, Error> {
     let meta = model.gguf.as_ref().expect("GGUF models carry metadata");
     let arch_name = meta.str("general.architecture").unwrap_or("");
     let Some(garch) = GgufArch::from_gguf(arch_name) else {
-        return Err(refused(format!(
+        return Err(Error::Refused(format!(
             "{file}: general.architecture is '{arch_name}'; supported: llama, qwen2"
         )));
     };
     let mut tensors = Vec::new();
     for t in model.tensors() {
         if !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(refused(format!(
+            return Err(Error::Refused(format!(
                 "{file}: tensor {} is already {}; quantize from an F32/F16/BF16 GGUF or from the HF model (requantizing loses quality)",
                 t.name, t.dtype
             )));
@@ -548,7 +544,7 @@ fn layout_gguf(model: &Model, float: GgmlType) -> Result<GgufLayout, Error> {
         .collect();
     let k = |s: &str| meta.u64(&format!("{}.{s}", garch.name()));
     let n_layer = k("block_count")
-        .ok_or_else(|| refused(format!("{file}: no {}.block_count", garch.name())))?;
+        .ok_or_else(|| Error::Refused(format!("{file}: no {}.block_count", garch.name())))?;
     let n_head = k("attention.head_count").unwrap_or(0);
     let n_head_kv = k("attention.head_count_kv").unwrap_or(n_head);
     Ok(GgufLayout {
