@@ -176,23 +176,63 @@ pub fn edited_tiny_llama(
     victim: &str,
     values: impl Fn(usize) -> f32,
 ) -> llmtool::store::Model {
+    tiny_llama_variant(
+        dir,
+        |t| {
+            (t.name == victim).then(|| {
+                (
+                    t.shape.clone(),
+                    (0..t.numel() as usize).map(&values).collect(),
+                )
+            })
+        },
+        |_| {},
+    );
+    llmtool::store::Model::open(dir.to_str().unwrap()).unwrap()
+}
+
+/// A copy of fixtures/models/tiny-llama (f32) in `dir`: `edit` may give a
+/// tensor a new shape and values, `config` edits config.json. Makes the
+/// malformed models the defect tests feed to the CLI.
+pub fn tiny_llama_variant(
+    dir: &Path,
+    mut edit: impl FnMut(&llmtool::store::TensorInfo) -> Option<(Vec<u64>, Vec<f32>)>,
+    config: impl FnOnce(&mut serde_json::Value),
+) {
     use llmtool::store::safetensors::{SafetensorsTensor, ShardedWriter};
     use llmtool::store::Model;
     let src = fixture("models/tiny-llama");
     let m = Model::open(src.to_str().unwrap()).unwrap();
-    std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
-    let plan = m.tensors().iter().map(SafetensorsTensor::from).collect();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+    config(&mut cfg);
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+    let edits: Vec<_> = m.tensors().iter().map(&mut edit).collect();
+    let plan = m
+        .tensors()
+        .iter()
+        .zip(&edits)
+        .map(|(t, e)| {
+            let mut p = SafetensorsTensor::from(t);
+            if let Some((shape, _)) = e {
+                p.shape = shape.clone();
+            }
+            p
+        })
+        .collect();
     let mut w = ShardedWriter::create(dir, plan, u64::MAX, Default::default()).unwrap();
-    for t in m.tensors() {
-        if t.name == victim {
-            let v: Vec<u8> = (0..t.numel() as usize)
-                .flat_map(|i| values(i).to_le_bytes())
-                .collect();
-            w.write_tensor(&t.name, &v).unwrap();
-        } else {
-            w.write_tensor(&t.name, m.bytes(t)).unwrap();
+    for (t, e) in m.tensors().iter().zip(&edits) {
+        match e {
+            Some((_, v)) => {
+                let v: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                w.write_tensor(&t.name, &v).unwrap();
+            }
+            None => w.write_tensor(&t.name, m.bytes(t)).unwrap(),
         }
     }
     w.finish().unwrap();
-    Model::open(dir.to_str().unwrap()).unwrap()
 }

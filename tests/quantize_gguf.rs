@@ -209,13 +209,18 @@ fn bad_values_are_refused_by_name_and_leave_no_output() {
         let src = tmp.path().join("src");
         std::fs::create_dir(&src).unwrap();
         let m = common::edited_tiny_llama(&src, victim, |i| if i == 777 { bad } else { 0.01 });
+        // A GGUF is only written with a vocabulary.
+        for f in ["tokenizer.model", "tokenizer_config.json"] {
+            std::fs::copy(common::fixture("tokenizer/tiny-sp").join(f), src.join(f)).unwrap();
+        }
+        let vocab = llmtool::ops::quantize::gguf::tokenizer_metadata(&m, None).unwrap();
         let out = tmp.path().join("q.gguf");
         let opts = GgufOptions {
             out: out.clone(),
             name: None,
             progress: false,
         };
-        let err = to_gguf(&m, FileType::Q8_0, Vec::new(), &opts, false)
+        let err = to_gguf(&m, FileType::Q8_0, vocab, &opts, false)
             .unwrap_err()
             .to_string();
         assert!(err.contains(victim) && err.contains(want), "{err}");

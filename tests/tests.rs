@@ -7,6 +7,7 @@ mod arch_fixtures;
 mod bnb_quantize;
 mod cli;
 mod convert;
+mod defects;
 mod engine;
 mod fuzz_parsers;
 mod gguf_store;

@@ -64,7 +64,7 @@ fn merge(a: MergeArgs) -> Result<()> {
     let model = Model::open(&a.base).with_context(|| format!("cannot open base '{}'", a.base))?;
     let mut list = Vec::new();
     for spec in &a.adapters {
-        let (path, weight) = adapter_spec(spec);
+        let (path, weight) = adapter_spec(spec)?;
         if !weight.is_finite() {
             anyhow::bail!("--adapter {spec}: the weight must be a finite number");
         }
@@ -84,14 +84,22 @@ fn merge(a: MergeArgs) -> Result<()> {
     output::emit_written(report, a.output.write)
 }
 
-/// Splits `PATH[:WEIGHT]`; a suffix that is not a number stays in the path.
-fn adapter_spec(s: &str) -> (std::path::PathBuf, f64) {
+/// Splits `PATH[:WEIGHT]`. A suffix that is not a number stays in the path
+/// when the whole spec names something (a directory may contain ':'); when
+/// only the part before it does, the weight is what is wrong.
+fn adapter_spec(s: &str) -> Result<(std::path::PathBuf, f64)> {
     match s.rsplit_once(':') {
         Some((p, w)) if !p.is_empty() => match w.parse::<f64>() {
-            Ok(w) => (p.into(), w),
-            Err(_) => (s.into(), 1.0),
+            Ok(w) => Ok((p.into(), w)),
+            Err(_) if !std::path::Path::new(s).exists() && std::path::Path::new(p).exists() => {
+                anyhow::bail!(
+                    "--adapter {s}: '{w}' is not a weight; write PATH or PATH:WEIGHT with a \
+                     number (e.g. {p}:0.5)"
+                )
+            }
+            Err(_) => Ok((s.into(), 1.0)),
         },
-        _ => (s.into(), 1.0),
+        _ => Ok((s.into(), 1.0)),
     }
 }
 

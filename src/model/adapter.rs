@@ -62,14 +62,15 @@ pub struct LoraConfig {
     pub peft_type: Option<String>,
     #[serde(default = "default_r")]
     pub r: u64,
-    #[serde(default = "default_r")]
-    pub lora_alpha: u64,
+    /// PEFT takes any number here (`lora_alpha: 16.0` is common).
+    #[serde(default = "default_alpha")]
+    pub lora_alpha: f64,
     #[serde(default)]
     pub use_rslora: bool,
     #[serde(default)]
     pub rank_pattern: BTreeMap<String, u64>,
     #[serde(default)]
-    pub alpha_pattern: BTreeMap<String, u64>,
+    pub alpha_pattern: BTreeMap<String, f64>,
     #[serde(default)]
     pub target_modules: Option<Targets>,
     #[serde(default)]
@@ -97,6 +98,10 @@ fn default_r() -> u64 {
     8
 }
 
+fn default_alpha() -> f64 {
+    8.0
+}
+
 /// What an adapter does to one module of the base.
 #[derive(Debug, Clone, Default)]
 pub struct ModuleLora {
@@ -111,7 +116,7 @@ pub struct ModuleLora {
     /// Embedding LoRA (A/B are raw parameters, ΔW is transposed).
     pub embedding: bool,
     pub rank: u64,
-    pub alpha: u64,
+    pub alpha: f64,
     pub scaling: f64,
 }
 
@@ -131,7 +136,10 @@ pub struct Adapter {
 
 /// PEFT's `get_pattern_key`: the first pattern key `K` for which
 /// `re.match(r"(.*\.)?(K)$", module)` matches.
-fn pattern_value(patterns: &BTreeMap<String, u64>, module: &str) -> Result<Option<u64>, String> {
+fn pattern_value<T: Copy>(
+    patterns: &BTreeMap<String, T>,
+    module: &str,
+) -> Result<Option<T>, String> {
     for (k, v) in patterns {
         let re = Regex::new(&format!(r"^(.*\.)?({k})$"))
             .map_err(|e| format!("bad pattern '{k}': {e}"))?;
@@ -156,8 +164,25 @@ impl Adapter {
             path: cfg_path.clone(),
             source: e,
         })?;
-        let config: LoraConfig = serde_json::from_slice(&text)
+        let json: serde_json::Value = serde_json::from_slice(&text)
             .map_err(|e| invalid(&cfg_path, format!("malformed adapter config: {e}")))?;
+        // serde would read `[]` as a struct of defaults: a silently wrong
+        // merge (alpha 8 instead of the adapter's own).
+        if !json.is_object() {
+            return Err(invalid(
+                &cfg_path,
+                format!(
+                    "expected a JSON object (PEFT's LoraConfig), found {}; restore the \
+                     adapter_config.json saved with the adapter",
+                    crate::store::json_kind(&json)
+                ),
+            ));
+        }
+        let config: LoraConfig = serde_json::from_value(json)
+            .map_err(|e| invalid(&cfg_path, format!("malformed adapter config: {e}")))?;
+        if !config.lora_alpha.is_finite() || config.alpha_pattern.values().any(|a| !a.is_finite()) {
+            return Err(invalid(&cfg_path, "lora_alpha must be a finite number"));
+        }
         match config.peft_type.as_deref() {
             Some("LORA") | None => {}
             Some(other) => {
@@ -256,12 +281,22 @@ impl Adapter {
                     format!("module '{name}': config gives rank {r} but lora_A has {rank} rows"),
                 ));
             }
+            if config.use_dora && m.magnitude.is_none() {
+                return Err(invalid(
+                    &weights_path,
+                    format!(
+                        "module '{name}': adapter_config.json says use_dora but the weights have \
+                         no lora_magnitude_vector; merging it as plain LoRA would be wrong. \
+                         Save the adapter again with PEFT"
+                    ),
+                ));
+            }
             m.rank = r;
             m.alpha = alpha;
             m.scaling = if config.use_rslora {
-                alpha as f64 / (r as f64).sqrt()
+                alpha / (r as f64).sqrt()
             } else {
-                alpha as f64 / r as f64
+                alpha / r as f64
             };
         }
         if modules.is_empty() && replacements.is_empty() {

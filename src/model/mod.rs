@@ -5,6 +5,7 @@
 
 pub mod adapter;
 pub mod arch;
+pub mod check;
 pub mod engine;
 pub mod family;
 pub mod hf_gguf;

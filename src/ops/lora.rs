@@ -483,10 +483,12 @@ pub fn merge(
 ) -> Result<MergeReport, Error> {
     if base.container != Container::Safetensors {
         return Err(Error::Refused(format!(
-            "{}: the base must be a Hugging Face safetensors model (got a GGUF)",
+            "{0}: the base must be a Hugging Face safetensors model (got a GGUF); convert it \
+             first: `llmtool convert {0} --out DIR`, then merge into DIR",
             base.root.display()
         )));
     }
+    crate::model::check::not_prequantized(base, "lora merge")?;
     let Some(config) = base.config.clone() else {
         return Err(Error::Refused(format!(
             "{}: the base has no config.json",

@@ -417,7 +417,21 @@ impl Model {
     /// Opens a model from an already resolved source.
     pub fn open_resolved(r: Resolved) -> Result<Model> {
         let config = match &r.config {
-            Some(p) => Some(read_json(p)?),
+            Some(p) => match read_json(p)? {
+                // Every reader indexes it by key; an array or a number
+                // would silently read as "nothing declared".
+                c @ serde_json::Value::Object(_) => Some(c),
+                other => {
+                    return Err(StoreError::invalid(
+                        p,
+                        format!(
+                            "expected a JSON object of hyperparameters, found {}; \
+                             restore the model's original config.json",
+                            json_kind(&other)
+                        ),
+                    ))
+                }
+            },
             None => None,
         };
         let (container, files, tensors, gguf) = match r.kind {
@@ -645,6 +659,18 @@ impl Model {
 type RowBytes<'a> = Option<(&'a [u8], usize)>;
 
 /// Reads and parses a JSON file, naming it in errors.
+/// What a JSON value is, for messages.
+pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
     serde_json::from_slice(&text)

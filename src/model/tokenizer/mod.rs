@@ -109,3 +109,103 @@ pub enum TokenizerError {
 }
 
 pub type Result<T> = std::result::Result<T, TokenizerError>;
+
+/// The `tokenizer.*` entries llama.cpp's loader (`llama_vocab::load`) needs
+/// to build a working vocabulary for a model with `n_vocab` embedding rows:
+/// a model name, one string token per row, scores as FLOAT32 and types as
+/// INT32 of the same length, merges as strings, and special-token ids
+/// inside the vocabulary (llama.cpp would silently fall back to a default
+/// id). Checked before a GGUF is written, whatever the entries came from.
+pub fn check_gguf_entries(
+    entries: &[(String, crate::store::gguf::Value)],
+    n_vocab: u64,
+) -> Result<()> {
+    use crate::store::gguf::{Value, ValueType};
+    let bad = |msg: String| Err(TokenizerError::Metadata(msg));
+    let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+    match get(keys::MODEL) {
+        Some(Value::String(_)) => {}
+        Some(v) => {
+            return bad(format!(
+                "{} is {:?}, not a string",
+                keys::MODEL,
+                v.value_type()
+            ))
+        }
+        None => {
+            return bad(format!(
+                "{} is missing: the file has no tokenizer",
+                keys::MODEL
+            ))
+        }
+    }
+    let tokens = match get(keys::TOKENS) {
+        Some(Value::Array(ValueType::String, items)) => items.len() as u64,
+        Some(Value::Array(t, _)) => {
+            return bad(format!(
+                "{} is an array of {t:?}, not of strings",
+                keys::TOKENS
+            ))
+        }
+        Some(v) => {
+            return bad(format!(
+                "{} is {:?}, not an array",
+                keys::TOKENS,
+                v.value_type()
+            ))
+        }
+        None => {
+            return bad(format!(
+                "{} is missing: the file has no vocabulary (take it from the original GGUF \
+                 with --tokenizer-from)",
+                keys::TOKENS
+            ))
+        }
+    };
+    if tokens != n_vocab {
+        return bad(format!(
+            "{} has {tokens} tokens but the model's embedding has {n_vocab} rows",
+            keys::TOKENS
+        ));
+    }
+    for (key, want) in [
+        (keys::SCORES, ValueType::Float32),
+        (keys::TOKEN_TYPE, ValueType::Int32),
+    ] {
+        match get(key) {
+            None => {}
+            Some(Value::Array(t, items)) if *t == want && items.len() as u64 == tokens => {}
+            Some(Value::Array(t, items)) => {
+                return bad(format!(
+                    "{key} is {} items of {t:?}; llama.cpp needs {tokens} of {want:?}",
+                    items.len()
+                ))
+            }
+            Some(v) => return bad(format!("{key} is {:?}, not an array", v.value_type())),
+        }
+    }
+    match get(keys::MERGES) {
+        None | Some(Value::Array(ValueType::String, _)) => {}
+        Some(_) => return bad(format!("{} is not an array of strings", keys::MERGES)),
+    }
+    for (key, v) in entries {
+        if !(key.starts_with("tokenizer.ggml.") && key.ends_with("_token_id")) {
+            continue;
+        }
+        match v {
+            Value::U32(id) if u64::from(*id) < tokens => {}
+            Value::U32(id) => {
+                return bad(format!(
+                    "{key} is {id}, outside the {tokens}-token vocabulary"
+                ))
+            }
+            v => {
+                return bad(format!(
+                    "{key} is {:?}; llama.cpp reads it as UINT32",
+                    v.value_type()
+                ))
+            }
+        }
+    }
+    Ok(())
+}

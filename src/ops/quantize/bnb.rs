@@ -306,7 +306,8 @@ pub fn quantize(
 ) -> Result<BnbReport, Error> {
     if model.container != Container::Safetensors {
         return Err(Error::Refused(format!(
-            "{}: quantize {} needs a Hugging Face safetensors model (got a GGUF)",
+            "{0}: quantize {1} needs a Hugging Face safetensors model (got a GGUF); convert it \
+             first: `llmtool convert {0} --out DIR`, then quantize DIR",
             model.root.display(),
             format.name()
         )));

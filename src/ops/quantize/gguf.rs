@@ -55,16 +55,9 @@ pub fn tokenizer_from_gguf(
         .filter(|(k, _)| k.starts_with("tokenizer."))
         .cloned()
         .collect();
-    let tokens = match meta.get("tokenizer.ggml.tokens") {
-        Some(crate::store::gguf::Value::Array(_, items)) => items.len() as u64,
-        _ => return Err(Error::Refused(format!("{file}: no tokenizer.ggml.tokens"))),
-    };
-    let rows = crate::model::arch::detect(model).vocab.unwrap_or(tokens);
-    if rows != tokens {
-        return Err(Error::Refused(format!(
-            "{file}: its vocabulary has {tokens} tokens but the model's embedding has {rows} rows"
-        )));
-    }
+    let rows = crate::model::arch::detect(model).vocab.unwrap_or(0);
+    crate::model::tokenizer::check_gguf_entries(&entries, rows)
+        .map_err(|e| Error::Refused(format!("{file}: {e}")))?;
     Ok(entries)
 }
 
@@ -88,6 +81,7 @@ pub fn to_gguf(
         _ => GgmlType::F16,
     };
     let mut layout = gguf_layout::layout(model, float, opts.name.as_deref(), tokenizer)?;
+    check_vocabulary(model, &layout)?;
     choose_types(&mut layout, ftype)?;
     if dry_run {
         return Ok(gguf_layout::report(&layout, ftype.id(), &opts.out));
@@ -99,6 +93,24 @@ pub fn to_gguf(
         Path::new(&opts.out),
         opts.progress,
     )
+}
+
+/// Refuses to write a GGUF whose tokenizer llama.cpp could not load or
+/// would load wrong (see [`crate::model::tokenizer::check_gguf_entries`]).
+fn check_vocabulary(model: &Model, layout: &gguf_layout::GgufLayout) -> Result<(), Error> {
+    let rows = layout
+        .tensors
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .and_then(|t| t.shape.first().copied())
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "{}: the model has no token embedding (token_embd.weight)",
+                model.root.display()
+            ))
+        })?;
+    crate::model::tokenizer::check_gguf_entries(&layout.metadata, rows)
+        .map_err(|e| Error::Refused(format!("{}: {e}", model.root.display())))
 }
 
 /// Applies `llama-quantize`'s per-tensor type choice for `ftype` to a layout

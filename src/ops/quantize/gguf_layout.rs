@@ -505,6 +505,16 @@ fn layout_gguf(model: &Model, float: GgmlType) -> Result<GgufLayout, Error> {
     };
     let mut tensors = Vec::new();
     for t in model.tensors() {
+        // llama.cpp refuses a file with tensors its architecture does not
+        // name ("wrong number of tensors"); such a name is damage, not data.
+        if arch::role(&t.name) == Role::Other && t.name != "rope_freqs.weight" {
+            return Err(Error::Refused(format!(
+                "{file}: tensor '{}' is not a tensor of a {} GGUF; llama.cpp would refuse the \
+                 file. Remove it, or convert from the original model",
+                t.name.escape_debug(),
+                garch.name()
+            )));
+        }
         if !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16) {
             return Err(Error::Refused(format!(
                 "{file}: tensor {} is already {}; quantize from an F32/F16/BF16 GGUF or from the HF model (requantizing loses quality)",
