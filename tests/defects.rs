@@ -307,7 +307,8 @@ fn damaged_gguf_inputs_are_refused_before_writing() {
     let tmp = tempfile::tempdir().unwrap();
     let base = f32_gguf(tmp.path());
     type TensorEdit = Box<dyn FnMut(&mut llmtool::store::gguf::GgufTensor)>;
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Meta)>, TensorEdit, &str)> = vec![
+    type MetaEdit = Box<dyn FnOnce(&mut Meta)>;
+    let cases: Vec<(&str, MetaEdit, TensorEdit, &str)> = vec![
         (
             "no-tokens",
             Box::new(|m: &mut Meta| m.retain(|(k, _)| k != "tokenizer.ggml.tokens")),
