@@ -468,3 +468,77 @@ fn damaged_hf_inputs_are_refused_before_writing() {
 fn f32s(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect()
 }
+
+/// Two runs writing the same output: one wins, the other fails with exit 1
+/// and says why; the winner's file is whole.
+#[test]
+fn racing_writers_never_both_claim_the_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = variant(tmp.path(), |_| None, |_| {});
+    let out = tmp.path().join("q.gguf");
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(&out);
+        let spawn = || {
+            llmtool()
+                .args(["quantize", "q8_0", s(&m), "--out", s(&out)])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let ok = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert_eq!(ok, 1, "exactly one writer succeeds");
+        let loser = if a.status.success() { &b } else { &a };
+        let err = String::from_utf8_lossy(&loser.stderr);
+        assert_eq!(loser.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("another process created this output")
+                || err.contains("output file exists"),
+            "{err}"
+        );
+        llmtool::store::Model::open(s(&out)).unwrap();
+        nothing_written(tmp.path(), ".partial");
+    }
+}
+
+/// A symlinked output directory is written through; a file-size limit
+/// (`ulimit -f`) gives one clean error naming the output, not the hidden
+/// temporary.
+#[test]
+fn output_paths_are_what_the_user_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = common::fixture("lora/bases/micro-llama");
+    let adapter = common::fixture("lora/f32-basic/adapter");
+    let real = tmp.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = merge(s(&adapter), &link);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(real.join("model.safetensors").is_file());
+
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 64; exec '{}' lora merge --base '{}' --adapter '{}' --out '{}'",
+            env!("CARGO_BIN_EXE_llmtool"),
+            s(&base),
+            s(&adapter),
+            s(&tmp.path().join("small"))
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("File too large").count(), 1, "{err}");
+    assert!(
+        err.contains("small/model.safetensors") && !err.contains(".partial"),
+        "{err}"
+    );
+    nothing_written(tmp.path(), "small");
+}
