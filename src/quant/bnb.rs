@@ -1,32 +1,42 @@
 //! The numerics of bitsandbytes' CPU quantizers, reproduced bit for bit.
 //!
 //! Every constant and rounding step here must agree with bitsandbytes
-//! 0.48.2 running on CPU under torch 2.9 (`bitsandbytes/functional.py`
+//! 0.50.2 running on an x86-64 CPU under torch 2.9 (`bitsandbytes/functional.py`
 //! `quantize_4bit`, `quantize_blockwise`, `create_dynamic_map`,
 //! `get_4bit_type`; `backends/default/ops.py` `quantize_4bit` and
-//! `int8_vectorwise_quant`; `backends/utils.py` `CODE`; `csrc/common.cpp`
-//! `quantize_block` and `csrc/cpu_ops.cpp` `quantize_cpu`; torch
+//! `int8_vectorwise_quant`; `csrc/cpu_ops.cpp` `quantize_cpu_impl` and
+//! `build_quantize_lut`, as compiled in the wheel; torch
 //! `aten/src/ATen/native/cpu/SumKernel.cpp` for the mean of the block
 //! maxima). The goldens in `fixtures/bnb` (made by bitsandbytes itself,
 //! `tests/oracle/bnb_goldens.py`) hold us to that.
 //!
 //! Quirks copied on purpose, because they change bits:
-//! * a 4-bit block is scaled by `x · (1/absmax)` (a reciprocal, then a
-//!   product), not `x / absmax`; the 8-bit blockwise kernel divides;
-//! * in a partial last 4-bit block of a bf16/f16 weight, the product is
-//!   rounded to the weight's dtype before the code search (torch keeps the
-//!   dtype of a tensor times a 0-d tensor), full blocks stay in f32;
-//! * FP4 codes are searched against the 4-decimal table of
-//!   `backends/utils.py` (0.6667, 0.0052, …) while the exact table
-//!   (`get_4bit_type`, k/12) is what is saved as `quant_map`;
-//! * the nested 8-bit map has its first entry forced to −1.0 by the CPU
-//!   kernel before use and is saved that way;
+//! * a full 4-bit block is scaled by `x · (1/max(absmax, 1e-38))` (a
+//!   reciprocal, then a product), the weight's partial last block by
+//!   `x / max(absmax, 1e-38)`, and that clamped maximum is what the partial
+//!   block stores (an all-zero full block stores 0, an all-zero partial
+//!   one 1e-38); the 4-bit code is the number of midpoints
+//!   `(c[i] + c[i+1]) / 2` of the sorted table below the value
+//!   (`torch.bucketize`: a value on a midpoint takes the lower code);
+//! * FP4 is searched in the exact table (`get_4bit_type`, k/12) sorted by
+//!   torch's stable `argsort`, whose two zeros are patterns 0 then 8: small
+//!   positive values get pattern 8 (−0), small negative ones pattern 0;
+//! * the nested 8-bit codes come from a 65536-entry table over [−1, 1]
+//!   (`build_quantize_lut`), indexed by `⌊fma((v/absmax + 1)·0.5, 65535,
+//!   0.5)⌋` with `v/absmax` a product by the reciprocal, rather than from
+//!   the nearest map entry; a nested block of zeros gets absmax 0 and codes 0;
 //! * the double-quant offset is torch's CPU `mean` (a cascade of vector
 //!   partial sums, [`torch_mean`]), not an exact mean;
 //! * LLM.int8 converts the weight to f16 first and scales by
 //!   `127 · (1/rowmax)` with round-half-even.
+//!
+//! bitsandbytes 0.48 differed in the first three (a nearest-value search,
+//! FP4 against a 4-decimal table, bf16/f16 rounding in partial blocks, a
+//! nested binary search with the map's first entry forced to −1.0); only
+//! the current release is reproduced.
 
-use half::{bf16, f16};
+use std::sync::OnceLock;
+
 use rayon::prelude::*;
 
 /// The 4-bit data types bitsandbytes stores.
@@ -42,14 +52,6 @@ impl FourBit {
         match self {
             FourBit::Nf4 => "nf4",
             FourBit::Fp4 => "fp4",
-        }
-    }
-
-    /// The table the quantizer searches (`backends/utils.py` `CODE`).
-    fn search_code(self) -> [f32; 16] {
-        match self {
-            FourBit::Nf4 => NF4,
-            FourBit::Fp4 => FP4_SEARCH,
         }
     }
 
@@ -89,20 +91,39 @@ const FP4_RAW: [f32; 16] = [
     0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0, 0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0,
 ];
 
-/// The rounded FP4 table the CPU quantizer searches (`CODE["fp4"]`).
-const FP4_SEARCH: [f32; 16] = [
-    0.0, 0.0052, 0.6667, 1.0, 0.3333, 0.5, 0.1667, 0.25, 0.0, -0.0052, -0.6667, -1.0, -0.3333,
-    -0.5, -0.1667, -0.25,
-];
+/// A 4-bit table as `backends/default/ops.py` searches it
+/// (`_get_4bit_quantize_bounds`): the codes sorted ascending (stable on
+/// ties), the midpoints between neighbours, and each sorted position's
+/// bit pattern.
+struct Search {
+    bounds: [f32; 15],
+    pattern: [u8; 16],
+}
+
+impl Search {
+    fn new(code: [f32; 16]) -> Search {
+        let mut pattern: [u8; 16] = std::array::from_fn(|i| i as u8);
+        pattern.sort_by(|&a, &b| code[a as usize].total_cmp(&code[b as usize]));
+        let bounds = std::array::from_fn(|i| {
+            (code[pattern[i] as usize] + code[pattern[i + 1] as usize]) / 2.0
+        });
+        Search { bounds, pattern }
+    }
+
+    /// The pattern of `v` (in [−1, 1]): its position among the bounds.
+    fn code(&self, v: f32) -> u8 {
+        self.pattern[self.bounds.partition_point(|&b| b < v)]
+    }
+}
 
 /// Block size of the nested (double) quantization of the block maxima.
 pub const NESTED_BLOCKSIZE: usize = 256;
 
 /// bitsandbytes' signed 8-bit dynamic map (`create_dynamic_map()` as torch
-/// computes it in f32), entry 0 set to −1.0 by `quantize_cpu`, as f32 bits.
-/// Sorted ascending.
+/// computes it in f32), as f32 bits. Sorted ascending, from −0.99297
+/// (bitsandbytes 0.48's kernel forced that entry to −1.0; 0.50 does not).
 const DYNAMIC_MAP_BITS: [u32; 256] = [
-    0xbf800000, 0xbf7a999a, 0xbf770000, 0xbf736666, 0xbf6fcccd, 0xbf6c3333, 0xbf68999a, 0xbf650000,
+    0xbf7e3333, 0xbf7a999a, 0xbf770000, 0xbf736666, 0xbf6fcccd, 0xbf6c3333, 0xbf68999a, 0xbf650000,
     0xbf616666, 0xbf5dcccd, 0xbf5a3333, 0xbf56999a, 0xbf530000, 0xbf4f6666, 0xbf4bcccd, 0xbf483333,
     0xbf44999a, 0xbf410000, 0xbf3d6666, 0xbf39cccd, 0xbf363334, 0xbf32999a, 0xbf2f0000, 0xbf2b6666,
     0xbf27cccd, 0xbf243334, 0xbf20999a, 0xbf1d0000, 0xbf196666, 0xbf15cccd, 0xbf123334, 0xbf0e999a,
@@ -141,57 +162,33 @@ pub fn dynamic_map() -> [f32; 256] {
     DYNAMIC_MAP_BITS.map(f32::from_bits)
 }
 
-/// Element type of a weight before quantization: it decides the rounding
-/// of the partial-block product (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Input {
-    F32,
-    F16,
-    BF16,
-}
-
-impl Input {
-    fn round(self, v: f32) -> f32 {
-        match self {
-            Input::F32 => v,
-            Input::F16 => f16::from_f32(v).to_f32(),
-            Input::BF16 => bf16::from_f32(v).to_f32(),
-        }
+/// The largest magnitude of a 4-bit block as stored: the weight's partial
+/// last block (shorter than `blocksize`) keeps torch's `clamp(min=1e-38)`.
+fn block_max(block: &[f32], blocksize: usize) -> f32 {
+    let m = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if block.len() < blocksize {
+        m.max(MIN_ABSMAX)
+    } else {
+        m
     }
 }
 
-/// Index of the first table entry nearest to `v` by `|v − c|` in f32, as
-/// torch's `argmin` picks it; a NaN (an all-zero block: 0·∞) gives 0.
-fn nearest(v: f32, code: &[f32; 16]) -> u8 {
-    if v.is_nan() {
-        return 0;
-    }
-    let mut best = 0;
-    let mut dist = (v - code[0]).abs();
-    for (j, c) in code.iter().enumerate().skip(1) {
-        let d = (v - c).abs();
-        if d < dist {
-            best = j;
-            dist = d;
-        }
-    }
-    best as u8
-}
+/// The floor `backends/default/ops.py` puts under a 4-bit block's maximum
+/// before dividing by it.
+const MIN_ABSMAX: f32 = 1e-38;
 
-/// Quantizes consecutive 4-bit blocks: `x` holds whole blocks, except
-/// that its last block may be the weight's partial last block (`last_partial`).
-/// Appends packed bytes (first element in the high nibble) to `packed` and
-/// one absmax per block to `absmax`. `x.len()` must be even.
+/// Quantizes consecutive 4-bit blocks of a weight converted to f32: `x`
+/// holds whole blocks, but its last block may be the weight's partial last
+/// block. Appends packed bytes (first element in the high nibble) to
+/// `packed` and one absmax per block to `absmax`. `x.len()` must be even.
 pub fn quantize_4bit_blocks(
     x: &[f32],
     blocksize: usize,
     kind: FourBit,
-    source: Input,
-    last_partial: bool,
     packed: &mut Vec<u8>,
     absmax: &mut Vec<f32>,
 ) {
-    let code = kind.search_code();
+    let search = Search::new(kind.quant_map());
     let n_blocks = x.len().div_ceil(blocksize);
     let start_p = packed.len();
     let start_a = absmax.len();
@@ -201,15 +198,13 @@ pub fn quantize_4bit_blocks(
         .par_chunks_mut(blocksize / 2)
         .zip(absmax[start_a..].par_iter_mut())
         .zip(x.par_chunks(blocksize))
-        .enumerate()
-        .for_each(|(b, ((out, am), block))| {
-            let m = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            *am = m;
-            let r = 1.0 / m;
-            let partial = last_partial && b == n_blocks - 1 && block.len() < blocksize;
+        .for_each(|((out, am), block)| {
+            *am = block_max(block, blocksize);
+            let r = 1.0 / am.max(MIN_ABSMAX);
+            let partial = block.len() < blocksize;
             let q = |v: f32| {
-                let s = if partial { source.round(v * r) } else { v * r };
-                nearest(s.clamp(-1.0, 1.0), &code)
+                let s = if partial { v / *am } else { v * r };
+                search.code(s.clamp(-1.0, 1.0))
             };
             for (o, pair) in out.iter_mut().zip(block.chunks(2)) {
                 *o = (q(pair[0]) << 4) | q(pair[1]);
@@ -217,15 +212,16 @@ pub fn quantize_4bit_blocks(
         });
 }
 
-/// Appends the max |x| of each `blocksize` block of `x` (the last may be
-/// partial) to `absmax`: the first pass of double quantization.
+/// Appends the stored maximum of each `blocksize` block of `x` (the last
+/// may be the weight's partial block) to `absmax`: the first pass of double
+/// quantization, equal to what [`quantize_4bit_blocks`] appends.
 pub fn block_absmax(x: &[f32], blocksize: usize, absmax: &mut Vec<f32>) {
     let start = absmax.len();
     absmax.resize(start + x.len().div_ceil(blocksize), 0.0);
     absmax[start..]
         .par_iter_mut()
         .zip(x.par_chunks(blocksize))
-        .for_each(|(m, b)| *m = b.iter().fold(0f32, |m, v| m.max(v.abs())));
+        .for_each(|(m, b)| *m = block_max(b, blocksize));
 }
 
 /// torch's serial CPU `sum` of a contiguous f32 vector (`cascade_sum`,
@@ -374,12 +370,35 @@ pub struct Nested {
     pub offset: f32,
 }
 
+/// Entries of the CPU kernel's table from a normalized value to a code.
+const LUT_SIZE: usize = 65536;
+
+/// `build_quantize_lut` of the dynamic map: entry `i` stands for
+/// `2i/65535 − 1` and holds the first map index whose upper midpoint
+/// `(c[j] + c[j+1])·0.5` is not below it.
+fn nested_lut() -> &'static [u8] {
+    static LUT: OnceLock<Vec<u8>> = OnceLock::new();
+    LUT.get_or_init(|| {
+        let map = dynamic_map();
+        let mid: Vec<f32> = map.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
+        let mut j = 0;
+        (0..LUT_SIZE)
+            .map(|i| {
+                let v = (2.0 * i as f32) / (LUT_SIZE - 1) as f32 - 1.0;
+                while j < mid.len() && mid[j] < v {
+                    j += 1;
+                }
+                j as u8
+            })
+            .collect()
+    })
+}
+
 /// Quantizes block maxima as bitsandbytes' double quantization does, with
-/// torch using `threads` threads for the mean. `None` when a nested block's deviations are all zero: bitsandbytes'
-/// CPU kernel divides 0 by 0 there and reads out of bounds (it crashes).
-pub fn double_quant(absmax: &[f32], threads: usize) -> Option<Nested> {
+/// torch using `threads` threads for the mean.
+pub fn double_quant(absmax: &[f32], threads: usize) -> Nested {
     let offset = torch_mean(absmax, TORCH_LANES, threads);
-    let map = dynamic_map();
+    let lut = nested_lut();
     let dev: Vec<f32> = absmax.iter().map(|a| a - offset).collect();
     let mut codes = vec![0u8; dev.len()];
     let mut nested = vec![0f32; dev.len().div_ceil(NESTED_BLOCKSIZE)];
@@ -388,27 +407,25 @@ pub fn double_quant(absmax: &[f32], threads: usize) -> Option<Nested> {
         .zip(nested.par_iter_mut())
         .zip(dev.par_chunks(NESTED_BLOCKSIZE))
         .for_each(|((out, am), block)| {
-            // `quantize_block`: fmax from −FLT_MAX, true division, the
-            // largest code ≤ the value, then one step right if strictly closer.
-            let m = block.iter().fold(-f32::MAX, |m, v| m.max(v.abs()));
+            let m = block.iter().fold(0f32, |m, v| m.max(v.abs()));
             *am = m;
+            // Zeros stay code 0 (`codes` starts so), as the kernel writes them.
+            if m == 0.0 {
+                return;
+            }
+            let r = 1.0 / m;
             for (o, &v) in out.iter_mut().zip(block) {
-                let z = v / m;
-                let mut idx = map.partition_point(|&c| c <= z).saturating_sub(1);
-                if idx < 255 && (z - map[idx + 1]).abs() < (z - map[idx]).abs() {
-                    idx += 1;
-                }
-                *o = idx as u8;
+                let t = ((v * r).clamp(-1.0, 1.0) + 1.0) * 0.5;
+                // The wheel's x86-64 build fuses this multiply-add (it is
+                // compiled for AVX2 + FMA); the cast truncates.
+                *o = lut[t.mul_add((LUT_SIZE - 1) as f32, 0.5) as usize];
             }
         });
-    if nested.contains(&0.0) {
-        return None;
-    }
-    Some(Nested {
+    Nested {
         codes,
         absmax: nested,
         offset,
-    })
+    }
 }
 
 /// `v` rounded to float16 and back (round half to even, as torch's
@@ -521,6 +538,7 @@ pub fn py_float_repr(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     #[test]
     fn python_float_repr() {
@@ -585,10 +603,46 @@ mod tests {
         assert_eq!(m[1], 0.0625f32 / 12.0);
     }
 
+    // Expected values below are bitsandbytes 0.50.2's own output
+    // (`functional.quantize_4bit` on CPU) for the same inputs.
     #[test]
-    fn dynamic_map_is_sorted_and_spans_minus_one_to_one() {
+    fn all_zero_blocks_store_what_bitsandbytes_stores() {
+        let mut x = vec![0f32; 90];
+        x[0] = 1.0;
+        let (mut packed, mut absmax) = (Vec::new(), Vec::new());
+        quantize_4bit_blocks(&x, 32, FourBit::Nf4, &mut packed, &mut absmax);
+        // A full block of zeros keeps 0, the partial one the 1e-38 floor;
+        // zeros take NF4's code 7.
+        assert_eq!(absmax, [1.0, 0.0, 1e-38]);
+        assert_eq!(packed[0], 0xF7);
+        assert!(packed[1..].iter().all(|&b| b == 0x77), "{packed:?}");
+        let mut again = Vec::new();
+        block_absmax(&x, 32, &mut again);
+        assert_eq!(again, absmax);
+    }
+
+    #[test]
+    fn fp4_puts_tiny_positives_on_the_negative_zero_pattern() {
+        let mut x: Vec<f32> = [0.001, -0.001, 0.0, -0.0].repeat(16);
+        x[63] = 1.0;
+        let (mut packed, mut absmax) = (Vec::new(), Vec::new());
+        quantize_4bit_blocks(&x, 64, FourBit::Fp4, &mut packed, &mut absmax);
+        assert_eq!(packed[..4], [0x80, 0x00, 0x80, 0x00]);
+    }
+
+    #[test]
+    fn constant_maxima_double_quantize_to_zero_codes() {
+        let n = double_quant(&[0.5; 300], 1);
+        assert_eq!(n.offset, 0.5);
+        assert_eq!(n.absmax, [0.0, 0.0]);
+        assert!(n.codes.iter().all(|&c| c == 0));
+    }
+
+    #[test]
+    fn dynamic_map_is_sorted_and_left_as_bitsandbytes_builds_it() {
         let m = dynamic_map();
         assert!(m.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!((m[0], m[255]), (-1.0, 1.0));
+        assert!(m[0] > -1.0 && m[0] < -0.99, "entry 0 is not forced to -1");
+        assert_eq!(m[255], 1.0);
     }
 }

@@ -41,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OUT = os.path.join(ROOT, "fixtures", "bnb")
 MODELS = os.path.join(ROOT, "fixtures", "models")
 INPUT_IDS = [[1, 5, 9, 42, 7, 3, 100, 200]]
-BNB_VERSION = "0.48.2"
+BNB_VERSION = "0.50.2"
 
 # (model dir relative to fixtures/, formats)
 CASES = [
@@ -91,6 +91,21 @@ def bnb_config(fmt, dtype):
                               bnb_4bit_compute_dtype=dtype)
 
 
+def without_fused_cpu_kernel(model):
+    """Turns off bitsandbytes' AVX512-BF16 CPU path (0.49+) in every Linear4bit.
+
+    On a CPU with AVX512-BF16 the first forward repacks the weight for a fused
+    bf16 kernel (asserting out_features % 32 == 0, which tiny-odd breaks) and
+    replaces the double-quant statistics by their dequantized values; saving
+    afterwards re-quantizes those, so the checkpoint and the logits would
+    depend on the machine. Off, every CPU dequantizes and multiplies.
+    """
+    for mod in model.modules():
+        if hasattr(mod, "support_avx512bf16_for_cpu"):
+            mod.support_avx512bf16_for_cpu = False
+    return model
+
+
 def tensors_of(path):
     out = {}
     with safe_open(os.path.join(path, "model.safetensors"), framework="pt") as h:
@@ -107,6 +122,7 @@ def on_the_fly(model_dir, fmt):
     dtype = getattr(torch, cfg.get("dtype") or cfg["torch_dtype"])
     m = AutoModelForCausalLM.from_pretrained(src, quantization_config=bnb_config(fmt, dtype),
                                              dtype=dtype, device_map="cpu").eval()
+    without_fused_cpu_kernel(m)
     with torch.no_grad():
         logits = m(torch.tensor(INPUT_IDS)).logits[0, -1].float()
     with tempfile.TemporaryDirectory() as tmp:

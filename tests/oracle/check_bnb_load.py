@@ -25,6 +25,8 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM
 
+from bnb_goldens import without_fused_cpu_kernel
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BNB = os.path.join(ROOT, "fixtures", "bnb")
 BIN = os.environ.get("LLMTOOL_BIN", os.path.join(ROOT, "target", "release", "llmtool"))
@@ -47,6 +49,7 @@ def main():
             subprocess.run(cmd, check=True, capture_output=True)
             dtype = getattr(torch, case["dtype"])
             m = AutoModelForCausalLM.from_pretrained(out, dtype=dtype, device_map="cpu").eval()
+            without_fused_cpu_kernel(m)
             layer = bnb.nn.Linear8bitLt if fmt == "int8" else bnb.nn.Linear4bit
             quantized = sorted(n for n, mod in m.named_modules() if isinstance(mod, layer))
             plain = sorted(n for n, mod in m.named_modules() if type(mod) is torch.nn.Linear)

@@ -4,7 +4,7 @@
 //!
 //! This module owns the checkpoint layout: which tensors become which
 //! (`Linear4bit._save_to_state_dict` + `QuantState.as_dict(packed=True)`,
-//! `Linear8bitLt._save_to_state_dict` of bitsandbytes 0.48.2), the
+//! `Linear8bitLt._save_to_state_dict` of bitsandbytes 0.50.2), the
 //! quant-state JSON, which modules stay unquantized (transformers
 //! `integrations/bitsandbytes.py` `_replace_with_bnb_linear`,
 //! `get_keys_to_not_convert`), and `config.json`'s `quantization_config`
@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use crate::model::arch::{self, LayerPart, Role};
 use crate::ops::Error;
-use crate::quant::bnb::{self as kernels, FourBit, Input};
+use crate::quant::bnb::{self as kernels, FourBit};
 use crate::store::atomic::{self, AtomicDir};
 use crate::store::card::ModelCard;
 use crate::store::hfdir;
@@ -151,11 +151,9 @@ fn torch_name(d: DType) -> &'static str {
     }
 }
 
-fn source_of(t: &TensorInfo) -> Result<Input, Error> {
+fn require_float(t: &TensorInfo) -> Result<(), Error> {
     match t.dtype {
-        DType::F32 => Ok(Input::F32),
-        DType::F16 => Ok(Input::F16),
-        DType::BF16 => Ok(Input::BF16),
+        DType::F32 | DType::F16 | DType::BF16 => Ok(()),
         d => Err(Error::Refused(format!(
             "tensor '{}' has dtype {d}; bitsandbytes quantizes float32, float16 and bfloat16 weights (is the model already quantized?)",
             t.name
@@ -220,7 +218,6 @@ enum Item<'a> {
     Copy(&'a TensorInfo),
     FourBit {
         t: &'a TensorInfo,
-        source: Input,
         /// The double-quant offset found by the first pass.
         offset: Option<f32>,
     },
@@ -264,29 +261,20 @@ fn quantize_4bit_tensor(
     model: &Model,
     t: &TensorInfo,
     kind: Option<FourBit>,
-    source: Input,
     blocksize: usize,
     sink: &mut dyn FnMut(&[u8]) -> Result<(), StoreError>,
 ) -> Result<Vec<f32>, StoreError> {
     let mut absmax = Vec::with_capacity((t.numel() as usize).div_ceil(blocksize));
     let mut packed = Vec::new();
     let chunks = row_chunks(t, blocksize);
-    for (i, rows) in chunks.iter().enumerate() {
+    for rows in &chunks {
         let x = read_finite(model, t, rows.clone())?;
         let Some(kind) = kind else {
             kernels::block_absmax(&x, blocksize, &mut absmax);
             continue;
         };
         packed.clear();
-        kernels::quantize_4bit_blocks(
-            &x,
-            blocksize,
-            kind,
-            source,
-            i + 1 == chunks.len(),
-            &mut packed,
-            &mut absmax,
-        );
+        kernels::quantize_4bit_blocks(&x, blocksize, kind, &mut packed, &mut absmax);
         sink(&packed)?;
     }
     Ok(absmax)
@@ -372,7 +360,7 @@ pub fn quantize(
             kept.push(module.to_string());
             items.push(Item::Copy(t));
         } else {
-            let source = source_of(t)?;
+            require_float(t)?;
             first_dtype.get_or_insert(t.dtype);
             if kind.is_some() && t.numel() % 2 == 1 {
                 return Err(Error::Refused(format!(
@@ -381,11 +369,7 @@ pub fn quantize(
                 )));
             }
             items.push(match kind {
-                Some(_) => Item::FourBit {
-                    t,
-                    source,
-                    offset: None,
-                },
+                Some(_) => Item::FourBit { t, offset: None },
                 None => Item::Int8(t),
             });
         }
@@ -419,20 +403,12 @@ pub fn quantize(
             .sum();
         let bar = crate::progress::bytes_bar(opts.progress, scan_total, "block maxima");
         for item in &mut items {
-            if let Item::FourBit { t, source, offset } = item {
+            if let Item::FourBit { t, offset } = item {
                 bar.set_message(t.name.clone());
-                let absmax =
-                    quantize_4bit_tensor(model, t, None, *source, opts.blocksize, &mut |_| Ok(()))?;
+                let absmax = quantize_4bit_tensor(model, t, None, opts.blocksize, &mut |_| Ok(()))?;
                 model.release(t);
                 bar.inc(t.len);
-                let nested = kernels::double_quant(&absmax, opts.torch_threads).ok_or_else(|| {
-                    Error::Refused(format!(
-                        "tensor '{}': all its block maxima are equal (a single block, or a constant weight), which bitsandbytes' double quantization cannot represent (it divides 0 by 0); pass --no-double-quant or --skip {}",
-                        t.name,
-                        t.name.trim_end_matches(".weight")
-                    ))
-                })?;
-                *offset = Some(nested.offset);
+                *offset = Some(kernels::double_quant(&absmax, opts.torch_threads).offset);
             }
         }
         bar.finish_and_clear();
@@ -535,17 +511,9 @@ pub fn quantize(
                 model.release(t);
                 bar.inc(t.len);
             }
-            Item::FourBit { t, source, offset } => {
+            Item::FourBit { t, offset } => {
                 bar.set_message(t.name.clone());
-                write_4bit(
-                    model,
-                    &mut w,
-                    t,
-                    kind.expect("4-bit"),
-                    *source,
-                    opts,
-                    *offset,
-                )?;
+                write_4bit(model, &mut w, t, kind.expect("4-bit"), opts, *offset)?;
                 model.release(t);
                 bar.inc(t.len);
             }
@@ -577,22 +545,16 @@ fn write_4bit(
     w: &mut ShardedWriter,
     t: &TensorInfo,
     kind: FourBit,
-    source: Input,
     opts: &BnbOptions,
     offset: Option<f32>,
 ) -> Result<(), Error> {
     let mut absmax = Vec::new();
     w.write_tensor_with(&t.name, |sink| {
-        absmax = quantize_4bit_tensor(model, t, Some(kind), source, opts.blocksize, sink)?;
+        absmax = quantize_4bit_tensor(model, t, Some(kind), opts.blocksize, sink)?;
         Ok(())
     })?;
     let nested = if opts.double_quant {
-        let n = kernels::double_quant(&absmax, opts.torch_threads).ok_or_else(|| {
-            Error::Refused(format!(
-                "tensor '{}': its block maxima cannot be double-quantized",
-                t.name
-            ))
-        })?;
+        let n = kernels::double_quant(&absmax, opts.torch_threads);
         // The header already holds the first pass's offset.
         if Some(n.offset) != offset {
             return Err(Error::Refused(format!(
