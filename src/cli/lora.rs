@@ -7,7 +7,7 @@ use super::args::{self, HfOutArgs, JsonArg};
 use super::output::{self, JsonSummary, WrittenLine};
 use crate::model::adapter::Adapter;
 use crate::ops::lora::{self, MergeOptions, MergeReport, WeightedAdapter};
-use crate::store::Model;
+use crate::store::{card, Model};
 use crate::units::human_bytes;
 
 /// LoRA adapters: inspect them, merge them into their base.
@@ -77,7 +77,7 @@ fn merge(a: MergeArgs) -> Result<()> {
         dtype: a.output.dtype.map(Into::into),
         max_shard_size: a.output.shard.max_shard_size,
         command: args::command_line(),
-        base_label: a.base.clone(),
+        base_label: card::base_model_id(&a.base, &model.root),
         progress: !a.output.write.json,
     };
     let report = lora::merge(&model, &list, &opts, a.output.write.dry_run)?;

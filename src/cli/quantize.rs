@@ -9,7 +9,7 @@ use crate::ops::quantize::bnb::{self, BnbFormat, BnbOptions};
 use crate::ops::quantize::gguf::GgufOptions;
 use crate::ops::quantize::{self, GgufTokenizer, Job, Report};
 use crate::quant::ftype::FileType;
-use crate::store::Model;
+use crate::store::{card, Model};
 use crate::units::human_bytes;
 
 /// Quantize a model into a deployable artifact, without a GPU.
@@ -157,7 +157,7 @@ pub fn run(a: Args) -> Result<()> {
                     skip: a.skip,
                     max_shard_size: a.shard.max_shard_size,
                     command: args::command_line(),
-                    model_label: a.model.clone(),
+                    model_label: card::base_model_id(&a.model, &m.root),
                     progress,
                     ..defaults
                 }),

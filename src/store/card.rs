@@ -7,6 +7,28 @@
 //! Upstream: the Hub's model card metadata
 //! (huggingface_hub `repocard_data.py`, `ModelCardData`).
 
+/// What a card's `base_model` names for the model the user gave as
+/// `spec` (opened at `root`): the Hub repo id when there is one (the spec
+/// itself, or the `models--ORG--NAME` folder of a cache snapshot), else the
+/// directory's name. Never a local absolute path, which means nothing on the
+/// Hub and leaks the user's file layout.
+pub fn base_model_id(spec: &str, root: &std::path::Path) -> String {
+    if super::hf_cache::is_repo_id(spec) && !std::path::Path::new(spec).exists() {
+        return spec.split_once('@').map_or(spec, |(id, _)| id).to_string();
+    }
+    let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let cached = abs.ancestors().find_map(|a| {
+        let repo = a.file_name()?.to_str()?.strip_prefix("models--")?;
+        let (org, name) = repo.split_once("--")?;
+        Some(format!("{org}/{name}"))
+    });
+    cached.unwrap_or_else(|| {
+        abs.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.to_string())
+    })
+}
+
 /// A card being built: front matter entries in order, then the body.
 #[derive(Debug, Default)]
 pub struct ModelCard {
@@ -77,6 +99,26 @@ pub fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_model_is_a_repo_id_or_a_directory_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let snap = tmp
+            .path()
+            .join("hub/models--Qwen--Qwen2.5-7B/snapshots/abc");
+        std::fs::create_dir_all(&snap).unwrap();
+        assert_eq!(
+            base_model_id("Qwen/Qwen2.5-7B@main", &snap),
+            "Qwen/Qwen2.5-7B"
+        );
+        assert_eq!(
+            base_model_id(snap.to_str().unwrap(), &snap),
+            "Qwen/Qwen2.5-7B"
+        );
+        let own = tmp.path().join("spinoza-merged");
+        std::fs::create_dir(&own).unwrap();
+        assert_eq!(base_model_id(own.to_str().unwrap(), &own), "spinoza-merged");
+    }
 
     #[test]
     fn front_matter_then_body() {
