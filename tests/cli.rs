@@ -4,21 +4,29 @@ use crate::common;
 
 use common::llmtool;
 
-#[test]
-fn help_lists_only_working_subcommands() {
+/// The commands `llmtool --help` lists: (name, one-line description).
+fn help_commands() -> Vec<(String, String)> {
     let out = llmtool().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let commands: Vec<&str> = text
-        .split("Commands:")
+    text.split("Commands:")
         .nth(1)
         .and_then(|s| s.split("Options:").next())
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+        .filter_map(|l| {
+            let l = l.trim();
+            let (name, about) = l.split_once(char::is_whitespace)?;
+            Some((name.to_string(), about.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn help_lists_only_working_subcommands() {
+    let names: Vec<String> = help_commands().into_iter().map(|(n, _)| n).collect();
     assert_eq!(
-        commands,
+        names,
         [
             "inspect-arch",
             "convert",
@@ -27,15 +35,105 @@ fn help_lists_only_working_subcommands() {
             "vram-plan",
             "generate",
             "eval",
+            "completions",
+            "man",
             "help"
-        ],
-        "{text}"
+        ]
     );
+    let out = llmtool().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for unbuilt in ["bench", "push"] {
+        assert!(!text.contains(unbuilt), "--help promises {unbuilt}: {text}");
+    }
     let out = llmtool().args(["inspect-arch", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("Examples:") && text.contains("--json") && text.contains("--tensors"),
         "{text}"
+    );
+}
+
+#[test]
+fn readme_lists_exactly_the_commands_of_help() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Commands\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README.md has a '## Commands' section");
+    // Table rows "| `name` | description |".
+    let listed: Vec<(String, String)> = section
+        .lines()
+        .filter_map(|l| {
+            let mut cells = l.strip_prefix("| `")?.splitn(2, "` | ");
+            let name = cells.next()?;
+            let about = cells.next()?.strip_suffix(" |")?;
+            Some((name.to_string(), about.to_string()))
+        })
+        .collect();
+    // clap's own `help` command needs no README line.
+    let help: Vec<(String, String)> = help_commands()
+        .into_iter()
+        .filter(|(n, _)| n != "help")
+        .collect();
+    assert_eq!(listed, help, "README.md's command table and --help differ");
+}
+
+#[test]
+fn completions_cover_every_command_in_every_shell() {
+    let names: Vec<String> = help_commands().into_iter().map(|(n, _)| n).collect();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = llmtool().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for n in &names {
+            assert!(script.contains(n.as_str()), "{shell} completion lacks {n}");
+        }
+        assert!(script.contains("tokenizer-from"), "{shell}");
+    }
+    // The bash script parses.
+    let out = llmtool().args(["completions", "bash"]).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("llmtool.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = llmtool().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages_for_llmtool_and_each_command() {
+    let page = |args: &[&str]| {
+        let out = llmtool().arg("man").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let top = page(&[]);
+    assert!(top.contains(".TH llmtool 1"), "{top}");
+    // roff escapes hyphens.
+    for (n, _) in help_commands().iter().filter(|(n, _)| n != "help") {
+        let refname = format!("llmtool\\-{}(1)", n.replace('-', "\\-"));
+        assert!(top.contains(&refname), "llmtool(1) lacks {refname}");
+    }
+    let merge = page(&["lora", "merge"]);
+    assert!(merge.contains(".TH llmtool-lora-merge 1"), "{merge}");
+    assert!(merge.contains("\\fB\\-\\-adapter\\fR"), "{merge}");
+    assert!(
+        merge.contains(&format!("\"llmtool {}\"", env!("CARGO_PKG_VERSION"))),
+        "{merge}"
+    );
+    fails_with(
+        &["man", "lora", "merj"],
+        "no command 'llmtool lora merj'; the commands there are: merge, inspect",
     );
 }
 
