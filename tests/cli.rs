@@ -4,21 +4,29 @@ use crate::common;
 
 use common::llmtool;
 
-#[test]
-fn help_lists_only_working_subcommands() {
+/// The commands `llmtool --help` lists: (name, one-line description).
+fn help_commands() -> Vec<(String, String)> {
     let out = llmtool().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let commands: Vec<&str> = text
-        .split("Commands:")
+    text.split("Commands:")
         .nth(1)
         .and_then(|s| s.split("Options:").next())
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+        .filter_map(|l| {
+            let l = l.trim();
+            let (name, about) = l.split_once(char::is_whitespace)?;
+            Some((name.to_string(), about.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn help_lists_only_working_subcommands() {
+    let names: Vec<String> = help_commands().into_iter().map(|(n, _)| n).collect();
     assert_eq!(
-        commands,
+        names,
         [
             "inspect-arch",
             "convert",
@@ -27,10 +35,16 @@ fn help_lists_only_working_subcommands() {
             "vram-plan",
             "generate",
             "eval",
+            "completions",
+            "man",
             "help"
-        ],
-        "{text}"
+        ]
     );
+    let out = llmtool().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for unbuilt in ["bench", "push"] {
+        assert!(!text.contains(unbuilt), "--help promises {unbuilt}: {text}");
+    }
     let out = llmtool().args(["inspect-arch", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -39,7 +53,91 @@ fn help_lists_only_working_subcommands() {
     );
 }
 
-fn fails_with(args: &[&str], want: &str) {
+#[test]
+fn readme_lists_exactly_the_commands_of_help() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Commands\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README.md has a '## Commands' section");
+    // Table rows "| `name` | description |".
+    let listed: Vec<(String, String)> = section
+        .lines()
+        .filter_map(|l| {
+            let mut cells = l.strip_prefix("| `")?.splitn(2, "` | ");
+            let name = cells.next()?;
+            let about = cells.next()?.strip_suffix(" |")?;
+            Some((name.to_string(), about.to_string()))
+        })
+        .collect();
+    // clap's own `help` command needs no README line.
+    let help: Vec<(String, String)> = help_commands()
+        .into_iter()
+        .filter(|(n, _)| n != "help")
+        .collect();
+    assert_eq!(listed, help, "README.md's command table and --help differ");
+}
+
+#[test]
+fn completions_cover_every_command_in_every_shell() {
+    let names: Vec<String> = help_commands().into_iter().map(|(n, _)| n).collect();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = llmtool().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        for n in &names {
+            assert!(script.contains(n.as_str()), "{shell} completion lacks {n}");
+        }
+        assert!(script.contains("tokenizer-from"), "{shell}");
+    }
+    // The bash script parses.
+    let out = llmtool().args(["completions", "bash"]).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("llmtool.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = llmtool().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages_for_llmtool_and_each_command() {
+    let page = |args: &[&str]| {
+        let out = llmtool().arg("man").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let top = page(&[]);
+    assert!(top.contains(".TH llmtool 1"), "{top}");
+    // roff escapes hyphens.
+    for (n, _) in help_commands().iter().filter(|(n, _)| n != "help") {
+        let refname = format!("llmtool\\-{}(1)", n.replace('-', "\\-"));
+        assert!(top.contains(&refname), "llmtool(1) lacks {refname}");
+    }
+    let merge = page(&["lora", "merge"]);
+    assert!(merge.contains(".TH llmtool-lora-merge 1"), "{merge}");
+    assert!(merge.contains("\\fB\\-\\-adapter\\fR"), "{merge}");
+    assert!(
+        merge.contains(&format!("\"llmtool {}\"", env!("CARGO_PKG_VERSION"))),
+        "{merge}"
+    );
+    fails_with(
+        &["man", "lora", "merj"],
+        "no command 'llmtool lora merj'; the commands there are: merge, inspect",
+    );
+}
+
+fn fails_with<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], want: &str) {
     let out = llmtool().args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -248,6 +346,12 @@ fn tiny_llama_with_tokenizer() -> tempfile::TempDir {
         )
         .unwrap();
     }
+    write_word_tokenizer(dir.path());
+    dir
+}
+
+/// A word-level tokenizer.json for tiny-llama's 256 ids in `dir`.
+fn write_word_tokenizer(dir: &std::path::Path) {
     let vocab: serde_json::Map<String, serde_json::Value> =
         (0..256).map(|i| (format!("w{i}"), i.into())).collect();
     let tok = serde_json::json!({
@@ -256,8 +360,7 @@ fn tiny_llama_with_tokenizer() -> tempfile::TempDir {
         "post_processor": null, "decoder": null,
         "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
     });
-    std::fs::write(dir.path().join("tokenizer.json"), tok.to_string()).unwrap();
-    dir
+    std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
 }
 
 fn words(ids: &serde_json::Value) -> String {
@@ -381,4 +484,116 @@ fn usage_errors_exit_2() {
         let out = llmtool().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
+}
+
+/// `eval ppl` on the tiny-llama text golden with `model`: its arguments.
+fn ppl_args(model: &std::path::Path, text: &std::path::Path) -> Vec<String> {
+    std::fs::write(text, words(&golden("ppl-tiny-llama")["tokens"])).unwrap();
+    [
+        "eval",
+        "ppl",
+        model.to_str().unwrap(),
+        "--ctx",
+        "16",
+        "--text",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([text.to_str().unwrap().to_string()])
+    .collect()
+}
+
+#[test]
+fn eval_ppl_refuses_nan_weights_instead_of_printing_nan() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = "model.layers.1.mlp.down_proj.weight";
+    common::edited_tiny_llama(dir.path(), victim, |i| if i == 7 { f32::NAN } else { 0.01 });
+    write_word_tokenizer(dir.path());
+    let args = ppl_args(dir.path(), &dir.path().join("text.txt"));
+    fails_with(
+        &args,
+        &format!("the logits are not finite: tensor '{victim}' holds NaN at element 7"),
+    );
+    // generate runs the same pass: no token is sampled from NaN.
+    fails_with(
+        &[
+            "generate",
+            dir.path().to_str().unwrap(),
+            "--prompt",
+            "w1 w2",
+        ],
+        victim,
+    );
+}
+
+#[test]
+fn eval_ppl_refuses_a_rope_base_or_factor_that_is_not_positive() {
+    for (key, value, want) in [
+        (
+            "rope_theta",
+            serde_json::json!(-1.0),
+            "config.json rope_theta is -1",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "linear", "factor": 0.0}),
+            "config.json rope_scaling.factor is 0",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+                "high_freq_factor": 1.0, "original_max_position_embeddings": 64}),
+            "high_freq_factor 1 <= low_freq_factor 4",
+        ),
+        (
+            "rms_norm_eps",
+            serde_json::json!(-1e-5),
+            "config.json rms_norm_eps is -0.00001",
+        ),
+    ] {
+        let dir = tiny_llama_with_tokenizer();
+        let config = dir.path().join("config.json");
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        c[key] = value;
+        std::fs::write(&config, c.to_string()).unwrap();
+        let args = ppl_args(dir.path(), &dir.path().join("text.txt"));
+        fails_with(&args, want);
+    }
+}
+
+#[test]
+fn eval_refuses_a_fifo_as_text_without_blocking() {
+    let dir = tiny_llama_with_tokenizer();
+    let fifo = dir.path().join("text.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut child = llmtool()
+        .args(["eval", "ppl", dir.path().to_str().unwrap(), "--text"])
+        .arg(&fifo)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody writes to the FIFO: opening it would block forever.
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("eval ppl blocked on a FIFO given as --text");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("text.fifo") && err.contains("not a regular file"),
+        "{err}"
+    );
 }

@@ -400,3 +400,76 @@ fn perplexity_is_close_to_llama_perplexity() {
         );
     }
 }
+
+/// A one-layer llama GGUF of zeros with `extra` metadata.
+fn micro_gguf(dir: &Path, extra: Vec<(&str, llmtool::store::gguf::Value)>) -> Model {
+    use llmtool::quant::GgmlType;
+    use llmtool::store::gguf::{GgufTensor, GgufWriter, Value};
+    let (d, ffn, vocab) = (32u64, 64u64, 16u64);
+    let mut meta = vec![
+        (
+            "general.architecture".to_string(),
+            Value::String("llama".into()),
+        ),
+        ("llama.block_count".into(), Value::U32(1)),
+        ("llama.embedding_length".into(), Value::U32(d as u32)),
+        ("llama.feed_forward_length".into(), Value::U32(ffn as u32)),
+        ("llama.attention.head_count".into(), Value::U32(2)),
+        ("llama.attention.head_count_kv".into(), Value::U32(2)),
+        ("llama.vocab_size".into(), Value::U32(vocab as u32)),
+    ];
+    meta.extend(extra.into_iter().map(|(k, v)| (k.to_string(), v)));
+    let t = |name: &str, shape: &[u64]| GgufTensor {
+        name: name.into(),
+        ty: GgmlType::F32,
+        shape: shape.to_vec(),
+    };
+    let tensors = vec![
+        t("token_embd.weight", &[vocab, d]),
+        t("blk.0.attn_norm.weight", &[d]),
+        t("blk.0.attn_q.weight", &[d, d]),
+        t("blk.0.attn_k.weight", &[d, d]),
+        t("blk.0.attn_v.weight", &[d, d]),
+        t("blk.0.attn_output.weight", &[d, d]),
+        t("blk.0.ffn_norm.weight", &[d]),
+        t("blk.0.ffn_gate.weight", &[ffn, d]),
+        t("blk.0.ffn_up.weight", &[ffn, d]),
+        t("blk.0.ffn_down.weight", &[d, ffn]),
+        t("output_norm.weight", &[d]),
+    ];
+    let path = dir.join("micro.gguf");
+    let mut w = GgufWriter::create(&path, &meta, tensors.clone()).unwrap();
+    for s in &tensors {
+        let n: u64 = s.shape.iter().product();
+        w.write_tensor(&s.name, &vec![0u8; 4 * n as usize]).unwrap();
+    }
+    w.finish().unwrap();
+    Model::open(path.to_str().unwrap()).unwrap()
+}
+
+/// A RoPE base or factor that is not positive is refused at load, naming
+/// the GGUF key (config.json keys: tests/cli.rs).
+#[test]
+fn gguf_rope_settings_that_would_compute_nan_are_refused() {
+    use llmtool::store::gguf::Value;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(Engine::new(&micro_gguf(dir.path(), vec![])).is_ok());
+    for (extra, want) in [
+        (
+            vec![("llama.rope.freq_base", Value::F32(-1.0))],
+            "GGUF key llama.rope.freq_base is -1; it must be a positive number",
+        ),
+        (
+            vec![
+                ("llama.rope.scaling.type", Value::String("linear".into())),
+                ("llama.rope.scaling.factor", Value::F32(0.0)),
+            ],
+            "GGUF key llama.rope.scaling.factor is 0; it must be a positive number",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let model = micro_gguf(dir.path(), extra);
+        let e = Engine::new(&model).err().expect("refused").to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}

@@ -11,11 +11,13 @@
 //! `run`; nothing else changes.
 
 mod args;
+mod completions;
 mod convert;
 mod eval;
 mod generate;
 mod inspect_arch;
 mod lora;
+mod man;
 mod output;
 mod quantize;
 mod vram_plan;
@@ -45,6 +47,8 @@ enum Command {
     Generate(generate::Args),
     #[command(subcommand)]
     Eval(eval::Command),
+    Completions(completions::Args),
+    Man(man::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -56,6 +60,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::VramPlan(a) => vram_plan::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(c) => eval::run(c),
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 

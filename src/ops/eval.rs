@@ -48,30 +48,44 @@ pub struct EvalRequest {
 
 /// `eval ppl`: perplexity of `model` on the request's text.
 pub fn ppl(model: &Model, req: &EvalRequest) -> Result<PplReport> {
+    let raw = read_text(&req.text)?;
     let text = Text::load(model, req.engine.tokenizer.as_deref())?;
     let engine = req.engine.engine(model)?;
-    let (tokens, bos) = tokens(&text, model, req)?;
+    let (tokens, bos) = tokens(&raw, &text, model)?;
     Ok(perplexity(&engine, &tokens, bos, &req.options)?)
 }
 
 /// `eval kld`: KL divergence of `other` from `base` on the request's text,
 /// tokenized with `base`'s tokenizer.
 pub fn kld(base: &Model, other: &Model, req: &EvalRequest) -> Result<KldReport> {
+    let raw = read_text(&req.text)?;
     let text = Text::load(base, req.engine.tokenizer.as_deref())?;
     let eb = req.engine.engine(base)?;
     let eo = req.engine.engine(other)?;
-    let (tokens, bos) = tokens(&text, base, req)?;
+    let (tokens, bos) = tokens(&raw, &text, base)?;
     Ok(kl_divergence(&eb, &eo, &tokens, bos, &req.options)?)
 }
 
-/// Reads the text file and tokenizes it, BOS in front when llama.cpp would
-/// put it there for `model`.
-fn tokens(text: &Text, model: &Model, req: &EvalRequest) -> Result<(Vec<u32>, Option<u32>)> {
-    let raw = std::fs::read_to_string(&req.text).map_err(|e| {
-        Error::Refused(format!("cannot read text file {}: {e}", req.text.display()))
-    })?;
+/// Reads the evaluation text, before any model is loaded. Only a regular
+/// file: a FIFO or a device would block the read or never end.
+fn read_text(path: &std::path::Path) -> Result<String> {
+    let cannot =
+        |why: String| Error::Refused(format!("cannot read text file {}: {why}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| cannot(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(cannot(
+            "not a regular file (a pipe, device or directory); save the text to a file and pass that"
+                .into(),
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| cannot(e.to_string()))
+}
+
+/// Tokenizes the text, BOS in front when llama.cpp would put it there for
+/// `model`.
+fn tokens(raw: &str, text: &Text, model: &Model) -> Result<(Vec<u32>, Option<u32>)> {
     let bos = text.bos_for(model)?;
-    Ok((text.encode_with_bos(&raw, bos)?, bos))
+    Ok((text.encode_with_bos(raw, bos)?, bos))
 }
 
 /// Result of `eval ppl`.

@@ -19,6 +19,13 @@
 //! [`Engine::forward`] takes a batch of sequences, each with its own
 //! [`KvCache`]: every matrix product runs once over all their new tokens
 //! (prefill and calibration batches), attention runs per sequence.
+//!
+//! Numbers that would make the pass compute NaN are refused before it runs
+//! ([`Config::from_model`]: a RoPE base or scaling factor that is not
+//! positive, a negative norm epsilon, each named by its config key), and
+//! logits that are not finite anyway end the pass with an error naming the
+//! weight that holds NaN/Inf ([`EngineError::NonFinite`]): a perplexity or a
+//! sampled token is never computed from NaN.
 
 pub mod generate;
 pub mod text;
@@ -42,6 +49,9 @@ pub enum EngineError {
     /// The model is outside what the engine computes; the message says why.
     #[error("{0}")]
     Unsupported(String),
+    /// The forward pass produced NaN or Inf; the message names the cause.
+    #[error("{0}")]
+    NonFinite(String),
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -128,7 +138,32 @@ impl Config {
                 .ok_or_else(|| EngineError::Unsupported(format!("{file}: cannot tell the {what}")))
         };
         let head_dim = need("head size", a.head_dim)?;
-        let theta = a.rope.theta.unwrap_or(10000.0) as f32;
+        // Where a hyperparameter came from, for errors: the config.json key
+        // or the GGUF metadata key.
+        let gguf_arch = model
+            .gguf
+            .as_ref()
+            .and_then(|m| m.str("general.architecture"))
+            .unwrap_or_default();
+        let key = |hf: &str, gguf: &str| match model.container {
+            Container::Gguf => format!("GGUF key {gguf_arch}.{gguf}"),
+            Container::Safetensors => format!("config.json {hf}"),
+        };
+        // NaN or a negative number here makes every logit NaN.
+        let positive = |key: String, v: f64| {
+            let x = v as f32;
+            if x.is_finite() && x > 0.0 {
+                Ok(x)
+            } else {
+                Err(EngineError::Unsupported(format!(
+                    "{file}: {key} is {v}; it must be a positive number"
+                )))
+            }
+        };
+        let theta = match a.rope.theta {
+            Some(t) => positive(key("rope_theta", "rope.freq_base"), t)?,
+            None => 10000.0,
+        };
         let mut inv_freq = default_inv_freq(theta, head_dim);
         if let Some(s) = &a.rope.scaling {
             let kind = s
@@ -136,11 +171,21 @@ impl Config {
                 .or_else(|| s.get("type"))
                 .and_then(|v| v.as_str())
                 .unwrap_or("default");
-            let num = |k: &str| s.get(k).and_then(|v| v.as_f64()).map(|v| v as f32);
+            let num = |k: &str| {
+                s.get(k)
+                    .and_then(|v| v.as_f64())
+                    .map(|v| {
+                        positive(
+                            key(&format!("rope_scaling.{k}"), &format!("rope.scaling.{k}")),
+                            v,
+                        )
+                    })
+                    .transpose()
+            };
             match kind {
                 "default" | "none" => {}
                 "linear" => {
-                    let f = num("factor").unwrap_or(1.0);
+                    let f = num("factor")?.unwrap_or(1.0);
                     inv_freq.iter_mut().for_each(|x| *x /= f);
                 }
                 "llama3" if model.container == Container::Gguf => {
@@ -154,19 +199,30 @@ impl Config {
                             inv_freq.len()
                         )));
                     }
+                    if let Some(f) = ff.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+                        return Err(EngineError::Unsupported(format!(
+                            "{file}: rope_freqs.weight holds {f}; every frequency factor must be a positive number"
+                        )));
+                    }
                     inv_freq.iter_mut().zip(ff).for_each(|(x, f)| *x /= f);
                 }
                 "llama3" => {
                     let (Some(f), Some(lo), Some(hi), Some(old)) = (
-                        num("factor"),
-                        num("low_freq_factor"),
-                        num("high_freq_factor"),
-                        num("original_max_position_embeddings"),
+                        num("factor")?,
+                        num("low_freq_factor")?,
+                        num("high_freq_factor")?,
+                        num("original_max_position_embeddings")?,
                     ) else {
                         return Err(EngineError::Unsupported(format!(
                             "{file}: llama3 rope_scaling needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings"
                         )));
                     };
+                    // The smoothing divides by their difference.
+                    if hi <= lo {
+                        return Err(EngineError::Unsupported(format!(
+                            "{file}: llama3 rope_scaling has high_freq_factor {hi} <= low_freq_factor {lo}; it must be larger"
+                        )));
+                    }
                     inv_freq = llama3_inv_freq(&inv_freq, f, lo, hi, old);
                 }
                 other => {
@@ -181,6 +237,13 @@ impl Config {
         } else {
             RopeLayout::Halves
         };
+        let norm_eps = a.norm_eps.unwrap_or(1e-6);
+        if !(norm_eps.is_finite() && norm_eps >= 0.0) {
+            return Err(EngineError::Unsupported(format!(
+                "{file}: {} is {norm_eps}; it must be a number >= 0",
+                key("rms_norm_eps", "attention.layer_norm_rms_epsilon")
+            )));
+        }
         let (bos, eos) = special_ids(model);
         Ok(Config {
             arch: garch,
@@ -191,7 +254,7 @@ impl Config {
             head_dim,
             ffn: need("FFN size", a.ffn_size)?,
             vocab: need("vocabulary size", a.vocab)?,
-            norm_eps: a.norm_eps.unwrap_or(1e-6) as f32,
+            norm_eps: norm_eps as f32,
             rope_layout,
             inv_freq,
             bos,
@@ -255,6 +318,10 @@ struct Layer<'m> {
 /// A model ready to run, borrowing its weights from an opened [`Model`].
 pub struct Engine<'m> {
     pub config: Config,
+    model: &'m Model,
+    /// Every tensor the pass reads, to find a NaN/Inf in when the logits
+    /// are not finite.
+    used: Vec<&'m TensorInfo>,
     embed: Stored<'m>,
     layers: Vec<Layer<'m>>,
     norm: Vec<f32>,
@@ -310,6 +377,7 @@ impl<'m> Engine<'m> {
         let mut head = None;
         let mut norm = None;
         let mut parts: Vec<Vec<Option<&TensorInfo>>> = vec![vec![None; 12]; config.layers];
+        let mut used = Vec::new();
         for t in model.tensors() {
             match arch::role(&t.name) {
                 Role::Embed => embed = Some(t),
@@ -318,8 +386,9 @@ impl<'m> Engine<'m> {
                 Role::Layer(i, p) if (i as usize) < config.layers => {
                     parts[i as usize][p as usize] = Some(t)
                 }
-                _ => {}
+                _ => continue,
             }
+            used.push(t);
         }
         let file = model.root.display().to_string();
         let missing = |what: String| {
@@ -359,6 +428,8 @@ impl<'m> Engine<'m> {
         }
         let engine = Engine {
             config,
+            model,
+            used,
             embed,
             layers,
             norm,
@@ -572,9 +643,42 @@ impl<'m> Engine<'m> {
                 );
                 let mut logits = vec![0f32; rows * c.vocab];
                 matmul(self.head(), &h, rows, &mut logits, self.activations);
+                if logits.par_iter().any(|v| !v.is_finite()) {
+                    return Err(self.non_finite_logits());
+                }
                 out.push(logits);
             }
             Ok(out)
+        })
+    }
+
+    /// The error for logits that are not finite, naming the first weight
+    /// that holds NaN or Inf. Every weight is decoded to find it, which
+    /// only this failure pays for.
+    fn non_finite_logits(&self) -> EngineError {
+        let file = self.model.root.display();
+        // Rows decoded at a time: a few MB per thread.
+        const CHUNK: usize = 1 << 20;
+        let bad = self.used.par_iter().find_map_first(|&t| {
+            let w = Stored::new(self.model, t).ok()?;
+            let step = (CHUNK / w.cols().max(1)).max(1);
+            let mut buf = Vec::new();
+            (0..w.rows()).step_by(step).find_map(|r0| {
+                let rows = r0..(r0 + step).min(w.rows());
+                buf.resize(rows.len() * w.cols(), 0.0);
+                w.decode_rows(rows, &mut buf);
+                let i = buf.iter().position(|v| !v.is_finite())?;
+                Some((t, r0 * w.cols() + i, buf[i]))
+            })
+        });
+        EngineError::NonFinite(match bad {
+            Some((t, index, value)) => format!(
+                "{file}: the logits are not finite: tensor '{}' holds {value} at element {index}; the weights are broken (re-merge, re-quantize or re-download the model)",
+                t.name
+            ),
+            None => format!(
+                "{file}: the logits are not finite although every weight is: the activations overflow float32 (check the model's norm epsilon and RoPE settings)"
+            ),
         })
     }
 

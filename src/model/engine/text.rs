@@ -3,6 +3,11 @@
 //! the way transformers' `apply_chat_template` renders it (a Jinja template
 //! over `messages`, `add_generation_prompt`, `bos_token`, `eos_token`).
 //!
+//! Templates run with Python's string methods (`.strip()`, `.split()`,
+//! `.startswith()`…, minijinja-contrib's pycompat) as transformers' Jinja
+//! has them, and with a bounded budget of steps ([`TEMPLATE_FUEL`]) so that
+//! a template that never finishes fails instead of spinning.
+//!
 //! For an HF directory everything comes from the directory; for a GGUF
 //! model the vocabulary in its metadata is used ([`crate::model::tokenizer`]), or an
 //! HF directory named with `--tokenizer`.
@@ -22,8 +27,20 @@ pub enum TextError {
     Invalid { path: PathBuf, msg: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    #[error("chat template: {0}")]
-    Template(String),
+    #[error("chat template in {origin}: {msg}")]
+    Template { origin: String, msg: String },
+}
+
+/// Steps (minijinja fuel: about one per instruction and per 64 bytes of
+/// data) one render of a chat template may take. Real templates render a
+/// conversation of a thousand turns in a fraction of it (see the tests); a
+/// template that loops without end stops here within a second.
+pub const TEMPLATE_FUEL: u64 = 2_000_000;
+
+/// A chat template and where it was read from (for errors).
+struct ChatTemplate {
+    origin: String,
+    text: String,
 }
 
 /// A tokenizer and the chat template that goes with it.
@@ -31,7 +48,7 @@ pub struct Text {
     pub tokenizer: Tokenizer,
     /// Where tokenizer.json was read from.
     pub dir: PathBuf,
-    chat_template: Option<String>,
+    chat_template: Option<ChatTemplate>,
     bos_token: Option<String>,
     eos_token: Option<String>,
 }
@@ -62,7 +79,9 @@ impl Text {
         Ok(Text {
             bos_token: token("tokenizer.ggml.bos_token_id"),
             eos_token: token("tokenizer.ggml.eos_token_id"),
-            chat_template: meta.str("tokenizer.chat_template").map(str::to_string),
+            chat_template: meta
+                .str("tokenizer.chat_template")
+                .map(|t| ChatTemplate::gguf(model, t)),
             dir: model.root.clone(),
             tokenizer,
         })
@@ -93,18 +112,31 @@ impl Text {
             path: file.clone(),
             msg: e.to_string(),
         })?;
-        let config = crate::store::read_json(&dir.join("tokenizer_config.json")).ok();
-        let jinja = std::fs::read_to_string(dir.join("chat_template.jinja")).ok();
+        let config_file = dir.join("tokenizer_config.json");
+        let config = crate::store::read_json(&config_file).ok();
+        let jinja_file = dir.join("chat_template.jinja");
+        // A FIFO or device under that name would block the read: regular files only.
+        let jinja = jinja_file
+            .is_file()
+            .then(|| std::fs::read_to_string(&jinja_file).ok())
+            .flatten()
+            .map(|text| ChatTemplate {
+                origin: jinja_file.display().to_string(),
+                text,
+            });
         let from_config = config
             .as_ref()
             .and_then(|c| c.get("chat_template"))
             .and_then(|t| t.as_str())
-            .map(str::to_string);
+            .map(|text| ChatTemplate {
+                origin: format!("{} (chat_template)", config_file.display()),
+                text: text.to_string(),
+            });
         let from_gguf = model
             .gguf
             .as_ref()
             .and_then(|m| m.str("tokenizer.chat_template"))
-            .map(str::to_string);
+            .map(|t| ChatTemplate::gguf(model, t));
         Ok(Text {
             tokenizer,
             dir,
@@ -159,13 +191,44 @@ impl Text {
     /// Renders a one-turn conversation with the chat template, ready for
     /// the assistant's answer.
     pub fn chat_prompt(&self, user: &str, system: Option<&str>) -> Result<String, TextError> {
-        let tpl = self.chat_template.as_deref().ok_or_else(|| {
+        let tpl = self.chat_template.as_ref().ok_or_else(|| {
             TextError::Missing(format!(
                 "{}: the model has no chat template (chat_template.jinja, tokenizer_config.json or GGUF tokenizer.chat_template); drop --chat",
                 self.dir.display()
             ))
         })?;
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(serde_json::json!({"role": "system", "content": s}));
+        }
+        messages.push(serde_json::json!({"role": "user", "content": user}));
+        tpl.render(
+            &messages,
+            self.bos_token.as_deref().unwrap_or_default(),
+            self.eos_token.as_deref().unwrap_or_default(),
+        )
+    }
+}
+
+impl ChatTemplate {
+    fn gguf(model: &Model, text: &str) -> ChatTemplate {
+        ChatTemplate {
+            origin: format!("{} (tokenizer.chat_template)", model.root.display()),
+            text: text.to_string(),
+        }
+    }
+
+    /// Renders `messages` as transformers' `apply_chat_template(...,
+    /// add_generation_prompt=True)` does.
+    fn render(
+        &self,
+        messages: &[serde_json::Value],
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, TextError> {
         let mut env = minijinja::Environment::new();
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
             |msg: String| -> Result<String, minijinja::Error> {
@@ -175,22 +238,124 @@ impl Text {
                 ))
             },
         );
-        env.add_template("chat", tpl)
-            .map_err(|e| TextError::Template(e.to_string()))?;
-        let mut messages = Vec::new();
-        if let Some(s) = system {
-            messages.push(serde_json::json!({"role": "system", "content": s}));
-        }
-        messages.push(serde_json::json!({"role": "user", "content": user}));
+        let fail = |e: minijinja::Error| TextError::Template {
+            origin: self.origin.clone(),
+            msg: if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                format!(
+                    "the template did not finish within {TEMPLATE_FUEL} steps (an endless loop?); fix the template or drop --chat"
+                )
+            } else {
+                e.to_string()
+            },
+        };
+        env.add_template("chat", &self.text).map_err(fail)?;
         env.get_template("chat")
             .and_then(|t| {
                 t.render(minijinja::context! {
-                    messages => minijinja::Value::from(minijinja::value::Serde(&messages)),
+                    messages => minijinja::Value::from(minijinja::value::Serde(messages)),
                     add_generation_prompt => true,
-                    bos_token => self.bos_token.clone().unwrap_or_default(),
-                    eos_token => self.eos_token.clone().unwrap_or_default(),
+                    bos_token => bos_token,
+                    eos_token => eos_token,
                 })
             })
-            .map_err(|e| TextError::Template(e.to_string()))
+            .map_err(fail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(text: &str) -> ChatTemplate {
+        ChatTemplate {
+            origin: "test.jinja".into(),
+            text: text.into(),
+        }
+    }
+
+    /// `turns` alternating user/assistant messages after a system one.
+    fn conversation(turns: usize) -> Vec<serde_json::Value> {
+        let mut m = vec![serde_json::json!({"role": "system", "content": "  Be brief.  "})];
+        m.extend((0..turns).map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            serde_json::json!({"role": role, "content": format!("message {i}: {}", "word ".repeat(100))})
+        }));
+        m
+    }
+
+    #[test]
+    fn a_template_that_never_ends_fails_quickly_and_says_why() {
+        // range() is capped at 100 000 items, so nesting makes 10¹⁰ steps.
+        let t = template(
+            "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
+        );
+        let t0 = std::time::Instant::now();
+        let e = t.render(&conversation(1), "", "").unwrap_err().to_string();
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(
+            e.contains("test.jinja")
+                && e.contains("did not finish within")
+                && e.contains("drop --chat"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn templates_may_use_python_string_methods() {
+        let t = template(
+            "{% for m in messages %}{% if m.content.startswith('  Be') %}[{{ m.content.strip() }}]{% endif %}\
+             {{ m.role.upper() }}:{{ m.content.split(':')[0] }};{% endfor %}",
+        );
+        assert_eq!(
+            t.render(&conversation(2), "", "").unwrap(),
+            "[Be brief.]SYSTEM:  Be brief.  ;USER:message 0;ASSISTANT:message 1;"
+        );
+    }
+
+    /// SmolLM2's template (from its GGUF, fixtures/smollm2/expected.json),
+    /// and the non-tool paths of Llama-3-Instruct's and Qwen2.5-Instruct's,
+    /// render a thousand-turn conversation within the fuel.
+    #[test]
+    fn real_templates_render_long_conversations_within_the_fuel() {
+        let expected: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/smollm2/expected.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let smollm2 = expected["metadata"]["tokenizer.chat_template"]["value"]
+            .as_str()
+            .unwrap();
+        let llama3 = "{% set loop_messages = messages %}{% for message in loop_messages %}\
+            {% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}\
+            {% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}\
+            {% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+        let qwen25 = "{%- if messages[0]['role'] == 'system' %}\
+                {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}\
+            {%- else %}\
+                {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}\
+            {%- endif %}\
+            {%- for message in messages %}\
+                {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or (message.role == \"assistant\" and not message.tool_calls) %}\
+                    {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}\
+                {%- endif %}\
+            {%- endfor %}\
+            {%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}";
+        let messages = conversation(1000);
+        for (name, text) in [
+            ("smollm2", smollm2),
+            ("llama3", llama3),
+            ("qwen2.5", qwen25),
+        ] {
+            let out = template(text)
+                .render(&messages, "<s>", "</s>")
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(out.contains("message 999: word"), "{name}");
+        }
     }
 }
