@@ -485,3 +485,108 @@ fn refusals_name_the_file_and_the_way_out() {
     let msg = tokenizer::from_gguf(&meta).unwrap_err().to_string();
     assert!(msg.contains("architecture 'gemma2'"), "{msg}");
 }
+
+/// GGUF → `llmtool convert` → `llmtool quantize`: the HF directory carries
+/// SmolLM2's tokenizer as its Hub repo does (byte-level BPE, GPT2Tokenizer;
+/// the form whose llama.cpp converter golden is smollm2-gpt2.json), and the
+/// GGUF made from it has the original file's `tokenizer.*` keys, so
+/// llama.cpp, which builds its vocabulary from those keys alone, tokenizes
+/// as with the original. The one addition is `add_eos_token = false`,
+/// llama.cpp's default, which today's converter writes for the Hub repo too.
+/// The form transformers' GGUF import saves (a Llama tokenizer with byte
+/// fallback over the same vocabulary) is refused by quantize.
+#[test]
+fn smollm2_tokenizer_round_trips_through_convert_and_quantize() {
+    let Some(p) = common::smollm2() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("hf");
+    let run = |args: &[&str]| {
+        let out = common::llmtool().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "convert",
+        p.to_str().unwrap(),
+        "--out",
+        hf.to_str().unwrap(),
+    ]);
+    let read = |p: &Path| -> Json { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let hub = smollm2_gpt2_dir(&p);
+    assert!(
+        read(&hf.join("tokenizer.json")) == read(&hub.path().join("tokenizer.json")),
+        "tokenizer.json is SmolLM2's Hub form"
+    );
+    let (ours, theirs) = (
+        read(&hf.join("tokenizer_config.json")),
+        read(&hub.path().join("tokenizer_config.json")),
+    );
+    for k in [
+        "tokenizer_class",
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "pad_token",
+        "add_prefix_space",
+        "chat_template",
+    ] {
+        assert_eq!(ours[k], theirs[k], "tokenizer_config.json {k}");
+    }
+
+    let own = tmp.path().join("own.gguf");
+    run(&[
+        "quantize",
+        "q8_0",
+        hf.to_str().unwrap(),
+        "--out",
+        own.to_str().unwrap(),
+    ]);
+    let tokenizer_keys = |m: &Metadata| -> Vec<(String, Value)> {
+        m.entries()
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenizer."))
+            .cloned()
+            .collect()
+    };
+    let mut want = tokenizer_keys(&metadata_of(&p));
+    want.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)));
+    let mut got = tokenizer_keys(&metadata_of(&own));
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got.iter().map(|e| &e.0).collect::<Vec<_>>(),
+        want.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    for (g, w) in got.iter().zip(&want) {
+        assert!(g.1 == w.1, "{} differs from the original GGUF's", g.0);
+    }
+
+    // What transformers' GGUF import saves: refused, with the way out.
+    let import = tmp.path().join("import");
+    std::fs::create_dir(&import).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(hf.join(f), import.join(f)).unwrap();
+    }
+    std::fs::copy(
+        common::fixture("tokenizer/smollm2-hf-form/tokenizer_config.json"),
+        import.join("tokenizer_config.json"),
+    )
+    .unwrap();
+    let tj = tokenizer::hf_tokenizer_json(&metadata_of(&p)).unwrap();
+    std::fs::write(import.join("tokenizer.json"), tj.to_string()).unwrap();
+    let out = common::llmtool()
+        .args(["quantize", "q8_0", import.to_str().unwrap(), "--out"])
+        .arg(tmp.path().join("broken.gguf"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("byte-level BPE vocabulary saved as a Llama tokenizer"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("broken.gguf").exists());
+}

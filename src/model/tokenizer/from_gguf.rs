@@ -9,7 +9,9 @@
 //! ignores `tokenizer.ggml.pre` and `add_bos_token` (LlamaTokenizerFast always
 //! adds BOS), and without merges it rebuilds them from the scores. We build
 //! the same thing so that a model converted back to HF tokenizes as the
-//! reference import does.
+//! reference import does, with one exception: a byte-level vocabulary under
+//! a Llama architecture is written as its Hub repo ships it, because the
+//! import's form reads back through llama.cpp's converter as SentencePiece.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -137,6 +139,8 @@ struct Built {
     unk: Option<String>,
     pad: Option<String>,
     clean_up_spaces: bool,
+    /// tokenizer_config.json's `add_prefix_space` (None: not written).
+    add_prefix_space: Option<bool>,
 }
 
 fn build(meta: &Metadata) -> Result<Built> {
@@ -291,6 +295,7 @@ fn build(meta: &Metadata) -> Result<Built> {
         unk,
         pad: pad_id.map(|i| tokens[i].to_string()),
         clean_up_spaces: byte_level,
+        add_prefix_space: None,
     })
 }
 
@@ -387,6 +392,132 @@ fn build_qwen2(meta: &Metadata) -> Result<Built> {
         unk: Some(QWEN2_SPECIALS[0].to_string()),
         pad: Some(named(keys::PAD_ID)?),
         clean_up_spaces: false,
+        add_prefix_space: None,
+    })
+}
+
+/// The original Hub form of a byte-level BPE tokenizer, by llama.cpp's
+/// `tokenizer.ggml.pre` name: its pre-tokenizer, transformers class and
+/// `ignore_merges`. `smollm` is SmolLM2's tokenizer.json
+/// (fixtures/tokenizer/smollm2-gpt2, which llama.cpp's converter reads back
+/// as `smollm`); `gpt-2` is GPT-2's; `llama-bpe` is Meta-Llama-3's.
+fn hub_form(pre: &str) -> Option<(Json, &'static str, bool)> {
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    Some(match pre {
+        "smollm" => (
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+            "GPT2Tokenizer",
+            false,
+        ),
+        "gpt-2" => (byte_level(true), "GPT2Tokenizer", false),
+        "llama-bpe" => (
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
+                byte_level(false)]}),
+            "PreTrainedTokenizerFast",
+            true,
+        ),
+        _ => return None,
+    })
+}
+
+/// Meta-Llama-3's pre-tokenizer split pattern (its tokenizer.json).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// What [`write_hf_tokenizer`] writes: for a byte-level BPE vocabulary
+/// (`tokenizer.ggml.model` gpt2) under a Llama architecture whose
+/// pre-tokenizer is known, the tokenizer as its Hub repo ships it, so that
+/// llama.cpp's converter and ours read the directory back to the same
+/// `tokenizer.*` keys. transformers' GGUF import (what [`build`] mirrors)
+/// writes a Llama tokenizer with byte fallback there instead, which both
+/// converters take for SentencePiece (`tokenizer.ggml.model` llama, `pre`
+/// default): a GGUF made from it detokenizes as `ĊĊTheĠ…`. Otherwise the
+/// import's form.
+fn build_for_hub(meta: &Metadata) -> Result<Built> {
+    let llama = meta
+        .str("general.architecture")
+        .and_then(GgufArch::transformers_tokenizer)
+        == Some(GgufArch::Llama);
+    let form = meta.str(keys::PRE).and_then(hub_form);
+    match form {
+        Some(form) if llama && meta.str(keys::MODEL) == Some("gpt2") => {
+            build_byte_level(meta, form)
+        }
+        _ => build(meta),
+    }
+}
+
+fn build_byte_level(
+    meta: &Metadata,
+    (pre_tokenizer, class, ignore_merges): (Json, &'static str, bool),
+) -> Result<Built> {
+    let tokens = string_array(meta, keys::TOKENS)?.ok_or_else(|| {
+        meta_err(format!(
+            "{} is missing: the file has no vocabulary",
+            keys::TOKENS
+        ))
+    })?;
+    let merges = string_array(meta, keys::MERGES)?.ok_or_else(|| {
+        meta_err(format!(
+            "{} is missing (a byte-level BPE needs merges)",
+            keys::MERGES
+        ))
+    })?;
+    let n = tokens.len();
+    let types = number_array(meta, keys::TOKEN_TYPE)?.unwrap_or_default();
+    let mut added = Vec::new();
+    for (id, ty) in types.iter().enumerate().take(n) {
+        if *ty == f64::from(token_type::CONTROL) {
+            added.push(added_token(id, tokens[id], true));
+        } else if *ty == f64::from(token_type::USER_DEFINED) {
+            added.push(added_token(id, tokens[id], false));
+        }
+    }
+    let name = |key: &str| -> Result<Option<String>> {
+        Ok(token_id(meta, key, n)?.map(|i| tokens[i].to_string()))
+    };
+    let bos = name(keys::BOS_ID)?;
+    let add_bos = matches!(meta.get(keys::ADD_BOS), Some(Value::Bool(true)));
+    let byte_level_post = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true});
+    let post_processor = match (&bos, add_bos) {
+        (Some(b), true) => json!({"type": "Sequence", "processors": [byte_level_post, {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [
+                {"SpecialToken": {"id": b, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                {"SpecialToken": {"id": b, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}},
+            ],
+            "special_tokens": {b.as_str(): {"id": b, "ids": [token_id(meta, keys::BOS_ID, n)?], "tokens": [b]}},
+        }]}),
+        _ => byte_level_post,
+    };
+    let tokenizer_json = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": ignore_merges, "vocab": vocab_json(&tokens),
+            "merges": merges_json(split_merges(&merges)?),
+        },
+    });
+    Ok(Built {
+        tokenizer_json,
+        class,
+        add_bos_eos: None,
+        bos,
+        eos: name(keys::EOS_ID)?,
+        unk: name(keys::UNK_ID)?,
+        pad: name(keys::PAD_ID)?,
+        clean_up_spaces: false,
+        add_prefix_space: Some(false),
     })
 }
 
@@ -414,14 +545,16 @@ fn write_json(path: &Path, value: &Json) -> Result<PathBuf> {
 }
 
 /// Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json
-/// into `out_dir` (created if needed; each file written atomically) so that
+/// into `out_dir` (created if needed; each file written atomically): a
+/// byte-level vocabulary with a known pre-tokenizer in its Hub form (see
+/// [`build_for_hub`]), anything else so that
 /// `AutoTokenizer.from_pretrained(out_dir)` loads a LlamaTokenizerFast that
 /// encodes as transformers' GGUF import of the same metadata. The config
 /// adds what the import leaves out: the real EOS token (the import sets
 /// EOS to the BOS token), the padding token, `model_max_length` from
 /// `{arch}.context_length` and the chat template. Returns the paths written.
 pub fn write_hf_tokenizer(meta: &Metadata, out_dir: &Path) -> Result<Vec<PathBuf>> {
-    let b = build(meta)?;
+    let b = build_for_hub(meta)?;
     std::fs::create_dir_all(out_dir).map_err(|e| TokenizerError::Io {
         path: out_dir.into(),
         source: e,
@@ -438,6 +571,9 @@ pub fn write_hf_tokenizer(meta: &Metadata, out_dir: &Path) -> Result<Vec<PathBuf
     }
     let arch = meta.str("general.architecture").unwrap_or("llama");
     let mut config = Map::new();
+    if let Some(a) = b.add_prefix_space {
+        config.insert("add_prefix_space".into(), json!(a));
+    }
     if let Some((add_bos, add_eos)) = b.add_bos_eos {
         config.insert("add_bos_token".into(), json!(add_bos));
         config.insert("add_eos_token".into(), json!(add_eos));

@@ -31,8 +31,45 @@ pub fn tokenizer_metadata(
     if model.container != crate::store::Container::Safetensors {
         return Ok(Vec::new());
     }
-    crate::model::tokenizer::gguf_metadata_from_hf(&crate::store::hfdir::source_dir(model), pre)
-        .map_err(|e| Error::Refused(format!("tokenizer: {e}")))
+    let dir = crate::store::hfdir::source_dir(model);
+    let entries = crate::model::tokenizer::gguf_metadata_from_hf(&dir, pre)
+        .map_err(|e| Error::Refused(format!("tokenizer: {e}")))?;
+    refuse_spm_over_byte_level(&dir, &entries)?;
+    Ok(entries)
+}
+
+/// llama.cpp's converter (and ours, which follows it) takes a BPE
+/// tokenizer.json with byte fallback for SentencePiece. transformers' GGUF
+/// import saves byte-level vocabularies (SmolLM2, Llama-3) in exactly that
+/// shape, so such a directory would become `tokenizer.ggml.model` llama over
+/// a byte-level vocabulary: a GGUF that loads and writes `ĊĊTheĠ…`.
+fn refuse_spm_over_byte_level(
+    dir: &Path,
+    entries: &[(String, crate::store::gguf::Value)],
+) -> Result<(), Error> {
+    use crate::model::tokenizer::keys;
+    let spm = entries
+        .iter()
+        .any(|(k, v)| k == keys::MODEL && v.as_str() == Some("llama"));
+    if !spm || dir.join("tokenizer.model").is_file() {
+        return Ok(());
+    }
+    let path = dir.join("tokenizer.json");
+    let Ok(text) = std::fs::read(&path) else {
+        return Ok(());
+    };
+    let json: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+    let byte_level = |v: &serde_json::Value| v.to_string().contains("\"ByteLevel\"");
+    if byte_level(&json["pre_tokenizer"]) || byte_level(&json["decoder"]) {
+        return Err(Error::Refused(format!(
+            "{}: a byte-level BPE vocabulary saved as a Llama tokenizer with byte fallback (the \
+             form transformers' GGUF import writes); llama.cpp would read it as SentencePiece and \
+             the GGUF would detokenize wrongly. Pass --tokenizer-from ORIGINAL.gguf, or write the \
+             directory again with `llmtool convert`, which keeps the original tokenizer form",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The `tokenizer.*` entries of another GGUF (`--tokenizer-from`), e.g. the
