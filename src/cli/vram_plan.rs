@@ -141,8 +141,20 @@ pub fn run(a: Args) -> Result<()> {
         },
         recommend: a.recommend.then_some(a.margin),
     };
-    output::emit(&request::run(&req)?, a.json)
+    let report = request::run(&req)?;
+    output::emit(&report, a.json)?;
+    if report.anything_fits() {
+        Ok(())
+    } else {
+        Err(NothingFits.into())
+    }
 }
+
+/// The plan was printed, but nothing in it fits: exit status
+/// [`super::EXIT_NOTHING_FITS`], so that scripts can tell.
+#[derive(Debug, thiserror::Error)]
+#[error("nothing fits: no format fits any GPU asked (see the report above)")]
+pub struct NothingFits;
 
 impl Render for Report {
     fn json(&self) -> serde_json::Result<serde_json::Value> {

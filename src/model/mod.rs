@@ -8,4 +8,5 @@ pub mod arch;
 pub mod engine;
 pub mod family;
 pub mod hf_gguf;
+pub mod packed;
 pub mod tokenizer;

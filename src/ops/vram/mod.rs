@@ -253,7 +253,11 @@ pub struct PlanRow {
     /// Layers per device (several GPUs).
     pub split: Vec<u64>,
     pub price_per_hour: f64,
+    /// The engine command line (or transformers call).
     pub flags: String,
+    /// What must be made before `flags` runs (a GGUF file, an AWQ/GPTQ
+    /// checkpoint nobody publishes), with how.
+    pub prerequisite: Option<String>,
 }
 
 /// Memory on each device for a layer split `split` (layers per device, in
@@ -306,7 +310,7 @@ fn device_loads(
                 b.kv = cnt * kv_layer_tok * o.ctx * o.users;
                 let tokens = o.users * o.ubatch.unwrap_or(o.ctx).min(o.ctx);
                 let dequant = if matches!(
-                    f,
+                    f.as_loaded(m),
                     DeployFormat::Nf4
                         | DeployFormat::Awq
                         | DeployFormat::Gptq
@@ -597,6 +601,13 @@ pub fn plan(
     o: &Options,
     setup: &GpuSetup,
 ) -> Result<PlanRow> {
+    // Without bfloat16 (compute capability below 8.0) 16-bit weights run
+    // as float16: same memory, and the flags say so.
+    let f = if f == DeployFormat::Bf16 && !setup.gpu.has_bf16() {
+        DeployFormat::F16
+    } else {
+        f
+    };
     validate(m, f, e, o)?;
     if e == Runtime::Vllm && setup.count > 1 && m.shape.heads % setup.count as u64 != 0 {
         return Err(invalid(format!(
@@ -634,7 +645,7 @@ pub fn plan(
         Runtime::Vllm => o.ubatch.unwrap_or(vllm_default_batched_tokens(setup)),
     };
     let kv_type = o.kv.unwrap_or(KvType::F16);
-    let flags = flags(m, f, e, o, setup, ngl, &split, ubatch, kv_type);
+    let (flags, prerequisite) = flags(m, f, e, o, setup, ngl, &split, ubatch, kv_type);
     Ok(PlanRow {
         gpu: setup.gpu.name.clone(),
         gpus: setup.count,
@@ -655,10 +666,68 @@ pub fn plan(
         split,
         price_per_hour: setup.gpu.price_per_hour * setup.count.max(1) as f64,
         flags,
+        prerequisite,
     })
 }
 
-/// The command line (or call) that runs the plan.
+/// What a plan's command loads: the model as it is, or a checkpoint that
+/// must exist first.
+struct Source {
+    /// Path or repo id in the command.
+    name: String,
+    /// What to make before the command runs, if anything.
+    prerequisite: Option<String>,
+}
+
+/// The source the engine loads for format `f`. GGUF formats need a GGUF
+/// file made by `llmtool quantize`; AWQ and GPTQ need a pre-quantized
+/// checkpoint (the publisher's repo when the catalog knows one: loading
+/// the 16-bit repo with `--quantization awq` fails); bitsandbytes formats
+/// quantize the 16-bit weights while loading.
+fn source(m: &ModelSpec, f: DeployFormat, e: Runtime) -> Source {
+    let name = |suffix: &str| format!("{}-{suffix}", m.shape.name.replace('/', "_"));
+    let ready = |name: String| Source {
+        name,
+        prerequisite: None,
+    };
+    if f == DeployFormat::Native {
+        return ready(m.source.clone());
+    }
+    if e == Runtime::LlamaCpp {
+        let file = name(&format!("{}.gguf", f.name().to_uppercase()));
+        return Source {
+            prerequisite: Some(format!(
+                "make {file} first: llmtool quantize {} {} --out {file}",
+                f.name(),
+                m.source
+            )),
+            name: file,
+        };
+    }
+    let suffix = match f {
+        DeployFormat::Awq => "AWQ",
+        DeployFormat::Gptq => "GPTQ-Int4",
+        DeployFormat::Gptq8 => "GPTQ-Int8",
+        _ => return ready(m.source.clone()),
+    };
+    match m.published.iter().find(|(p, _)| *p == f) {
+        Some((_, repo)) => ready(repo.clone()),
+        None => {
+            let dir = format!("./{}", name(suffix));
+            Source {
+                prerequisite: Some(format!(
+                    "no published {suffix} checkpoint of {} is known: quantize it into {dir} first (AutoAWQ, GPTQModel or llm-compressor; llmtool writes bitsandbytes and GGUF only)",
+                    m.source
+                )),
+                name: dir,
+            }
+        }
+    }
+}
+
+/// The command line (or call) that runs the plan, and what it needs made
+/// first. On GPUs without bfloat16 (compute capability below 8.0) the
+/// engines are told to compute in float16.
 #[allow(clippy::too_many_arguments)]
 fn flags(
     m: &ModelSpec,
@@ -670,21 +739,17 @@ fn flags(
     split: &[u64],
     ubatch: u64,
     kv: KvType,
-) -> String {
-    let src = &m.source;
-    match e {
+) -> (String, Option<String>) {
+    let Source {
+        name: src,
+        prerequisite,
+    } = source(m, f, e);
+    let loaded = f.as_loaded(m);
+    let bf16 = setup.gpu.has_bf16();
+    let cmd = match e {
         Runtime::LlamaCpp => {
-            let file = if f == DeployFormat::Native {
-                src.clone()
-            } else {
-                format!(
-                    "{}-{}.gguf",
-                    m.shape.name.replace('/', "_"),
-                    f.name().to_uppercase()
-                )
-            };
             let mut s = format!(
-                "llama-server -m {file} -c {} -np {} -ngl {} -ub {ubatch} -fa {} --cache-type-k {} --cache-type-v {}",
+                "llama-server -m {src} -c {} -np {} -ngl {} -ub {ubatch} -fa {} --cache-type-k {} --cache-type-v {}",
                 o.ctx * o.users,
                 o.users,
                 ngl.unwrap_or(m.shape.layers + 1),
@@ -706,10 +771,16 @@ fn flags(
                 o.gpu_util,
                 if kv == KvType::Fp8 { "fp8" } else { "auto" }
             );
-            s += match f {
+            s += match loaded {
                 DeployFormat::Awq => " --quantization awq",
                 DeployFormat::Gptq | DeployFormat::Gptq8 => " --quantization gptq",
-                DeployFormat::Nf4 => " --quantization bitsandbytes",
+                DeployFormat::Nf4 | DeployFormat::Int8 => " --quantization bitsandbytes",
+                _ => "",
+            };
+            // vLLM takes the checkpoint's dtype unless told; below compute
+            // capability 8.0 it refuses bf16.
+            s += match loaded {
+                _ if !bf16 => " --dtype half",
                 DeployFormat::F16 => " --dtype float16",
                 DeployFormat::Bf16 => " --dtype bfloat16",
                 _ => "",
@@ -723,19 +794,21 @@ fn flags(
             s
         }
         Runtime::Transformers => {
-            let dtype = if f == DeployFormat::F16 {
+            let dtype = if f == DeployFormat::F16 || !bf16 {
                 "float16"
             } else {
                 "bfloat16"
             };
+            // A pre-quantized checkpoint carries its quantization_config.
             let q = match f {
-                DeployFormat::Int8 => ", quantization_config=BitsAndBytesConfig(load_in_8bit=True)",
-                DeployFormat::Nf4 => ", quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\", bnb_4bit_compute_dtype=torch.bfloat16)",
-                _ => "",
+                DeployFormat::Int8 => ", quantization_config=BitsAndBytesConfig(load_in_8bit=True)".to_string(),
+                DeployFormat::Nf4 => format!(", quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\", bnb_4bit_compute_dtype=torch.{dtype})"),
+                _ => String::new(),
             };
             format!("AutoModelForCausalLM.from_pretrained(\"{src}\", dtype=torch.{dtype}, device_map=\"auto\"{q})")
         }
-    }
+    };
+    (cmd, prerequisite)
 }
 
 /// Why a better format was passed over.
@@ -771,6 +844,17 @@ pub fn recommend(
             Some(_) => continue,
             None => Runtime::natural(f, m),
         };
+        if f == DeployFormat::Bf16 && !setup.gpu.has_bf16() {
+            rejected.push(Rejected {
+                format: f,
+                engine: e,
+                reason: format!(
+                    "{} has no bfloat16 (compute capability below 8.0): f16 instead",
+                    setup.gpu.name
+                ),
+            });
+            continue;
+        }
         let row = match plan(m, f, e, o, setup) {
             Ok(r) => r,
             Err(err) => {
