@@ -459,3 +459,46 @@ fn vram_plan_nothing_fits_exits_3() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// The vram-plan report fits the width (`COLUMNS`, as shells export it; it
+/// used to be ~190 columns wide) and is plain ASCII when standard output is
+/// not a terminal, for plans, several GPUs, vLLM and `--recommend`.
+#[test]
+fn vram_plan_fits_the_width_in_ascii() {
+    let runs: [&[&str]; 4] = [
+        &["Qwen2.5-14B", "--ctx", "2048"],
+        &["Llama-3.1-8B", "--gpus", "2xT4", "--engine", "vllm"],
+        &[
+            "Llama-3.1-8B",
+            "--gpu",
+            "T4",
+            "--quant",
+            "q8_0",
+            "--ctx",
+            "131072",
+            "--users",
+            "3",
+        ],
+        &["Qwen2.5-14B", "--gpu", "T4,A10G", "--recommend"],
+    ];
+    for width in [80, 100] {
+        for args in runs {
+            let out = llmtool()
+                .arg("vram-plan")
+                .args(args)
+                .env("COLUMNS", width.to_string())
+                .output()
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert!(text.lines().count() > 5, "{args:?}: a report: {text}");
+            assert!(text.is_ascii(), "{args:?} at {width}: not ASCII:\n{text}");
+            for line in text.lines() {
+                assert!(
+                    line.len() <= width,
+                    "{args:?}: line of {} > {width}:\n{line}\n\n{text}",
+                    line.len()
+                );
+            }
+        }
+    }
+}

@@ -526,7 +526,7 @@ fn awq_and_gptq_commands_name_a_pre_quantized_checkpoint() {
     let row = plan::plan(&llama, DeployFormat::Q4KM, Runtime::LlamaCpp, &o, &a10g).unwrap();
     assert_eq!(
         row.prerequisite.as_deref(),
-        Some("make Llama-3.1-8B-Q4_K_M.gguf first: llmtool quantize q4_k_m meta-llama/Llama-3.1-8B-Instruct --out Llama-3.1-8B-Q4_K_M.gguf")
+        Some("llmtool quantize q4_k_m meta-llama/Llama-3.1-8B-Instruct --out Llama-3.1-8B-Q4_K_M.gguf")
     );
 }
 

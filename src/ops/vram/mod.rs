@@ -697,7 +697,7 @@ fn source(m: &ModelSpec, f: DeployFormat, e: Runtime) -> Source {
         let file = name(&format!("{}.gguf", f.name().to_uppercase()));
         return Source {
             prerequisite: Some(format!(
-                "make {file} first: llmtool quantize {} {} --out {file}",
+                "llmtool quantize {} {} --out {file}",
                 f.name(),
                 m.source
             )),
@@ -716,7 +716,7 @@ fn source(m: &ModelSpec, f: DeployFormat, e: Runtime) -> Source {
             let dir = format!("./{}", name(suffix));
             Source {
                 prerequisite: Some(format!(
-                    "no published {suffix} checkpoint of {} is known: quantize it into {dir} first (AutoAWQ, GPTQModel or llm-compressor; llmtool writes bitsandbytes and GGUF only)",
+                    "quantize {} into {dir} with AutoAWQ, GPTQModel or llm-compressor (no published {suffix} checkpoint of it is known; llmtool writes bitsandbytes and GGUF only)",
                     m.source
                 )),
                 name: dir,
