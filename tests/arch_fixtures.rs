@@ -456,8 +456,9 @@ fn awq_and_gptq_checkpoints_show_the_unpacked_model() {
     }
 }
 
-/// A qweight whose scales fit neither packing is counted as stored, with a
-/// warning naming it (no panic, no invented shape).
+/// A qweight whose scales fit neither packing, or a bitsandbytes quant
+/// state that is not JSON or disagrees with the packed bytes, is counted as
+/// stored, with a warning naming the tensor (no panic, no invented shape).
 #[test]
 fn undecodable_packing_is_a_named_warning() {
     let dir = packed_tiny_qwen2(
@@ -488,6 +489,44 @@ fn undecodable_packing_is_a_named_warning() {
         "{:?}",
         a.warnings
     );
+    // bitsandbytes 4-bit with a quant state that is not JSON, or whose shape
+    // does not match the packed bytes.
+    for (state, why) in [
+        (b"{not json".to_vec(), "the quant state is not JSON"),
+        (
+            br#"{"quant_type": "nf4", "shape": [3, 3]}"#.to_vec(),
+            "holds 9 elements",
+        ),
+    ] {
+        let dir = packed_tiny_qwen2(
+            serde_json::json!({"quant_method": "bitsandbytes"}),
+            |module, out, inp| {
+                let len = state.len() as u64;
+                vec![
+                    (
+                        format!("{module}.weight"),
+                        "U8",
+                        vec![out * inp / 2, 1],
+                        vec![],
+                    ),
+                    (
+                        format!("{module}.weight.quant_state.bitsandbytes__nf4"),
+                        "U8",
+                        vec![len],
+                        state.clone(),
+                    ),
+                ]
+            },
+        );
+        let a = arch::detect(&Model::open(dir.path().to_str().unwrap()).unwrap());
+        assert!(
+            a.warnings.iter().any(|w| w
+                .contains("model.layers.0.mlp.up_proj.weight.quant_state.bitsandbytes__nf4")
+                && w.contains(why)),
+            "{why}: {:?}",
+            a.warnings
+        );
+    }
 }
 
 /// Our own `quantize nf4` / `int8` output (issue: inspect-arch reported

@@ -179,7 +179,7 @@ impl Render for Report {
 impl Render for Catalogs {
     fn json(&self) -> serde_json::Result<serde_json::Value> {
         Ok(serde_json::json!({
-            "models": self.models.iter().map(|m| serde_json::json!({"repo": m.repo, "aliases": m.aliases, "shape": m.shape})).collect::<Vec<_>>(),
+            "models": self.models.iter().map(|m| serde_json::json!({"repo": m.repo, "aliases": m.aliases, "awq": m.awq, "gptq_int4": m.gptq_int4, "shape": m.shape})).collect::<Vec<_>>(),
             "gpus": self.gpus,
         }))
     }
