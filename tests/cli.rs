@@ -481,14 +481,16 @@ fn vram_plan_fits_the_width_in_ascii() {
         ],
         &["Qwen2.5-14B", "--gpu", "T4,A10G", "--recommend"],
     ];
-    for width in [80, 100] {
+    // No COLUMNS and no terminal: 100 columns.
+    for (columns, width) in [(Some(80), 80), (Some(100), 100), (None, 100)] {
         for args in runs {
-            let out = llmtool()
-                .arg("vram-plan")
-                .args(args)
-                .env("COLUMNS", width.to_string())
-                .output()
-                .unwrap();
+            let mut cmd = llmtool();
+            cmd.arg("vram-plan").args(args);
+            match columns {
+                Some(c) => cmd.env("COLUMNS", c.to_string()),
+                None => cmd.env_remove("COLUMNS"),
+            };
+            let out = cmd.output().unwrap();
             let text = String::from_utf8(out.stdout).unwrap();
             assert!(text.lines().count() > 5, "{args:?}: a report: {text}");
             assert!(text.is_ascii(), "{args:?} at {width}: not ASCII:\n{text}");

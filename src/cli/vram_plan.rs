@@ -275,6 +275,7 @@ fn render_rows(m: &ModelSpec, rows: &[PlanRow], o: &Options) -> String {
             }
         );
         let mut t = table();
+        t.set_width(width.min(u16::MAX as usize) as u16);
         t.set_header(vec![
             "format, engine",
             "weights",
