@@ -25,6 +25,9 @@ use crate::units::gib;
 /// name (Qwen2.5-0.5B…72B, Llama-3-8B, Llama-3.1-8B/70B, Llama-3.2-1B/3B,
 /// Mistral-7B, Mistral-Small-24B, SmolLM2-135M/360M/1.7B, or their Hub
 /// repo ids); --list prints the catalogs.
+///
+/// Exit status: 0 when something fits, 3 when the report shows nothing
+/// that fits (no row; with --recommend no GPU), 1 on error, 2 on usage.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     llmtool vram-plan Qwen2.5-14B --gpu T4,A10G --quant bf16,int8,nf4\n  \
@@ -318,12 +321,7 @@ fn render_rows(m: &ModelSpec, rows: &[PlanRow], o: &Options) -> String {
                 let text = format!("layers per GPU: {:?}", r.split);
                 s += &format!("{}\n", output::wrap(&text, width, "  ", ""));
             }
-            if let Some(p) = &r.prerequisite {
-                s += &format!(
-                    "{}\n",
-                    output::wrap(&format!("first: {p}"), width, "  ", "")
-                );
-            }
+            s += &prerequisite(r, width);
             s += &command(r, width);
         }
     }
@@ -369,9 +367,7 @@ fn render_recommendation(m: &ModelSpec, rec: &Recommendation) -> String {
                 s += &format!("better formats passed over:\n{passed}");
             }
             s += "command:\n";
-            if let Some(p) = &row.prerequisite {
-                s += &line(&format!("first: {p}"), "  ");
-            }
+            s += &prerequisite(row, width);
             s += &command(row, width);
         }
         None => {
@@ -383,6 +379,18 @@ fn render_recommendation(m: &ModelSpec, rec: &Recommendation) -> String {
         }
     }
     s
+}
+
+/// What a row needs made first, wrapped to `width`: for llama.cpp the
+/// `llmtool quantize` command (continued with a backslash), else a sentence.
+fn prerequisite(r: &PlanRow, width: usize) -> String {
+    match &r.prerequisite {
+        None => String::new(),
+        Some(p) if r.engine == Runtime::LlamaCpp => {
+            format!("  first:\n{}\n", output::wrap(p, width, "    ", " \\"))
+        }
+        Some(p) => output::wrap(&format!("first: {p}"), width, "  ", "") + "\n",
+    }
 }
 
 /// A row's command wrapped to `width`: shell commands continue with a
