@@ -507,8 +507,9 @@ fn awq_and_gptq_commands_name_a_pre_quantized_checkpoint() {
     assert_eq!(row.prerequisite, None);
     let row = plan::plan(&qwen, DeployFormat::Gptq, Runtime::Transformers, &o, &a10g).unwrap();
     assert!(
-        row.flags
-            .contains("from_pretrained(\"Qwen/Qwen2.5-14B-Instruct-GPTQ-Int4\""),
+        row.flags.contains(
+            "from_pretrained(\"Qwen/Qwen2.5-14B-Instruct-GPTQ-Int4\", dtype=torch.float16"
+        ),
         "{}",
         row.flags
     );

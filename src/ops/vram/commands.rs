@@ -129,11 +129,13 @@ pub(super) fn flags(
             s
         }
         Runtime::Transformers => {
-            let dtype = if f == DeployFormat::F16 || !bf16 {
-                "float16"
-            } else {
-                "bfloat16"
-            };
+            // AWQ and GPTQ kernels compute in float16 (transformers casts
+            // and warns otherwise).
+            let fp16 = matches!(
+                loaded,
+                DeployFormat::F16 | DeployFormat::Awq | DeployFormat::Gptq | DeployFormat::Gptq8
+            );
+            let dtype = if fp16 || !bf16 { "float16" } else { "bfloat16" };
             // A pre-quantized checkpoint carries its quantization_config.
             let q = match f {
                 DeployFormat::Int8 => ", quantization_config=BitsAndBytesConfig(load_in_8bit=True)".to_string(),
