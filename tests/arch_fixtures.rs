@@ -5,6 +5,7 @@
 use crate::common;
 
 use llmtool::model::arch::{self, Family};
+use llmtool::ops::vram;
 use llmtool::store::{safetensors, Model};
 
 fn expected(name: &str) -> serde_json::Value {
@@ -244,5 +245,342 @@ fn sharded_writer_reproduces_the_transformers_verified_golden() {
             std::fs::read(golden.join(name)).unwrap(),
             "{name:?} differs from the golden transformers loaded; rerun `just fixtures`"
         );
+    }
+}
+
+/// A tensor to write: name, safetensors dtype, shape, bytes (empty: zeros).
+type Stored = (String, &'static str, Vec<u64>, Vec<u8>);
+
+/// Packs one Linear weight (module name, out, in) into its stored tensors.
+type Pack = dyn Fn(&str, u64, u64) -> Vec<Stored>;
+
+/// Writes a safetensors file of the given tensors.
+fn write_safetensors(path: &std::path::Path, tensors: &[Stored]) {
+    let size = |dtype: &str| match dtype {
+        "I32" | "F32" => 4,
+        "F16" | "BF16" => 2,
+        _ => 1,
+    };
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let len = shape.iter().product::<u64>() as usize * size(dtype);
+        let start = data.len();
+        if bytes.is_empty() {
+            data.resize(start + len, 0);
+        } else {
+            data.extend_from_slice(bytes);
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}
+
+/// tiny-qwen2 with every Linear weight (not the tied embedding) replaced by
+/// `pack(module, [out, in])`'s tensors, and `quantization_config` added.
+fn packed_tiny_qwen2(
+    quantization_config: serde_json::Value,
+    pack: impl Fn(&str, u64, u64) -> Vec<Stored>,
+) -> tempfile::TempDir {
+    let src = Model::open(common::fixture("models/tiny-qwen2").to_str().unwrap()).unwrap();
+    let mut tensors = Vec::new();
+    for t in src.tensors() {
+        match (arch::role(&t.name), t.name.strip_suffix(".weight")) {
+            (arch::Role::Layer(_, p), Some(module))
+                if !matches!(p, arch::LayerPart::AttnNorm | arch::LayerPart::FfnNorm) =>
+            {
+                tensors.extend(pack(module, t.shape[0], t.shape[1]))
+            }
+            _ => tensors.push((t.name.clone(), "BF16", t.shape.clone(), Vec::new())),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors(&dir.path().join("model.safetensors"), &tensors);
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::fixture("models/tiny-qwen2/config.json")).unwrap(),
+    )
+    .unwrap();
+    config["quantization_config"] = quantization_config;
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+/// The unquantized tiny-qwen2's architecture, which a packed copy must show.
+fn assert_same_arch_as_tiny_qwen2(a: &arch::Arch, what: &str) {
+    let want =
+        arch::detect(&Model::open(common::fixture("models/tiny-qwen2").to_str().unwrap()).unwrap());
+    assert_eq!(
+        (a.layers, a.hidden_size, a.heads, a.kv_heads, a.head_dim),
+        (
+            want.layers,
+            want.hidden_size,
+            want.heads,
+            want.kv_heads,
+            want.head_dim
+        ),
+        "{what}"
+    );
+    assert_eq!((a.ffn_size, a.vocab), (want.ffn_size, want.vocab), "{what}");
+    assert_eq!(
+        a.params, want.params,
+        "{what}: parameters in logical elements"
+    );
+    assert!(a.warnings.is_empty(), "{what}: {:?}", a.warnings);
+}
+
+const G: u64 = 64;
+
+/// AWQ (GEMM): qweight I32 [in, out/8], qzeros [in/G, out/8], scales [in/G, out].
+fn awq(module: &str, out: u64, inp: u64) -> Vec<Stored> {
+    vec![
+        (
+            format!("{module}.qweight"),
+            "I32",
+            vec![inp, out / 8],
+            vec![],
+        ),
+        (
+            format!("{module}.qzeros"),
+            "I32",
+            vec![inp / G, out / 8],
+            vec![],
+        ),
+        (
+            format!("{module}.scales"),
+            "F16",
+            vec![inp / G, out],
+            vec![],
+        ),
+    ]
+}
+
+/// GPTQ: qweight I32 [in·bits/32, out], qzeros [in/G, out·bits/32],
+/// scales [in/G, out], g_idx [in].
+fn gptq(bits: u64) -> impl Fn(&str, u64, u64) -> Vec<Stored> {
+    move |module, out, inp| {
+        vec![
+            (
+                format!("{module}.qweight"),
+                "I32",
+                vec![inp * bits / 32, out],
+                vec![],
+            ),
+            (
+                format!("{module}.qzeros"),
+                "I32",
+                vec![inp / G, out * bits / 32],
+                vec![],
+            ),
+            (
+                format!("{module}.scales"),
+                "F16",
+                vec![inp / G, out],
+                vec![],
+            ),
+            (format!("{module}.g_idx"), "I32", vec![inp], vec![]),
+        ]
+    }
+}
+
+/// Pre-quantized AWQ and GPTQ checkpoints read as the model that was
+/// quantized: shapes from the qweight layout, parameters in logical
+/// elements, bits per weight near the packing's (they used to report
+/// head_dim and FFN from the packed rows).
+#[test]
+fn awq_and_gptq_checkpoints_show_the_unpacked_model() {
+    let cases: [(&str, serde_json::Value, &Pack, &str); 3] = [
+        (
+            "awq",
+            serde_json::json!({"quant_method": "awq", "bits": 4, "group_size": G, "version": "gemm"}),
+            &awq,
+            "awq 4-bit",
+        ),
+        (
+            "gptq",
+            serde_json::json!({"quant_method": "gptq", "bits": 4, "group_size": G}),
+            &gptq(4),
+            "gptq 4-bit",
+        ),
+        (
+            "gptq8",
+            serde_json::json!({"quant_method": "gptq", "bits": 8, "group_size": G}),
+            &gptq(8),
+            "gptq 8-bit",
+        ),
+    ];
+    for (what, qc, pack, label) in cases {
+        let dir = packed_tiny_qwen2(qc, pack);
+        let m = Model::open(dir.path().to_str().unwrap()).unwrap();
+        let a = arch::detect(&m);
+        assert_same_arch_as_tiny_qwen2(&a, what);
+        assert_eq!(a.quantization.as_deref(), Some(label), "{what}");
+        // Packed Linear weights with their scales and zeros, 16-bit rest.
+        let linear = a.params.attention + a.params.mlp - 2 * 256; // q/k/v biases
+        let bits = if what == "gptq8" { 8.0 } else { 4.0 };
+        let low = (linear as f64 * bits + (a.params.total - linear) as f64 * 16.0)
+            / a.params.total as f64;
+        assert!(
+            a.bits_per_weight > low && a.bits_per_weight < low + 2.0,
+            "{what}: {} bits per weight, packing alone gives {low}",
+            a.bits_per_weight
+        );
+        // vram-plan sees the same model and loads it pre-quantized.
+        let spec = vram::ModelSpec::from_model(&m, what).unwrap();
+        assert_eq!(spec.params(), a.params.total, "{what}");
+        let gpu = vram::catalog::parse_setups("A10G", &vram::catalog::gpus(None).unwrap()).unwrap();
+        let row = vram::plan(
+            &spec,
+            vram::DeployFormat::Native,
+            vram::Runtime::Vllm,
+            &Default::default(),
+            &gpu[0],
+        )
+        .unwrap();
+        let want = if what == "awq" {
+            "--quantization awq"
+        } else {
+            "--quantization gptq"
+        };
+        assert!(row.flags.contains(want), "{what}: {}", row.flags);
+    }
+}
+
+/// A qweight whose scales fit neither packing, or a bitsandbytes quant
+/// state that is not JSON or disagrees with the packed bytes, is counted as
+/// stored, with a warning naming the tensor (no panic, no invented shape).
+#[test]
+fn undecodable_packing_is_a_named_warning() {
+    let dir = packed_tiny_qwen2(
+        serde_json::json!({"quant_method": "awq"}),
+        |module, out, inp| {
+            vec![
+                (
+                    format!("{module}.qweight"),
+                    "I32",
+                    vec![inp, out / 8],
+                    vec![],
+                ),
+                (
+                    format!("{module}.scales"),
+                    "F16",
+                    vec![inp / G, out + 3],
+                    vec![],
+                ),
+            ]
+        },
+    );
+    let a = arch::detect(&Model::open(dir.path().to_str().unwrap()).unwrap());
+    assert!(
+        a.warnings
+            .iter()
+            .any(|w| w.contains("model.layers.0.self_attn.q_proj.qweight")
+                && w.contains("match neither AWQ nor GPTQ")),
+        "{:?}",
+        a.warnings
+    );
+    // bitsandbytes 4-bit with a quant state that is not JSON, or whose shape
+    // does not match the packed bytes.
+    for (state, why) in [
+        (b"{not json".to_vec(), "the quant state is not JSON"),
+        (
+            br#"{"quant_type": "nf4", "shape": [3, 3]}"#.to_vec(),
+            "holds 9 elements",
+        ),
+    ] {
+        let dir = packed_tiny_qwen2(
+            serde_json::json!({"quant_method": "bitsandbytes"}),
+            |module, out, inp| {
+                let len = state.len() as u64;
+                vec![
+                    (
+                        format!("{module}.weight"),
+                        "U8",
+                        vec![out * inp / 2, 1],
+                        vec![],
+                    ),
+                    (
+                        format!("{module}.weight.quant_state.bitsandbytes__nf4"),
+                        "U8",
+                        vec![len],
+                        state.clone(),
+                    ),
+                ]
+            },
+        );
+        let a = arch::detect(&Model::open(dir.path().to_str().unwrap()).unwrap());
+        assert!(
+            a.warnings.iter().any(|w| w
+                .contains("model.layers.0.mlp.up_proj.weight.quant_state.bitsandbytes__nf4")
+                && w.contains(why)),
+            "{why}: {:?}",
+            a.warnings
+        );
+    }
+}
+
+/// Our own `quantize nf4` / `int8` output (issue: inspect-arch reported
+/// head_dim 2048-fold and FFN from the packed bytes): the architecture,
+/// parameters and the vram-plan shape equal the unquantized model's.
+#[test]
+fn our_bitsandbytes_output_shows_the_unpacked_model() {
+    let src = common::fixture("models/tiny-qwen2");
+    for (kind, label, max_bits) in [
+        ("nf4", "bitsandbytes nf4", 8.0),
+        ("int8", "bitsandbytes int8", 11.0),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let dir = out.path().join(kind);
+        let run = common::llmtool()
+            .args([
+                "quantize",
+                kind,
+                src.to_str().unwrap(),
+                "--out",
+                dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let a = arch::detect(&Model::open(dir.to_str().unwrap()).unwrap());
+        assert_same_arch_as_tiny_qwen2(&a, kind);
+        assert_eq!(a.quantization.as_deref(), Some(label));
+        assert!(
+            a.bits_per_weight < max_bits,
+            "{kind}: {}",
+            a.bits_per_weight
+        );
+        let plan = common::json_output(common::llmtool().args([
+            "vram-plan",
+            dir.to_str().unwrap(),
+            "--gpu",
+            "T4",
+            "--engine",
+            "vllm",
+            "--json",
+        ]));
+        assert_eq!(plan["parameters"], a.params.total, "{kind}");
+        assert_eq!(plan["model"]["head_dim"], 32, "{kind}");
+        assert_eq!(plan["model"]["ffn"], 256, "{kind}");
+        let rows = plan["plans"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "a pre-quantized model is planned as it is");
+        assert_eq!(rows[0]["format"], "native");
+        let flags = rows[0]["flags"].as_str().unwrap();
+        assert!(flags.contains("--quantization bitsandbytes"), "{flags}");
+        assert!(flags.contains("--dtype half"), "T4 has no bf16: {flags}");
     }
 }

@@ -309,7 +309,8 @@ fn vram_plan_json_and_errors() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("recommended: bf16"));
+    // A T4 has no bfloat16 (compute capability 7.5): f16 is the best.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("recommended: f16"));
     fails_with(
         &["vram-plan", "SmolLM2-135M", "--quant", "q3_k"],
         "unknown format 'q3_k'",
@@ -596,4 +597,125 @@ fn eval_refuses_a_fifo_as_text_without_blocking() {
         err.contains("text.fifo") && err.contains("not a regular file"),
         "{err}"
     );
+}
+
+/// A plain HF directory plans with no flags: its own tensors on
+/// transformers next to the usual spread (it used to fail with "llama.cpp
+/// cannot load this model's own files").
+#[test]
+fn vram_plan_directory_without_flags() {
+    let dir = common::fixture("models/tiny-qwen2");
+    let out = llmtool()
+        .args(["vram-plan", dir.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let native = v["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["format"] == "native")
+        .expect("the model's own tensors are planned");
+    assert_eq!(native["engine"], "transformers");
+    assert_eq!(native["fits"], true);
+}
+
+/// Weights without a config.json: the error says what is missing in plain
+/// words (it used to read "from the tensors or the none").
+#[test]
+fn vram_plan_without_config_names_the_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::fixture("models/tiny-qwen2/model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let out = llmtool()
+        .args(["vram-plan", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("there is no config.json beside the weights"),
+        "{err}"
+    );
+    assert!(!err.contains("the none"), "{err}");
+}
+
+/// Exit status 3 when the report shows nothing that fits (plans or
+/// `--recommend`), with the report still printed; 0 as soon as one fits.
+#[test]
+fn vram_plan_nothing_fits_exits_3() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["vram-plan", "Qwen2.5-72B", "--gpu", "T4"];
+        args.extend_from_slice(extra);
+        llmtool().args(&args).output().unwrap()
+    };
+    for extra in [&["--quant", "bf16,nf4"][..], &["--recommend"], &["--json"]] {
+        let out = run(extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{extra:?}: {err}");
+        assert!(err.contains("nothing fits"), "{err}");
+        assert!(!out.stdout.is_empty(), "the report is still printed");
+        if extra == ["--json"] {
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+        }
+    }
+    let out = llmtool()
+        .args(["vram-plan", "Qwen2.5-72B", "--gpu", "T4,A100-80GB"])
+        .args(["--quant", "nf4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// The vram-plan report fits the width (`COLUMNS`, as shells export it; it
+/// used to be ~190 columns wide) and is plain ASCII when standard output is
+/// not a terminal, for plans, several GPUs, vLLM and `--recommend`.
+#[test]
+fn vram_plan_fits_the_width_in_ascii() {
+    let runs: [&[&str]; 4] = [
+        &["Qwen2.5-14B", "--ctx", "2048"],
+        &["Llama-3.1-8B", "--gpus", "2xT4", "--engine", "vllm"],
+        &[
+            "Llama-3.1-8B",
+            "--gpu",
+            "T4",
+            "--quant",
+            "q8_0",
+            "--ctx",
+            "131072",
+            "--users",
+            "3",
+        ],
+        &["Qwen2.5-14B", "--gpu", "T4,A10G", "--recommend"],
+    ];
+    // No COLUMNS and no terminal: 100 columns.
+    for (columns, width) in [(Some(80), 80), (Some(100), 100), (None, 100)] {
+        for args in runs {
+            let mut cmd = llmtool();
+            cmd.arg("vram-plan").args(args);
+            match columns {
+                Some(c) => cmd.env("COLUMNS", c.to_string()),
+                None => cmd.env_remove("COLUMNS"),
+            };
+            let out = cmd.output().unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert!(text.lines().count() > 5, "{args:?}: a report: {text}");
+            assert!(text.is_ascii(), "{args:?} at {width}: not ASCII:\n{text}");
+            for line in text.lines() {
+                assert!(
+                    line.len() <= width,
+                    "{args:?}: line of {} > {width}:\n{line}\n\n{text}",
+                    line.len()
+                );
+            }
+        }
+    }
 }

@@ -487,3 +487,80 @@ fn bare_config_json() {
             .contains("num_attention_heads")
     );
 }
+
+/// AWQ/GPTQ commands load a pre-quantized checkpoint: the publisher's repo
+/// when the catalog knows one (`vllm serve <bf16 repo> --quantization awq`
+/// fails), else a directory the plan says must be made first.
+#[test]
+fn awq_and_gptq_commands_name_a_pre_quantized_checkpoint() {
+    let qwen = plan::request::open_model("Qwen2.5-14B").unwrap();
+    let a10g = gpu("A10G");
+    let o = Options::default();
+    let row = plan::plan(&qwen, DeployFormat::Awq, Runtime::Vllm, &o, &a10g).unwrap();
+    assert!(
+        row.flags
+            .starts_with("vllm serve Qwen/Qwen2.5-14B-Instruct-AWQ ")
+            && row.flags.contains("--quantization awq"),
+        "{}",
+        row.flags
+    );
+    assert_eq!(row.prerequisite, None);
+    let row = plan::plan(&qwen, DeployFormat::Gptq, Runtime::Transformers, &o, &a10g).unwrap();
+    assert!(
+        row.flags.contains(
+            "from_pretrained(\"Qwen/Qwen2.5-14B-Instruct-GPTQ-Int4\", dtype=torch.float16"
+        ),
+        "{}",
+        row.flags
+    );
+    // No published AWQ for Llama-3.1-8B in the catalog: made first.
+    let llama = plan::request::open_model("Llama-3.1-8B").unwrap();
+    let row = plan::plan(&llama, DeployFormat::Awq, Runtime::Vllm, &o, &a10g).unwrap();
+    assert!(
+        row.flags.starts_with("vllm serve ./Llama-3.1-8B-AWQ "),
+        "{}",
+        row.flags
+    );
+    let pre = row.prerequisite.unwrap();
+    assert!(pre.contains("no published AWQ checkpoint"), "{pre}");
+    // GGUF files are made by llmtool quantize.
+    let row = plan::plan(&llama, DeployFormat::Q4KM, Runtime::LlamaCpp, &o, &a10g).unwrap();
+    assert_eq!(
+        row.prerequisite.as_deref(),
+        Some("llmtool quantize q4_k_m meta-llama/Llama-3.1-8B-Instruct --out Llama-3.1-8B-Q4_K_M.gguf")
+    );
+}
+
+/// T4 and V100 (compute capability < 8.0) have no bfloat16: bf16 plans
+/// become f16, and every command computes in float16.
+#[test]
+fn gpus_without_bf16_plan_and_run_float16() {
+    let m = catalog_model("Qwen2.5-7B");
+    let o = Options::default();
+    for name in ["T4", "V100"] {
+        let g = gpu(name);
+        let row = plan::plan(&m, DeployFormat::Bf16, Runtime::Transformers, &o, &g).unwrap();
+        assert_eq!(row.format, DeployFormat::F16, "{name}");
+        assert!(row.flags.contains("dtype=torch.float16"), "{}", row.flags);
+        let row = plan::plan(&m, DeployFormat::Nf4, Runtime::Transformers, &o, &g).unwrap();
+        assert!(
+            row.flags.contains("bnb_4bit_compute_dtype=torch.float16")
+                && !row.flags.contains("bfloat16"),
+            "{}",
+            row.flags
+        );
+        for f in [DeployFormat::Bf16, DeployFormat::Awq, DeployFormat::Nf4] {
+            let row = plan::plan(&m, f, Runtime::Vllm, &o, &g).unwrap();
+            assert!(
+                row.flags.contains("--dtype half"),
+                "{name} {f:?}: {}",
+                row.flags
+            );
+        }
+        let rec = plan::recommend(&m, Some(Runtime::Transformers), &o, &g, 0.05).unwrap();
+        assert!(rec.rejected[0].reason.contains("no bfloat16"));
+    }
+    let row = plan::plan(&m, DeployFormat::Bf16, Runtime::Vllm, &o, &gpu("A10G")).unwrap();
+    assert_eq!(row.format, DeployFormat::Bf16);
+    assert!(row.flags.contains("--dtype bfloat16"), "{}", row.flags);
+}

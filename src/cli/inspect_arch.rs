@@ -85,6 +85,10 @@ fn render_summary(model: &Model, a: &Arch) -> String {
         ),
         ("family", family),
         ("hyperparameters from", a.hparams_source.to_string()),
+        (
+            "pre-quantized",
+            a.quantization.clone().unwrap_or_else(|| "no".into()),
+        ),
         ("layers", opt(a.layers)),
         ("hidden size", opt(a.hidden_size)),
         ("attention heads", opt(a.heads)),

@@ -3,8 +3,9 @@
 //! [`crate::ops`] and rendering its report through `output`. Argument
 //! groups several commands share live in `args`.
 //!
-//! Exit codes: 0 success, 1 error, 2 usage (clap), 130 interrupted
-//! (Ctrl-C or SIGTERM; see [`crate::cancel`]).
+//! Exit codes: 0 success, 1 error, 2 usage (clap), 3 `vram-plan` found
+//! nothing that fits, 130 interrupted (Ctrl-C or SIGTERM; see
+//! [`crate::cancel`]).
 //!
 //! Adding a command: a `cli/<command>.rs` with its `Args` and `run`, its
 //! operation under `ops/`, one variant in `Command` and its line in
@@ -67,6 +68,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Exit status of a failed run.
 const EXIT_ERROR: u8 = 1;
+/// Exit status of a `vram-plan` whose report shows nothing that fits.
+const EXIT_NOTHING_FITS: u8 = 3;
 
 /// Parses the arguments, runs the command, prints an error and picks the
 /// exit code.
@@ -78,6 +81,10 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.chain().any(|c| c.is::<output::BrokenPipe>()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<vram_plan::NothingFits>() => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_NOTHING_FITS)
+        }
         Err(e) => {
             eprintln!("error: {}", message(&e));
             if e.chain().any(|c| c.is::<cancel::Interrupted>()) {

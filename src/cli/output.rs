@@ -3,7 +3,7 @@
 //! with [`emit`]. Standard output closing early (`| head`) ends the command
 //! quietly ([`BrokenPipe`]), as Unix tools do.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
 
@@ -47,12 +47,55 @@ pub fn warn(warnings: &[String]) {
     }
 }
 
-/// The one table style.
+/// The one table style: box drawing on a terminal, plain ASCII otherwise
+/// (files, pipes, logs), fitted to [`width`] when it is known.
 pub fn table() -> Table {
     let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
+    let tty = std::io::stdout().is_terminal();
+    t.load_preset(if tty {
+        presets::UTF8_FULL_CONDENSED
+    } else {
+        presets::ASCII_FULL_CONDENSED
+    })
+    .set_content_arrangement(ContentArrangement::Dynamic);
+    if let Some(w) = width() {
+        t.set_width(w.min(u16::MAX as usize) as u16);
+    }
     t
+}
+
+/// The width text should fit: `COLUMNS` when set (as shells export it),
+/// else the terminal's when standard output is one, else unknown.
+pub fn width() -> Option<usize> {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|&c| c > 0)
+        .or_else(|| Table::new().width().map(usize::from))
+}
+
+/// `text` broken at spaces into lines of at most `width` characters (a
+/// longer word keeps its own line), each after `indent`, continued lines
+/// after `indent` and two more spaces, each but the last ending in `join`
+/// (`" \\"` continues a shell command).
+pub fn wrap(text: &str, width: usize, indent: &str, join: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = indent.to_string();
+    let mut fresh = true;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let room = width.saturating_sub(join.len());
+        if !fresh && line.chars().count() + 1 + word.chars().count() > room {
+            lines.push(std::mem::replace(&mut line, format!("{indent}  ")));
+            fresh = true;
+        }
+        if !fresh {
+            line.push(' ');
+        }
+        line.push_str(word);
+        fresh = false;
+    }
+    lines.push(line);
+    lines.join(&format!("{join}\n"))
 }
 
 /// Right-aligns the given columns (numbers).

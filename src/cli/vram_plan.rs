@@ -3,7 +3,6 @@
 //! below, the `--recommend` verdict) or JSON.
 
 use anyhow::{Context, Result};
-use comfy_table::CellAlignment;
 
 use super::output::{self, table, Render};
 use crate::ops::vram::request::{self, Answer, Catalogs, Gpus, Report, Request};
@@ -26,6 +25,9 @@ use crate::units::gib;
 /// name (Qwen2.5-0.5B…72B, Llama-3-8B, Llama-3.1-8B/70B, Llama-3.2-1B/3B,
 /// Mistral-7B, Mistral-Small-24B, SmolLM2-135M/360M/1.7B, or their Hub
 /// repo ids); --list prints the catalogs.
+///
+/// Exit status: 0 when something fits, 3 when the report shows nothing
+/// that fits (no row; with --recommend no GPU), 1 on error, 2 on usage.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     llmtool vram-plan Qwen2.5-14B --gpu T4,A10G --quant bf16,int8,nf4\n  \
@@ -141,8 +143,20 @@ pub fn run(a: Args) -> Result<()> {
         },
         recommend: a.recommend.then_some(a.margin),
     };
-    output::emit(&request::run(&req)?, a.json)
+    let report = request::run(&req)?;
+    output::emit(&report, a.json)?;
+    if report.anything_fits() {
+        Ok(())
+    } else {
+        Err(NothingFits.into())
+    }
 }
+
+/// The plan was printed, but nothing in it fits: exit status
+/// [`super::EXIT_NOTHING_FITS`], so that scripts can tell.
+#[derive(Debug, thiserror::Error)]
+#[error("nothing fits: no format fits any GPU asked (see the report above)")]
+pub struct NothingFits;
 
 impl Render for Report {
     fn json(&self) -> serde_json::Result<serde_json::Value> {
@@ -150,7 +164,7 @@ impl Render for Report {
     }
     fn text(&self) -> String {
         match &self.answer {
-            Answer::Plans { plans, .. } => render_rows(&self.model, plans),
+            Answer::Plans { plans, options, .. } => render_rows(&self.model, plans, options),
             Answer::Recommendations(v) => v
                 .iter()
                 .map(|r| {
@@ -168,7 +182,7 @@ impl Render for Report {
 impl Render for Catalogs {
     fn json(&self) -> serde_json::Result<serde_json::Value> {
         Ok(serde_json::json!({
-            "models": self.models.iter().map(|m| serde_json::json!({"repo": m.repo, "aliases": m.aliases, "shape": m.shape})).collect::<Vec<_>>(),
+            "models": self.models.iter().map(|m| serde_json::json!({"repo": m.repo, "aliases": m.aliases, "awq": m.awq, "gptq_int4": m.gptq_int4, "shape": m.shape})).collect::<Vec<_>>(),
             "gpus": self.gpus,
         }))
     }
@@ -188,15 +202,11 @@ impl Render for Catalogs {
     }
 }
 
-fn signed_gib(b: i64) -> String {
-    format!("{:+.2} GiB", b as f64 / GIB as f64)
-}
-
 /// The one-line description of the model being planned.
 fn model_line(m: &ModelSpec) -> String {
     let s = &m.shape;
     format!(
-        "{} ({}; {} layers, hidden {}, {} heads / {} KV heads × {}, FFN {}, vocab {}{}; {:.2} B parameters)",
+        "{} ({}; {} layers, hidden {}, {} heads / {} KV heads x {}, FFN {}, vocab {}{}; {:.2} B parameters{})",
         s.name,
         m.source,
         s.layers,
@@ -207,124 +217,190 @@ fn model_line(m: &ModelSpec) -> String {
         s.ffn,
         s.vocab,
         if s.tied { ", tied" } else { "" },
-        m.params() as f64 / 1e9
+        m.params() as f64 / 1e9,
+        m.packing
+            .map_or(String::new(), |p| format!(", pre-quantized: {}", p.label()))
     )
 }
 
-/// The comparison table and the command line of each row.
-fn render_rows(m: &ModelSpec, rows: &[PlanRow]) -> String {
-    let mut t = table();
-    t.set_header(vec![
-        "GPU",
-        "format",
-        "engine",
-        "weights",
-        "KV",
-        "compute",
-        "overhead",
-        "total",
-        "usable",
-        "fits",
-        "headroom",
-        "max ctx",
-        "max users",
-        "offload",
-        "$/h",
-    ]);
-    for r in rows {
-        let offload = match (r.fits, r.ngl) {
-            (true, _) => "-".to_string(),
-            (false, Some(n)) => format!("-ngl {n}, host {}", gib(r.host_ram)),
-            (false, None) => "does not fit".to_string(),
-        };
-        let gpus = if r.gpus > 1 {
-            format!("{}x{}", r.gpus, r.gpu)
-        } else {
-            r.gpu.clone()
-        };
-        t.add_row(vec![
-            gpus,
-            r.format.name().to_string(),
-            r.engine.name().to_string(),
-            gib(r.need.weights),
-            gib(r.need.kv),
-            gib(r.need.compute),
-            gib(r.need.overhead),
-            gib(r.need.vram()),
-            gib(r.capacity),
-            if r.fits { "yes" } else { "NO" }.to_string(),
-            signed_gib(r.headroom),
-            r.max_ctx.to_string(),
-            r.max_users.to_string(),
-            offload,
-            if r.price_per_hour > 0.0 {
-                format!("{:.2}", r.price_per_hour)
-            } else {
-                "?".into()
-            },
-        ]);
-    }
-    for i in 3..t.column_count() {
-        if let Some(c) = t.column_mut(i) {
-            c.set_cell_alignment(CellAlignment::Right);
-        }
-    }
+/// Width of the text report when neither `COLUMNS` nor a terminal says.
+const DEFAULT_WIDTH: usize = 100;
+
+/// Bytes as GiB with two decimals, the unit the tables name once.
+fn g(b: u64) -> String {
+    format!("{:.2}", b as f64 / GIB as f64)
+}
+
+/// The plan: one block per GPU setup, each a table of its formats (eight
+/// narrow columns, sizes in GiB, fitted to the output width; "other" is
+/// activations or compute buffers plus the engine's overhead) and then each
+/// row's command, wrapped to the width.
+fn render_rows(m: &ModelSpec, rows: &[PlanRow], o: &Options) -> String {
+    let width = output::width().unwrap_or(DEFAULT_WIDTH);
     let mut s = format!(
-        "{}\n{} token(s) of context × {} user(s)\n{t}\n",
-        model_line(m),
-        rows.first().map_or(0, |r| r.ctx),
-        rows.first().map_or(0, |r| r.users)
+        "{}\n{}\n",
+        output::wrap(&model_line(m), width, "", ""),
+        output::wrap(
+            &format!(
+                "{} token(s) of context x {} user(s); sizes in GiB",
+                rows.first().map_or(0, |r| r.ctx),
+                rows.first().map_or(0, |r| r.users)
+            ),
+            width,
+            "",
+            ""
+        )
     );
-    for r in rows {
-        let split = if r.split.len() > 1 {
-            format!(" (layers per GPU: {:?})", r.split)
+    // `request::run` plans GPU setup by GPU setup.
+    for setup in rows.chunk_by(|a, b| (&a.gpu, a.gpus) == (&b.gpu, b.gpus)) {
+        let first = &setup[0];
+        let price = if first.price_per_hour > 0.0 {
+            format!(", ${:.2}/h", first.price_per_hour)
         } else {
             String::new()
         };
+        // Usable memory is the GPU's, but vLLM's share of it.
+        let vllm = setup.iter().any(|r| r.engine == Runtime::Vllm);
+        let per_gpu = setup
+            .iter()
+            .find(|r| r.engine != Runtime::Vllm)
+            .map_or(first.capacity as f64 / o.gpu_util, |r| r.capacity as f64)
+            / first.gpus.max(1) as f64;
         s += &format!(
-            "{} {} on {}{split}:\n  {}\n",
-            r.format.name(),
-            r.engine.name(),
-            r.gpu,
-            r.flags
+            "\n== {}: {:.2} GiB{}{price}{} ==\n",
+            label(first),
+            per_gpu / GIB as f64,
+            if first.gpus > 1 { " each" } else { "" },
+            if vllm {
+                format!(", vLLM uses {}% of it", (o.gpu_util * 100.0).round())
+            } else {
+                String::new()
+            }
         );
+        let mut t = table();
+        t.set_width(width.min(u16::MAX as usize) as u16);
+        t.set_header(vec![
+            "format, engine",
+            "weights",
+            "KV",
+            "other",
+            "total",
+            "fits",
+            "max\nctx",
+            "max\nusers",
+        ]);
+        for r in setup {
+            t.add_row(vec![
+                format!("{}, {}", r.format.name(), r.engine.name()),
+                g(r.need.weights),
+                g(r.need.kv),
+                g(r.need.compute + r.need.overhead),
+                g(r.need.vram()),
+                format!(
+                    "{} {:+.2}",
+                    if r.fits { "yes" } else { "NO" },
+                    r.headroom as f64 / GIB as f64
+                ),
+                r.max_ctx.to_string(),
+                r.max_users.to_string(),
+            ]);
+        }
+        output::align_right(&mut t, &[1, 2, 3, 4, 5, 6, 7]);
+        s += &format!("{t}\n");
+        for r in setup {
+            s += &format!("{} on {}:\n", r.format.name(), r.engine.name());
+            if let (false, Some(ngl)) = (r.fits, r.ngl) {
+                let text = format!(
+                    "does not fit whole: -ngl {ngl} puts {ngl} of {} layers (output included) on the GPU, {} GiB stays in host RAM",
+                    m.shape.layers + 1,
+                    g(r.host_ram)
+                );
+                s += &format!("{}\n", output::wrap(&text, width, "  ", ""));
+            }
+            if r.split.len() > 1 {
+                let text = format!("layers per GPU: {:?}", r.split);
+                s += &format!("{}\n", output::wrap(&text, width, "  ", ""));
+            }
+            s += &prerequisite(r, width);
+            s += &command(r, width);
+        }
     }
     s
 }
 
-/// The `--recommend` verdict.
+/// `2xT4` or `T4`.
+fn label(r: &PlanRow) -> String {
+    if r.gpus > 1 {
+        format!("{}x{}", r.gpus, r.gpu)
+    } else {
+        r.gpu.clone()
+    }
+}
+
+/// The `--recommend` verdict, wrapped to the output width.
 fn render_recommendation(m: &ModelSpec, rec: &Recommendation) -> String {
-    let mut s = String::new();
+    let width = output::width().unwrap_or(DEFAULT_WIDTH);
+    let line = |text: &str, indent: &str| output::wrap(text, width, indent, "") + "\n";
+    let mut passed = String::new();
     for r in &rec.rejected {
-        s += &format!(
-            "  {} ({}): {}\n",
-            r.format.name(),
-            r.engine.name(),
-            r.reason
+        passed += &line(
+            &format!("{} ({}): {}", r.format.name(), r.engine.name(), r.reason),
+            "  ",
         );
     }
+    let mut s = line(&model_line(m), "");
     match &rec.chosen {
-        Some(row) => format!(
-            "{}\nrecommended: {} on {} ({} of {} used, {} free, {:.0}% margin asked)\n{}{}\n  {}\n",
-            model_line(m),
-            row.format.name(),
-            row.engine.name(),
-            gib(row.need.vram()),
-            gib(row.capacity),
-            gib(row.headroom.max(0) as u64),
-            rec.margin * 100.0,
-            if rec.rejected.is_empty() {
-                String::new()
-            } else {
-                format!("better formats passed over:\n{s}")
-            },
-            "command:",
-            row.flags
-        ),
-        None => format!(
-            "{}\nno format fits with a {:.0}% margin:\n{s}",
-            model_line(m),
-            rec.margin * 100.0
-        ),
+        Some(row) => {
+            s += &line(
+                &format!(
+                    "recommended: {} on {} ({} of {} used, {} free, {:.0}% margin asked)",
+                    row.format.name(),
+                    row.engine.name(),
+                    gib(row.need.vram()),
+                    gib(row.capacity),
+                    gib(row.headroom.max(0) as u64),
+                    rec.margin * 100.0
+                ),
+                "",
+            );
+            if !passed.is_empty() {
+                s += &format!("better formats passed over:\n{passed}");
+            }
+            s += "command:\n";
+            s += &prerequisite(row, width);
+            s += &command(row, width);
+        }
+        None => {
+            s += &line(
+                &format!("no format fits with a {:.0}% margin:", rec.margin * 100.0),
+                "",
+            );
+            s += &passed;
+        }
     }
+    s
+}
+
+/// What a row needs made first, wrapped to `width`: for llama.cpp the
+/// `llmtool quantize` command (continued with a backslash), else a sentence.
+fn prerequisite(r: &PlanRow, width: usize) -> String {
+    match &r.prerequisite {
+        None => String::new(),
+        Some(p) if r.engine == Runtime::LlamaCpp => {
+            format!("  first:\n{}\n", output::wrap(p, width, "    ", " \\"))
+        }
+        Some(p) => output::wrap(&format!("first: {p}"), width, "  ", "") + "\n",
+    }
+}
+
+/// A row's command wrapped to `width`: shell commands continue with a
+/// backslash; the Python call is inside parentheses, where a line break is
+/// allowed.
+fn command(r: &PlanRow, width: usize) -> String {
+    let join = if r.engine == Runtime::Transformers {
+        ""
+    } else {
+        " \\"
+    };
+    output::wrap(&r.flags, width, "  ", join) + "\n"
 }

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use crate::model::family::Family;
-use crate::store::{Container, DType, Model, TensorInfo};
+use crate::model::packed::{self, LogicalTensor};
+use crate::store::{Container, DType, Model};
 
 /// Version tag of the JSON manifest (documented in `docs/ARCH-MANIFEST.md`).
 pub const MANIFEST_SCHEMA: &str = "llmtool.arch/1";
@@ -182,6 +183,10 @@ pub struct Arch {
     pub declared_family: Option<String>,
     /// Where hyperparameters came from: `config.json`, `gguf metadata` or `none`.
     pub hparams_source: &'static str,
+    /// How a pre-quantized checkpoint's Linear weights are packed
+    /// (`bitsandbytes nf4`, `awq 4-bit`, …; [`packed`]), else `null`. Shapes,
+    /// parameters and bits per weight are those of the unpacked weights.
+    pub quantization: Option<String>,
     pub layers: Option<u64>,
     pub hidden_size: Option<u64>,
     pub heads: Option<u64>,
@@ -358,13 +363,16 @@ pub fn detect(model: &Model) -> Arch {
         );
     }
 
+    // Packed weights (bitsandbytes, AWQ, GPTQ) count as what was quantized.
+    let logical = packed::logical_tensors(model);
+    ck.warnings.extend(logical.warnings.iter().cloned());
     let mut params = Params::default();
     let mut dtypes: BTreeMap<DType, DTypeStat> = BTreeMap::new();
     let mut layer_ids = std::collections::BTreeSet::new();
-    let mut first: BTreeMap<&'static str, &TensorInfo> = BTreeMap::new();
+    let mut first: BTreeMap<&'static str, &LogicalTensor> = BTreeMap::new();
     let (mut embed, mut head) = (None, None);
     let mut bias = false;
-    for t in model.tensors() {
+    for t in &logical.tensors {
         let n = t.numel();
         params.total += n;
         let s = dtypes.entry(t.dtype).or_insert(DTypeStat {
@@ -375,7 +383,7 @@ pub fn detect(model: &Model) -> Arch {
         });
         s.tensors += 1;
         s.params += n;
-        s.bytes += t.len;
+        s.bytes += t.bytes;
         match role(&t.name) {
             Role::Embed => {
                 params.embeddings += n;
@@ -410,7 +418,7 @@ pub fn detect(model: &Model) -> Arch {
             Role::Other => params.other += n,
         }
     }
-    let dim = |t: Option<&&TensorInfo>, i: usize| t.and_then(|t| t.shape.get(i).copied());
+    let dim = |t: Option<&&LogicalTensor>, i: usize| t.and_then(|t| t.shape.get(i).copied());
     let q = first.get("q");
     let k = first.get("k");
 
@@ -551,6 +559,7 @@ pub fn detect(model: &Model) -> Arch {
         family,
         declared_family: declared.family,
         hparams_source: declared.source,
+        quantization: logical.packing.map(|p| p.label()),
         layers,
         hidden_size: hidden,
         heads,

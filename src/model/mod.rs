@@ -9,4 +9,5 @@ pub mod check;
 pub mod engine;
 pub mod family;
 pub mod hf_gguf;
+pub mod packed;
 pub mod tokenizer;

@@ -11,12 +11,19 @@ use crate::ops::Result;
 const MODELS_TOML: &str = include_str!("../../../data/models.toml");
 const GPUS_TOML: &str = include_str!("../../../data/gpus.toml");
 
-/// One catalog model: its shape plus the names it answers to.
+/// One catalog model: its shape plus the names it answers to, and the
+/// publisher's pre-quantized repos where they exist.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CatalogModel {
     pub repo: String,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The AWQ (4-bit) repo, e.g. `Qwen/Qwen2.5-14B-Instruct-AWQ`.
+    #[serde(default)]
+    pub awq: Option<String>,
+    /// The GPTQ 4-bit repo, e.g. `Qwen/Qwen2.5-14B-Instruct-GPTQ-Int4`.
+    #[serde(default)]
+    pub gptq_int4: Option<String>,
     #[serde(flatten)]
     pub shape: Shape,
 }
@@ -50,6 +57,9 @@ pub struct Gpu {
     pub name: String,
     /// Total memory as `nvidia-smi` reports it, MiB.
     pub vram_mib: u64,
+    /// CUDA compute capability (7.5 for a T4), if known.
+    #[serde(default)]
+    pub compute_capability: Option<f64>,
     #[serde(default)]
     pub bandwidth_gbs: f64,
     #[serde(default)]
@@ -58,6 +68,14 @@ pub struct Gpu {
     pub price_source: String,
     #[serde(default)]
     pub aliases: Vec<String>,
+}
+
+impl Gpu {
+    /// Whether the GPU computes in bfloat16 (compute capability 8.0 and
+    /// up; vLLM refuses bf16 below). Unknown GPUs are assumed recent.
+    pub fn has_bf16(&self) -> bool {
+        self.compute_capability.is_none_or(|c| c >= 8.0)
+    }
 }
 
 #[derive(Deserialize)]
@@ -122,6 +140,7 @@ pub fn custom_gpu(bytes: u64) -> Gpu {
     Gpu {
         name: format!("{:.1}GiB", bytes as f64 / (1u64 << 30) as f64),
         vram_mib: bytes / MIB,
+        compute_capability: None,
         bandwidth_gbs: 0.0,
         price_per_hour: 0.0,
         price_source: String::new(),
@@ -259,6 +278,22 @@ mod tests {
         assert!(g
             .iter()
             .all(|g| g.price_per_hour > 0.0 && g.bandwidth_gbs > 0.0));
+        // Every built-in GPU knows its compute capability; T4 and V100 have
+        // no bfloat16.
+        assert!(g.iter().all(|g| g.compute_capability.is_some()));
+        let bf16: Vec<&str> = g
+            .iter()
+            .filter(|g| !g.has_bf16())
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(bf16, ["T4", "V100"]);
+        let q = find_model("Qwen2.5-14B").unwrap();
+        assert_eq!(q.awq.as_deref(), Some("Qwen/Qwen2.5-14B-Instruct-AWQ"));
+        assert_eq!(
+            q.gptq_int4.as_deref(),
+            Some("Qwen/Qwen2.5-14B-Instruct-GPTQ-Int4")
+        );
+        assert!(find_model("Llama-3.1-8B").unwrap().awq.is_none());
     }
 
     #[test]

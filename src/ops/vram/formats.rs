@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{invalid, ModelSpec, Shape, TensorKind, VramTensor};
 use crate::model::family::Family;
+use crate::model::packed::Packing;
 use crate::ops::Result;
 use crate::quant::ftype::{tensor_types, FileType, ModelFacts, TensorDesc};
 use crate::quant::GgmlType;
@@ -106,6 +107,20 @@ impl DeployFormat {
         })
     }
 
+    /// What the engine loads: a pre-quantized model's own tensors are its
+    /// packing's format (`native` of an AWQ checkpoint is AWQ), anything
+    /// else is itself. Decides engine flags and dequantization buffers.
+    pub fn as_loaded(self, m: &ModelSpec) -> DeployFormat {
+        match (self, m.packing) {
+            (DeployFormat::Native, Some(Packing::Nf4 | Packing::Fp4)) => DeployFormat::Nf4,
+            (DeployFormat::Native, Some(Packing::Int8)) => DeployFormat::Int8,
+            (DeployFormat::Native, Some(Packing::Awq { .. })) => DeployFormat::Awq,
+            (DeployFormat::Native, Some(Packing::Gptq { bits: 8 })) => DeployFormat::Gptq8,
+            (DeployFormat::Native, Some(Packing::Gptq { .. })) => DeployFormat::Gptq,
+            (f, _) => f,
+        }
+    }
+
     /// Engines that load this format.
     pub fn runtimes(self) -> &'static [Runtime] {
         match self {
@@ -155,10 +170,12 @@ impl Runtime {
     }
 
     /// The engine a format runs on when none is named: GGUF formats (and a
-    /// GGUF model's own tensors) on llama.cpp, the rest on transformers.
+    /// GGUF model's own tensors) on llama.cpp, the rest (a safetensors
+    /// model's own tensors included) on transformers.
     pub fn natural(f: DeployFormat, model: &ModelSpec) -> Runtime {
         match f {
             DeployFormat::Native if model.is_gguf => Runtime::LlamaCpp,
+            DeployFormat::Native => Runtime::Transformers,
             f if f.runtimes()[0] == Runtime::LlamaCpp => Runtime::LlamaCpp,
             _ => Runtime::Transformers,
         }

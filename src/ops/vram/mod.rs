@@ -23,15 +23,12 @@
 //! headroom, the largest context for the users asked, the most users at the
 //! context asked, llama.cpp's `-ngl` and host RAM when it does not fit, a
 //! per-device layer split for several GPUs, the hourly price and the engine
-//! flags. [`recommend`] picks the best-quality format that fits with a
-//! margin. The data files (model and GPU catalogs) live in `data/` and are
-//! read by [`catalog`]; [`request`] runs one `vram-plan` call.
-//!
-//! Length: just over 800 lines: the evaluation of one plan (loads per
-//! device, searches for context, users and offload, the runtime flags) is
-//! one memory model; its inputs live in `model` and `formats`.
+//! flags (built by `commands`). [`recommend`] picks the best-quality format
+//! that fits with a margin. The data files (model and GPU catalogs) live in
+//! `data/` and are read by [`catalog`]; [`request`] runs one `vram-plan` call.
 
 pub mod catalog;
+mod commands;
 mod formats;
 mod model;
 pub mod request;
@@ -253,7 +250,11 @@ pub struct PlanRow {
     /// Layers per device (several GPUs).
     pub split: Vec<u64>,
     pub price_per_hour: f64,
+    /// The engine command line (or transformers call).
     pub flags: String,
+    /// What must be made before `flags` runs (a GGUF file, an AWQ/GPTQ
+    /// checkpoint nobody publishes), with how.
+    pub prerequisite: Option<String>,
 }
 
 /// Memory on each device for a layer split `split` (layers per device, in
@@ -306,7 +307,7 @@ fn device_loads(
                 b.kv = cnt * kv_layer_tok * o.ctx * o.users;
                 let tokens = o.users * o.ubatch.unwrap_or(o.ctx).min(o.ctx);
                 let dequant = if matches!(
-                    f,
+                    f.as_loaded(m),
                     DeployFormat::Nf4
                         | DeployFormat::Awq
                         | DeployFormat::Gptq
@@ -597,6 +598,13 @@ pub fn plan(
     o: &Options,
     setup: &GpuSetup,
 ) -> Result<PlanRow> {
+    // Without bfloat16 (compute capability below 8.0) 16-bit weights run
+    // as float16: same memory, and the flags say so.
+    let f = if f == DeployFormat::Bf16 && !setup.gpu.has_bf16() {
+        DeployFormat::F16
+    } else {
+        f
+    };
     validate(m, f, e, o)?;
     if e == Runtime::Vllm && setup.count > 1 && m.shape.heads % setup.count as u64 != 0 {
         return Err(invalid(format!(
@@ -634,7 +642,7 @@ pub fn plan(
         Runtime::Vllm => o.ubatch.unwrap_or(vllm_default_batched_tokens(setup)),
     };
     let kv_type = o.kv.unwrap_or(KvType::F16);
-    let flags = flags(m, f, e, o, setup, ngl, &split, ubatch, kv_type);
+    let (flags, prerequisite) = commands::flags(m, f, e, o, setup, ngl, &split, ubatch, kv_type);
     Ok(PlanRow {
         gpu: setup.gpu.name.clone(),
         gpus: setup.count,
@@ -655,87 +663,8 @@ pub fn plan(
         split,
         price_per_hour: setup.gpu.price_per_hour * setup.count.max(1) as f64,
         flags,
+        prerequisite,
     })
-}
-
-/// The command line (or call) that runs the plan.
-#[allow(clippy::too_many_arguments)]
-fn flags(
-    m: &ModelSpec,
-    f: DeployFormat,
-    e: Runtime,
-    o: &Options,
-    setup: &GpuSetup,
-    ngl: Option<u64>,
-    split: &[u64],
-    ubatch: u64,
-    kv: KvType,
-) -> String {
-    let src = &m.source;
-    match e {
-        Runtime::LlamaCpp => {
-            let file = if f == DeployFormat::Native {
-                src.clone()
-            } else {
-                format!(
-                    "{}-{}.gguf",
-                    m.shape.name.replace('/', "_"),
-                    f.name().to_uppercase()
-                )
-            };
-            let mut s = format!(
-                "llama-server -m {file} -c {} -np {} -ngl {} -ub {ubatch} -fa {} --cache-type-k {} --cache-type-v {}",
-                o.ctx * o.users,
-                o.users,
-                ngl.unwrap_or(m.shape.layers + 1),
-                if o.flash_attn { "on" } else { "off" },
-                kv.name(),
-                kv.name()
-            );
-            if setup.count > 1 {
-                let ts: Vec<String> = split.iter().map(|l| l.to_string()).collect();
-                s += &format!(" --split-mode layer --tensor-split {}", ts.join(","));
-            }
-            s
-        }
-        Runtime::Vllm => {
-            let mut s = format!(
-                "vllm serve {src} --max-model-len {} --max-num-seqs {} --gpu-memory-utilization {} --kv-cache-dtype {} --max-num-batched-tokens {ubatch}",
-                o.ctx,
-                o.users,
-                o.gpu_util,
-                if kv == KvType::Fp8 { "fp8" } else { "auto" }
-            );
-            s += match f {
-                DeployFormat::Awq => " --quantization awq",
-                DeployFormat::Gptq | DeployFormat::Gptq8 => " --quantization gptq",
-                DeployFormat::Nf4 => " --quantization bitsandbytes",
-                DeployFormat::F16 => " --dtype float16",
-                DeployFormat::Bf16 => " --dtype bfloat16",
-                _ => "",
-            };
-            if setup.count > 1 {
-                s += &format!(" --tensor-parallel-size {}", setup.count);
-            }
-            if !o.cuda_graphs {
-                s += " --enforce-eager";
-            }
-            s
-        }
-        Runtime::Transformers => {
-            let dtype = if f == DeployFormat::F16 {
-                "float16"
-            } else {
-                "bfloat16"
-            };
-            let q = match f {
-                DeployFormat::Int8 => ", quantization_config=BitsAndBytesConfig(load_in_8bit=True)",
-                DeployFormat::Nf4 => ", quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\", bnb_4bit_compute_dtype=torch.bfloat16)",
-                _ => "",
-            };
-            format!("AutoModelForCausalLM.from_pretrained(\"{src}\", dtype=torch.{dtype}, device_map=\"auto\"{q})")
-        }
-    }
 }
 
 /// Why a better format was passed over.
@@ -771,6 +700,17 @@ pub fn recommend(
             Some(_) => continue,
             None => Runtime::natural(f, m),
         };
+        if f == DeployFormat::Bf16 && !setup.gpu.has_bf16() {
+            rejected.push(Rejected {
+                format: f,
+                engine: e,
+                reason: format!(
+                    "{} has no bfloat16 (compute capability below 8.0): f16 instead",
+                    setup.gpu.name
+                ),
+            });
+            continue;
+        }
         let row = match plan(m, f, e, o, setup) {
             Ok(r) => r,
             Err(err) => {

@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::invalid;
 use crate::model::arch::{self, LayerPart, Role};
 use crate::model::family::Family;
+use crate::model::packed::{self, Packing};
 use crate::ops::Result;
 use crate::store::{Container, DType, Model};
 
@@ -186,6 +187,11 @@ pub struct ModelSpec {
     pub is_gguf: bool,
     /// True when `tensors` carry their stored bytes (`native` is available).
     pub has_stored: bool,
+    /// How a pre-quantized checkpoint is packed (its `native` format).
+    pub packing: Option<Packing>,
+    /// Pre-quantized versions published on the Hub (from the catalog): the
+    /// repos AWQ/GPTQ commands load.
+    pub published: Vec<(super::DeployFormat, String)>,
 }
 
 impl ModelSpec {
@@ -198,6 +204,8 @@ impl ModelSpec {
             source: source.into(),
             is_gguf: false,
             has_stored: false,
+            packing: None,
+            published: Vec::new(),
         })
     }
 
@@ -239,14 +247,20 @@ impl ModelSpec {
     }
 
     /// A real model opened through the tensor store: shape from
-    /// `arch::detect`, tensors (and their stored types) from the file.
+    /// `arch::detect`, tensors (and their stored types) from the file, packed
+    /// weights (bitsandbytes, AWQ, GPTQ) in their real shapes with the bytes
+    /// of all their side tensors ([`packed`]).
     pub fn from_model(m: &Model, label: &str) -> Result<ModelSpec> {
         let a = arch::detect(m);
+        // Where the tensors leave a value open, the declared one was asked.
+        let asked = match a.hparams_source {
+            "none" => "there is no config.json beside the weights to declare it".to_string(),
+            src => format!("the {src} does not declare it"),
+        };
         let need = |v: Option<u64>, what: &str| {
             v.ok_or_else(|| {
                 invalid(format!(
-                    "{label}: cannot tell {what} from the tensors or the {} (a config.json beside the weights fixes this)",
-                    a.hparams_source
+                    "{label}: cannot tell {what} from the tensors, and {asked} (the model's config.json beside the weights fixes this)"
                 ))
             })
         };
@@ -274,8 +288,9 @@ impl ModelSpec {
             max_ctx: a.context_length.unwrap_or(4096).min(MAX_CTX),
         };
         shape.check()?;
-        let tensors = m
-            .tensors()
+        let logical = packed::logical_tensors(m);
+        let tensors = logical
+            .tensors
             .iter()
             .map(|t| {
                 let (kind, layer) = match arch::role(&t.name) {
@@ -313,7 +328,7 @@ impl ModelSpec {
                     layer,
                     rows,
                     cols,
-                    stored: Some((t.dtype, t.len)),
+                    stored: Some((t.dtype, t.bytes)),
                 }
             })
             .collect();
@@ -323,6 +338,8 @@ impl ModelSpec {
             tensors,
             is_gguf: m.container == Container::Gguf,
             has_stored: true,
+            packing: logical.packing,
+            published: Vec::new(),
         })
     }
 

@@ -52,6 +52,17 @@ pub struct Report {
     pub answer: Answer,
 }
 
+impl Report {
+    /// Whether anything planned fits: a row that fits, or a GPU setup with
+    /// a recommended format (`vram-plan`'s exit status says so).
+    pub fn anything_fits(&self) -> bool {
+        match &self.answer {
+            Answer::Plans { plans, .. } => plans.iter().any(|p| p.fits),
+            Answer::Recommendations(v) => v.iter().any(|r| r.recommendation.chosen.is_some()),
+        }
+    }
+}
+
 /// Plan rows, or recommendations.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -131,11 +142,19 @@ pub fn run(req: &Request) -> Result<Report> {
     } else {
         req.formats.clone()
     };
-    let mut rows = Vec::new();
+    let mut rows: Vec<PlanRow> = Vec::new();
     for s in &setups {
+        let first = rows.len();
         for &f in &formats {
             let r = runtime.unwrap_or_else(|| Runtime::natural(f, &m));
-            rows.push(plan(&m, f, r, &req.options, s)?);
+            let row = plan(&m, f, r, &req.options, s)?;
+            // bf16 becomes f16 on GPUs without it: one row when both are asked.
+            if !rows[first..]
+                .iter()
+                .any(|x| x.format == row.format && x.engine == row.engine)
+            {
+                rows.push(row);
+            }
         }
     }
     Ok(Report {
@@ -166,8 +185,15 @@ pub fn open_model(spec: &str) -> Result<ModelSpec> {
     }
     if !path.exists() {
         if let Some(c) = catalog::find_model(spec) {
-            let repo = c.repo.clone();
-            return ModelSpec::from_shape(c.shape, repo);
+            let mut m = ModelSpec::from_shape(c.shape, c.repo)?;
+            m.published = [
+                (DeployFormat::Awq, c.awq),
+                (DeployFormat::Gptq, c.gptq_int4),
+            ]
+            .into_iter()
+            .filter_map(|(f, repo)| Some((f, repo?)))
+            .collect();
+            return Ok(m);
         }
     }
     let m = Model::open(spec).map_err(|e| {
@@ -190,12 +216,17 @@ fn default_runtime(m: &ModelSpec, asked: Option<Runtime>, kv: Option<KvType>) ->
 }
 
 /// Formats compared when none is named: the model's own tensors (a real
-/// model), then a spread of formats the runtime loads.
+/// model), then a spread of formats the runtime loads. A pre-quantized
+/// checkpoint is planned as it is: the other formats start from 16-bit
+/// weights it does not have.
 fn default_formats(m: &ModelSpec, runtime: Option<Runtime>) -> Vec<DeployFormat> {
     use DeployFormat as F;
     let mut v = Vec::new();
     if m.has_stored && runtime.is_none_or(|r| m.is_gguf == (r == Runtime::LlamaCpp)) {
         v.push(F::Native);
+        if m.packing.is_some() {
+            return v;
+        }
     }
     v.extend_from_slice(match runtime {
         Some(Runtime::LlamaCpp) => &[F::F16, F::Q8_0, F::Q6K, F::Q5KM, F::Q4KM],

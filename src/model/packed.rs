@@ -1,0 +1,271 @@
+//! Pre-quantized checkpoints seen as the model that was quantized.
+//!
+//! bitsandbytes, AWQ and GPTQ store one Linear weight as a packed tensor
+//! plus side tensors, none of which has the weight's shape:
+//!
+//! * bitsandbytes 4-bit (`llmtool quantize nf4|fp4` and transformers'
+//!   `save_pretrained`): `W.weight` is U8 `[numel/2, 1]`, next to
+//!   `W.weight.absmax`, `.quant_map`, `.nested_absmax`, `.nested_quant_map`
+//!   and `W.weight.quant_state.bitsandbytes__nf4` (or `__fp4`), a U8 tensor
+//!   holding the JSON of `QuantState.as_dict(packed=True)`, whose `shape`
+//!   is the real one;
+//! * bitsandbytes LLM.int8: `W.weight` is I8 in its real shape, plus
+//!   `W.SCB` (one f32 scale per row) and `W.weight_format`;
+//! * AWQ (GEMM): `W.qweight` I32 `[in, out·bits/32]`, `W.qzeros`
+//!   `[in/G, out·bits/32]`, `W.scales` f16 `[in/G, out]`;
+//! * GPTQ: `W.qweight` I32 `[in·bits/32, out]`, `W.qzeros`
+//!   `[in/G, out·bits/32]`, `W.scales` `[in/G, out]`, `W.g_idx` `[in]`.
+//!
+//! [`logical_tensors`] folds each group into one [`LogicalTensor`] named
+//! `W.weight`, with the `[out, in]` shape that was quantized and the bytes
+//! of the whole group, so that parameters count logical elements and bits
+//! per weight come out right. What cannot be decoded stays as stored, with
+//! a warning naming the tensor.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use crate::store::{DType, Model, TensorInfo};
+
+/// How a checkpoint's Linear weights are packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Packing {
+    /// bitsandbytes 4-bit NormalFloat.
+    Nf4,
+    /// bitsandbytes 4-bit float.
+    Fp4,
+    /// bitsandbytes LLM.int8.
+    Int8,
+    /// AWQ, GEMM layout.
+    Awq { bits: u64 },
+    /// GPTQ.
+    Gptq { bits: u64 },
+}
+
+impl Packing {
+    /// How people name it: `bitsandbytes nf4`, `awq 4-bit`.
+    pub fn label(self) -> String {
+        match self {
+            Packing::Nf4 => "bitsandbytes nf4".into(),
+            Packing::Fp4 => "bitsandbytes fp4".into(),
+            Packing::Int8 => "bitsandbytes int8".into(),
+            Packing::Awq { bits } => format!("awq {bits}-bit"),
+            Packing::Gptq { bits } => format!("gptq {bits}-bit"),
+        }
+    }
+}
+
+/// One weight as it was before packing, and what it takes as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogicalTensor {
+    /// The weight's name (`….weight` for packed ones).
+    pub name: String,
+    /// Torch order, the real shape.
+    pub shape: Vec<u64>,
+    /// The stored dtype of the (main) tensor.
+    pub dtype: DType,
+    /// Bytes of the tensor and its side tensors.
+    pub bytes: u64,
+    /// `None` for a tensor stored as it is.
+    pub packing: Option<Packing>,
+}
+
+impl LogicalTensor {
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// A model's tensors as logical weights, and what could not be decoded.
+#[derive(Debug, Clone, Default)]
+pub struct Logical {
+    pub tensors: Vec<LogicalTensor>,
+    /// The checkpoint's packing, when any weight is packed.
+    pub packing: Option<Packing>,
+    pub warnings: Vec<String>,
+}
+
+const BNB4_STATE: &str = ".quant_state.bitsandbytes__";
+const BNB4_SIDES: &[&str] = &[
+    ".absmax",
+    ".quant_map",
+    ".nested_absmax",
+    ".nested_quant_map",
+];
+
+/// The logical weights of `m` (see the module docs), in stored order.
+pub fn logical_tensors(m: &Model) -> Logical {
+    let by_name: BTreeMap<&str, &TensorInfo> =
+        m.tensors().iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut out = Logical::default();
+    // Side tensors folded into their weight, and each packed weight's
+    // logical form under the name of its main stored tensor.
+    let mut folded: HashSet<String> = HashSet::new();
+    let mut replaced: BTreeMap<String, LogicalTensor> = BTreeMap::new();
+    let mut fold = |main: &TensorInfo, sides: Vec<&TensorInfo>, l: LogicalTensor| {
+        folded.extend(sides.iter().map(|s| s.name.clone()));
+        let bytes = main.len + sides.iter().map(|s| s.len).sum::<u64>();
+        replaced.insert(main.name.clone(), LogicalTensor { bytes, ..l });
+    };
+    let gptq_bits = m
+        .config
+        .as_ref()
+        .and_then(|c| c.pointer("/quantization_config/bits"))
+        .and_then(|b| b.as_u64());
+    for t in m.tensors() {
+        let side = |name: String| by_name.get(name.as_str()).copied();
+        if let Some((weight, kind)) = t.name.split_once(BNB4_STATE) {
+            let Some(w) = side(weight.to_string()) else {
+                continue;
+            };
+            match bnb4(m, t, w, kind) {
+                Ok((shape, packing)) => {
+                    let mut sides: Vec<&TensorInfo> = BNB4_SIDES
+                        .iter()
+                        .filter_map(|s| side(format!("{weight}{s}")))
+                        .collect();
+                    sides.push(t);
+                    fold(w, sides, packed(&w.name, shape, w.dtype, packing));
+                }
+                Err(why) => out
+                    .warnings
+                    .push(format!("{}: {why}; counting '{weight}' as stored", t.name)),
+            }
+        } else if let Some(module) = t.name.strip_suffix(".SCB") {
+            let Some(w) = side(format!("{module}.weight")) else {
+                continue;
+            };
+            let mut sides = vec![t];
+            sides.extend(side(format!("{module}.weight_format")));
+            fold(
+                w,
+                sides,
+                packed(&w.name, w.shape.clone(), w.dtype, Packing::Int8),
+            );
+        } else if let Some(module) = t.name.strip_suffix(".qweight") {
+            let scales = side(format!("{module}.scales"));
+            let g_idx = side(format!("{module}.g_idx"));
+            match awq_gptq(t, scales, g_idx, gptq_bits) {
+                Ok((shape, packing)) => {
+                    let sides = ["qzeros", "scales", "g_idx"]
+                        .iter()
+                        .filter_map(|s| side(format!("{module}.{s}")))
+                        .collect();
+                    let name = format!("{module}.weight");
+                    fold(t, sides, packed(&name, shape, t.dtype, packing));
+                }
+                Err(why) => out
+                    .warnings
+                    .push(format!("{}: {why}; counting it as stored", t.name)),
+            }
+        }
+    }
+    for t in m.tensors() {
+        if folded.contains(&t.name) {
+            continue;
+        }
+        out.tensors.push(match replaced.remove(&t.name) {
+            Some(l) => l,
+            None => LogicalTensor {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                dtype: t.dtype,
+                bytes: t.len,
+                packing: None,
+            },
+        });
+    }
+    out.packing = out.tensors.iter().find_map(|t| t.packing);
+    out
+}
+
+/// A packed weight's logical form; its bytes are summed by the caller.
+fn packed(name: &str, shape: Vec<u64>, dtype: DType, p: Packing) -> LogicalTensor {
+    LogicalTensor {
+        name: name.to_string(),
+        shape,
+        dtype,
+        bytes: 0,
+        packing: Some(p),
+    }
+}
+
+/// The real shape of a bitsandbytes 4-bit weight `w`, from its quant-state
+/// JSON `state` (`kind` is the suffix after `bitsandbytes__`).
+fn bnb4(
+    m: &Model,
+    state: &TensorInfo,
+    w: &TensorInfo,
+    kind: &str,
+) -> Result<(Vec<u64>, Packing), String> {
+    let packing = match kind {
+        "nf4" => Packing::Nf4,
+        "fp4" => Packing::Fp4,
+        other => return Err(format!("unknown bitsandbytes quant type '{other}'")),
+    };
+    let json: serde_json::Value = serde_json::from_slice(m.bytes(state))
+        .map_err(|e| format!("the quant state is not JSON ({e})"))?;
+    let shape: Vec<u64> = json
+        .get("shape")
+        .and_then(|s| s.as_array())
+        .and_then(|a| a.iter().map(|d| d.as_u64()).collect())
+        .ok_or("the quant state has no integer 'shape'")?;
+    let numel = crate::store::checked_numel(&shape).ok_or("its 'shape' overflows")?;
+    // Two 4-bit codes per stored byte, whatever the storage dtype.
+    if numel.div_ceil(2) != w.len {
+        return Err(format!(
+            "its 'shape' {shape:?} holds {numel} elements, but '{}' ({} bytes) packs {}",
+            w.name,
+            w.len,
+            w.len * 2
+        ));
+    }
+    Ok((shape, packing))
+}
+
+/// The real `[out, in]` shape of an AWQ or GPTQ `qweight`, told apart by
+/// where the packing is: AWQ packs the output columns (`scales` has
+/// 32/bits times `qweight`'s columns), GPTQ the input rows (`scales` has as
+/// many columns as `qweight`). GPTQ's bits come from `g_idx` (one entry per
+/// input), else from `quantization_config.bits`, else 4.
+fn awq_gptq(
+    q: &TensorInfo,
+    scales: Option<&TensorInfo>,
+    g_idx: Option<&TensorInfo>,
+    config_bits: Option<u64>,
+) -> Result<(Vec<u64>, Packing), String> {
+    let &[q_rows, q_cols] = q.shape.as_slice() else {
+        return Err(format!("qweight shape {:?} is not 2-D", q.shape));
+    };
+    let s_cols = match scales.map(|s| s.shape.as_slice()) {
+        Some(&[_, c]) => c,
+        Some(other) => return Err(format!("its scales shape {other:?} is not 2-D")),
+        None => return Err("no scales tensor beside it".into()),
+    };
+    let bits_ok = |b: u64| [2, 3, 4, 8].contains(&b);
+    if q_cols > 0 && s_cols == q_cols {
+        let bits = match g_idx.map(|g| g.numel()) {
+            Some(inputs) if inputs > 0 && (32 * q_rows) % inputs == 0 => 32 * q_rows / inputs,
+            Some(inputs) => {
+                return Err(format!(
+                    "g_idx has {inputs} entries, which {q_rows} packed rows cannot hold"
+                ))
+            }
+            None => config_bits.unwrap_or(4),
+        };
+        if !bits_ok(bits) {
+            return Err(format!("{bits}-bit GPTQ is not a known packing"));
+        }
+        Ok((vec![q_cols, q_rows * 32 / bits], Packing::Gptq { bits }))
+    } else if q_cols > 0 && s_cols % q_cols == 0 && bits_ok(32 / (s_cols / q_cols)) {
+        let bits = 32 / (s_cols / q_cols);
+        Ok((vec![s_cols, q_rows], Packing::Awq { bits }))
+    } else {
+        Err(format!(
+            "qweight {:?} and scales with {s_cols} columns match neither AWQ nor GPTQ packing",
+            q.shape
+        ))
+    }
+}
