@@ -542,3 +542,57 @@ fn output_paths_are_what_the_user_named() {
     );
     nothing_written(tmp.path(), "small");
 }
+
+/// Our own nf4 output as the base of a merge or the input of a
+/// quantization: refused as pre-quantized, pointing at the 16-bit base.
+#[test]
+fn pre_quantized_inputs_point_at_the_16_bit_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = variant(tmp.path(), |_| None, |_| {});
+    let nf4 = tmp.path().join("nf4");
+    let out = llmtool()
+        .args(["quantize", "nf4", s(&m), "--out", s(&nf4)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = "pre-quantized checkpoint (bitsandbytes";
+    refuses(
+        &[
+            "quantize",
+            "q8_0",
+            s(&nf4),
+            "--out",
+            s(&tmp.path().join("q.gguf")),
+        ],
+        want,
+    );
+    refuses(
+        &[
+            "quantize",
+            "int8",
+            s(&nf4),
+            "--out",
+            s(&tmp.path().join("i8")),
+        ],
+        want,
+    );
+    let adapter = common::fixture("lora/f32-basic/adapter");
+    refuses(
+        &[
+            "lora",
+            "merge",
+            "--base",
+            s(&nf4),
+            "--adapter",
+            s(&adapter),
+            "--out",
+            s(&tmp.path().join("mm")),
+        ],
+        want,
+    );
+    nothing_written(tmp.path(), "q.gguf");
+}

@@ -16,8 +16,8 @@ use crate::model::arch::{self, Arch, LayerPart, Role};
 use crate::store::{Container, Model, StoreError};
 
 /// The quantization a checkpoint already carries, when it is one:
-/// `quantization_config.quant_method` of config.json, else what its
-/// tensors betray (bitsandbytes quant states, GPTQ/AWQ `qweight`).
+/// `quantization_config.quant_method` of config.json, else the packing its
+/// tensors betray ([`crate::model::packed`]).
 pub fn prequantized(model: &Model) -> Option<String> {
     let declared = model
         .config
@@ -30,17 +30,9 @@ pub fn prequantized(model: &Model) -> Option<String> {
                 .to_string()
         });
     declared.or_else(|| {
-        model.tensors().iter().find_map(|t| {
-            if t.name.contains(".quant_state.") || t.name.ends_with(".absmax") {
-                Some("bitsandbytes 4-bit".to_string())
-            } else if t.name.ends_with(".SCB") {
-                Some("bitsandbytes int8".to_string())
-            } else if t.name.ends_with(".qweight") {
-                Some("GPTQ/AWQ".to_string())
-            } else {
-                None
-            }
-        })
+        crate::model::packed::logical_tensors(model)
+            .packing
+            .map(|p| p.label())
     })
 }
 
