@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use llmtool::quant::GgmlType;
-use llmtool::store::gguf::{self, GgufTensor, GgufWriter, Value, ValueType};
+use llmtool::store::gguf::{self, Array, GgufTensor, GgufWriter, Value};
 use llmtool::store::safetensors::{self, SafetensorsTensor, ShardedWriter};
 use llmtool::store::{DType, Model, TensorInfo};
 use proptest::prelude::*;
@@ -26,7 +26,7 @@ fn seed_gguf() -> Vec<u8> {
         ("llama.block_count".to_string(), Value::U32(1)),
         (
             "tokenizer.ggml.tokens".to_string(),
-            Value::Array(ValueType::String, vec![Value::String("a".into()); 3]),
+            Value::Array(Array::String(["a"; 3].into_iter().collect())),
         ),
         ("general.alignment".to_string(), Value::U32(32)),
     ];

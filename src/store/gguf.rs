@@ -22,7 +22,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::atomic::{AtomicFile, TensorSequence};
-use super::{checked_numel, DType, ModelFile, Result, StoreError, TensorInfo};
+use super::{
+    checked_numel, clip, DType, ModelFile, Result, StoreError, TensorInfo, MAX_TENSORS_PER_FILE,
+};
 use crate::quant::ftype::{ModelFacts, TypeRuleError};
 use crate::quant::GgmlType;
 
@@ -36,6 +38,10 @@ pub const DEFAULT_ALIGNMENT: u32 = 32;
 pub const MAX_DIMS: usize = 4;
 /// `GGML_MAX_NAME` is 64 including the terminating NUL.
 pub const MAX_NAME_LEN: usize = 63;
+/// Most metadata keys a file may hold: real files hold under a hundred
+/// (per-layer values are arrays), and each key costs about a hundred bytes
+/// of memory beyond its file bytes.
+pub const MAX_KEYS: u64 = 1 << 16;
 /// Key holding the alignment.
 pub const KEY_ALIGNMENT: &str = "general.alignment";
 /// Split-file keys (`llama-gguf-split`): u16, u16, i32.
@@ -96,8 +102,7 @@ impl fmt::Display for ValueType {
     }
 }
 
-/// A metadata value. Arrays are homogeneous and never nested (llama.cpp
-/// rejects nested arrays, so we neither read nor write them).
+/// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     U8(u8),
@@ -112,8 +117,180 @@ pub enum Value {
     U64(u64),
     I64(i64),
     F64(f64),
-    Array(ValueType, Vec<Value>),
+    Array(Array),
 }
+
+/// A metadata array, stored compactly: one typed vector per element type,
+/// strings as one buffer and their ends ([`Strings`]). A boxed [`Value`]
+/// per item cost about 32 bytes of memory per byte of a `UINT8` array; this
+/// costs one to two. Arrays are homogeneous and never nested (llama.cpp
+/// rejects nested arrays), which this type makes impossible to build.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+    Bool(Vec<bool>),
+    String(Strings),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+}
+
+impl Array {
+    /// The type tag of the elements.
+    pub fn item_type(&self) -> ValueType {
+        match self {
+            Array::U8(_) => ValueType::Uint8,
+            Array::I8(_) => ValueType::Int8,
+            Array::U16(_) => ValueType::Uint16,
+            Array::I16(_) => ValueType::Int16,
+            Array::U32(_) => ValueType::Uint32,
+            Array::I32(_) => ValueType::Int32,
+            Array::F32(_) => ValueType::Float32,
+            Array::Bool(_) => ValueType::Bool,
+            Array::String(_) => ValueType::String,
+            Array::U64(_) => ValueType::Uint64,
+            Array::I64(_) => ValueType::Int64,
+            Array::F64(_) => ValueType::Float64,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U8(v) => v.len(),
+            Array::I8(v) => v.len(),
+            Array::U16(v) => v.len(),
+            Array::I16(v) => v.len(),
+            Array::U32(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::String(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as a scalar value.
+    pub fn get(&self, i: usize) -> Option<Value> {
+        Some(match self {
+            Array::U8(v) => Value::U8(*v.get(i)?),
+            Array::I8(v) => Value::I8(*v.get(i)?),
+            Array::U16(v) => Value::U16(*v.get(i)?),
+            Array::I16(v) => Value::I16(*v.get(i)?),
+            Array::U32(v) => Value::U32(*v.get(i)?),
+            Array::I32(v) => Value::I32(*v.get(i)?),
+            Array::F32(v) => Value::F32(*v.get(i)?),
+            Array::Bool(v) => Value::Bool(*v.get(i)?),
+            Array::String(v) => Value::String(v.get(i)?.to_string()),
+            Array::U64(v) => Value::U64(*v.get(i)?),
+            Array::I64(v) => Value::I64(*v.get(i)?),
+            Array::F64(v) => Value::F64(*v.get(i)?),
+        })
+    }
+
+    /// The elements as scalar values, made one at a time.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Value> + '_ {
+        (0..self.len()).map(|i| self.get(i).expect("index below len"))
+    }
+
+    /// The strings of a string array.
+    pub fn strings(&self) -> Option<&Strings> {
+        match self {
+            Array::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Every element as f64, for numeric arrays (see [`Value::as_f64`]).
+    pub fn to_f64s(&self) -> Option<Vec<f64>> {
+        self.iter().map(|v| v.as_f64()).collect()
+    }
+}
+
+/// The strings of a string array: their bytes in one buffer, and where each
+/// ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Strings {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    fn with_capacity(n: usize) -> Strings {
+        Strings {
+            text: String::new(),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// String `i`.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
+        Some(&self.text[start..end])
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i).expect("index below len"))
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Strings {
+    fn from_iter<I: IntoIterator<Item = S>>(items: I) -> Strings {
+        let mut out = Strings::default();
+        for s in items {
+            out.push(s.as_ref());
+        }
+        out
+    }
+}
+
+/// The numeric element types, read and written little-endian.
+trait Scalar: Copy {
+    const SIZE: usize;
+    fn from_le(bytes: &[u8]) -> Self;
+    fn put(self, out: &mut Vec<u8>);
+}
+
+macro_rules! scalar {
+    ($($t:ty),*) => {$(
+        impl Scalar for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            fn from_le(bytes: &[u8]) -> Self {
+                <$t>::from_le_bytes(bytes.try_into().expect("SIZE bytes"))
+            }
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
+}
+scalar!(u8, i8, u16, i16, u32, i32, f32, u64, i64, f64);
 
 impl Value {
     /// The type tag this value is written with.
@@ -131,7 +308,7 @@ impl Value {
             Value::U64(_) => ValueType::Uint64,
             Value::I64(_) => ValueType::Int64,
             Value::F64(_) => ValueType::Float64,
-            Value::Array(..) => ValueType::Array,
+            Value::Array(_) => ValueType::Array,
         }
     }
 
@@ -191,7 +368,8 @@ impl Value {
             Value::U64(v) => json!(v),
             Value::I64(v) => json!(v),
             Value::F64(v) => json!(v),
-            Value::Array(_, items) => items.iter().map(Value::to_json).collect(),
+            Value::Array(Array::String(s)) => s.iter().collect(),
+            Value::Array(a) => a.iter().map(|v| v.to_json()).collect(),
         }
     }
 }
@@ -273,26 +451,24 @@ impl<'a> Cursor<'a> {
         self.pos += n as usize;
         Ok(s)
     }
-    fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N]> {
-        Ok(self.take(N as u64, what)?.try_into().expect("N bytes"))
-    }
     fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array(what)?))
+        self.scalar(what)
     }
     fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array(what)?))
+        self.scalar(what)
     }
-    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+    /// A string borrowed from the header.
+    fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str> {
         let n = self.u64(what)?;
         let at = self.pos;
         let bytes = self.take(n, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| {
+        std::str::from_utf8(bytes).map_err(|e| {
             StoreError::invalid(
                 self.path,
                 format!(
                     "{} is not valid UTF-8 (byte {} of the string at offset {at})",
                     what(),
-                    e.utf8_error().valid_up_to()
+                    e.valid_up_to()
                 ),
             )
         })
@@ -312,50 +488,81 @@ impl<'a> Cursor<'a> {
         }
         Ok(())
     }
-    fn value(&mut self, ty: ValueType, what: &dyn Fn() -> String, in_array: bool) -> Result<Value> {
+    fn scalar<T: Scalar>(&mut self, what: &dyn Fn() -> String) -> Result<T> {
+        Ok(T::from_le(self.take(T::SIZE as u64, what)?))
+    }
+    /// `n` scalars, whose bytes [`Cursor::check_count`] has seen are there.
+    fn scalars<T: Scalar>(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<Vec<T>> {
+        let bytes = self.take(n * T::SIZE as u64, what)?;
+        Ok(bytes.chunks_exact(T::SIZE).map(T::from_le).collect())
+    }
+    fn bools(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<Vec<bool>> {
+        let at = self.pos;
+        let bytes = self.take(n, what)?;
+        match bytes.iter().position(|&b| b > 1) {
+            None => Ok(bytes.iter().map(|&b| b == 1).collect()),
+            Some(i) => Err(StoreError::invalid(
+                self.path,
+                format!(
+                    "{} is a bool with byte value {} at offset {} (must be 0 or 1)",
+                    what(),
+                    bytes[i],
+                    at + i
+                ),
+            )),
+        }
+    }
+    fn value(&mut self, ty: ValueType, what: &dyn Fn() -> String) -> Result<Value> {
         Ok(match ty {
-            ValueType::Uint8 => Value::U8(self.array::<1>(what)?[0]),
-            ValueType::Int8 => Value::I8(self.array::<1>(what)?[0] as i8),
-            ValueType::Uint16 => Value::U16(u16::from_le_bytes(self.array(what)?)),
-            ValueType::Int16 => Value::I16(i16::from_le_bytes(self.array(what)?)),
-            ValueType::Uint32 => Value::U32(self.u32(what)?),
-            ValueType::Int32 => Value::I32(i32::from_le_bytes(self.array(what)?)),
-            ValueType::Float32 => Value::F32(f32::from_le_bytes(self.array(what)?)),
-            ValueType::Bool => match self.array::<1>(what)?[0] {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                b => {
-                    return Err(StoreError::invalid(
-                        self.path,
-                        format!("{} is a bool with byte value {b} (must be 0 or 1)", what()),
-                    ))
-                }
-            },
-            ValueType::String => Value::String(self.string(what)?),
-            ValueType::Uint64 => Value::U64(self.u64(what)?),
-            ValueType::Int64 => Value::I64(i64::from_le_bytes(self.array(what)?)),
-            ValueType::Float64 => Value::F64(f64::from_le_bytes(self.array(what)?)),
-            ValueType::Array => {
-                if in_array {
-                    return Err(StoreError::invalid(
-                        self.path,
-                        format!("{} is a nested array, which llama.cpp rejects", what()),
-                    ));
-                }
-                let et = self.u32(what)?;
-                let et = ValueType::from_id(et).ok_or_else(|| {
-                    StoreError::invalid(
-                        self.path,
-                        format!("{} has unknown element type {et}", what()),
-                    )
-                })?;
-                let n = self.u64(what)?;
-                self.check_count(n, et.min_size(), what)?;
-                let mut items = Vec::with_capacity(n as usize);
+            ValueType::Uint8 => Value::U8(self.scalar(what)?),
+            ValueType::Int8 => Value::I8(self.scalar(what)?),
+            ValueType::Uint16 => Value::U16(self.scalar(what)?),
+            ValueType::Int16 => Value::I16(self.scalar(what)?),
+            ValueType::Uint32 => Value::U32(self.scalar(what)?),
+            ValueType::Int32 => Value::I32(self.scalar(what)?),
+            ValueType::Float32 => Value::F32(self.scalar(what)?),
+            ValueType::Bool => Value::Bool(self.bools(1, what)?[0]),
+            ValueType::String => Value::String(self.str(what)?.to_string()),
+            ValueType::Uint64 => Value::U64(self.scalar(what)?),
+            ValueType::Int64 => Value::I64(self.scalar(what)?),
+            ValueType::Float64 => Value::F64(self.scalar(what)?),
+            ValueType::Array => Value::Array(self.array(what)?),
+        })
+    }
+    fn array(&mut self, what: &dyn Fn() -> String) -> Result<Array> {
+        let et = self.u32(what)?;
+        let et = ValueType::from_id(et).ok_or_else(|| {
+            StoreError::invalid(
+                self.path,
+                format!("{} has unknown element type {et}", what()),
+            )
+        })?;
+        let n = self.u64(what)?;
+        self.check_count(n, et.min_size(), what)?;
+        Ok(match et {
+            ValueType::Uint8 => Array::U8(self.scalars(n, what)?),
+            ValueType::Int8 => Array::I8(self.scalars(n, what)?),
+            ValueType::Uint16 => Array::U16(self.scalars(n, what)?),
+            ValueType::Int16 => Array::I16(self.scalars(n, what)?),
+            ValueType::Uint32 => Array::U32(self.scalars(n, what)?),
+            ValueType::Int32 => Array::I32(self.scalars(n, what)?),
+            ValueType::Float32 => Array::F32(self.scalars(n, what)?),
+            ValueType::Bool => Array::Bool(self.bools(n, what)?),
+            ValueType::String => {
+                let mut items = Strings::with_capacity(n as usize);
                 for _ in 0..n {
-                    items.push(self.value(et, what, true)?);
+                    items.push(self.str(what)?);
                 }
-                Value::Array(et, items)
+                Array::String(items)
+            }
+            ValueType::Uint64 => Array::U64(self.scalars(n, what)?),
+            ValueType::Int64 => Array::I64(self.scalars(n, what)?),
+            ValueType::Float64 => Array::F64(self.scalars(n, what)?),
+            ValueType::Array => {
+                return Err(StoreError::invalid(
+                    self.path,
+                    format!("{} is a nested array, which llama.cpp rejects", what()),
+                ))
             }
         })
     }
@@ -374,7 +581,7 @@ pub struct Parsed {
 /// recorded in each [`TensorInfo`].
 pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
     let mut c = Cursor { path, data, pos: 0 };
-    let magic = c.array::<4>(&|| "the GGUF magic".into())?;
+    let magic = c.take(4, &|| "the GGUF magic".into())?;
     if magic != MAGIC {
         return Err(StoreError::invalid(
             path,
@@ -396,57 +603,86 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
     }
     let n_tensors = c.u64(&|| "the tensor count".into())?;
     let n_kv = c.u64(&|| "the metadata count".into())?;
+    if n_kv > MAX_KEYS {
+        return Err(StoreError::invalid(
+            path,
+            format!("the metadata count is {n_kv}, over llmtool's limit of {MAX_KEYS} keys (corrupt or hostile file)"),
+        ));
+    }
+    // A key is at least its length, a type and a one-byte value.
     c.check_count(n_kv, 8 + 4 + 1, &|| "the metadata count".into())?;
     let mut entries = Vec::with_capacity(n_kv as usize);
-    let mut keys = HashSet::new();
+    let mut index = HashMap::with_capacity(n_kv as usize);
     for i in 0..n_kv {
-        let key = c.string(&|| format!("metadata key #{i}"))?;
-        let what = || format!("metadata '{key}'");
+        let key = c.str(&|| format!("metadata key #{i}"))?;
+        let what = || format!("metadata '{}'", clip(key));
         if key.is_empty() {
             return Err(StoreError::invalid(
                 path,
                 format!("metadata key #{i} is empty"),
             ));
         }
-        if !keys.insert(key.clone()) {
+        if index.insert(key.to_string(), entries.len()).is_some() {
             return Err(StoreError::invalid(
                 path,
-                format!("metadata key '{key}' appears twice"),
+                format!("metadata key '{}' appears twice", clip(key)),
             ));
         }
         let ty = c.u32(&what)?;
         let ty = ValueType::from_id(ty).ok_or_else(|| {
-            StoreError::invalid(
-                path,
-                format!("metadata '{key}' has unknown value type {ty}"),
-            )
+            StoreError::invalid(path, format!("{} has unknown value type {ty}", what()))
         })?;
-        let v = c.value(ty, &what, false)?;
-        entries.push((key, v));
+        let v = c.value(ty, &what)?;
+        entries.push((key.to_string(), v));
     }
-    let mut metadata = Metadata::new(entries);
-    metadata.version = version;
+    let metadata = Metadata {
+        version,
+        entries,
+        index,
+    };
     let alignment = match metadata.get(KEY_ALIGNMENT) {
         None => DEFAULT_ALIGNMENT,
         Some(Value::U32(a)) if *a > 0 && a.is_power_of_two() => *a,
         Some(v) => {
+            let found = match v {
+                Value::Array(_) => "an ARRAY".to_string(),
+                v => format!("{} {}", v.value_type(), v.to_json()),
+            };
             return Err(StoreError::invalid(
                 path,
-                format!("{KEY_ALIGNMENT} must be a UINT32 power of two, found {v:?}"),
-            ))
+                format!("{KEY_ALIGNMENT} must be a UINT32 power of two, found {found}"),
+            ));
         }
     } as u64;
 
+    if n_tensors > MAX_TENSORS_PER_FILE {
+        return Err(StoreError::invalid(
+            path,
+            format!("the tensor count is {n_tensors}, over llmtool's limit of {MAX_TENSORS_PER_FILE} tensors per file (corrupt or hostile file)"),
+        ));
+    }
+    // A tensor info is at least its name's length, n_dims, one dimension,
+    // the type and the offset.
     c.check_count(n_tensors, 8 + 4 + 8 + 4 + 8, &|| "the tensor count".into())?;
     let mut infos = Vec::with_capacity(n_tensors as usize);
-    let mut names = HashSet::new();
+    let mut names = HashSet::with_capacity(n_tensors as usize);
     for i in 0..n_tensors {
-        let name = c.string(&|| format!("tensor name #{i}"))?;
-        let what = || format!("tensor info of '{name}'");
-        if !names.insert(name.clone()) {
+        let name = c.str(&|| format!("tensor name #{i}"))?;
+        let what = || format!("tensor info of '{}'", clip(name));
+        if name.len() > MAX_NAME_LEN {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
+                format!(
+                    "its name is {} bytes long; GGUF allows at most {MAX_NAME_LEN} (GGML_MAX_NAME)",
+                    name.len()
+                ),
+            ));
+        }
+        if !names.insert(name) {
+            return Err(StoreError::tensor(
+                path,
+                name,
                 "appears twice in the tensor infos",
             ));
         }
@@ -454,7 +690,7 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
         if n_dims > MAX_DIMS {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
                 format!("has {n_dims} dimensions; GGUF allows at most {MAX_DIMS}"),
             ));
         }
@@ -465,12 +701,12 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
         let ty_id = c.u32(&what)?;
         let offset = c.u64(&what)?;
         let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
-            StoreError::tensor(path, &name, format!("has unknown ggml type id {ty_id}"))
+            StoreError::tensor(path, name, format!("has unknown ggml type id {ty_id}"))
         })?;
         if ne.iter().any(|&d| d > i64::MAX as u64) {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
                 format!("dimension out of range in ne {ne:?}"),
             ));
         }
@@ -478,7 +714,7 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
             if ne0 % ty.block_size() != 0 {
                 return Err(StoreError::tensor(
                     path,
-                    &name,
+                    name,
                     format!(
                         "ne[0] = {ne0} is not a multiple of {ty}'s block size {}",
                         ty.block_size()
@@ -489,18 +725,18 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
         let len = checked_numel(&ne)
             .and_then(|n| ty.bytes_for(n))
             .ok_or_else(|| {
-                StoreError::tensor(path, &name, format!("size of ne {ne:?} overflows"))
+                StoreError::tensor(path, name, format!("size of ne {ne:?} overflows"))
             })?;
         if offset % alignment != 0 {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
                 format!("data offset {offset} is not a multiple of the alignment {alignment}"),
             ));
         }
         let mut shape = ne;
         shape.reverse();
-        infos.push((name, DType::from_ggml(ty), shape, offset, len));
+        infos.push((name.to_string(), DType::from_ggml(ty), shape, offset, len));
     }
     let data_offset = if n_tensors > 0 {
         (c.pos as u64).div_ceil(alignment) * alignment
@@ -554,7 +790,7 @@ fn check_overlaps(path: &Path, tensors: &[TensorInfo]) -> Result<()> {
                     "its bytes {}..{} overlap tensor '{}' ({}..{})",
                     w[1].offset,
                     w[1].offset + w[1].len,
-                    w[0].name,
+                    clip(&w[0].name),
                     w[0].offset,
                     w[0].offset + w[0].len
                 ),
@@ -697,11 +933,25 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Array(et, items) => {
-            out.extend_from_slice(&(*et as u32).to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for it in items {
-                put_value(out, it);
+        Value::Array(a) => {
+            out.extend_from_slice(&(a.item_type() as u32).to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            fn put_all<T: Scalar>(out: &mut Vec<u8>, items: &[T]) {
+                items.iter().for_each(|x| x.put(out));
+            }
+            match a {
+                Array::U8(v) => out.extend_from_slice(v),
+                Array::I8(v) => put_all(out, v),
+                Array::U16(v) => put_all(out, v),
+                Array::I16(v) => put_all(out, v),
+                Array::U32(v) => put_all(out, v),
+                Array::I32(v) => put_all(out, v),
+                Array::F32(v) => put_all(out, v),
+                Array::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
+                Array::String(v) => v.iter().for_each(|s| put_str(out, s)),
+                Array::U64(v) => put_all(out, v),
+                Array::I64(v) => put_all(out, v),
+                Array::F64(v) => put_all(out, v),
             }
         }
     }
@@ -734,13 +984,6 @@ impl GgufWriter {
         for (k, v) in metadata {
             if k.is_empty() || !keys.insert(k.as_str()) {
                 return Err(bad(format!("metadata key '{k}' is empty or repeated")));
-            }
-            if let Value::Array(et, items) = v {
-                if *et == ValueType::Array || items.iter().any(|i| i.value_type() != *et) {
-                    return Err(bad(format!(
-                        "metadata '{k}': arrays must be flat and of one element type {et}"
-                    )));
-                }
             }
             if k == KEY_ALIGNMENT {
                 match v {

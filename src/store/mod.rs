@@ -127,16 +127,37 @@ impl StoreError {
             msg: msg.into(),
         }
     }
+    /// A malformed tensor description; the name is [`clip`]ped, since an
+    /// untrusted header may hold a name of megabytes.
     pub(crate) fn tensor(path: &Path, tensor: &str, msg: impl Into<String>) -> Self {
         StoreError::InvalidTensor {
             path: path.to_path_buf(),
-            tensor: tensor.to_string(),
+            tensor: clip(tensor).into_owned(),
             msg: msg.into(),
         }
     }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Characters of an untrusted name or value that messages quote.
+const CLIP_CHARS: usize = 80;
+
+/// `s` as an error message quotes it: whole when short, else its first
+/// [`CLIP_CHARS`] characters and "…", so that a hostile header cannot
+/// make one line of stderr megabytes long.
+pub(crate) fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(CLIP_CHARS) {
+        None => s.into(),
+        Some((end, _)) => format!("{}…", &s[..end]).into(),
+    }
+}
+
+/// Most tensors one file may declare. Real checkpoints hold at most tens of
+/// thousands per file (a 235B MoE with unstacked experts has about 37,000
+/// in all its shards together); a header declaring more is corrupt or
+/// hostile, and each tensor costs a few hundred bytes of memory to hold.
+pub const MAX_TENSORS_PER_FILE: u64 = 1 << 18;
 
 /// Element type of a stored tensor: the safetensors dtypes plus GGML's block
 /// types. GGUF's plain types (F32, F16, BF16, I8…F64) map to the plain

@@ -56,7 +56,7 @@ pub fn tokenizer_from_gguf(
         .cloned()
         .collect();
     let tokens = match meta.get("tokenizer.ggml.tokens") {
-        Some(crate::store::gguf::Value::Array(_, items)) => items.len() as u64,
+        Some(crate::store::gguf::Value::Array(a)) => a.len() as u64,
         _ => return Err(Error::Refused(format!("{file}: no tokenizer.ggml.tokens"))),
     };
     let rows = crate::model::arch::detect(model).vocab.unwrap_or(tokens);
