@@ -332,6 +332,50 @@ fn malformed_safetensors_corpus() {
             ),
             "overflows",
         ),
+        (
+            "nine dimensions",
+            st_bytes(
+                &format!("{{{}}}", t("a", "F32", "[1,1,1,1,1,1,1,1,1]", 0, 4)),
+                4,
+            ),
+            "tensor 'a': its shape has 9 dimensions, over llmtool's limit of 8",
+        ),
+        (
+            "name over 1024 bytes",
+            st_bytes(
+                &format!("{{{}}}", t(&"n".repeat(1025), "F32", "[1]", 0, 4)),
+                4,
+            ),
+            "its name is 1025 bytes long, over llmtool's limit of 1024",
+        ),
+        (
+            "too many tensors",
+            st_bytes(
+                &format!(
+                    "{{{}}}",
+                    (0..=1 << 18)
+                        .map(|i| t(&format!("t{i}"), "F32", "[0]", 0, 0))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                0,
+            ),
+            "more than llmtool's limit of 262144 tensors per file",
+        ),
+        (
+            "too many metadata entries",
+            st_bytes(
+                &format!(
+                    "{{\"__metadata__\":{{{}}},{good}}}",
+                    (0..=4096)
+                        .map(|i| format!("\"k{i}\":\"v\""))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                8,
+            ),
+            "__metadata__ must map strings to strings: it has more than 4096 entries",
+        ),
     ];
     for (what, bytes, want) in cases {
         let e = match open_file(&bytes) {
@@ -346,6 +390,20 @@ fn malformed_safetensors_corpus() {
     }
     // Control: the well-formed variant opens.
     open_file(&st_bytes(&format!("{{{good}}}"), 8)).unwrap();
+    // Errors quote at most 80 characters of a name or dtype from the file.
+    let long = "x".repeat(1 << 20);
+    for header in [
+        format!("{{{}}}", t(&long, "F32", "[1]", 0, 4)),
+        format!("{{{}}}", t("a", &long, "[1]", 0, 4)),
+    ] {
+        let e = open_file(&st_bytes(&header, 4)).unwrap_err().to_string();
+        let head: String = e.chars().take(400).collect();
+        assert!(
+            e.len() < 400 && e.contains("x…"),
+            "{} bytes: {head}",
+            e.len()
+        );
+    }
 }
 
 /// An edit that makes the index lie.

@@ -22,11 +22,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::atomic::{self, AtomicFile, TensorSequence};
-use super::{checked_numel, read_json, DType, ModelFile, Result, StoreError, TensorInfo};
+use super::{
+    checked_numel, clip, read_json, DType, ModelFile, Result, StoreError, TensorInfo,
+    MAX_TENSORS_PER_FILE,
+};
 
 /// Largest header the reference implementation accepts (`MAX_HEADER_SIZE`).
 pub const MAX_HEADER_SIZE: u64 = 100_000_000;
@@ -37,37 +40,215 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 /// transformers' default `max_shard_size` ("5GB", decimal).
 pub const DEFAULT_MAX_SHARD_SIZE: u64 = 5_000_000_000;
 
+/// Most dimensions a shape may have. Real tensors have at most five (video
+/// convolutions; GGUF allows four), and a header's shape is copied into
+/// outputs and messages: one of 30 million dimensions cost 2.4 GB.
+pub const MAX_DIMS: usize = 8;
+/// Longest tensor name, in bytes. HF names are dotted module paths, the
+/// longest in the wild under 200 bytes; 1024 leaves room for any of them
+/// while keeping what outputs, indexes and messages copy of a name small.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Most `__metadata__` entries. Writers store a handful (`format`, training
+/// notes); each costs about a hundred bytes of memory beyond its text.
+pub const MAX_METADATA_ENTRIES: usize = 4096;
+
+/// A tensor's entry as the header states it; checked by [`parse_header`].
 #[derive(Deserialize)]
 struct RawInfo {
-    dtype: String,
-    shape: Vec<u64>,
+    dtype: DTypeName,
+    shape: Shape,
     data_offsets: (u64, u64),
 }
 
-/// A JSON object read as an ordered list of entries, so that duplicate keys
-/// are seen instead of silently keeping the last one.
-struct Entries(Vec<(String, serde_json::Value)>);
+/// A dtype, or the (clipped) spelling that is none.
+struct DTypeName(std::result::Result<DType, String>);
 
-impl<'de> Deserialize<'de> for Entries {
+impl<'de> Deserialize<'de> for DTypeName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DTypeName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a dtype string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<DTypeName, E> {
+                Ok(DTypeName(
+                    DType::from_safetensors(s).ok_or_else(|| clip(s).into_owned()),
+                ))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A shape: its first [`MAX_DIMS`] dimensions, and how many it has (the
+/// rest are read and dropped, so a hostile shape costs no memory).
+struct Shape {
+    dims: Vec<u64>,
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for Shape {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Entries;
+            type Value = Shape;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("an array of non-negative integers")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Shape, A::Error> {
+                let mut dims = Vec::new();
+                let mut count = 0;
+                while let Some(d) = seq.next_element::<u64>()? {
+                    if count < MAX_DIMS {
+                        dims.push(d);
+                    }
+                    count += 1;
+                }
+                Ok(Shape { dims, count })
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A tensor name, or the (clipped) start and length of one too long.
+enum Name {
+    Fits(String),
+    TooLong(String, usize),
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Name;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a tensor name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Name, E> {
+                Ok(if s.len() > MAX_NAME_LEN {
+                    Name::TooLong(clip(s).into_owned(), s.len())
+                } else {
+                    Name::Fits(s.to_string())
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The `__metadata__` map, refused past [`MAX_METADATA_ENTRIES`].
+struct MetadataMap(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for MetadataMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetadataMap;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of strings to strings")
             }
             fn visit_map<A: MapAccess<'de>>(
                 self,
                 mut m: A,
-            ) -> std::result::Result<Entries, A::Error> {
-                let mut v = Vec::new();
-                while let Some((k, val)) = m.next_entry::<String, serde_json::Value>()? {
-                    v.push((k, val));
+            ) -> std::result::Result<MetadataMap, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = m.next_entry::<String, String>()? {
+                    if out.len() == MAX_METADATA_ENTRIES {
+                        return Err(serde::de::Error::custom(format!(
+                            "it has more than {MAX_METADATA_ENTRIES} entries"
+                        )));
+                    }
+                    out.insert(k, v);
                 }
-                Ok(Entries(v))
+                Ok(MetadataMap(out))
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// The header's entries in file order (so that duplicate names are seen
+/// rather than silently keeping the last), each read straight into its
+/// typed form: no JSON tree of the whole header is built. A problem that
+/// belongs to one entry is left in `fault`, naming it.
+struct Entries<'a> {
+    path: &'a Path,
+    fault: &'a mut Option<StoreError>,
+}
+
+/// What [`Entries`] reads: tensors in file order and `__metadata__`.
+type RawHeader = (Vec<(String, RawInfo)>, BTreeMap<String, String>);
+
+impl<'de> DeserializeSeed<'de> for Entries<'_> {
+    type Value = RawHeader;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<RawHeader, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entries<'_> {
+    type Value = RawHeader;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<RawHeader, A::Error> {
+        let path = self.path;
+        let mut fail = |e: StoreError| {
+            *self.fault = Some(e);
+            serde::de::Error::custom("see the fault")
+        };
+        let mut tensors = Vec::new();
+        let mut metadata = None;
+        while let Some(name) = m.next_key::<Name>()? {
+            let name = match name {
+                Name::Fits(n) => n,
+                Name::TooLong(head, len) => {
+                    return Err(fail(StoreError::tensor(
+                        path,
+                        &head,
+                        format!(
+                            "its name is {len} bytes long, over llmtool's limit of {MAX_NAME_LEN}"
+                        ),
+                    )))
+                }
+            };
+            if name == "__metadata__" {
+                let map = m.next_value::<MetadataMap>().map_err(|e| {
+                    fail(StoreError::invalid(
+                        path,
+                        format!("__metadata__ must map strings to strings: {e}"),
+                    ))
+                })?;
+                if metadata.replace(map.0).is_some() {
+                    return Err(fail(StoreError::tensor(
+                        path,
+                        &name,
+                        "appears twice in the header",
+                    )));
+                }
+                continue;
+            }
+            if tensors.len() as u64 == MAX_TENSORS_PER_FILE {
+                return Err(fail(StoreError::invalid(
+                    path,
+                    format!("the header declares more than llmtool's limit of {MAX_TENSORS_PER_FILE} tensors per file (corrupt or hostile file)"),
+                )));
+            }
+            let info = m.next_value::<RawInfo>().map_err(|e| {
+                fail(StoreError::tensor(
+                    path,
+                    &name,
+                    format!("malformed entry (expected dtype, shape, data_offsets): {e}"),
+                ))
+            })?;
+            tensors.push((name, info));
+        }
+        Ok((tensors, metadata.unwrap_or_default()))
     }
 }
 
@@ -116,47 +297,57 @@ pub fn parse_header(path: &Path, data: &[u8], file: usize) -> Result<Header> {
             ),
         )
     })?;
-    let Entries(entries) = serde_json::from_str(text).map_err(|e| {
-        StoreError::invalid(path, format!("header is not a valid JSON object: {e}"))
-    })?;
+    let mut fault = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = Entries {
+        path,
+        fault: &mut fault,
+    }
+    .deserialize(&mut de)
+    .and_then(|h| de.end().map(|()| h));
+    let (entries, metadata) = match (parsed, fault) {
+        (Ok(h), _) => h,
+        (Err(_), Some(fault)) => return Err(fault),
+        (Err(e), None) => {
+            return Err(StoreError::invalid(
+                path,
+                format!("header is not a valid JSON object: {e}"),
+            ))
+        }
+    };
     let data_len = len - header_end;
 
     let mut seen = HashSet::with_capacity(entries.len());
-    let mut metadata = BTreeMap::new();
-    let mut tensors = Vec::with_capacity(entries.len());
-    for (name, value) in entries {
-        if !seen.insert(name.clone()) {
+    for (name, _) in &entries {
+        if !seen.insert(name.as_str()) {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
                 "appears twice in the header",
             ));
         }
-        if name == "__metadata__" {
-            metadata = serde_json::from_value(value).map_err(|e| {
-                StoreError::invalid(
-                    path,
-                    format!("__metadata__ must map strings to strings: {e}"),
-                )
-            })?;
-            continue;
-        }
-        let raw: RawInfo = serde_json::from_value(value).map_err(|e| {
-            StoreError::tensor(
+    }
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (name, raw) in entries {
+        let dtype = raw
+            .dtype
+            .0
+            .map_err(|d| StoreError::tensor(path, &name, format!("unknown dtype '{d}'")))?;
+        if raw.shape.count > MAX_DIMS {
+            return Err(StoreError::tensor(
                 path,
                 &name,
-                format!("malformed entry (expected dtype, shape, data_offsets): {e}"),
-            )
-        })?;
-        let dtype = DType::from_safetensors(&raw.dtype).ok_or_else(|| {
-            StoreError::tensor(path, &name, format!("unknown dtype '{}'", raw.dtype))
-        })?;
-        let (begin, end) = raw.data_offsets;
-        let expected = checked_numel(&raw.shape)
+                format!(
+                    "its shape has {} dimensions, over llmtool's limit of {MAX_DIMS}",
+                    raw.shape.count
+                ),
+            ));
+        }
+        let shape = raw.shape.dims;
+        let expected = checked_numel(&shape)
             .and_then(|n| dtype.bytes_for(n))
-            .ok_or_else(|| {
-                StoreError::tensor(path, &name, format!("shape {:?} overflows", raw.shape))
-            })?;
+            .ok_or_else(|| StoreError::tensor(path, &name, format!("shape {shape:?} overflows")))?;
+        let (begin, end) = raw.data_offsets;
         if end < begin {
             return Err(StoreError::tensor(
                 path,
@@ -169,8 +360,7 @@ pub fn parse_header(path: &Path, data: &[u8], file: usize) -> Result<Header> {
                 path,
                 &name,
                 format!(
-                    "{dtype} {:?} needs {expected} bytes but data_offsets [{begin}, {end}] span {}",
-                    raw.shape,
+                    "{dtype} {shape:?} needs {expected} bytes but data_offsets [{begin}, {end}] span {}",
                     end - begin
                 ),
             ));
@@ -185,7 +375,7 @@ pub fn parse_header(path: &Path, data: &[u8], file: usize) -> Result<Header> {
         tensors.push(TensorInfo {
             name,
             dtype,
-            shape: raw.shape,
+            shape,
             file,
             offset: header_end + begin,
             len: expected,
@@ -216,7 +406,7 @@ fn check_packing(
                     "its bytes {}..{} overlap tensor '{}' ({}..{}) (offsets relative to the data section)",
                     t.offset - header_end,
                     t.offset + t.len - header_end,
-                    p.name,
+                    clip(&p.name),
                     p.offset - header_end,
                     p.offset + p.len - header_end
                 ),
@@ -278,7 +468,10 @@ pub(crate) fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
         if s.contains('/') || s.contains('\\') || s.starts_with("..") {
             return Err(StoreError::invalid(
                 index,
-                format!("weight_map names shard '{s}', which is not a plain file name"),
+                format!(
+                    "weight_map names shard '{}', which is not a plain file name",
+                    clip(s)
+                ),
             ));
         }
         let p = dir.join(s);
@@ -290,7 +483,7 @@ pub(crate) fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
                 .unwrap_or("");
             return Err(StoreError::invalid(
                 index,
-                format!("weight_map names shard '{s}' (for tensor '{user}' among others) but {} does not exist; download the missing shard", p.display()),
+                format!("weight_map names shard '{}' (for tensor '{}' among others) but {} does not exist; download the missing shard", clip(s), clip(user), p.display()),
             ));
         }
         out.push(p);
@@ -326,7 +519,9 @@ fn check_index(index: &Path, files: &[ModelFile], tensors: &[TensorInfo]) -> Res
                 return Err(StoreError::invalid(
                     index,
                     format!(
-                        "weight_map says tensor '{name}' is in '{shard}', but no shard holds it"
+                        "weight_map says tensor '{}' is in '{}', but no shard holds it",
+                        clip(name),
+                        clip(shard)
                     ),
                 ))
             }
@@ -334,7 +529,9 @@ fn check_index(index: &Path, files: &[ModelFile], tensors: &[TensorInfo]) -> Res
                 return Err(StoreError::invalid(
                     index,
                     format!(
-                        "weight_map says tensor '{name}' is in '{shard}', but it is in {}",
+                        "weight_map says tensor '{}' is in '{}', but it is in {}",
+                        clip(name),
+                        clip(shard),
                         p.display()
                     ),
                 ))
