@@ -523,6 +523,22 @@ fn hub_cache_snapshots_resolve() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("whose snapshot is missing"), "{e}");
+    // What refs/main holds must be a commit hash, not a way out of the cache.
+    std::fs::create_dir_all(cache.path().join("outside")).unwrap();
+    std::fs::write(repo.join("refs/main"), "../../outside\n").unwrap();
+    let e = hf_cache::snapshot_dir(cache.path(), "Org/Tiny-Model_1.5")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refs/main: holds '../../outside', not a 40-hex commit hash"),
+        "{e}"
+    );
+    // Nor may a revision name climb out of refs/.
+    std::fs::write(cache.path().join("evil"), commit).unwrap();
+    let e = hf_cache::snapshot_dir(cache.path(), "Org/Tiny-Model_1.5@../../evil")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'../../evil' is not a revision name"), "{e}");
 }
 
 /// Row-by-row decoding sees exactly what a chunk read gives, hands each row
