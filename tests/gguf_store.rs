@@ -643,3 +643,27 @@ fn malformed_gguf_corpus() {
         );
     }
 }
+
+/// A FIFO or a device named as a GGUF is refused for what it is (opening a
+/// FIFO would block), not reported as a missing split shard.
+#[cfg(unix)]
+#[test]
+fn non_regular_gguf_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.gguf");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let dev = dir.path().join("random.gguf");
+    std::os::unix::fs::symlink("/dev/urandom", &dev).unwrap();
+    for (p, what) in [(fifo, "is a FIFO"), (dev, "is a device")] {
+        let e = Model::open(p.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{}: {what}, not a regular file", p.display())),
+            "{e}"
+        );
+        assert!(!e.contains("missing"), "{e}");
+    }
+}

@@ -493,6 +493,45 @@ fn model_specs_resolve_or_explain() {
     assert!(e.contains("is not a file or directory"), "{e}");
 }
 
+/// A model.safetensors that is a directory, a symlink loop or a FIFO is
+/// named for what it is, not reported absent.
+#[cfg(unix)]
+#[test]
+fn non_regular_model_safetensors_is_named() {
+    /// What it is, how to make it, and the error text wanted.
+    type Case = (&'static str, fn(&Path), &'static str);
+    let cases: [Case; 3] = [
+        (
+            "directory",
+            |p| std::fs::create_dir(p).unwrap(),
+            "is a directory, not a regular file",
+        ),
+        (
+            "symlink loop",
+            |p| std::os::unix::fs::symlink(p, p).unwrap(),
+            "symbolic links",
+        ),
+        (
+            "fifo",
+            |p| {
+                let made = std::process::Command::new("mkfifo").arg(p).status();
+                assert!(made.unwrap().success());
+            },
+            "is a FIFO, not a regular file",
+        ),
+    ];
+    for (what, make, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.safetensors");
+        make(&p);
+        let e = Model::open(dir.path().to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{}: ", p.display())), "{what}: {e}");
+        assert!(e.contains(want), "{what}: expected '{want}' in: {e}");
+    }
+}
+
 #[test]
 fn hub_cache_snapshots_resolve() {
     let cache = tempfile::tempdir().unwrap();

@@ -829,7 +829,9 @@ pub(crate) fn open_all(shards: &[PathBuf]) -> Result<(Vec<ModelFile>, Vec<Tensor
     let mut tensors = Vec::new();
     let mut first_meta = None;
     for (i, p) in shards.iter().enumerate() {
-        if !p.is_file() {
+        // Only absence means a missing shard; anything else that is there
+        // but no regular file is for ModelFile::open to name.
+        if std::fs::symlink_metadata(p).is_err() {
             return Err(StoreError::NotFound(format!(
                 "{}: split shard {} of {} is missing",
                 p.display(),

@@ -379,6 +379,7 @@ pub struct ModelFile {
 impl ModelFile {
     /// Opens and maps `path`. Empty files are not mapped (mmap refuses them).
     pub(crate) fn open(path: &Path) -> Result<ModelFile> {
+        regular_file(path)?;
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let size = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
         let map = if size == 0 {
@@ -665,8 +666,42 @@ impl Model {
 /// Some rows' bytes and the bytes per row, when rows can be read one by one.
 type RowBytes<'a> = Option<(&'a [u8], usize)>;
 
+/// `Ok` when `path` (followed through symlinks) is a regular file; else
+/// an error saying what it is. Checked before opening: opening a FIFO
+/// blocks until a writer comes, and a directory or device is no model file.
+pub(crate) fn regular_file(path: &Path) -> Result<()> {
+    let t = std::fs::metadata(path)
+        .map_err(|e| StoreError::io(path, e))?
+        .file_type();
+    if t.is_file() {
+        return Ok(());
+    }
+    let what = if t.is_dir() {
+        "a directory"
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_char_device() || t.is_block_device() {
+                "a device"
+            } else {
+                "a socket"
+            }
+        }
+        #[cfg(not(unix))]
+        "not a file"
+    };
+    Err(StoreError::Unsupported {
+        path: path.to_path_buf(),
+        msg: format!("is {what}, not a regular file; model files must be regular files"),
+    })
+}
+
 /// Reads and parses a JSON file, naming it in errors.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    regular_file(path)?;
     let text = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
     serde_json::from_slice(&text)
         .map_err(|e| StoreError::invalid(path, format!("malformed JSON: {e}")))

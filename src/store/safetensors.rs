@@ -475,7 +475,9 @@ pub(crate) fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
             ));
         }
         let p = dir.join(s);
-        if !p.is_file() {
+        // Absent only: a shard that is there but no regular file is named
+        // as such when it is opened.
+        if std::fs::symlink_metadata(&p).is_err() {
             let user = map
                 .iter()
                 .find(|(_, f)| *f == s)

@@ -105,16 +105,23 @@ fn resolve_path(path: &Path) -> Result<Resolved> {
     })
 }
 
+/// Whether a directory entry is there at all: a directory, FIFO, dangling
+/// symlink or symlink loop of the name is opened (and refused, saying what
+/// it is) rather than reported missing.
+fn present(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
 fn resolve_dir(dir: &Path) -> Result<Resolved> {
     let config = Some(dir.join("config.json")).filter(|c| c.is_file());
     let index = dir.join(safetensors::INDEX_FILE);
     let single = dir.join(safetensors::SINGLE_FILE);
-    let kind = if index.is_file() {
+    let kind = if present(&index) {
         Files::Safetensors {
             files: safetensors::index_shards(&index)?,
             index: Some(index),
         }
-    } else if single.is_file() {
+    } else if present(&single) {
         Files::Safetensors {
             files: vec![single],
             index: None,
