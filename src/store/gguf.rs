@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 
 use super::atomic::{AtomicFile, TensorSequence};
 use super::{
-    checked_numel, clip, DType, ModelFile, Result, StoreError, TensorInfo, MAX_TENSORS_PER_FILE,
+    checked_numel, clip, present, DType, ModelFile, Result, StoreError, TensorInfo,
+    MAX_TENSORS_PER_FILE,
 };
 use crate::quant::ftype::{ModelFacts, TypeRuleError};
 use crate::quant::GgmlType;
@@ -451,7 +452,7 @@ pub(crate) fn open_all(shards: &[PathBuf]) -> Result<(Vec<ModelFile>, Vec<Tensor
     for (i, p) in shards.iter().enumerate() {
         // Only absence means a missing shard; anything else that is there
         // but no regular file is for ModelFile::open to name.
-        if std::fs::symlink_metadata(p).is_err() {
+        if !present(p) {
             return Err(StoreError::NotFound(format!(
                 "{}: split shard {} of {} is missing",
                 p.display(),

@@ -691,12 +691,19 @@ pub(crate) fn regular_file(path: &Path) -> Result<()> {
             }
         }
         #[cfg(not(unix))]
-        "not a file"
+        "something else"
     };
     Err(StoreError::Unsupported {
         path: path.to_path_buf(),
         msg: format!("is {what}, not a regular file; model files must be regular files"),
     })
+}
+
+/// Whether anything is at `p` at all: a directory, FIFO, dangling symlink or
+/// symlink loop of the name is opened (and refused, saying what it is)
+/// rather than reported missing.
+pub(crate) fn present(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
 }
 
 /// Reads and parses a JSON file, naming it in errors.

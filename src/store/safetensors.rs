@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeSeed;
 
 use super::atomic::{self, AtomicFile, TensorSequence};
-use super::{checked_numel, clip, read_json, DType, ModelFile, Result, StoreError, TensorInfo};
+use super::{
+    checked_numel, clip, present, read_json, DType, ModelFile, Result, StoreError, TensorInfo,
+};
 
 /// Largest header the reference implementation accepts (`MAX_HEADER_SIZE`).
 pub const MAX_HEADER_SIZE: u64 = 100_000_000;
@@ -264,7 +266,7 @@ pub(crate) fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
         let p = dir.join(s);
         // Absent only: a shard that is there but no regular file is named
         // as such when it is opened.
-        if std::fs::symlink_metadata(&p).is_err() {
+        if !present(&p) {
             let user = map
                 .iter()
                 .find(|(_, f)| *f == s)

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{gguf, hf_cache, safetensors, Result, StoreError};
+use super::{gguf, hf_cache, present, safetensors, Result, StoreError};
 
 /// The files of one model, before they are opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,13 +103,6 @@ fn resolve_path(path: &Path) -> Result<Resolved> {
         config: sibling_config(path),
         kind,
     })
-}
-
-/// Whether a directory entry is there at all: a directory, FIFO, dangling
-/// symlink or symlink loop of the name is opened (and refused, saying what
-/// it is) rather than reported missing.
-fn present(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok()
 }
 
 fn resolve_dir(dir: &Path) -> Result<Resolved> {
