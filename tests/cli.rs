@@ -195,6 +195,52 @@ fn bad_inputs_exit_1_with_named_errors() {
     );
 }
 
+/// A header within the 100 MB limit but beyond the bounds (a name of
+/// 200 000 bytes, a shape of 100 000 dimensions) is refused by every command
+/// that reads it, in one short line, and nothing is written.
+#[test]
+fn hostile_headers_are_refused_in_short_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = |name: &str, shape: &str| {
+        let h = format!(r#"{{"{name}":{{"dtype":"F32","shape":{shape},"data_offsets":[0,4]}}}}"#);
+        let mut v = (h.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(h.as_bytes());
+        v.extend_from_slice(&[0; 4]);
+        v
+    };
+    let shape = format!("[{}]", vec!["1"; 100_000].join(","));
+    for (file, bytes, want) in [
+        (
+            "name.safetensors",
+            st(&"n".repeat(200_000), "[1]"),
+            "its name is 200000 bytes long",
+        ),
+        (
+            "dims.safetensors",
+            st("w", &shape),
+            "tensor 'w': its shape has 100000 dimensions",
+        ),
+    ] {
+        let p = dir.path().join(file);
+        std::fs::write(&p, bytes).unwrap();
+        let p = p.to_str().unwrap();
+        let out_dir = dir.path().join("out");
+        let out = out_dir.to_str().unwrap();
+        for args in [
+            vec!["inspect-arch", p],
+            vec!["quantize", "nf4", p, "--out", out],
+            vec!["generate", p, "--prompt", "hi"],
+        ] {
+            let o = llmtool().args(&args).output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains(want), "{args:?}: expected '{want}' in: {err}");
+            assert!(err.len() < 1000, "{args:?}: {} bytes of stderr", err.len());
+        }
+        assert!(!out_dir.exists(), "nothing written");
+    }
+}
+
 #[test]
 fn quantize_dry_run_plans_without_writing() {
     let dir = tempfile::tempdir().unwrap();

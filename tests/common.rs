@@ -104,6 +104,15 @@ pub fn gguf_python() -> Option<PathBuf> {
     }
 }
 
+/// A plain `python3` on PATH (the standard library is enough).
+pub fn python3() -> Option<PathBuf> {
+    match Command::new("python3").arg("--version").output() {
+        Ok(o) if o.status.success() => Some(PathBuf::from("python3")),
+        Ok(o) => unavailable("python3", &String::from_utf8_lossy(&o.stderr)),
+        Err(e) => unavailable("python3", &e.to_string()),
+    }
+}
+
 /// Runs an oracle script with the gguf-py interpreter; panics with its output on failure.
 pub fn run_oracle(py: &Path, script: &str, args: &[&Path]) -> String {
     let out = Command::new(py)

@@ -302,7 +302,7 @@ fn set(
 /// would load wrong, are refused before anything is written.
 #[test]
 fn damaged_gguf_inputs_are_refused_before_writing() {
-    use llmtool::store::gguf::{Value, ValueType};
+    use llmtool::store::gguf::{Array, Value};
     type Meta = Vec<(String, Value)>;
     let tmp = tempfile::tempdir().unwrap();
     let base = f32_gguf(tmp.path());
@@ -353,13 +353,13 @@ fn damaged_gguf_inputs_are_refused_before_writing() {
             "u32-tokens",
             Box::new(|m: &mut Meta| {
                 let n = match m.iter().find(|(k, _)| k == "tokenizer.ggml.tokens") {
-                    Some((_, Value::Array(_, items))) => items.len(),
+                    Some((_, Value::Array(a))) => a.len(),
                     _ => unreachable!(),
                 };
                 set(
                     m,
                     "tokenizer.ggml.tokens",
-                    Value::Array(ValueType::Uint32, (0..n as u32).map(Value::U32).collect()),
+                    Value::Array(Array::U32((0..n as u32).collect())),
                 );
             }),
             Box::new(|_| {}),
@@ -371,7 +371,7 @@ fn damaged_gguf_inputs_are_refused_before_writing() {
                 set(
                     m,
                     "tokenizer.ggml.scores",
-                    Value::Array(ValueType::Float32, vec![Value::F32(0.0)]),
+                    Value::Array(Array::F32(vec![0.0])),
                 )
             }),
             Box::new(|_| {}),

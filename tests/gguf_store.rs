@@ -6,7 +6,7 @@ use crate::common;
 use std::path::Path;
 
 use llmtool::quant::GgmlType;
-use llmtool::store::gguf::{GgufTensor, GgufWriter, Value, ValueType};
+use llmtool::store::gguf::{Array, GgufTensor, GgufWriter, Value};
 use llmtool::store::{DType, Model, StoreError};
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -57,16 +57,13 @@ fn sample_metadata() -> Vec<(String, Value)> {
         ("test.f64".into(), Value::F64(1e6)),
         (
             "tokenizer.ggml.tokens".into(),
-            Value::Array(ValueType::String, vec![s("<s>"), s("Ġhello"), s("")]),
+            Value::Array(Array::String(["<s>", "Ġhello", ""].into_iter().collect())),
         ),
         (
             "tokenizer.ggml.token_type".into(),
-            Value::Array(
-                ValueType::Int32,
-                vec![Value::I32(3), Value::I32(1), Value::I32(5)],
-            ),
+            Value::Array(Array::I32(vec![3, 1, 5])),
         ),
-        ("test.empty".into(), Value::Array(ValueType::Uint32, vec![])),
+        ("test.empty".into(), Value::Array(Array::U32(vec![]))),
         ("test.with-hyphen.key".into(), Value::Bool(false)),
     ]
 }
@@ -171,8 +168,8 @@ fn gguf_py_reads_what_we_write() {
     let mut expect_meta = serde_json::Map::new();
     for (k, v) in &meta {
         let mut e = serde_json::json!({"type": serde_json::to_value(v.value_type()).unwrap(), "value": v.to_json()});
-        if let Value::Array(et, _) = v {
-            e["item_type"] = serde_json::to_value(et).unwrap();
+        if let Value::Array(a) = v {
+            e["item_type"] = serde_json::to_value(a.item_type()).unwrap();
         }
         expect_meta.insert(k.clone(), e);
     }
@@ -265,14 +262,6 @@ fn writer_refuses_bad_plans() {
             vec![("general.alignment".into(), Value::U32(48))],
             vec![],
             "power of two",
-        ),
-        (
-            vec![(
-                "k".into(),
-                Value::Array(ValueType::Uint32, vec![Value::I32(1)]),
-            )],
-            vec![],
-            "one element type",
         ),
         (
             vec![("k".into(), Value::U8(1)), ("k".into(), Value::U8(2))],
@@ -442,7 +431,12 @@ fn malformed_gguf_corpus() {
         (
             "huge kv count",
             Raw::header(0, u64::MAX).0,
-            "claims 18446744073709551615 items",
+            "the metadata count is 18446744073709551615, over llmtool's limit of 65536 keys",
+        ),
+        (
+            "kv count past the file",
+            Raw::header(0, 1000).pad_to(256).0,
+            "the metadata count claims 1000 items",
         ),
         (
             "huge string",
@@ -515,7 +509,43 @@ fn malformed_gguf_corpus() {
         (
             "huge tensor count",
             Raw::header(u64::MAX, 0).0,
-            "the tensor count claims",
+            "over llmtool's limit of 262144 tensors per file",
+        ),
+        (
+            "tensor count past the file",
+            Raw::header(1000, 0).pad_to(256).0,
+            "the tensor count claims 1000 items",
+        ),
+        (
+            "tensor name over GGML_MAX_NAME",
+            Raw::header(1, 0)
+                .info(&"x".repeat(64), &[4], 0, 0)
+                .pad_to(256)
+                .0,
+            "its name is 64 bytes long; GGUF allows at most 63",
+        ),
+        (
+            "bool array item not 0/1",
+            Raw::header(0, 1)
+                .str(b"k")
+                .u32(9)
+                .u32(7)
+                .u64(3)
+                .bytes(&[0, 1, 5])
+                .0,
+            "metadata 'k' is a bool with byte value 5 at offset",
+        ),
+        (
+            "alignment array",
+            Raw::header(0, 1)
+                .str(b"general.alignment")
+                .u32(9)
+                .u32(4)
+                .u64(2)
+                .u32(32)
+                .u32(32)
+                .0,
+            "must be a UINT32 power of two, found an ARRAY",
         ),
         (
             "too many dims",
@@ -593,4 +623,47 @@ fn malformed_gguf_corpus() {
         .expect_err("duplicate tensor refused")
         .to_string();
     assert!(e.contains("tensor 'a': appears twice"), "{e}");
+    // Errors quote at most 80 characters of a name from the file.
+    for bytes in [
+        Raw::header(1, 0)
+            .info(&"y".repeat(1 << 20), &[4], 0, 0)
+            .pad_to((1 << 20) + 256)
+            .0,
+        Raw::header(0, 1)
+            .str("z".repeat(1 << 20).as_bytes())
+            .u32(13)
+            .0,
+    ] {
+        let e = open_bytes(&bytes).expect_err("refused").to_string();
+        let head: String = e.chars().take(400).collect();
+        assert!(
+            e.len() < 400 && e.contains("…"),
+            "{} bytes: {head}",
+            e.len()
+        );
+    }
+}
+
+/// A FIFO or a device named as a GGUF is refused for what it is (opening a
+/// FIFO would block), not reported as a missing split shard.
+#[cfg(unix)]
+#[test]
+fn non_regular_gguf_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.gguf");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let dev = dir.path().join("random.gguf");
+    std::os::unix::fs::symlink("/dev/urandom", &dev).unwrap();
+    for (p, what) in [(fifo, "is a FIFO"), (dev, "is a device")] {
+        let e = Model::open(p.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("{}: {what}, not a regular file", p.display())),
+            "{e}"
+        );
+        assert!(!e.contains("missing"), "{e}");
+    }
 }

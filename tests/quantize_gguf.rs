@@ -70,7 +70,8 @@ fn assert_quantizes_like_llama_cpp(model: &Model, label: &str, tokenizer: bool) 
                 serde_json::to_value(v.value_type()).unwrap(),
                 "{label} {k} type"
             );
-            if let Value::Array(_, items) = v {
+            if let Value::Array(a) = v {
+                let items: Vec<Value> = a.iter().collect();
                 assert_eq!(
                     items.len() as u64,
                     w["len"].as_u64().unwrap(),

@@ -332,6 +332,50 @@ fn malformed_safetensors_corpus() {
             ),
             "overflows",
         ),
+        (
+            "nine dimensions",
+            st_bytes(
+                &format!("{{{}}}", t("a", "F32", "[1,1,1,1,1,1,1,1,1]", 0, 4)),
+                4,
+            ),
+            "tensor 'a': its shape has 9 dimensions, over llmtool's limit of 8",
+        ),
+        (
+            "name over 1024 bytes",
+            st_bytes(
+                &format!("{{{}}}", t(&"n".repeat(1025), "F32", "[1]", 0, 4)),
+                4,
+            ),
+            "its name is 1025 bytes long, over llmtool's limit of 1024",
+        ),
+        (
+            "too many tensors",
+            st_bytes(
+                &format!(
+                    "{{{}}}",
+                    (0..=1 << 18)
+                        .map(|i| t(&format!("t{i}"), "F32", "[0]", 0, 0))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                0,
+            ),
+            "more than llmtool's limit of 262144 tensors per file",
+        ),
+        (
+            "too many metadata entries",
+            st_bytes(
+                &format!(
+                    "{{\"__metadata__\":{{{}}},{good}}}",
+                    (0..=4096)
+                        .map(|i| format!("\"k{i}\":\"v\""))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                8,
+            ),
+            "__metadata__ must map strings to strings: it has more than 4096 entries",
+        ),
     ];
     for (what, bytes, want) in cases {
         let e = match open_file(&bytes) {
@@ -346,6 +390,20 @@ fn malformed_safetensors_corpus() {
     }
     // Control: the well-formed variant opens.
     open_file(&st_bytes(&format!("{{{good}}}"), 8)).unwrap();
+    // Errors quote at most 80 characters of a name or dtype from the file.
+    let long = "x".repeat(1 << 20);
+    for header in [
+        format!("{{{}}}", t(&long, "F32", "[1]", 0, 4)),
+        format!("{{{}}}", t("a", &long, "[1]", 0, 4)),
+    ] {
+        let e = open_file(&st_bytes(&header, 4)).unwrap_err().to_string();
+        let head: String = e.chars().take(400).collect();
+        assert!(
+            e.len() < 400 && e.contains("x…"),
+            "{} bytes: {head}",
+            e.len()
+        );
+    }
 }
 
 /// An edit that makes the index lie.
@@ -435,6 +493,45 @@ fn model_specs_resolve_or_explain() {
     assert!(e.contains("is not a file or directory"), "{e}");
 }
 
+/// A model.safetensors that is a directory, a symlink loop or a FIFO is
+/// named for what it is, not reported absent.
+#[cfg(unix)]
+#[test]
+fn non_regular_model_safetensors_is_named() {
+    /// What it is, how to make it, and the error text wanted.
+    type Case = (&'static str, fn(&Path), &'static str);
+    let cases: [Case; 3] = [
+        (
+            "directory",
+            |p| std::fs::create_dir(p).unwrap(),
+            "is a directory, not a regular file",
+        ),
+        (
+            "symlink loop",
+            |p| std::os::unix::fs::symlink(p, p).unwrap(),
+            "symbolic links",
+        ),
+        (
+            "fifo",
+            |p| {
+                let made = std::process::Command::new("mkfifo").arg(p).status();
+                assert!(made.unwrap().success());
+            },
+            "is a FIFO, not a regular file",
+        ),
+    ];
+    for (what, make, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("model.safetensors");
+        make(&p);
+        let e = Model::open(dir.path().to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("{}: ", p.display())), "{what}: {e}");
+        assert!(e.contains(want), "{what}: expected '{want}' in: {e}");
+    }
+}
+
 #[test]
 fn hub_cache_snapshots_resolve() {
     let cache = tempfile::tempdir().unwrap();
@@ -465,6 +562,22 @@ fn hub_cache_snapshots_resolve() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("whose snapshot is missing"), "{e}");
+    // What refs/main holds must be a commit hash, not a way out of the cache.
+    std::fs::create_dir_all(cache.path().join("outside")).unwrap();
+    std::fs::write(repo.join("refs/main"), "../../outside\n").unwrap();
+    let e = hf_cache::snapshot_dir(cache.path(), "Org/Tiny-Model_1.5")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("refs/main: holds '../../outside', not a 40-hex commit hash"),
+        "{e}"
+    );
+    // Nor may a revision name climb out of refs/.
+    std::fs::write(cache.path().join("evil"), commit).unwrap();
+    let e = hf_cache::snapshot_dir(cache.path(), "Org/Tiny-Model_1.5@../../evil")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'../../evil' is not a revision name"), "{e}");
 }
 
 /// Row-by-row decoding sees exactly what a chunk read gives, hands each row

@@ -282,7 +282,7 @@ fn declared_from_gguf(m: &crate::store::gguf::Metadata) -> Declared {
         vocab: m
             .u64(&k("vocab_size"))
             .or_else(|| match m.get("tokenizer.ggml.tokens") {
-                Some(crate::store::gguf::Value::Array(_, items)) => Some(items.len() as u64),
+                Some(crate::store::gguf::Value::Array(a)) => Some(a.len() as u64),
                 _ => None,
             }),
         tied: None,

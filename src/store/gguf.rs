@@ -13,16 +13,17 @@
 //! v3, and cannot stream tensor data from a memory map; candle's writer emits
 //! v2 and needs every tensor in memory. GGUF is small enough to own.
 //!
-//! Length: over 800 lines because the reader and the streaming writer of
-//! the one format share its value types, constants and layout rules; each
-//! half alone is under 500.
+//! Metadata values (type tags, compact arrays, the key map) are in
+//! [`value`], re-exported here.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::atomic::{AtomicFile, TensorSequence};
-use super::{checked_numel, DType, ModelFile, Result, StoreError, TensorInfo};
+use super::{
+    checked_numel, clip, present, DType, ModelFile, Result, StoreError, TensorInfo,
+    MAX_TENSORS_PER_FILE,
+};
 use crate::quant::ftype::{ModelFacts, TypeRuleError};
 use crate::quant::GgmlType;
 
@@ -36,6 +37,10 @@ pub const DEFAULT_ALIGNMENT: u32 = 32;
 pub const MAX_DIMS: usize = 4;
 /// `GGML_MAX_NAME` is 64 including the terminating NUL.
 pub const MAX_NAME_LEN: usize = 63;
+/// Most metadata keys a file may hold: real files hold under a hundred
+/// (per-layer values are arrays), and each key costs about a hundred bytes
+/// of memory beyond its file bytes.
+pub const MAX_KEYS: u64 = 1 << 16;
 /// Key holding the alignment.
 pub const KEY_ALIGNMENT: &str = "general.alignment";
 /// Split-file keys (`llama-gguf-split`): u16, u16, i32.
@@ -43,211 +48,9 @@ pub const KEY_SPLIT_NO: &str = "split.no";
 pub const KEY_SPLIT_COUNT: &str = "split.count";
 pub const KEY_SPLIT_TENSORS: &str = "split.tensors.count";
 
-/// `gguf_type`: the type tag of a metadata value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum ValueType {
-    Uint8 = 0,
-    Int8 = 1,
-    Uint16 = 2,
-    Int16 = 3,
-    Uint32 = 4,
-    Int32 = 5,
-    Float32 = 6,
-    Bool = 7,
-    String = 8,
-    Array = 9,
-    Uint64 = 10,
-    Int64 = 11,
-    Float64 = 12,
-}
-
-impl ValueType {
-    /// Every type, indexed by its id.
-    const BY_ID: [ValueType; 13] = {
-        use ValueType::*;
-        [
-            Uint8, Int8, Uint16, Int16, Uint32, Int32, Float32, Bool, String, Array, Uint64, Int64,
-            Float64,
-        ]
-    };
-
-    fn from_id(id: u32) -> Option<ValueType> {
-        Self::BY_ID.get(id as usize).copied()
-    }
-
-    /// Encoded size of one scalar of this type (strings and arrays: their
-    /// smallest possible encoding, used to bound untrusted counts).
-    fn min_size(self) -> u64 {
-        use ValueType::*;
-        match self {
-            Uint8 | Int8 | Bool => 1,
-            Uint16 | Int16 => 2,
-            Uint32 | Int32 | Float32 => 4,
-            Uint64 | Int64 | Float64 | String => 8,
-            Array => 12,
-        }
-    }
-}
-
-impl fmt::Display for ValueType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-/// A metadata value. Arrays are homogeneous and never nested (llama.cpp
-/// rejects nested arrays, so we neither read nor write them).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    U8(u8),
-    I8(i8),
-    U16(u16),
-    I16(i16),
-    U32(u32),
-    I32(i32),
-    F32(f32),
-    Bool(bool),
-    String(String),
-    U64(u64),
-    I64(i64),
-    F64(f64),
-    Array(ValueType, Vec<Value>),
-}
-
-impl Value {
-    /// The type tag this value is written with.
-    pub fn value_type(&self) -> ValueType {
-        match self {
-            Value::U8(_) => ValueType::Uint8,
-            Value::I8(_) => ValueType::Int8,
-            Value::U16(_) => ValueType::Uint16,
-            Value::I16(_) => ValueType::Int16,
-            Value::U32(_) => ValueType::Uint32,
-            Value::I32(_) => ValueType::Int32,
-            Value::F32(_) => ValueType::Float32,
-            Value::Bool(_) => ValueType::Bool,
-            Value::String(_) => ValueType::String,
-            Value::U64(_) => ValueType::Uint64,
-            Value::I64(_) => ValueType::Int64,
-            Value::F64(_) => ValueType::Float64,
-            Value::Array(..) => ValueType::Array,
-        }
-    }
-
-    /// Any integer value as u64 (negative values give `None`).
-    pub fn as_u64(&self) -> Option<u64> {
-        match *self {
-            Value::U8(v) => Some(v.into()),
-            Value::U16(v) => Some(v.into()),
-            Value::U32(v) => Some(v.into()),
-            Value::U64(v) => Some(v),
-            Value::I8(v) => u64::try_from(v).ok(),
-            Value::I16(v) => u64::try_from(v).ok(),
-            Value::I32(v) => u64::try_from(v).ok(),
-            Value::I64(v) => u64::try_from(v).ok(),
-            _ => None,
-        }
-    }
-
-    /// Any numeric value as f64.
-    pub fn as_f64(&self) -> Option<f64> {
-        match *self {
-            // Widen through the shortest decimal form, so that an f32 1e-5
-            // reads as 1e-5 rather than 9.999999747378752e-6.
-            Value::F32(v) => v.to_string().parse().ok(),
-            Value::F64(v) => Some(v),
-            _ => self.as_u64().map(|v| v as f64).or(match *self {
-                Value::I8(v) => Some(v.into()),
-                Value::I16(v) => Some(v.into()),
-                Value::I32(v) => Some(v.into()),
-                Value::I64(v) => Some(v as f64),
-                _ => None,
-            }),
-        }
-    }
-
-    /// The string, for string values.
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Value::String(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// A JSON rendering (for manifests and `--json` output).
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        match self {
-            Value::U8(v) => json!(v),
-            Value::I8(v) => json!(v),
-            Value::U16(v) => json!(v),
-            Value::I16(v) => json!(v),
-            Value::U32(v) => json!(v),
-            Value::I32(v) => json!(v),
-            Value::F32(v) => json!(v),
-            Value::Bool(v) => json!(v),
-            Value::String(v) => json!(v),
-            Value::U64(v) => json!(v),
-            Value::I64(v) => json!(v),
-            Value::F64(v) => json!(v),
-            Value::Array(_, items) => items.iter().map(Value::to_json).collect(),
-        }
-    }
-}
-
-/// GGUF metadata: key/value pairs in file order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Metadata {
-    pub version: u32,
-    entries: Vec<(String, Value)>,
-    index: HashMap<String, usize>,
-}
-
-impl Metadata {
-    /// Builds metadata from entries (the writer's input).
-    pub fn new(entries: Vec<(String, Value)>) -> Metadata {
-        let index = entries
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i))
-            .collect();
-        Metadata {
-            version: VERSION,
-            entries,
-            index,
-        }
-    }
-    /// Looks a key up.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.index.get(key).map(|&i| &self.entries[i].1)
-    }
-    /// All entries, in file order.
-    pub fn entries(&self) -> &[(String, Value)] {
-        &self.entries
-    }
-    /// A string value.
-    pub fn str(&self, key: &str) -> Option<&str> {
-        self.get(key).and_then(Value::as_str)
-    }
-    /// An integer value of any width.
-    pub fn u64(&self, key: &str) -> Option<u64> {
-        self.get(key).and_then(Value::as_u64)
-    }
-    /// A numeric value.
-    pub fn f64(&self, key: &str) -> Option<f64> {
-        self.get(key).and_then(Value::as_f64)
-    }
-    /// `general.alignment`, or the default.
-    pub fn alignment(&self) -> u32 {
-        self.get(KEY_ALIGNMENT)
-            .and_then(|v| match v {
-                Value::U32(a) => Some(*a),
-                _ => None,
-            })
-            .unwrap_or(DEFAULT_ALIGNMENT)
-    }
-}
+mod value;
+use value::Scalar;
+pub use value::{Array, Metadata, Strings, Value, ValueType};
 
 /// Bounds-checked little-endian reader over an untrusted header.
 struct Cursor<'a> {
@@ -273,26 +76,24 @@ impl<'a> Cursor<'a> {
         self.pos += n as usize;
         Ok(s)
     }
-    fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N]> {
-        Ok(self.take(N as u64, what)?.try_into().expect("N bytes"))
-    }
     fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.array(what)?))
+        self.scalar(what)
     }
     fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.array(what)?))
+        self.scalar(what)
     }
-    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+    /// A string borrowed from the header.
+    fn str(&mut self, what: &dyn Fn() -> String) -> Result<&'a str> {
         let n = self.u64(what)?;
         let at = self.pos;
         let bytes = self.take(n, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| {
+        std::str::from_utf8(bytes).map_err(|e| {
             StoreError::invalid(
                 self.path,
                 format!(
                     "{} is not valid UTF-8 (byte {} of the string at offset {at})",
                     what(),
-                    e.utf8_error().valid_up_to()
+                    e.valid_up_to()
                 ),
             )
         })
@@ -312,50 +113,81 @@ impl<'a> Cursor<'a> {
         }
         Ok(())
     }
-    fn value(&mut self, ty: ValueType, what: &dyn Fn() -> String, in_array: bool) -> Result<Value> {
+    fn scalar<T: Scalar>(&mut self, what: &dyn Fn() -> String) -> Result<T> {
+        Ok(T::from_le(self.take(T::SIZE as u64, what)?))
+    }
+    /// `n` scalars, whose bytes [`Cursor::check_count`] has seen are there.
+    fn scalars<T: Scalar>(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<Vec<T>> {
+        let bytes = self.take(n * T::SIZE as u64, what)?;
+        Ok(bytes.chunks_exact(T::SIZE).map(T::from_le).collect())
+    }
+    fn bools(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<Vec<bool>> {
+        let at = self.pos;
+        let bytes = self.take(n, what)?;
+        match bytes.iter().position(|&b| b > 1) {
+            None => Ok(bytes.iter().map(|&b| b == 1).collect()),
+            Some(i) => Err(StoreError::invalid(
+                self.path,
+                format!(
+                    "{} is a bool with byte value {} at offset {} (must be 0 or 1)",
+                    what(),
+                    bytes[i],
+                    at + i
+                ),
+            )),
+        }
+    }
+    fn value(&mut self, ty: ValueType, what: &dyn Fn() -> String) -> Result<Value> {
         Ok(match ty {
-            ValueType::Uint8 => Value::U8(self.array::<1>(what)?[0]),
-            ValueType::Int8 => Value::I8(self.array::<1>(what)?[0] as i8),
-            ValueType::Uint16 => Value::U16(u16::from_le_bytes(self.array(what)?)),
-            ValueType::Int16 => Value::I16(i16::from_le_bytes(self.array(what)?)),
-            ValueType::Uint32 => Value::U32(self.u32(what)?),
-            ValueType::Int32 => Value::I32(i32::from_le_bytes(self.array(what)?)),
-            ValueType::Float32 => Value::F32(f32::from_le_bytes(self.array(what)?)),
-            ValueType::Bool => match self.array::<1>(what)?[0] {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                b => {
-                    return Err(StoreError::invalid(
-                        self.path,
-                        format!("{} is a bool with byte value {b} (must be 0 or 1)", what()),
-                    ))
-                }
-            },
-            ValueType::String => Value::String(self.string(what)?),
-            ValueType::Uint64 => Value::U64(self.u64(what)?),
-            ValueType::Int64 => Value::I64(i64::from_le_bytes(self.array(what)?)),
-            ValueType::Float64 => Value::F64(f64::from_le_bytes(self.array(what)?)),
-            ValueType::Array => {
-                if in_array {
-                    return Err(StoreError::invalid(
-                        self.path,
-                        format!("{} is a nested array, which llama.cpp rejects", what()),
-                    ));
-                }
-                let et = self.u32(what)?;
-                let et = ValueType::from_id(et).ok_or_else(|| {
-                    StoreError::invalid(
-                        self.path,
-                        format!("{} has unknown element type {et}", what()),
-                    )
-                })?;
-                let n = self.u64(what)?;
-                self.check_count(n, et.min_size(), what)?;
-                let mut items = Vec::with_capacity(n as usize);
+            ValueType::Uint8 => Value::U8(self.scalar(what)?),
+            ValueType::Int8 => Value::I8(self.scalar(what)?),
+            ValueType::Uint16 => Value::U16(self.scalar(what)?),
+            ValueType::Int16 => Value::I16(self.scalar(what)?),
+            ValueType::Uint32 => Value::U32(self.scalar(what)?),
+            ValueType::Int32 => Value::I32(self.scalar(what)?),
+            ValueType::Float32 => Value::F32(self.scalar(what)?),
+            ValueType::Bool => Value::Bool(self.bools(1, what)?[0]),
+            ValueType::String => Value::String(self.str(what)?.to_string()),
+            ValueType::Uint64 => Value::U64(self.scalar(what)?),
+            ValueType::Int64 => Value::I64(self.scalar(what)?),
+            ValueType::Float64 => Value::F64(self.scalar(what)?),
+            ValueType::Array => Value::Array(self.array(what)?),
+        })
+    }
+    fn array(&mut self, what: &dyn Fn() -> String) -> Result<Array> {
+        let et = self.u32(what)?;
+        let et = ValueType::from_id(et).ok_or_else(|| {
+            StoreError::invalid(
+                self.path,
+                format!("{} has unknown element type {et}", what()),
+            )
+        })?;
+        let n = self.u64(what)?;
+        self.check_count(n, et.min_size(), what)?;
+        Ok(match et {
+            ValueType::Uint8 => Array::U8(self.scalars(n, what)?),
+            ValueType::Int8 => Array::I8(self.scalars(n, what)?),
+            ValueType::Uint16 => Array::U16(self.scalars(n, what)?),
+            ValueType::Int16 => Array::I16(self.scalars(n, what)?),
+            ValueType::Uint32 => Array::U32(self.scalars(n, what)?),
+            ValueType::Int32 => Array::I32(self.scalars(n, what)?),
+            ValueType::Float32 => Array::F32(self.scalars(n, what)?),
+            ValueType::Bool => Array::Bool(self.bools(n, what)?),
+            ValueType::String => {
+                let mut items = Strings::with_capacity(n as usize);
                 for _ in 0..n {
-                    items.push(self.value(et, what, true)?);
+                    items.push(self.str(what)?);
                 }
-                Value::Array(et, items)
+                Array::String(items)
+            }
+            ValueType::Uint64 => Array::U64(self.scalars(n, what)?),
+            ValueType::Int64 => Array::I64(self.scalars(n, what)?),
+            ValueType::Float64 => Array::F64(self.scalars(n, what)?),
+            ValueType::Array => {
+                return Err(StoreError::invalid(
+                    self.path,
+                    format!("{} is a nested array, which llama.cpp rejects", what()),
+                ))
             }
         })
     }
@@ -374,7 +206,7 @@ pub struct Parsed {
 /// recorded in each [`TensorInfo`].
 pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
     let mut c = Cursor { path, data, pos: 0 };
-    let magic = c.array::<4>(&|| "the GGUF magic".into())?;
+    let magic = c.take(4, &|| "the GGUF magic".into())?;
     if magic != MAGIC {
         return Err(StoreError::invalid(
             path,
@@ -396,57 +228,82 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
     }
     let n_tensors = c.u64(&|| "the tensor count".into())?;
     let n_kv = c.u64(&|| "the metadata count".into())?;
+    if n_kv > MAX_KEYS {
+        return Err(StoreError::invalid(
+            path,
+            format!("the metadata count is {n_kv}, over llmtool's limit of {MAX_KEYS} keys (corrupt or hostile file)"),
+        ));
+    }
+    // A key is at least its length, a type and a one-byte value.
     c.check_count(n_kv, 8 + 4 + 1, &|| "the metadata count".into())?;
     let mut entries = Vec::with_capacity(n_kv as usize);
-    let mut keys = HashSet::new();
+    let mut index = HashMap::with_capacity(n_kv as usize);
     for i in 0..n_kv {
-        let key = c.string(&|| format!("metadata key #{i}"))?;
-        let what = || format!("metadata '{key}'");
+        let key = c.str(&|| format!("metadata key #{i}"))?;
+        let what = || format!("metadata '{}'", clip(key));
         if key.is_empty() {
             return Err(StoreError::invalid(
                 path,
                 format!("metadata key #{i} is empty"),
             ));
         }
-        if !keys.insert(key.clone()) {
+        if index.insert(key.to_string(), entries.len()).is_some() {
             return Err(StoreError::invalid(
                 path,
-                format!("metadata key '{key}' appears twice"),
+                format!("metadata key '{}' appears twice", clip(key)),
             ));
         }
         let ty = c.u32(&what)?;
         let ty = ValueType::from_id(ty).ok_or_else(|| {
-            StoreError::invalid(
-                path,
-                format!("metadata '{key}' has unknown value type {ty}"),
-            )
+            StoreError::invalid(path, format!("{} has unknown value type {ty}", what()))
         })?;
-        let v = c.value(ty, &what, false)?;
-        entries.push((key, v));
+        let v = c.value(ty, &what)?;
+        entries.push((key.to_string(), v));
     }
-    let mut metadata = Metadata::new(entries);
-    metadata.version = version;
+    let metadata = Metadata::from_parts(version, entries, index);
     let alignment = match metadata.get(KEY_ALIGNMENT) {
         None => DEFAULT_ALIGNMENT,
         Some(Value::U32(a)) if *a > 0 && a.is_power_of_two() => *a,
         Some(v) => {
+            let found = match v {
+                Value::Array(_) => "an ARRAY".to_string(),
+                v => format!("{} {}", v.value_type(), v.to_json()),
+            };
             return Err(StoreError::invalid(
                 path,
-                format!("{KEY_ALIGNMENT} must be a UINT32 power of two, found {v:?}"),
-            ))
+                format!("{KEY_ALIGNMENT} must be a UINT32 power of two, found {found}"),
+            ));
         }
     } as u64;
 
+    if n_tensors > MAX_TENSORS_PER_FILE {
+        return Err(StoreError::invalid(
+            path,
+            format!("the tensor count is {n_tensors}, over llmtool's limit of {MAX_TENSORS_PER_FILE} tensors per file (corrupt or hostile file)"),
+        ));
+    }
+    // A tensor info is at least its name's length, n_dims, one dimension,
+    // the type and the offset.
     c.check_count(n_tensors, 8 + 4 + 8 + 4 + 8, &|| "the tensor count".into())?;
     let mut infos = Vec::with_capacity(n_tensors as usize);
-    let mut names = HashSet::new();
+    let mut names = HashSet::with_capacity(n_tensors as usize);
     for i in 0..n_tensors {
-        let name = c.string(&|| format!("tensor name #{i}"))?;
-        let what = || format!("tensor info of '{name}'");
-        if !names.insert(name.clone()) {
+        let name = c.str(&|| format!("tensor name #{i}"))?;
+        let what = || format!("tensor info of '{}'", clip(name));
+        if name.len() > MAX_NAME_LEN {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
+                format!(
+                    "its name is {} bytes long; GGUF allows at most {MAX_NAME_LEN} (GGML_MAX_NAME)",
+                    name.len()
+                ),
+            ));
+        }
+        if !names.insert(name) {
+            return Err(StoreError::tensor(
+                path,
+                name,
                 "appears twice in the tensor infos",
             ));
         }
@@ -454,7 +311,7 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
         if n_dims > MAX_DIMS {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
                 format!("has {n_dims} dimensions; GGUF allows at most {MAX_DIMS}"),
             ));
         }
@@ -465,12 +322,12 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
         let ty_id = c.u32(&what)?;
         let offset = c.u64(&what)?;
         let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
-            StoreError::tensor(path, &name, format!("has unknown ggml type id {ty_id}"))
+            StoreError::tensor(path, name, format!("has unknown ggml type id {ty_id}"))
         })?;
         if ne.iter().any(|&d| d > i64::MAX as u64) {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
                 format!("dimension out of range in ne {ne:?}"),
             ));
         }
@@ -478,7 +335,7 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
             if ne0 % ty.block_size() != 0 {
                 return Err(StoreError::tensor(
                     path,
-                    &name,
+                    name,
                     format!(
                         "ne[0] = {ne0} is not a multiple of {ty}'s block size {}",
                         ty.block_size()
@@ -489,18 +346,18 @@ pub fn parse(path: &Path, data: &[u8], file: usize) -> Result<Parsed> {
         let len = checked_numel(&ne)
             .and_then(|n| ty.bytes_for(n))
             .ok_or_else(|| {
-                StoreError::tensor(path, &name, format!("size of ne {ne:?} overflows"))
+                StoreError::tensor(path, name, format!("size of ne {ne:?} overflows"))
             })?;
         if offset % alignment != 0 {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
                 format!("data offset {offset} is not a multiple of the alignment {alignment}"),
             ));
         }
         let mut shape = ne;
         shape.reverse();
-        infos.push((name, DType::from_ggml(ty), shape, offset, len));
+        infos.push((name.to_string(), DType::from_ggml(ty), shape, offset, len));
     }
     let data_offset = if n_tensors > 0 {
         (c.pos as u64).div_ceil(alignment) * alignment
@@ -554,7 +411,7 @@ fn check_overlaps(path: &Path, tensors: &[TensorInfo]) -> Result<()> {
                     "its bytes {}..{} overlap tensor '{}' ({}..{})",
                     w[1].offset,
                     w[1].offset + w[1].len,
-                    w[0].name,
+                    clip(&w[0].name),
                     w[0].offset,
                     w[0].offset + w[0].len
                 ),
@@ -593,7 +450,9 @@ pub(crate) fn open_all(shards: &[PathBuf]) -> Result<(Vec<ModelFile>, Vec<Tensor
     let mut tensors = Vec::new();
     let mut first_meta = None;
     for (i, p) in shards.iter().enumerate() {
-        if !p.is_file() {
+        // Only absence means a missing shard; anything else that is there
+        // but no regular file is for ModelFile::open to name.
+        if !present(p) {
             return Err(StoreError::NotFound(format!(
                 "{}: split shard {} of {} is missing",
                 p.display(),
@@ -697,11 +556,25 @@ fn put_value(out: &mut Vec<u8>, v: &Value) {
         Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
         Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
-        Value::Array(et, items) => {
-            out.extend_from_slice(&(*et as u32).to_le_bytes());
-            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-            for it in items {
-                put_value(out, it);
+        Value::Array(a) => {
+            out.extend_from_slice(&(a.item_type() as u32).to_le_bytes());
+            out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+            fn put_all<T: Scalar>(out: &mut Vec<u8>, items: &[T]) {
+                items.iter().for_each(|x| x.put(out));
+            }
+            match a {
+                Array::U8(v) => out.extend_from_slice(v),
+                Array::I8(v) => put_all(out, v),
+                Array::U16(v) => put_all(out, v),
+                Array::I16(v) => put_all(out, v),
+                Array::U32(v) => put_all(out, v),
+                Array::I32(v) => put_all(out, v),
+                Array::F32(v) => put_all(out, v),
+                Array::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
+                Array::String(v) => v.iter().for_each(|s| put_str(out, s)),
+                Array::U64(v) => put_all(out, v),
+                Array::I64(v) => put_all(out, v),
+                Array::F64(v) => put_all(out, v),
             }
         }
     }
@@ -734,13 +607,6 @@ impl GgufWriter {
         for (k, v) in metadata {
             if k.is_empty() || !keys.insert(k.as_str()) {
                 return Err(bad(format!("metadata key '{k}' is empty or repeated")));
-            }
-            if let Value::Array(et, items) = v {
-                if *et == ValueType::Array || items.iter().any(|i| i.value_type() != *et) {
-                    return Err(bad(format!(
-                        "metadata '{k}': arrays must be flat and of one element type {et}"
-                    )));
-                }
             }
             if k == KEY_ALIGNMENT {
                 match v {

@@ -6,9 +6,9 @@
 //! else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
 //! `~/.cache/huggingface/hub`.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use super::{Result, StoreError};
+use super::{clip, Result, StoreError};
 
 /// The hub cache directory from the environment.
 pub fn cache_dir() -> PathBuf {
@@ -43,8 +43,15 @@ pub fn is_repo_id(spec: &str) -> bool {
     matches!(id.split_once('/'), Some((org, name)) if ok(org) && ok(name))
 }
 
+/// Whether `s` is a commit hash as the cache names snapshots: 40 hex digits.
+fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Resolves `org/name[@revision]` to its snapshot directory in `cache`.
-/// The revision defaults to `main`; a 40-hex commit hash is used directly.
+/// The revision defaults to `main`; a 40-hex commit hash is used directly,
+/// anything else is looked up in `refs/`. Neither the revision nor what a
+/// ref file holds may lead outside the repository's directory.
 pub fn snapshot_dir(cache: &Path, spec: &str) -> Result<PathBuf> {
     let (id, rev) = spec.split_once('@').unwrap_or((spec, "main"));
     let repo = cache.join(format!("models--{}", id.replace('/', "--")));
@@ -57,20 +64,40 @@ pub fn snapshot_dir(cache: &Path, spec: &str) -> Result<PathBuf> {
             repo.display()
         )));
     }
-    let commit = if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let commit = if is_commit(rev) {
         rev.to_string()
     } else {
+        // Branch and tag names may hold '/', never '..' or a root.
+        if rev.is_empty()
+            || !Path::new(rev)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(StoreError::NotFound(format!(
+                "'{spec}': '{rev}' is not a revision name (a branch, tag or 40-hex commit hash)"
+            )));
+        }
         let r = repo.join("refs").join(rev);
-        std::fs::read_to_string(&r)
-            .map_err(|_| {
-                StoreError::NotFound(format!(
-                    "{}: no cached revision '{rev}' for {id} ({} is missing); {how}",
-                    repo.display(),
-                    r.display()
-                ))
-            })?
-            .trim()
-            .to_string()
+        let text = std::fs::read_to_string(&r).map_err(|_| {
+            StoreError::NotFound(format!(
+                "{}: no cached revision '{rev}' for {id} ({} is missing); {how}",
+                repo.display(),
+                r.display()
+            ))
+        })?;
+        let commit = text.trim();
+        if !is_commit(commit) {
+            return Err(StoreError::invalid(
+                &r,
+                format!(
+                    "holds '{}', not a 40-hex commit hash: this cache entry is damaged; \
+                     remove {} and download it again",
+                    clip(commit),
+                    repo.display()
+                ),
+            ));
+        }
+        commit.to_string()
     };
     let snap = repo.join("snapshots").join(&commit);
     if !snap.is_dir() {

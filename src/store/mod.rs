@@ -127,16 +127,37 @@ impl StoreError {
             msg: msg.into(),
         }
     }
+    /// A malformed tensor description; the name is [`clip`]ped, since an
+    /// untrusted header may hold a name of megabytes.
     pub(crate) fn tensor(path: &Path, tensor: &str, msg: impl Into<String>) -> Self {
         StoreError::InvalidTensor {
             path: path.to_path_buf(),
-            tensor: tensor.to_string(),
+            tensor: clip(tensor).into_owned(),
             msg: msg.into(),
         }
     }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Characters of an untrusted name or value that messages quote.
+const CLIP_CHARS: usize = 80;
+
+/// `s` as an error message quotes it: whole when short, else its first
+/// [`CLIP_CHARS`] characters and "…", so that a hostile header cannot
+/// make one line of stderr megabytes long.
+pub(crate) fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(CLIP_CHARS) {
+        None => s.into(),
+        Some((end, _)) => format!("{}…", &s[..end]).into(),
+    }
+}
+
+/// Most tensors one file may declare. Real checkpoints hold at most tens of
+/// thousands per file (a 235B MoE with unstacked experts has about 37,000
+/// in all its shards together); a header declaring more is corrupt or
+/// hostile, and each tensor costs a few hundred bytes of memory to hold.
+pub const MAX_TENSORS_PER_FILE: u64 = 1 << 18;
 
 /// Element type of a stored tensor: the safetensors dtypes plus GGML's block
 /// types. GGUF's plain types (F32, F16, BF16, I8…F64) map to the plain
@@ -358,6 +379,7 @@ pub struct ModelFile {
 impl ModelFile {
     /// Opens and maps `path`. Empty files are not mapped (mmap refuses them).
     pub(crate) fn open(path: &Path) -> Result<ModelFile> {
+        regular_file(path)?;
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let size = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
         let map = if size == 0 {
@@ -658,6 +680,46 @@ impl Model {
 /// Some rows' bytes and the bytes per row, when rows can be read one by one.
 type RowBytes<'a> = Option<(&'a [u8], usize)>;
 
+/// `Ok` when `path` (followed through symlinks) is a regular file; else
+/// an error saying what it is. Checked before opening: opening a FIFO
+/// blocks until a writer comes, and a directory or device is no model file.
+pub(crate) fn regular_file(path: &Path) -> Result<()> {
+    let t = std::fs::metadata(path)
+        .map_err(|e| StoreError::io(path, e))?
+        .file_type();
+    if t.is_file() {
+        return Ok(());
+    }
+    let what = if t.is_dir() {
+        "a directory"
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_char_device() || t.is_block_device() {
+                "a device"
+            } else {
+                "a socket"
+            }
+        }
+        #[cfg(not(unix))]
+        "something else"
+    };
+    Err(StoreError::Unsupported {
+        path: path.to_path_buf(),
+        msg: format!("is {what}, not a regular file; model files must be regular files"),
+    })
+}
+
+/// Whether anything is at `p` at all: a directory, FIFO, dangling symlink or
+/// symlink loop of the name is opened (and refused, saying what it is)
+/// rather than reported missing.
+pub(crate) fn present(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok()
+}
+
 /// Reads and parses a JSON file, naming it in errors.
 /// What a JSON value is, for messages.
 pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -672,6 +734,7 @@ pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    regular_file(path)?;
     let text = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
     serde_json::from_slice(&text)
         .map_err(|e| StoreError::invalid(path, format!("malformed JSON: {e}")))

@@ -19,14 +19,14 @@
 //! cross-check that what we write is what the reference reads).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use serde::de::DeserializeSeed;
 
 use super::atomic::{self, AtomicFile, TensorSequence};
-use super::{checked_numel, read_json, DType, ModelFile, Result, StoreError, TensorInfo};
+use super::{
+    checked_numel, clip, present, read_json, DType, ModelFile, Result, StoreError, TensorInfo,
+};
 
 /// Largest header the reference implementation accepts (`MAX_HEADER_SIZE`).
 pub const MAX_HEADER_SIZE: u64 = 100_000_000;
@@ -37,39 +37,9 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 /// transformers' default `max_shard_size` ("5GB", decimal).
 pub const DEFAULT_MAX_SHARD_SIZE: u64 = 5_000_000_000;
 
-#[derive(Deserialize)]
-struct RawInfo {
-    dtype: String,
-    shape: Vec<u64>,
-    data_offsets: (u64, u64),
-}
-
-/// A JSON object read as an ordered list of entries, so that duplicate keys
-/// are seen instead of silently keeping the last one.
-struct Entries(Vec<(String, serde_json::Value)>);
-
-impl<'de> Deserialize<'de> for Entries {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Entries;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> std::result::Result<Entries, A::Error> {
-                let mut v = Vec::new();
-                while let Some((k, val)) = m.next_entry::<String, serde_json::Value>()? {
-                    v.push((k, val));
-                }
-                Ok(Entries(v))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+mod header;
+use header::Entries;
+pub use header::{MAX_DIMS, MAX_METADATA_ENTRIES, MAX_NAME_LEN};
 
 /// A parsed safetensors header.
 #[derive(Debug)]
@@ -116,47 +86,57 @@ pub fn parse_header(path: &Path, data: &[u8], file: usize) -> Result<Header> {
             ),
         )
     })?;
-    let Entries(entries) = serde_json::from_str(text).map_err(|e| {
-        StoreError::invalid(path, format!("header is not a valid JSON object: {e}"))
-    })?;
+    let mut fault = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = Entries {
+        path,
+        fault: &mut fault,
+    }
+    .deserialize(&mut de)
+    .and_then(|h| de.end().map(|()| h));
+    let (entries, metadata) = match (parsed, fault) {
+        (Ok(h), _) => h,
+        (Err(_), Some(fault)) => return Err(fault),
+        (Err(e), None) => {
+            return Err(StoreError::invalid(
+                path,
+                format!("header is not a valid JSON object: {e}"),
+            ))
+        }
+    };
     let data_len = len - header_end;
 
     let mut seen = HashSet::with_capacity(entries.len());
-    let mut metadata = BTreeMap::new();
-    let mut tensors = Vec::with_capacity(entries.len());
-    for (name, value) in entries {
-        if !seen.insert(name.clone()) {
+    for (name, _) in &entries {
+        if !seen.insert(name.as_str()) {
             return Err(StoreError::tensor(
                 path,
-                &name,
+                name,
                 "appears twice in the header",
             ));
         }
-        if name == "__metadata__" {
-            metadata = serde_json::from_value(value).map_err(|e| {
-                StoreError::invalid(
-                    path,
-                    format!("__metadata__ must map strings to strings: {e}"),
-                )
-            })?;
-            continue;
-        }
-        let raw: RawInfo = serde_json::from_value(value).map_err(|e| {
-            StoreError::tensor(
+    }
+    let mut tensors = Vec::with_capacity(entries.len());
+    for (name, raw) in entries {
+        let dtype = raw
+            .dtype
+            .0
+            .map_err(|d| StoreError::tensor(path, &name, format!("unknown dtype '{d}'")))?;
+        if raw.shape.count > MAX_DIMS {
+            return Err(StoreError::tensor(
                 path,
                 &name,
-                format!("malformed entry (expected dtype, shape, data_offsets): {e}"),
-            )
-        })?;
-        let dtype = DType::from_safetensors(&raw.dtype).ok_or_else(|| {
-            StoreError::tensor(path, &name, format!("unknown dtype '{}'", raw.dtype))
-        })?;
-        let (begin, end) = raw.data_offsets;
-        let expected = checked_numel(&raw.shape)
+                format!(
+                    "its shape has {} dimensions, over llmtool's limit of {MAX_DIMS}",
+                    raw.shape.count
+                ),
+            ));
+        }
+        let shape = raw.shape.dims;
+        let expected = checked_numel(&shape)
             .and_then(|n| dtype.bytes_for(n))
-            .ok_or_else(|| {
-                StoreError::tensor(path, &name, format!("shape {:?} overflows", raw.shape))
-            })?;
+            .ok_or_else(|| StoreError::tensor(path, &name, format!("shape {shape:?} overflows")))?;
+        let (begin, end) = raw.data_offsets;
         if end < begin {
             return Err(StoreError::tensor(
                 path,
@@ -169,8 +149,7 @@ pub fn parse_header(path: &Path, data: &[u8], file: usize) -> Result<Header> {
                 path,
                 &name,
                 format!(
-                    "{dtype} {:?} needs {expected} bytes but data_offsets [{begin}, {end}] span {}",
-                    raw.shape,
+                    "{dtype} {shape:?} needs {expected} bytes but data_offsets [{begin}, {end}] span {}",
                     end - begin
                 ),
             ));
@@ -185,7 +164,7 @@ pub fn parse_header(path: &Path, data: &[u8], file: usize) -> Result<Header> {
         tensors.push(TensorInfo {
             name,
             dtype,
-            shape: raw.shape,
+            shape,
             file,
             offset: header_end + begin,
             len: expected,
@@ -216,7 +195,7 @@ fn check_packing(
                     "its bytes {}..{} overlap tensor '{}' ({}..{}) (offsets relative to the data section)",
                     t.offset - header_end,
                     t.offset + t.len - header_end,
-                    p.name,
+                    clip(&p.name),
                     p.offset - header_end,
                     p.offset + p.len - header_end
                 ),
@@ -278,11 +257,16 @@ pub(crate) fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
         if s.contains('/') || s.contains('\\') || s.starts_with("..") {
             return Err(StoreError::invalid(
                 index,
-                format!("weight_map names shard '{s}', which is not a plain file name"),
+                format!(
+                    "weight_map names shard '{}', which is not a plain file name",
+                    clip(s)
+                ),
             ));
         }
         let p = dir.join(s);
-        if !p.is_file() {
+        // Absent only: a shard that is there but no regular file is named
+        // as such when it is opened.
+        if !present(&p) {
             let user = map
                 .iter()
                 .find(|(_, f)| *f == s)
@@ -290,7 +274,7 @@ pub(crate) fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
                 .unwrap_or("");
             return Err(StoreError::invalid(
                 index,
-                format!("weight_map names shard '{s}' (for tensor '{user}' among others) but {} does not exist; download the missing shard", p.display()),
+                format!("weight_map names shard '{}' (for tensor '{}' among others) but {} does not exist; download the missing shard", clip(s), clip(user), p.display()),
             ));
         }
         out.push(p);
@@ -326,7 +310,9 @@ fn check_index(index: &Path, files: &[ModelFile], tensors: &[TensorInfo]) -> Res
                 return Err(StoreError::invalid(
                     index,
                     format!(
-                        "weight_map says tensor '{name}' is in '{shard}', but no shard holds it"
+                        "weight_map says tensor '{}' is in '{}', but no shard holds it",
+                        clip(name),
+                        clip(shard)
                     ),
                 ))
             }
@@ -334,7 +320,9 @@ fn check_index(index: &Path, files: &[ModelFile], tensors: &[TensorInfo]) -> Res
                 return Err(StoreError::invalid(
                     index,
                     format!(
-                        "weight_map says tensor '{name}' is in '{shard}', but it is in {}",
+                        "weight_map says tensor '{}' is in '{}', but it is in {}",
+                        clip(name),
+                        clip(shard),
                         p.display()
                     ),
                 ))

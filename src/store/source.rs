@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{gguf, hf_cache, safetensors, Result, StoreError};
+use super::{gguf, hf_cache, present, safetensors, Result, StoreError};
 
 /// The files of one model, before they are opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,12 +109,12 @@ fn resolve_dir(dir: &Path) -> Result<Resolved> {
     let config = Some(dir.join("config.json")).filter(|c| c.is_file());
     let index = dir.join(safetensors::INDEX_FILE);
     let single = dir.join(safetensors::SINGLE_FILE);
-    let kind = if index.is_file() {
+    let kind = if present(&index) {
         Files::Safetensors {
             files: safetensors::index_shards(&index)?,
             index: Some(index),
         }
-    } else if single.is_file() {
+    } else if present(&single) {
         Files::Safetensors {
             files: vec![single],
             index: None,

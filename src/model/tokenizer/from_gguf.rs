@@ -23,7 +23,7 @@ use tokenizers::Tokenizer;
 use super::{keys, token_type, Result, TokenizerError};
 use crate::model::family::GgufArch;
 use crate::store::atomic::AtomicFile;
-use crate::store::gguf::{Metadata, Value};
+use crate::store::gguf::{Array, Metadata, Value};
 
 /// The special tokens `GGUFQwen2Converter` adds, and Qwen2TokenizerFast's
 /// default unk/eos/pad token.
@@ -41,14 +41,7 @@ fn meta_err(msg: impl Into<String>) -> TokenizerError {
 fn string_array<'a>(meta: &'a Metadata, key: &str) -> Result<Option<Vec<&'a str>>> {
     match meta.get(key) {
         None => Ok(None),
-        Some(Value::Array(_, items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| meta_err(format!("{key} must be an array of strings")))
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some),
+        Some(Value::Array(Array::String(items))) => Ok(Some(items.iter().collect())),
         Some(_) => Err(meta_err(format!("{key} must be an array of strings"))),
     }
 }
@@ -56,13 +49,9 @@ fn string_array<'a>(meta: &'a Metadata, key: &str) -> Result<Option<Vec<&'a str>
 fn number_array(meta: &Metadata, key: &str) -> Result<Option<Vec<f64>>> {
     match meta.get(key) {
         None => Ok(None),
-        Some(Value::Array(_, items)) => items
-            .iter()
-            .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| meta_err(format!("{key} must be a numeric array")))
-            })
-            .collect::<Result<Vec<_>>>()
+        Some(Value::Array(items)) => items
+            .to_f64s()
+            .ok_or_else(|| meta_err(format!("{key} must be a numeric array")))
             .map(Some),
         Some(_) => Err(meta_err(format!("{key} must be a numeric array"))),
     }

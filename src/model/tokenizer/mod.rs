@@ -140,11 +140,12 @@ pub fn check_gguf_entries(
         }
     }
     let tokens = match get(keys::TOKENS) {
-        Some(Value::Array(ValueType::String, items)) => items.len() as u64,
-        Some(Value::Array(t, _)) => {
+        Some(Value::Array(a)) if a.item_type() == ValueType::String => a.len() as u64,
+        Some(Value::Array(a)) => {
             return bad(format!(
-                "{} is an array of {t:?}, not of strings",
-                keys::TOKENS
+                "{} is an array of {:?}, not of strings",
+                keys::TOKENS,
+                a.item_type()
             ))
         }
         Some(v) => {
@@ -174,18 +175,20 @@ pub fn check_gguf_entries(
     ] {
         match get(key) {
             None => {}
-            Some(Value::Array(t, items)) if *t == want && items.len() as u64 == tokens => {}
-            Some(Value::Array(t, items)) => {
+            Some(Value::Array(a)) if a.item_type() == want && a.len() as u64 == tokens => {}
+            Some(Value::Array(a)) => {
                 return bad(format!(
-                    "{key} is {} items of {t:?}; llama.cpp needs {tokens} of {want:?}",
-                    items.len()
+                    "{key} is {} items of {:?}; llama.cpp needs {tokens} of {want:?}",
+                    a.len(),
+                    a.item_type()
                 ))
             }
             Some(v) => return bad(format!("{key} is {:?}, not an array", v.value_type())),
         }
     }
     match get(keys::MERGES) {
-        None | Some(Value::Array(ValueType::String, _)) => {}
+        None => {}
+        Some(Value::Array(a)) if a.item_type() == ValueType::String => {}
         Some(_) => return bad(format!("{} is not an array of strings", keys::MERGES)),
     }
     for (key, v) in entries {

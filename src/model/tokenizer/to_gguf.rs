@@ -15,7 +15,7 @@ use tokenizers::Tokenizer;
 
 use super::{keys, pre_table::PRE_BY_HASH, token_type, Result, TokenizerError};
 use crate::model::family::GgufArch;
-use crate::store::gguf::{Value, ValueType};
+use crate::store::gguf::{Array, Value};
 
 /// The text whose encoding identifies a BPE pre-tokenizer (`chktxt` of
 /// `get_vocab_base_pre` in llama.cpp's `conversion/base.py`).
@@ -65,17 +65,11 @@ impl Kv {
 
 /// `tokenizer.ggml.token_type`: one i32 per token.
 fn token_types(types: Vec<i32>) -> Value {
-    Value::Array(
-        ValueType::Int32,
-        types.into_iter().map(Value::I32).collect(),
-    )
+    Value::Array(Array::I32(types))
 }
 
 fn strings(items: impl IntoIterator<Item = String>) -> Value {
-    Value::Array(
-        ValueType::String,
-        items.into_iter().map(Value::String).collect(),
-    )
+    Value::Array(Array::String(items.into_iter().collect()))
 }
 
 fn read_json(path: &Path) -> Result<Option<Json>> {
@@ -528,13 +522,7 @@ fn llama_vocab(
     kv.set(keys::MODEL, Value::String("llama".into()));
     kv.set(keys::PRE, Value::String("default".into()));
     kv.set(keys::TOKENS, strings(tokens));
-    kv.set(
-        keys::SCORES,
-        Value::Array(
-            ValueType::Float32,
-            scores.into_iter().map(Value::F32).collect(),
-        ),
-    );
+    kv.set(keys::SCORES, Value::Array(Array::F32(scores)));
     kv.set(keys::TOKEN_TYPE, token_types(types));
     special_vocab(hf, false, Some(n as u32), kv)
 }

@@ -130,12 +130,8 @@ fn model_card_metadata(dir: &Path) -> Vec<(String, Value)> {
         }
     }
     let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone());
-    let strings = |v: Vec<String>| {
-        Value::Array(
-            crate::store::gguf::ValueType::String,
-            v.into_iter().map(Value::String).collect(),
-        )
-    };
+    let strings =
+        |v: Vec<String>| Value::Array(crate::store::gguf::Array::String(v.into_iter().collect()));
     let mut out = Vec::new();
     if let Some(l) = get("license").and_then(|v| v.into_iter().next()) {
         out.push(("general.license".to_string(), Value::String(l)));
