@@ -171,7 +171,7 @@ fn bad_inputs_exit_1_with_named_errors() {
     fails_with(&["inspect-arch", &p("w.bin")], "pickle checkpoints");
     fails_with(
         &["inspect-arch", "nobody/nothing"],
-        "huggingface-cli download nobody/nothing",
+        "`hf download nobody/nothing`",
     );
     let tiny = common::fixture("models/tiny-llama");
     let tiny = tiny.to_str().unwrap();

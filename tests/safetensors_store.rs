@@ -485,10 +485,7 @@ fn model_specs_resolve_or_explain() {
     let e = Model::open("no/such-model-anywhere")
         .unwrap_err()
         .to_string();
-    assert!(
-        e.contains("huggingface-cli download no/such-model-anywhere"),
-        "{e}"
-    );
+    assert!(e.contains("`hf download no/such-model-anywhere`"), "{e}");
     let e = Model::open("./nothing here").unwrap_err().to_string();
     assert!(e.contains("is not a file or directory"), "{e}");
 }

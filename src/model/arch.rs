@@ -369,10 +369,10 @@ pub fn detect(model: &Model) -> Arch {
     let mut params = Params::default();
     let mut dtypes: BTreeMap<DType, DTypeStat> = BTreeMap::new();
     let mut layer_ids = std::collections::BTreeSet::new();
-    let mut first: BTreeMap<&'static str, &LogicalTensor> = BTreeMap::new();
+    let mut first: BTreeMap<&'static str, LogicalTensor> = BTreeMap::new();
     let (mut embed, mut head) = (None, None);
     let mut bias = false;
-    for t in &logical.tensors {
+    for t in logical.tensors(model) {
         let n = t.numel();
         params.total += n;
         let s = dtypes.entry(t.dtype).or_insert(DTypeStat {
@@ -387,11 +387,11 @@ pub fn detect(model: &Model) -> Arch {
         match role(&t.name) {
             Role::Embed => {
                 params.embeddings += n;
-                embed = Some(t);
+                embed = Some(t.into_owned());
             }
             Role::LmHead => {
                 params.embeddings += n;
-                head = Some(t);
+                head = Some(t.into_owned());
             }
             Role::FinalNorm => params.norms += n,
             Role::Layer(i, p) => {
@@ -410,7 +410,7 @@ pub fn detect(model: &Model) -> Arch {
                     _ => "",
                 };
                 if !key.is_empty() {
-                    first.entry(key).or_insert(t);
+                    first.entry(key).or_insert_with(|| t.into_owned());
                 }
                 bias |= p == QBias;
             }
@@ -418,14 +418,14 @@ pub fn detect(model: &Model) -> Arch {
             Role::Other => params.other += n,
         }
     }
-    let dim = |t: Option<&&LogicalTensor>, i: usize| t.and_then(|t| t.shape.get(i).copied());
+    let dim = |t: Option<&LogicalTensor>, i: usize| t.and_then(|t| t.shape.get(i).copied());
     let q = first.get("q");
     let k = first.get("k");
 
     let hidden = ck.pick(
         "hidden_size",
         declared.hidden,
-        embed.and_then(|e| {
+        embed.as_ref().and_then(|e| {
             e.shape
                 .get(1)
                 .map(|&h| (h, format!("{} is {:?}", e.name, e.shape)))
@@ -434,7 +434,7 @@ pub fn detect(model: &Model) -> Arch {
     let vocab = ck.pick(
         "vocab_size",
         declared.vocab,
-        embed.and_then(|e| {
+        embed.as_ref().and_then(|e| {
             e.shape
                 .first()
                 .map(|&v| (v, format!("{} is {:?}", e.name, e.shape)))

@@ -22,6 +22,7 @@
 //! per weight come out right. What cannot be decoded stays as stored, with
 //! a warning naming the tensor.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
@@ -78,13 +79,41 @@ impl LogicalTensor {
     }
 }
 
-/// A model's tensors as logical weights, and what could not be decoded.
+/// A model's packed weights, and what could not be decoded; with the model,
+/// [`Logical::tensors`] gives every logical weight.
 #[derive(Debug, Clone, Default)]
 pub struct Logical {
-    pub tensors: Vec<LogicalTensor>,
+    /// Each packed weight's logical form, by the name of its main tensor.
+    replaced: BTreeMap<String, LogicalTensor>,
+    /// Side tensors folded into their weight.
+    folded: HashSet<String>,
     /// The checkpoint's packing, when any weight is packed.
     pub packing: Option<Packing>,
     pub warnings: Vec<String>,
+}
+
+impl Logical {
+    /// The logical weights of `m`, in stored order. Tensors stored as they
+    /// are come as transient copies, so that a header with hundreds of
+    /// thousands of tensors is not held twice.
+    pub fn tensors<'a>(
+        &'a self,
+        m: &'a Model,
+    ) -> impl Iterator<Item = Cow<'a, LogicalTensor>> + 'a {
+        m.tensors()
+            .iter()
+            .filter(|t| !self.folded.contains(&t.name))
+            .map(|t| match self.replaced.get(&t.name) {
+                Some(l) => Cow::Borrowed(l),
+                None => Cow::Owned(LogicalTensor {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    dtype: t.dtype,
+                    bytes: t.len,
+                    packing: None,
+                }),
+            })
+    }
 }
 
 const BNB4_STATE: &str = ".quant_state.bitsandbytes__";
@@ -97,9 +126,13 @@ const BNB4_SIDES: &[&str] = &[
 
 /// The logical weights of `m` (see the module docs), in stored order.
 pub fn logical_tensors(m: &Model) -> Logical {
+    let mut out = Logical::default();
+    let marked = |n: &str| n.contains(BNB4_STATE) || n.ends_with(".SCB") || n.ends_with(".qweight");
+    if !m.tensors().iter().any(|t| marked(&t.name)) {
+        return out;
+    }
     let by_name: BTreeMap<&str, &TensorInfo> =
         m.tensors().iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut out = Logical::default();
     // Side tensors folded into their weight, and each packed weight's
     // logical form under the name of its main stored tensor.
     let mut folded: HashSet<String> = HashSet::new();
@@ -162,22 +195,9 @@ pub fn logical_tensors(m: &Model) -> Logical {
             }
         }
     }
-    for t in m.tensors() {
-        if folded.contains(&t.name) {
-            continue;
-        }
-        out.tensors.push(match replaced.remove(&t.name) {
-            Some(l) => l,
-            None => LogicalTensor {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                dtype: t.dtype,
-                bytes: t.len,
-                packing: None,
-            },
-        });
-    }
-    out.packing = out.tensors.iter().find_map(|t| t.packing);
+    out.packing = replaced.values().find_map(|t| t.packing);
+    out.replaced = replaced;
+    out.folded = folded;
     out
 }
 

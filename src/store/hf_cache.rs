@@ -55,7 +55,7 @@ fn is_commit(s: &str) -> bool {
 pub fn snapshot_dir(cache: &Path, spec: &str) -> Result<PathBuf> {
     let (id, rev) = spec.split_once('@').unwrap_or((spec, "main"));
     let repo = cache.join(format!("models--{}", id.replace('/', "--")));
-    let how = "download it first, e.g. `huggingface-cli download ".to_string()
+    let how = "download it first, e.g. `hf download ".to_string()
         + id
         + "` (honours HF_HOME / HF_HUB_CACHE)";
     if !repo.is_dir() {

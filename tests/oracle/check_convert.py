@@ -6,8 +6,11 @@ Runs `target/release/llmtool convert GGUF` into a temporary directory, then
 with transformers on CPU: loads it, compares every weight with transformers'
 own GGUF import of the same file (`from_pretrained(..., gguf_file=...)`,
 float32) and the logits on a fixed input; loads our tokenizer with
-AutoTokenizer and compares its encodings of sample strings with the GGUF
-import's tokenizer. Writes the verdict, with the sha256 of the files we
+AutoTokenizer and compares its encodings of sample strings with the
+tokenizer of the repo the GGUF came from (for SmolLM2's byte-level
+vocabulary the Hub form, `tokenizer_goldens.gpt2_form`; `convert` writes
+that rather than transformers' import, which llama.cpp's converter would
+read back as SentencePiece). Writes the verdict, with the sha256 of the files we
 wrote, to fixtures/convert/transformers-check.json; exit 1 on any failure.
 Environment: tests/oracle/requirements.txt.
 """
@@ -23,7 +26,7 @@ from filehash import sha256
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.join(ROOT, "target", "release", "llmtool")
+BIN = os.environ.get("LLMTOOL_BIN", os.path.join(ROOT, "target", "release", "llmtool"))
 OUT = os.path.join(ROOT, "fixtures", "convert", "transformers-check.json")
 SAMPLES = [
     "Hello, world!",
@@ -62,7 +65,9 @@ def main(gguf):
         if diff != 0.0:
             problems.append(f"logits differ by {diff}")
         tok_ours = AutoTokenizer.from_pretrained(out)
-        tok_ref = AutoTokenizer.from_pretrained(gdir, gguf_file=gfile)
+        from tokenizer_goldens import hub_reference
+        tok_ref = hub_reference(gguf)
+        verdict["tokenizer_reference"] = "Hub form (tokenizer_goldens.gpt2_form)"
         enc = {}
         for s in SAMPLES:
             a, b = tok_ours(s)["input_ids"], tok_ref(s)["input_ids"]

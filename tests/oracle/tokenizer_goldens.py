@@ -358,30 +358,43 @@ def goldens(smollm2_gguf, smollm2_hf, only):
             print(out)
 
 
-def check(ours, gguf_path, record, key=None):
+def hub_reference(gguf_path):
+    """The tokenizer of the repo a byte-level Llama-architecture GGUF came
+    from (SmolLM2's, via gpt2_form): what `llmtool convert` writes for such
+    a vocabulary instead of transformers' GGUF import."""
+    from transformers import AutoTokenizer
+
+    d = tempfile.mkdtemp()
+    gpt2_form(gguf_path, d)
+    return AutoTokenizer.from_pretrained(d)
+
+
+def check(ours, gguf_path, record, key=None, hub=False):
     import tokenizers
     import transformers
     from transformers import AutoTokenizer
 
-    ref = gguf_import(gguf_path)
+    ref = hub_reference(gguf_path) if hub else gguf_import(gguf_path)
     tok = AutoTokenizer.from_pretrained(ours)
     got, want = encodings(tok), encodings(ref)
     mism = [s for s, a, b in zip(SAMPLES, got, want) if a != b]
     chat_ok = None
     if ref.chat_template:
         chat_ok = tok.apply_chat_template(CHAT, tokenize=False) == ref.apply_chat_template(CHAT, tokenize=False)
-    # EOS differs on purpose: the import sets it to the BOS token, we write
-    # the file's eos_token_id.
-    specials_ok = all(getattr(tok, a) == getattr(ref, a) for a in ("bos_token", "unk_token"))
+    # EOS differs on purpose from the import, which sets it to the BOS
+    # token; we write the file's eos_token_id (as the Hub repo has it).
+    specials = ("bos_token", "unk_token", "eos_token") if hub else ("bos_token", "unk_token")
+    specials_ok = all(getattr(tok, a) == getattr(ref, a) for a in specials)
     decode_ok = all(tok.decode(i) == ref.decode(i) for i in want)
     verdict = {
         "dir": os.path.relpath(os.path.abspath(ours), ROOT),
-        "reference": f"AutoTokenizer.from_pretrained(gguf_file={os.path.basename(gguf_path)})",
+        "reference": ("the Hub form: fixtures/tokenizer/smollm2-gpt2 + the GGUF's vocabulary" if hub else
+                      f"AutoTokenizer.from_pretrained(gguf_file={os.path.basename(gguf_path)})"),
         "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
         "loaded_class": type(tok).__name__,
         "samples": len(SAMPLES), "ids_identical": not mism, "mismatches": mism,
         "decode_identical": decode_ok, "chat_template_identical": chat_ok, "bos_unk_identical": specials_ok,
-        "eos_token": {"ours": tok.eos_token, "gguf_import": ref.eos_token},
+        "eos_token": {"ours": tok.eos_token, "reference": ref.eos_token},
         "pad_token": tok.pad_token, "model_max_length": tok.model_max_length,
         "files_sha256": {f: hashlib.sha256(open(os.path.join(ours, f), "rb").read()).hexdigest()
                          for f in sorted(os.listdir(ours))},
@@ -430,6 +443,8 @@ def main():
     c.add_argument("gguf")
     c.add_argument("--record")
     c.add_argument("--key", help="the verdict's key in the record (default: the GGUF's file name)")
+    c.add_argument("--hub", action="store_true",
+                   help="judge against the Hub form (gpt2_form) instead of transformers' GGUF import")
     a = ap.parse_args()
     if a.cmd == "fixture":
         make_fixture()
@@ -440,7 +455,7 @@ def main():
     elif a.cmd == "goldens":
         goldens(a.smollm2_gguf, a.smollm2_hf, a.only)
     else:
-        check(a.ours, a.gguf, a.record, a.key)
+        check(a.ours, a.gguf, a.record, a.key, a.hub)
 
 
 if __name__ == "__main__":

@@ -290,8 +290,7 @@ impl ModelSpec {
         shape.check()?;
         let logical = packed::logical_tensors(m);
         let tensors = logical
-            .tensors
-            .iter()
+            .tensors(m)
             .map(|t| {
                 let (kind, layer) = match arch::role(&t.name) {
                     Role::Embed => (TensorKind::Embed, None),
