@@ -140,6 +140,17 @@ pub fn llmtool() -> Command {
 }
 
 /// Runs llmtool, requires success and parses its stdout as JSON.
+/// Runs `cmd` and requires success, showing its stderr otherwise.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub fn json_output(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().expect("run llmtool");
     assert!(

@@ -118,21 +118,18 @@ fn adapter_variant(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> std
     a
 }
 
-fn merge(adapter: &str, out: &Path) -> Output {
+fn merge(adapter: &str, out: &Path) {
     let base = common::fixture("lora/bases/micro-llama");
-    llmtool()
-        .args([
-            "lora",
-            "merge",
-            "--base",
-            s(&base),
-            "--adapter",
-            adapter,
-            "--out",
-            s(out),
-        ])
-        .output()
-        .unwrap()
+    common::run_ok(llmtool().args([
+        "lora",
+        "merge",
+        "--base",
+        s(&base),
+        "--adapter",
+        adapter,
+        "--out",
+        s(out),
+    ]));
 }
 
 #[test]
@@ -191,24 +188,14 @@ fn adapter_configs_that_would_merge_wrongly_are_refused() {
 fn float_alphas_merge_as_peft_reads_them() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = tmp.path().join("ref");
-    let out = merge(s(&common::fixture("lora/f32-basic/adapter")), &reference);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    merge(s(&common::fixture("lora/f32-basic/adapter")), &reference);
     let floats = tempfile::tempdir().unwrap();
     let a = adapter_variant(floats.path(), |c| {
         c["lora_alpha"] = serde_json::json!(16.0);
         c["alpha_pattern"] = serde_json::json!({"q_proj": 16.0});
     });
     let merged = tmp.path().join("floats");
-    let out = merge(s(&a), &merged);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    merge(s(&a), &merged);
     let tensors = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
     assert!(tensors(&reference) == tensors(&merged), "16.0 merges as 16");
     // A different float alpha on q_proj changes exactly those tensors.
@@ -217,12 +204,7 @@ fn float_alphas_merge_as_peft_reads_them() {
         c["alpha_pattern"] = serde_json::json!({"q_proj": 8.5});
     });
     let merged = tmp.path().join("halved");
-    let out = merge(s(&a), &merged);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    merge(s(&a), &merged);
     let m = llmtool::store::Model::open(s(&merged)).unwrap();
     let r = llmtool::store::Model::open(s(&reference)).unwrap();
     for t in r.tensors() {
@@ -236,15 +218,7 @@ fn float_alphas_merge_as_peft_reads_them() {
 fn f32_gguf(dir: &Path) -> std::path::PathBuf {
     let m = variant(dir, |_| None, |_| {});
     let out = dir.join("base.gguf");
-    let st = llmtool()
-        .args(["quantize", "f32", s(&m), "--out", s(&out)])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    common::run_ok(llmtool().args(["quantize", "f32", s(&m), "--out", s(&out)]));
     out
 }
 
@@ -514,12 +488,7 @@ fn output_paths_are_what_the_user_named() {
     std::fs::create_dir(&real).unwrap();
     let link = tmp.path().join("link");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let out = merge(s(&adapter), &link);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    merge(s(&adapter), &link);
     assert!(real.join("model.safetensors").is_file());
 
     let st = std::process::Command::new("sh")
@@ -550,15 +519,7 @@ fn pre_quantized_inputs_point_at_the_16_bit_model() {
     let tmp = tempfile::tempdir().unwrap();
     let m = variant(tmp.path(), |_| None, |_| {});
     let nf4 = tmp.path().join("nf4");
-    let out = llmtool()
-        .args(["quantize", "nf4", s(&m), "--out", s(&nf4)])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(llmtool().args(["quantize", "nf4", s(&m), "--out", s(&nf4)]));
     let want = "pre-quantized checkpoint (bitsandbytes";
     refuses(
         &[

@@ -319,9 +319,8 @@ fn merges_json(merges: Vec<(String, String)>) -> Vec<Json> {
     merges.into_iter().map(|(a, b)| json!([a, b])).collect()
 }
 
-/// `GGUFQwen2Converter`: byte-level BPE with Qwen2's split regex, NFC,
-/// and `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` added as special.
-fn build_qwen2(meta: &Metadata) -> Result<Built> {
+/// The tokens and merges a byte-level BPE is built from.
+fn tokens_and_merges(meta: &Metadata) -> Result<(Vec<&str>, Vec<&str>)> {
     let tokens = string_array(meta, keys::TOKENS)?.ok_or_else(|| {
         meta_err(format!(
             "{} is missing: the file has no vocabulary",
@@ -330,10 +329,17 @@ fn build_qwen2(meta: &Metadata) -> Result<Built> {
     })?;
     let merges = string_array(meta, keys::MERGES)?.ok_or_else(|| {
         meta_err(format!(
-            "{} is missing (a Qwen2 tokenizer needs merges)",
+            "{} is missing (a byte-level BPE needs merges)",
             keys::MERGES
         ))
     })?;
+    Ok((tokens, merges))
+}
+
+/// `GGUFQwen2Converter`: byte-level BPE with Qwen2's split regex, NFC,
+/// and `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` added as special.
+fn build_qwen2(meta: &Metadata) -> Result<Built> {
+    let (tokens, merges) = tokens_and_merges(meta)?;
     let n = tokens.len();
     let vocab = vocab_json(&tokens);
     let merges = merges_json(split_merges(&merges)?);
@@ -441,18 +447,7 @@ fn build_byte_level(
     meta: &Metadata,
     (pre_tokenizer, class, ignore_merges): (Json, &'static str, bool),
 ) -> Result<Built> {
-    let tokens = string_array(meta, keys::TOKENS)?.ok_or_else(|| {
-        meta_err(format!(
-            "{} is missing: the file has no vocabulary",
-            keys::TOKENS
-        ))
-    })?;
-    let merges = string_array(meta, keys::MERGES)?.ok_or_else(|| {
-        meta_err(format!(
-            "{} is missing (a byte-level BPE needs merges)",
-            keys::MERGES
-        ))
-    })?;
+    let (tokens, merges) = tokens_and_merges(meta)?;
     let n = tokens.len();
     let types = number_array(meta, keys::TOKEN_TYPE)?.unwrap_or_default();
     let mut added = Vec::new();
