@@ -564,6 +564,13 @@ fn smollm2_tokenizer_round_trips_through_convert_and_quantize() {
     for (g, w) in got.iter().zip(&want) {
         assert!(g.1 == w.1, "{} differs from the original GGUF's", g.0);
     }
+    // llama.cpp's verdict on such a file (tests/oracle/llama_tokenize_roundtrip.py):
+    // llama-tokenize gave the original's ids for every sample.
+    let verdict = golden("llama-tokenize-roundtrip");
+    assert_eq!(verdict["identical"], true, "{verdict}");
+    for row in verdict["samples"].as_array().unwrap() {
+        assert_eq!(row["original"], row["round_trip"], "{}", row["text"]);
+    }
 
     // What transformers' GGUF import saves: refused, with the way out.
     let import = tmp.path().join("import");

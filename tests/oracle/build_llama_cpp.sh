@@ -5,7 +5,7 @@
 #   tests/oracle/build_llama_cpp.sh [DEST]     (default: $LLAMA_CPP_DIR, else target/llmtool-cache/llama.cpp)
 #
 # Prints the directory holding the binaries (llama-quantize, llama-perplexity,
-# llama-cli, llama-bench, llama-gguf-split) and the converter script. Needs
+# llama-cli, llama-bench, llama-gguf-split, llama-tokenize) and the converter script. Needs
 # Debian's cmake and a C++ compiler; about 10 minutes on 2 cores, done once.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -33,6 +33,6 @@ rm -rf "$dest" && mv "$src" "$dest" && rm -rf "$dest.src"
 cmake -S "$dest" -B "$dest/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
   -DLLAMA_BUILD_TESTS=OFF >&2
 cmake --build "$dest/build" -j"$(nproc)" --target llama-quantize llama-perplexity llama-gguf-split \
-  llama-cli llama-bench >&2
+  llama-cli llama-bench llama-tokenize >&2
 touch "$dest/.built-$version"
 echo "$dest"
