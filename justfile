@@ -46,6 +46,8 @@ fixtures python="python3":
     cargo build --release && python3 tests/oracle/llama_ppl_golden.py "$(tests/oracle/build_llama_cpp.sh)" "$(scripts/smollm2.sh)" target/release/llmtool target/llmtool-cache/ppl-oracle
     cargo run --release --example reshard_golden
     {{python}} tests/oracle/bnb_goldens.py
+    # GPTQ: PYTHONPATH must also reach llmcompressor + compressed-tensors (--no-deps, see fixtures/README.md).
+    {{python}} tests/oracle/gptq_goldens.py
     cargo build --release && {{python}} tests/oracle/check_bnb_load.py
     {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-qwen2-llmtool-sharded fixtures/models/tiny-qwen2 --record fixtures/models/tiny-qwen2-llmtool-sharded/transformers-check.json
     {{python}} tests/oracle/llama_cpp_buffers.py "$(tests/oracle/build_llama_cpp.sh)" "$(scripts/smollm2.sh)" target/llmtool-cache/vram-oracle fixtures/vram/llama_cpp_buffers.json

@@ -38,9 +38,12 @@
 //!
 //! * [`dot`], llama.cpp's integer dot products of packed rows with 8-bit
 //!   activations, which the engine uses to multiply quantized weights.
+//! * [`gptq`], the GPTQ algorithm for one weight matrix and its Hessian,
+//!   agreeing with llm-compressor's `quantize_weight`.
 //!
-//! Everything here works on one block at a time, allocates nothing, and does
-//! no threading: callers parallelise over rows.
+//! Everything here except [`gptq`] (a whole matrix, rows in parallel) works
+//! on one block at a time, allocates nothing, and does no threading: callers
+//! parallelise over rows.
 //!
 //! Length: over 800 lines because half of it is the bit-exactness tests
 //! against gguf-py's and libggml's goldens, which belong beside the type
@@ -49,6 +52,7 @@
 pub mod bnb;
 pub mod dot;
 pub mod ftype;
+pub mod gptq;
 pub mod kquants;
 pub mod legacy;
 
