@@ -16,8 +16,10 @@
 //! (`tests/oracle/gptq_goldens.py`, `fixtures/gptq/`). In that reference:
 //!
 //! * Scales and zero points come from each group's min/max of the
-//!   *original* weights (the min-max observer), before any GPTQ update:
-//!   GPTQModel's `static_groups=True`. GPTQModel's default (a group's
+//!   *original* weights (the min-max observer), before any GPTQ update, as
+//!   GPTQModel's `static_groups=True` does (its min/max formulas differ from
+//!   compressed-tensors' only in corner cases: all-zero groups, symmetric
+//!   groups without a negative weight). GPTQModel's default (a group's
 //!   scale taken from the partly updated weights when GPTQ reaches the
 //!   group) is not implemented.
 //! * Symmetric: scale = max(|min|, |max|) / ((qmax − qmin)/2), zero 0; codes
