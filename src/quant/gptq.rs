@@ -39,7 +39,8 @@
 //!
 //! Float32 throughout where the reference uses float32 element-wise (the
 //! fake quantization, the in-block updates: same operations, same order);
-//! the Cholesky factorization and inverse accumulate in f64, since LAPACK's
+//! the lazy update after each block (the reference's `bmm`) sums in f32 in
+//! column order, which need not be BLAS's order; the Cholesky factorization and inverse accumulate in f64, since LAPACK's
 //! float32 summation order cannot be reproduced anyway and the more exact
 //! factor keeps codes within the acceptance (≥ 99.9 % equal).
 //!
