@@ -541,21 +541,13 @@ fn our_bitsandbytes_output_shows_the_unpacked_model() {
     ] {
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join(kind);
-        let run = common::llmtool()
-            .args([
-                "quantize",
-                kind,
-                src.to_str().unwrap(),
-                "--out",
-                dir.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        common::run_ok(common::llmtool().args([
+            "quantize",
+            kind,
+            src.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap(),
+        ]));
         let a = arch::detect(&Model::open(dir.to_str().unwrap()).unwrap());
         assert_same_arch_as_tiny_qwen2(&a, kind);
         assert_eq!(a.quantization.as_deref(), Some(label));

@@ -109,12 +109,7 @@ fn completions_cover_every_command_in_every_shell() {
 #[test]
 fn man_pages_for_llmtool_and_each_command() {
     let page = |args: &[&str]| {
-        let out = llmtool().arg("man").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = common::run_ok(llmtool().arg("man").args(args));
         String::from_utf8(out.stdout).unwrap()
     };
     let top = page(&[]);
@@ -429,17 +424,11 @@ fn generate_and_eval_ppl_run_end_to_end() {
     let dir = tiny_llama_with_tokenizer();
     let model = dir.path().to_str().unwrap();
     let g = golden("tiny-llama");
-    let out = llmtool()
-        .args(["generate", model, "--prompt", &words(&g["input_ids"])])
-        .args(["--max-tokens", "32", "--threads", "2", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = common::json_output(
+        llmtool()
+            .args(["generate", model, "--prompt", &words(&g["input_ids"])])
+            .args(["--max-tokens", "32", "--threads", "2", "--json"]),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let got = v["tokens"].as_array().unwrap();
     let want = g["greedy"].as_array().unwrap();
     assert!(
@@ -451,17 +440,11 @@ fn generate_and_eval_ppl_run_end_to_end() {
     let p = golden("ppl-tiny-llama");
     let text = dir.path().join("text.txt");
     std::fs::write(&text, words(&p["tokens"])).unwrap();
-    let out = llmtool()
-        .args(["eval", "ppl", model, "--ctx", "16", "--json", "--text"])
-        .arg(&text)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = common::json_output(
+        llmtool()
+            .args(["eval", "ppl", model, "--ctx", "16", "--json", "--text"])
+            .arg(&text),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // No post-processor: no BOS, as llama.cpp would do for this tokenizer.
     let want = p["without_bos"]["ppl"].as_f64().unwrap();
     assert!(
@@ -470,19 +453,13 @@ fn generate_and_eval_ppl_run_end_to_end() {
     );
 
     // A model against itself: zero divergence, full agreement.
-    let out = llmtool()
-        .args([
-            "eval", "kld", model, model, "--ctx", "16", "--json", "--text",
-        ])
-        .arg(&text)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = common::json_output(
+        llmtool()
+            .args([
+                "eval", "kld", model, model, "--ctx", "16", "--json", "--text",
+            ])
+            .arg(&text),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["kld_mean"].as_f64().unwrap(), 0.0, "{v}");
     assert_eq!(v["top1_agreement"].as_f64().unwrap(), 1.0, "{v}");
 
@@ -651,16 +628,7 @@ fn eval_refuses_a_fifo_as_text_without_blocking() {
 #[test]
 fn vram_plan_directory_without_flags() {
     let dir = common::fixture("models/tiny-qwen2");
-    let out = llmtool()
-        .args(["vram-plan", dir.to_str().unwrap(), "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = common::json_output(llmtool().args(["vram-plan", dir.to_str().unwrap(), "--json"]));
     let native = v["plans"]
         .as_array()
         .unwrap()

@@ -152,13 +152,7 @@ pub fn run_ok(cmd: &mut Command) -> std::process::Output {
 }
 
 pub fn json_output(cmd: &mut Command) -> serde_json::Value {
-    let out = cmd.output().expect("run llmtool");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+    serde_json::from_slice(&run_ok(cmd).stdout).expect("stdout is JSON")
 }
 
 /// The digest the oracle uses for long arrays (see smollm2_goldens.py).

@@ -118,18 +118,23 @@ fn adapter_variant(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> std
     a
 }
 
-fn merge(adapter: &str, out: &Path) {
-    let base = common::fixture("lora/bases/micro-llama");
-    common::run_ok(llmtool().args([
+/// `lora merge --base BASE --adapter ADAPTER --out OUT`.
+fn merge_args<'a>(base: &'a str, adapter: &'a str, out: &'a str) -> [&'a str; 8] {
+    [
         "lora",
         "merge",
         "--base",
-        s(&base),
+        base,
         "--adapter",
         adapter,
         "--out",
-        s(out),
-    ]));
+        out,
+    ]
+}
+
+fn merge(adapter: &str, out: &Path) {
+    let base = common::fixture("lora/bases/micro-llama");
+    common::run_ok(llmtool().args(merge_args(s(&base), adapter, s(out))));
 }
 
 #[test]
@@ -149,35 +154,16 @@ fn adapter_configs_that_would_merge_wrongly_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let a = adapter_variant(tmp.path(), edit);
         let out = tmp.path().join("merged");
-        refuses(
-            &[
-                "lora",
-                "merge",
-                "--base",
-                s(&base),
-                "--adapter",
-                s(&a),
-                "--out",
-                s(&out),
-            ],
-            want,
-        );
+        refuses(&merge_args(s(&base), s(&a), s(&out)), want);
         nothing_written(tmp.path(), "merged");
     }
     // A weight that is not a number, after a real directory.
     let tmp = tempfile::tempdir().unwrap();
     let a = adapter_variant(tmp.path(), |_| {});
+    let weighted = format!("{}:abc", s(&a));
+    let out = tmp.path().join("merged");
     refuses(
-        &[
-            "lora",
-            "merge",
-            "--base",
-            s(&base),
-            "--adapter",
-            &format!("{}:abc", s(&a)),
-            "--out",
-            s(&tmp.path().join("merged")),
-        ],
+        &merge_args(s(&base), &weighted, s(&out)),
         "'abc' is not a weight",
     );
 }
@@ -542,18 +528,7 @@ fn pre_quantized_inputs_point_at_the_16_bit_model() {
         want,
     );
     let adapter = common::fixture("lora/f32-basic/adapter");
-    refuses(
-        &[
-            "lora",
-            "merge",
-            "--base",
-            s(&nf4),
-            "--adapter",
-            s(&adapter),
-            "--out",
-            s(&tmp.path().join("mm")),
-        ],
-        want,
-    );
+    let out = tmp.path().join("mm");
+    refuses(&merge_args(s(&nf4), s(&adapter), s(&out)), want);
     nothing_written(tmp.path(), "q.gguf");
 }
