@@ -60,10 +60,12 @@ fn hparams_file(model: &Model) -> PathBuf {
     }
 }
 
-/// Detects the architecture of `model` and checks that it can be written
-/// out: usable hyperparameters, and every recognised weight of the rank
-/// and shape they imply. Unrecognised tensors are left to the caller.
-pub fn weights(model: &Model) -> Result<Arch, StoreError> {
+/// Detects the architecture of `model` and checks that `what` (an
+/// operation that reads 16/32-bit weights) can write it out: not
+/// pre-quantized, usable hyperparameters, and every recognised weight of the
+/// rank and shape they imply. Unrecognised tensors are left to the caller.
+pub fn weights(model: &Model, what: &str) -> Result<Arch, StoreError> {
+    not_prequantized(model, what)?;
     let a = arch::detect(model);
     let hfile = hparams_file(model);
     let bad = |msg: String| StoreError::invalid(&hfile, msg);

@@ -49,7 +49,11 @@ impl AtomicFile {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let shown = shown_path(dest);
-        sweep_stale(&dir, &name);
+        // Inside an output directory's temporary (ours) there is nothing
+        // stale; AtomicDir swept its parent.
+        if shown == dest {
+            sweep_stale(&dir, &name);
+        }
         // The handle, not NamedTempFile's writer: its errors would name the
         // hidden temporary instead of the output.
         let (file, tmp) = tempfile::Builder::new()

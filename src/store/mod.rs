@@ -720,7 +720,6 @@ pub(crate) fn present(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok()
 }
 
-/// Reads and parses a JSON file, naming it in errors.
 /// What a JSON value is, for messages.
 pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
     match v {
@@ -733,6 +732,7 @@ pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Reads and parses a JSON file, naming it in errors.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     regular_file(path)?;
     let text = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;

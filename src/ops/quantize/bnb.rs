@@ -306,6 +306,7 @@ pub fn quantize(
             model.root.display()
         )));
     };
+    crate::model::check::weights(model, "quantize")?;
     let kind = format.four_bit();
     if kind.is_some() && !BLOCKSIZES.contains(&opts.blocksize) {
         return Err(Error::Refused(format!(
@@ -408,7 +409,13 @@ pub fn quantize(
                 let absmax = quantize_4bit_tensor(model, t, None, opts.blocksize, &mut |_| Ok(()))?;
                 model.release(t);
                 bar.inc(t.len);
-                *offset = Some(kernels::double_quant(&absmax, opts.torch_threads).offset);
+                // Only the offset is needed here; the nested codes are made
+                // in the second pass.
+                *offset = Some(kernels::torch_mean(
+                    &absmax,
+                    kernels::TORCH_LANES,
+                    opts.torch_threads,
+                ));
             }
         }
         bar.finish_and_clear();

@@ -92,9 +92,17 @@ pub fn tokenizer_from_gguf(
         .filter(|(k, _)| k.starts_with("tokenizer."))
         .cloned()
         .collect();
-    let rows = crate::model::arch::detect(model).vocab.unwrap_or(0);
-    crate::model::tokenizer::check_gguf_entries(&entries, rows)
-        .map_err(|e| Error::Refused(format!("{file}: {e}")))?;
+    // Checked here too so that the message names this file; without an
+    // embedding to count rows, the model's own check refuses later.
+    let rows = model
+        .tensors()
+        .iter()
+        .find(|t| crate::model::arch::role(&t.name) == crate::model::arch::Role::Embed)
+        .and_then(|t| t.shape.first().copied());
+    if let Some(rows) = rows {
+        crate::model::tokenizer::check_gguf_entries(&entries, rows)
+            .map_err(|e| Error::Refused(format!("{file}: {e}")))?;
+    }
     Ok(entries)
 }
 
@@ -117,7 +125,8 @@ pub fn to_gguf(
         FileType::BF16 => GgmlType::BF16,
         _ => GgmlType::F16,
     };
-    let mut layout = gguf_layout::layout(model, float, opts.name.as_deref(), tokenizer)?;
+    let a = crate::model::check::weights(model, "quantize")?;
+    let mut layout = gguf_layout::layout(model, &a, float, opts.name.as_deref(), tokenizer)?;
     check_vocabulary(model, &layout)?;
     choose_types(&mut layout, ftype)?;
     if dry_run {

@@ -214,23 +214,26 @@ fn base_type(name: &str, shape: &[u64], float: GgmlType) -> GgmlType {
     }
 }
 
-/// Plans the conversion of an HF model or a float GGUF. `float` is the type
+/// Plans the conversion of an HF model or a float GGUF, whose architecture
+/// `a` has passed [`crate::model::check::weights`]. `float` is the type
 /// of 2-D weights before any type rule (F16, BF16 or F32). `tokenizer` holds
 /// the `tokenizer.*` entries (HF input only; a GGUF keeps its own).
 pub fn layout(
     model: &Model,
+    a: &arch::Arch,
     float: GgmlType,
     name: Option<&str>,
     tokenizer: Vec<(String, Value)>,
 ) -> Result<GgufLayout, Error> {
     match model.container {
-        Container::Safetensors => layout_hf(model, float, name, tokenizer),
+        Container::Safetensors => layout_hf(model, a, float, name, tokenizer),
         Container::Gguf => layout_gguf(model, float),
     }
 }
 
 fn layout_hf(
     model: &Model,
+    a: &arch::Arch,
     float: GgmlType,
     name: Option<&str>,
     tokenizer: Vec<(String, Value)>,
@@ -248,7 +251,6 @@ fn layout_hf(
             config.get("model_type").and_then(|v| v.as_str()).unwrap_or("unknown")
         )));
     };
-    let a = arch::detect(model);
     let mut warnings = a.warnings.clone();
     let need = |what: &str, v: Option<u64>| {
         v.ok_or_else(|| {

@@ -9,7 +9,6 @@ pub mod gguf_layout;
 
 use serde::Serialize;
 
-use crate::model::check;
 use crate::ops::Result;
 use crate::quant::ftype::FileType;
 use crate::store::Model;
@@ -49,8 +48,6 @@ pub enum Report {
 
 /// Runs `job` on `model` (only plans it when `dry_run`).
 pub fn run(model: &Model, job: &Job, dry_run: bool) -> Result<Report> {
-    check::not_prequantized(model, "quantize")?;
-    check::weights(model)?;
     match job {
         Job::Gguf {
             ftype,
