@@ -164,8 +164,12 @@ class HtmlText(html.parser.HTMLParser):
             return
         if tag == "a" and "headerlink" in (attrs.get("class") or ""):
             self.headerlink = True
-        if tag in self.BLOCKS:
+        # A footnote's label ("[1]") stays on the line of its text.
+        label = tag == "p" and re.fullmatch(r"\s*\[\d+\]\s*", "".join(self.buf))
+        if tag in self.BLOCKS and not label:
             self.flush()
+        if label:
+            self.buf.append(" ")
         if tag == "pre":
             self.pre = True
         elif tag == "li":
