@@ -7,7 +7,8 @@ the notices those licenses ask for.
     python tests/oracle/make_calibration_corpus.py [--check] [DOWNLOAD_DIR]
 
 DOWNLOAD_DIR (default target/llmtool-cache/calib-corpus) receives the .deb
-files (`apt-get download NAME=VERSION` on Debian 12 "bookworm" when absent;
+files (`apt-get download NAME=VERSION` on Debian 12 "bookworm", after an
+`apt-get update`, when absent;
 python3.11-doc is a security update, so once a newer one replaces it the
 pinned file is found in Debian's snapshot archive by its name and sha256);
 the crate comes from cargo's cache (`cargo fetch` puts it there: Cargo.lock
@@ -231,7 +232,8 @@ def sword_book(module_dir, testament, book):
     # text up to the next footnote that happens to precede a word).
     text = re.sub(r"<note\b.*?</note>", "\0", text, flags=re.S)
     text = re.sub(r"\0(?=<w\b)", " ", text).replace("\0", "")
-    text = re.sub(r'<chapter [^>]*\bn="(\d+)"[^>]*sID[^>]*/>', r"\n\n[\1]\n\n", text)
+    # A chapter's number opens its first paragraph.
+    text = re.sub(r'<chapter [^>]*\bn="(\d+)"[^>]*sID[^>]*/>', r"\n\n[\1] ", text)
     text = re.sub(r"<title\b[^>]*>(.*?)</title>", r"\n\n\1\n\n", text, flags=re.S)
     text = re.sub(r'<div [^>]*type="x-p"[^>]*/>|<lb\b[^>]*/>|<l\b[^>]*/>', "\n\n", text)
     text = re.sub(r"<[^>]+>", "", text)
@@ -243,8 +245,7 @@ def bible(roots):
     docs = []
     for package, module, testament, book, title in BOOKS:
         paras = sword_book(os.path.join(roots[package], module), testament, book)
-        # A chapter number stands on the line before its first paragraph.
-        body = "\n\n".join(paras).replace("]\n\n", "] ")
+        body = "\n\n".join(paras)
         docs.append((f"{package} {book}", clean(f"{title}\n\n{body}")))
     return docs
 
@@ -269,7 +270,7 @@ def devil(root):
 
 
 def elements(root):
-    text = dict_body(root, "elements", "latin-1")  # ü in "Wöhler"
+    text = dict_body(root, "elements", "latin-1")  # ü in "Münzenberg"
     entries = []
     for entry in text.split("\n\n"):
         lines = entry.strip("\n").split("\n")
