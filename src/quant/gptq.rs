@@ -157,6 +157,26 @@ pub struct GptqOutput {
     pub dead_columns: usize,
 }
 
+impl GptqOutput {
+    /// The weights the codes stand for, `rows` × `cols` row-major:
+    /// (code − zero) · scale in f32, the reference's fake quantization.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let cols = self.g_idx.len();
+        let rows = self.codes.len().checked_div(cols).unwrap_or(0);
+        let mut w = vec![0f32; rows * cols];
+        w.par_chunks_mut(cols.max(1))
+            .enumerate()
+            .for_each(|(r, row)| {
+                let codes = &self.codes[r * cols..(r + 1) * cols];
+                for ((v, &q), &g) in row.iter_mut().zip(codes).zip(&self.g_idx) {
+                    let i = g as usize * rows + r;
+                    *v = (f32::from(q) - f32::from(self.zeros[i])) * self.scales[i];
+                }
+            });
+        w
+    }
+}
+
 /// Accumulates H = (2/N)·Σ xxᵀ over calibration inputs, N counting samples
 /// (sequences) as llm-compressor's `accumulate_hessian` does; the scale of H
 /// does not change GPTQ's result, only its loss.
@@ -194,22 +214,36 @@ impl Hessian {
             });
         }
         let tokens = x.len() / n;
-        // Row i of the upper triangle: Σ_t x[t,i]·x[t,j] for j ≥ i, in f64
-        // (one rounding per batch), times 2; mirrored below.
-        self.sum.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-            let mut acc = vec![0f64; n - i];
-            for t in 0..tokens {
-                let xt = &x[t * n..(t + 1) * n];
-                let xi = f64::from(xt[i]);
-                if xi == 0.0 {
-                    continue;
-                }
-                for (a, &xj) in acc.iter_mut().zip(&xt[i..]) {
-                    *a += xi * f64::from(xj);
-                }
-            }
-            for (r, a) in row[i..].iter_mut().zip(acc) {
-                *r += (2.0 * a) as f32;
+        // The upper triangle by blocks of rows, each a parallel f32 SGEMM
+        // (as the reference's `inp.t() @ inp`): sum[r0..r1, r0..] += 2·Xᵀ·X
+        // over those columns; mirrored below.
+        const ROWS: usize = 32;
+        let sum = SendPtr(self.sum.as_mut_ptr());
+        (0..n.div_ceil(ROWS)).into_par_iter().for_each(|b| {
+            let r0 = b * ROWS;
+            let m = ROWS.min(n - r0);
+            let sum = &sum;
+            // SAFETY: A is Xᵀ rows r0..r0+m (m × tokens, strides 1 and n),
+            // B is X's columns r0.. (tokens × (n − r0), strides n and 1), C is
+            // sum's rows r0..r0+m from column r0 (strides n and 1); every
+            // index is in bounds and each task writes only its own rows.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    tokens,
+                    n - r0,
+                    2.0,
+                    x.as_ptr().add(r0),
+                    1,
+                    n as isize,
+                    x.as_ptr().add(r0),
+                    n as isize,
+                    1,
+                    1.0,
+                    sum.0.add(r0 * n + r0),
+                    n as isize,
+                    1,
+                );
             }
         });
         for i in 0..n {
@@ -221,6 +255,11 @@ impl Hessian {
         Ok(())
     }
 
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// H = sum / samples, cols × cols row-major.
     pub fn finish(self) -> Result<Vec<f32>, GptqError> {
         if self.samples == 0 {
@@ -230,6 +269,11 @@ impl Hessian {
         Ok(self.sum.into_iter().map(|v| v / n).collect())
     }
 }
+
+/// A pointer the parallel SGEMM tasks share, each writing its own rows.
+struct SendPtr(*mut f32);
+// SAFETY: only used by `Hessian::add`, whose tasks write disjoint rows.
+unsafe impl Sync for SendPtr {}
 
 /// The signed code range of `bits` (compressed-tensors' `calculate_range`).
 fn code_range(bits: u8) -> (f32, f32) {
@@ -256,6 +300,60 @@ fn qparams(group: &[f32], bits: u8, sym: bool) -> (f32, f32) {
     (scale, zero)
 }
 
+/// What GPTQ needs from a Hessian, computed once for every weight that
+/// shares the input (q/k/v, gate/up): the processing order, the dead
+/// columns and the inverse factor.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    cols: usize,
+    /// Processing order: `perm[i]` is the column processed `i`-th.
+    perm: Vec<usize>,
+    /// Dead columns, in processing order.
+    dead: Vec<bool>,
+    /// Upper Cholesky factor of the damped inverse, in processing order.
+    hinv: Vec<f32>,
+    damp: f32,
+    damp_increases: u32,
+}
+
+impl Prepared {
+    /// Checks `h` (`cols` × `cols`) and factorizes it for `cfg`.
+    pub fn new(h: &[f32], cols: usize, cfg: &GptqConfig) -> Result<Prepared, GptqError> {
+        if h.len() != cols * cols {
+            return Err(GptqError::Shape {
+                what: "Hessian",
+                expected: cols * cols,
+                got: h.len(),
+            });
+        }
+        if h.iter().any(|v| !v.is_finite()) {
+            return Err(GptqError::NonFinite { what: "Hessian" });
+        }
+        // Processing order: descending diagonal under act-order (a stable
+        // sort; only dead columns tie, and they do not interact).
+        let mut perm: Vec<usize> = (0..cols).collect();
+        if cfg.act_order {
+            perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]));
+        }
+        let mut hp: Vec<f32> = (0..cols * cols)
+            .map(|k| h[perm[k / cols] * cols + perm[k % cols]])
+            .collect();
+        let dead: Vec<bool> = (0..cols).map(|i| hp[i * cols + i] == 0.0).collect();
+        for i in (0..cols).filter(|&i| dead[i]) {
+            hp[i * cols + i] = 1.0;
+        }
+        let (hinv, damp, damp_increases) = inverse_factor(&hp, cols, cfg)?;
+        Ok(Prepared {
+            cols,
+            perm,
+            dead,
+            hinv,
+            damp,
+            damp_increases,
+        })
+    }
+}
+
 /// Quantizes `w` (`rows` × `cols`, row-major: out × in features) with the
 /// Hessian `h` (`cols` × `cols`) of its inputs.
 pub fn quantize(
@@ -265,20 +363,11 @@ pub fn quantize(
     h: &[f32],
     cfg: &GptqConfig,
 ) -> Result<GptqOutput, GptqError> {
-    if w.len() != rows * cols {
-        return Err(GptqError::Shape {
-            what: "weight",
-            expected: rows * cols,
-            got: w.len(),
-        });
-    }
-    if h.len() != cols * cols {
-        return Err(GptqError::Shape {
-            what: "Hessian",
-            expected: cols * cols,
-            got: h.len(),
-        });
-    }
+    check_config(cols, cfg)?;
+    quantize_prepared(w, rows, &Prepared::new(h, cols, cfg)?, cfg)
+}
+
+fn check_config(cols: usize, cfg: &GptqConfig) -> Result<usize, GptqError> {
     if cfg.bits != 4 && cfg.bits != 8 {
         return Err(GptqError::Bits(cfg.bits));
     }
@@ -289,64 +378,75 @@ pub fn quantize(
     if gs == 0 || cols % gs != 0 {
         return Err(GptqError::GroupSize { group: gs, cols });
     }
+    Ok(gs)
+}
+
+/// [`quantize`] with the Hessian already prepared (by [`Prepared::new`]
+/// with the same `cfg`).
+pub fn quantize_prepared(
+    w: &[f32],
+    rows: usize,
+    prep: &Prepared,
+    cfg: &GptqConfig,
+) -> Result<GptqOutput, GptqError> {
+    let cols = prep.cols;
+    let gs = check_config(cols, cfg)?;
+    if w.len() != rows * cols {
+        return Err(GptqError::Shape {
+            what: "weight",
+            expected: rows * cols,
+            got: w.len(),
+        });
+    }
     if w.iter().any(|v| !v.is_finite()) {
         return Err(GptqError::NonFinite { what: "weight" });
     }
-    if h.iter().any(|v| !v.is_finite()) {
-        return Err(GptqError::NonFinite { what: "Hessian" });
-    }
     let groups = cols / gs;
+    let (perm, dead, hinv) = (&prep.perm, &prep.dead, &prep.hinv);
 
     // Scales from the original weights, before dead columns are zeroed.
     let mut scale = vec![0f32; rows * groups];
     let mut zero = vec![0f32; rows * groups];
-    for r in 0..rows {
-        for g in 0..groups {
-            let (s, z) = qparams(
-                &w[r * cols + g * gs..r * cols + (g + 1) * gs],
-                cfg.bits,
-                cfg.sym,
-            );
-            scale[r * groups + g] = s;
-            zero[r * groups + g] = z;
-        }
-    }
-
-    // Processing order: descending diagonal under act-order (a stable sort;
-    // only dead columns tie, and they do not interact).
-    let mut perm: Vec<usize> = (0..cols).collect();
-    if cfg.act_order {
-        perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]));
-    }
-    let mut hp: Vec<f32> = (0..cols * cols)
-        .map(|k| h[perm[k / cols] * cols + perm[k % cols]])
-        .collect();
-    let dead: Vec<bool> = (0..cols).map(|i| hp[i * cols + i] == 0.0).collect();
-    for i in (0..cols).filter(|&i| dead[i]) {
-        hp[i * cols + i] = 1.0;
-    }
-    let (hinv, damp, damp_increases) = inverse_factor(&hp, cols, cfg)?;
-    drop(hp);
+    scale
+        .par_chunks_mut(groups)
+        .zip(zero.par_chunks_mut(groups))
+        .enumerate()
+        .for_each(|(r, (sr, zr))| {
+            for g in 0..groups {
+                let (s, z) = qparams(
+                    &w[r * cols + g * gs..r * cols + (g + 1) * gs],
+                    cfg.bits,
+                    cfg.sym,
+                );
+                sr[g] = s;
+                zr[g] = z;
+            }
+        });
 
     let (qmin, qmax) = code_range(cfg.bits);
     let half = -qmin;
     let group_of: Vec<usize> = perm.iter().map(|&c| c / gs).collect();
     let mut codes = vec![0u8; rows * cols];
+    // The weights in processing order, dead columns zeroed.
+    let mut wp = vec![0f32; rows * cols];
+    wp.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
+        for (p, (v, &c)) in row.iter_mut().zip(perm).enumerate() {
+            *v = if dead[p] { 0.0 } else { w[r * cols + c] };
+        }
+    });
+    let mut row_loss = vec![0f64; rows];
     let bw = cfg.block;
-    let loss: f64 = codes
-        .par_chunks_mut(cols)
-        .enumerate()
-        .map(|(r, code_row)| {
-            let mut wr: Vec<f32> = perm
-                .iter()
-                .enumerate()
-                .map(|(p, &c)| if dead[p] { 0.0 } else { w[r * cols + c] })
-                .collect();
-            let mut err = vec![0f32; bw];
-            let mut tail = vec![0f32; cols];
-            let mut loss = 0f64;
-            for i1 in (0..cols).step_by(bw) {
-                let i2 = (i1 + bw).min(cols);
+    let mut err = vec![0f32; rows * bw];
+    for i1 in (0..cols).step_by(bw) {
+        let i2 = (i1 + bw).min(cols);
+        let n = i2 - i1;
+        // Inside the block, column by column, every row in parallel.
+        wp.par_chunks_mut(cols)
+            .zip(err.par_chunks_mut(bw))
+            .zip(codes.par_chunks_mut(cols))
+            .zip(row_loss.par_iter_mut())
+            .enumerate()
+            .for_each(|(r, (((wr, er), code_row), loss))| {
                 let mut block_loss = 0f32;
                 for i in i1..i2 {
                     let g = group_of[i];
@@ -362,32 +462,43 @@ pub fn quantize(
                     let q = if cfg.sym { qi * s } else { (qi - z) * s };
                     code_row[perm[i]] = (qi + half) as u8;
                     let e = (x - q) / hinv[i * cols + i];
-                    err[i - i1] = e;
+                    er[i - i1] = e;
                     block_loss += e * e;
                     let hrow = &hinv[i * cols + i..i * cols + i2];
                     for (wj, &hj) in wr[i..i2].iter_mut().zip(hrow) {
                         *wj -= e * hj;
                     }
                 }
-                loss += f64::from(block_loss / 2.0);
-                // Lazy update of the columns after the block: W -= Err·Hinv.
-                if i2 < cols {
-                    let t = &mut tail[i2..];
-                    t.fill(0.0);
-                    for (k, &e) in err[..i2 - i1].iter().enumerate() {
-                        let hrow = &hinv[(i1 + k) * cols + i2..(i1 + k + 1) * cols];
-                        for (a, &hj) in t.iter_mut().zip(hrow) {
-                            *a += e * hj;
-                        }
-                    }
-                    for (wj, &a) in wr[i2..].iter_mut().zip(t.iter()) {
-                        *wj -= a;
-                    }
-                }
+                *loss += f64::from(block_loss / 2.0);
+            });
+        // Lazy update of the columns after the block, all rows at once:
+        // W[:, i2:] −= Err · Hinv[i1:i2, i2:] (the reference's matmul).
+        if i2 < cols {
+            // SAFETY: A is err (rows × n, row stride bw), B is hinv's rows
+            // i1..i2 from column i2 ((n × (cols − i2)), row stride cols), C
+            // is wp's columns i2.. (rows × (cols − i2), row stride cols);
+            // all in bounds, C does not alias A or B.
+            unsafe {
+                matrixmultiply::sgemm(
+                    rows,
+                    n,
+                    cols - i2,
+                    -1.0,
+                    err.as_ptr(),
+                    bw as isize,
+                    1,
+                    hinv.as_ptr().add(i1 * cols + i2),
+                    cols as isize,
+                    1,
+                    1.0,
+                    wp.as_mut_ptr().add(i2),
+                    cols as isize,
+                    1,
+                );
             }
-            loss
-        })
-        .sum();
+        }
+    }
+    let loss = row_loss.iter().sum();
 
     let transpose = |m: &[f32]| -> Vec<f32> {
         (0..groups * rows)
@@ -403,8 +514,8 @@ pub fn quantize(
             .collect(),
         g_idx: (0..cols).map(|c| (c / gs) as u32).collect(),
         loss,
-        damp,
-        damp_increases,
+        damp: prep.damp,
+        damp_increases: prep.damp_increases,
         dead_columns: dead.iter().filter(|&&d| d).count(),
     })
 }

@@ -31,13 +31,16 @@ pub mod generate;
 pub mod text;
 pub mod weights;
 
+use std::ops::ControlFlow;
+
 use rayon::prelude::*;
 
 use crate::model::arch::{self, LayerPart, Role};
 use crate::model::family::GgufArch;
 use crate::store::{Container, Model, StoreError, TensorInfo};
 pub use weights::Activations;
-use weights::{matmul, Stored, WeightMatrix};
+pub use weights::WeightMatrix;
+use weights::{matmul, Stored};
 
 /// Why a model cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -315,6 +318,96 @@ struct Layer<'m> {
     down: Stored<'m>,
 }
 
+impl<'m> Layer<'m> {
+    fn weights(&self) -> LayerWeights<'_> {
+        LayerWeights {
+            q: &self.q,
+            k: &self.k,
+            v: &self.v,
+            o: &self.o,
+            gate: &self.gate,
+            up: &self.up,
+            down: &self.down,
+        }
+    }
+}
+
+/// The seven matrices one decoder layer multiplies by. Calibration swaps
+/// in quantized ones ([`LayerWeights::set`]) to run a layer as it will be
+/// stored.
+#[derive(Clone, Copy)]
+pub struct LayerWeights<'a> {
+    q: &'a dyn WeightMatrix,
+    k: &'a dyn WeightMatrix,
+    v: &'a dyn WeightMatrix,
+    o: &'a dyn WeightMatrix,
+    gate: &'a dyn WeightMatrix,
+    up: &'a dyn WeightMatrix,
+    down: &'a dyn WeightMatrix,
+}
+
+impl<'a> LayerWeights<'a> {
+    /// The matrix of `part` (a projection: Q, K, V, O, Gate, Up, Down).
+    pub fn get(&self, part: LayerPart) -> Option<&'a dyn WeightMatrix> {
+        Some(match part {
+            LayerPart::Q => self.q,
+            LayerPart::K => self.k,
+            LayerPart::V => self.v,
+            LayerPart::O => self.o,
+            LayerPart::Gate => self.gate,
+            LayerPart::Up => self.up,
+            LayerPart::Down => self.down,
+            _ => return None,
+        })
+    }
+
+    /// Replaces the matrix of `part`; a part that is not a projection is
+    /// ignored. The shape must be the original's (checked by the caller
+    /// that made it from the original).
+    pub fn set(&mut self, part: LayerPart, w: &'a dyn WeightMatrix) {
+        let slot = match part {
+            LayerPart::Q => &mut self.q,
+            LayerPart::K => &mut self.k,
+            LayerPart::V => &mut self.v,
+            LayerPart::O => &mut self.o,
+            LayerPart::Gate => &mut self.gate,
+            LayerPart::Up => &mut self.up,
+            LayerPart::Down => &mut self.down,
+            _ => return,
+        };
+        *slot = w;
+    }
+}
+
+/// The activations of one layer pass over `total` tokens, allocated once
+/// per forward.
+struct Scratch {
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(c: &Config, total: usize) -> Scratch {
+        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        Scratch {
+            xn: vec![0.0; total * c.hidden],
+            q: vec![0.0; total * qd],
+            k: vec![0.0; total * kvd],
+            v: vec![0.0; total * kvd],
+            att: vec![0.0; total * qd],
+            proj: vec![0.0; total * c.hidden],
+            gate: vec![0.0; total * c.ffn],
+            up: vec![0.0; total * c.ffn],
+        }
+    }
+}
+
 /// A model ready to run, borrowing its weights from an opened [`Model`].
 pub struct Engine<'m> {
     pub config: Config,
@@ -549,14 +642,6 @@ impl<'m> Engine<'m> {
             let c = &self.config;
             let d = c.hidden;
             let total: usize = tokens.iter().map(|t| t.len()).sum();
-            for &t in tokens.iter().flat_map(|t| t.iter()) {
-                if t as usize >= c.vocab {
-                    return Err(EngineError::Unsupported(format!(
-                        "token id {t} is outside the vocabulary of {}",
-                        c.vocab
-                    )));
-                }
-            }
             // Start offset and first position of every sequence in the batch.
             let mut spans = Vec::with_capacity(tokens.len());
             let mut off = 0;
@@ -566,61 +651,25 @@ impl<'m> Engine<'m> {
             }
             let positions: Vec<usize> = spans.iter().flat_map(|&(_, n, p0)| p0..p0 + n).collect();
 
-            let mut x = vec![0f32; total * d];
-            for (row, &t) in x
-                .chunks_exact_mut(d)
-                .zip(tokens.iter().flat_map(|t| t.iter()))
-            {
-                self.embed.decode_rows(t as usize..t as usize + 1, row);
-            }
-            let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-            let mut xn = vec![0f32; total * d];
-            let mut q = vec![0f32; total * qd];
-            let mut k = vec![0f32; total * kvd];
-            let mut v = vec![0f32; total * kvd];
-            let mut att = vec![0f32; total * qd];
-            let mut proj = vec![0f32; total * d];
-            let mut gate = vec![0f32; total * c.ffn];
-            let mut up = vec![0f32; total * c.ffn];
+            let flat: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
+            let mut x = self.embed(&flat)?;
+            let mut scratch = Scratch::new(c, total);
             for (li, l) in self.layers.iter().enumerate() {
                 // A long prefill stops within one layer of a Ctrl-C.
                 crate::cancel::check()?;
-                rms_norm(&x, &l.attn_norm, c.norm_eps, &mut xn);
-                observe(li, LayerPart::Q, &xn);
-                matmul(&l.q, &xn, total, &mut q, self.activations);
-                matmul(&l.k, &xn, total, &mut k, self.activations);
-                matmul(&l.v, &xn, total, &mut v, self.activations);
-                add_bias(&mut q, l.q_bias.as_deref());
-                add_bias(&mut k, l.k_bias.as_deref());
-                add_bias(&mut v, l.v_bias.as_deref());
-                self.rope(&mut q, &positions, c.heads);
-                self.rope(&mut k, &positions, c.kv_heads);
-                for (s, &(o, n, _)) in spans.iter().enumerate() {
-                    caches[s].k[li].extend_from_slice(&k[o * kvd..(o + n) * kvd]);
-                    caches[s].v[li].extend_from_slice(&v[o * kvd..(o + n) * kvd]);
-                }
-                for (s, &(o, n, p0)) in spans.iter().enumerate() {
-                    self.attention(
-                        &q[o * qd..(o + n) * qd],
-                        &caches[s].k[li],
-                        &caches[s].v[li],
-                        p0,
-                        &mut att[o * qd..(o + n) * qd],
-                    );
-                }
-                observe(li, LayerPart::O, &att);
-                matmul(&l.o, &att, total, &mut proj, self.activations);
-                x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
-                rms_norm(&x, &l.ffn_norm, c.norm_eps, &mut xn);
-                observe(li, LayerPart::Gate, &xn);
-                matmul(&l.gate, &xn, total, &mut gate, self.activations);
-                matmul(&l.up, &xn, total, &mut up, self.activations);
-                gate.par_iter_mut().zip(&up).for_each(|(g, u)| {
-                    *g = *g / (1.0 + (-*g).exp()) * u;
-                });
-                observe(li, LayerPart::Down, &gate);
-                matmul(&l.down, &gate, total, &mut proj, self.activations);
-                x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+                let _ = self.run_layer(
+                    li,
+                    &l.weights(),
+                    &mut x,
+                    &spans,
+                    &positions,
+                    caches,
+                    &mut scratch,
+                    &mut |part, xs| {
+                        observe(li, part, xs);
+                        ControlFlow::Continue(())
+                    },
+                );
             }
             for (s, &(_, n, _)) in spans.iter().enumerate() {
                 caches[s].len += n;
@@ -650,6 +699,138 @@ impl<'m> Engine<'m> {
             }
             Ok(out)
         })
+    }
+
+    /// Runs decoder layer `li` with the matrices `w` over the hidden states
+    /// `x` (`[tokens, hidden]`, updated in place), appending keys and values
+    /// to the caches. `spans` holds each sequence's (first row, tokens, first
+    /// position). `observe` sees each projection's input (Q for q/k/v, O,
+    /// Gate for gate/up, Down) before it is multiplied; when it breaks, the
+    /// pass stops there and `x` is left partly updated.
+    #[allow(clippy::too_many_arguments)]
+    fn run_layer(
+        &self,
+        li: usize,
+        w: &LayerWeights<'_>,
+        x: &mut [f32],
+        spans: &[(usize, usize, usize)],
+        positions: &[usize],
+        caches: &mut [&mut KvCache],
+        s: &mut Scratch,
+        observe: &mut dyn FnMut(LayerPart, &[f32]) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let c = &self.config;
+        let l = &self.layers[li];
+        let total = positions.len();
+        let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let acts = self.activations;
+        rms_norm(x, &l.attn_norm, c.norm_eps, &mut s.xn);
+        observe(LayerPart::Q, &s.xn)?;
+        matmul(w.q, &s.xn, total, &mut s.q, acts);
+        matmul(w.k, &s.xn, total, &mut s.k, acts);
+        matmul(w.v, &s.xn, total, &mut s.v, acts);
+        add_bias(&mut s.q, l.q_bias.as_deref());
+        add_bias(&mut s.k, l.k_bias.as_deref());
+        add_bias(&mut s.v, l.v_bias.as_deref());
+        self.rope(&mut s.q, positions, c.heads);
+        self.rope(&mut s.k, positions, c.kv_heads);
+        for (i, &(o, n, _)) in spans.iter().enumerate() {
+            caches[i].k[li].extend_from_slice(&s.k[o * kvd..(o + n) * kvd]);
+            caches[i].v[li].extend_from_slice(&s.v[o * kvd..(o + n) * kvd]);
+        }
+        for (i, &(o, n, p0)) in spans.iter().enumerate() {
+            self.attention(
+                &s.q[o * qd..(o + n) * qd],
+                &caches[i].k[li],
+                &caches[i].v[li],
+                p0,
+                &mut s.att[o * qd..(o + n) * qd],
+            );
+        }
+        observe(LayerPart::O, &s.att)?;
+        matmul(w.o, &s.att, total, &mut s.proj, acts);
+        x.iter_mut().zip(&s.proj).for_each(|(a, b)| *a += b);
+        rms_norm(x, &l.ffn_norm, c.norm_eps, &mut s.xn);
+        observe(LayerPart::Gate, &s.xn)?;
+        matmul(w.gate, &s.xn, total, &mut s.gate, acts);
+        matmul(w.up, &s.xn, total, &mut s.up, acts);
+        s.gate.par_iter_mut().zip(&s.up).for_each(|(g, u)| {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        });
+        observe(LayerPart::Down, &s.gate)?;
+        matmul(w.down, &s.gate, total, &mut s.proj, acts);
+        x.iter_mut().zip(&s.proj).for_each(|(a, b)| *a += b);
+        ControlFlow::Continue(())
+    }
+
+    /// The matrices decoder layer `li` is stored with.
+    pub fn layer_weights(&self, li: usize) -> LayerWeights<'_> {
+        self.layers[li].weights()
+    }
+
+    /// The token embeddings of `tokens`, `[tokens, hidden]` row-major: the
+    /// input of layer 0.
+    pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let d = self.config.hidden;
+        self.check_vocab(tokens.iter())?;
+        let mut x = vec![0f32; tokens.len() * d];
+        for (row, &t) in x.chunks_exact_mut(d).zip(tokens) {
+            self.embed.decode_rows(t as usize..t as usize + 1, row);
+        }
+        Ok(x)
+    }
+
+    /// Runs decoder layer `li`, with the matrices `w`, over whole sequences
+    /// of `lens` tokens each (positions from 0, no cache kept) whose hidden
+    /// states are packed in `x` (`[Σ lens, hidden]`, updated in place): a
+    /// step of layer-by-layer calibration. `observe` is as in
+    /// [`Engine::forward_observed`], per layer; when it breaks, the pass
+    /// stops there and `x` is left partly updated.
+    pub fn layer_pass(
+        &self,
+        li: usize,
+        w: &LayerWeights<'_>,
+        x: &mut [f32],
+        lens: &[usize],
+        observe: &mut (dyn FnMut(LayerPart, &[f32]) -> ControlFlow<()> + Send),
+    ) -> ControlFlow<()> {
+        let total: usize = lens.iter().sum();
+        debug_assert_eq!(x.len(), total * self.config.hidden);
+        let mut spans = Vec::with_capacity(lens.len());
+        let mut off = 0;
+        for &n in lens {
+            spans.push((off, n, 0));
+            off += n;
+        }
+        let positions: Vec<usize> = lens.iter().flat_map(|&n| 0..n).collect();
+        let mut owned: Vec<KvCache> = lens.iter().map(|_| self.new_cache()).collect();
+        let mut caches: Vec<&mut KvCache> = owned.iter_mut().collect();
+        let mut scratch = Scratch::new(&self.config, total);
+        rayon::scope(|_| {
+            self.run_layer(
+                li,
+                w,
+                x,
+                &spans,
+                &positions,
+                &mut caches,
+                &mut scratch,
+                observe,
+            )
+        })
+    }
+
+    fn check_vocab<'t>(
+        &self,
+        mut tokens: impl Iterator<Item = &'t u32>,
+    ) -> Result<(), EngineError> {
+        match tokens.find(|&&t| t as usize >= self.config.vocab) {
+            Some(t) => Err(EngineError::Unsupported(format!(
+                "token id {t} is outside the vocabulary of {}",
+                self.config.vocab
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The error for logits that are not finite, naming the first weight

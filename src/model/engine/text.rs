@@ -202,8 +202,31 @@ impl Text {
             messages.push(serde_json::json!({"role": "system", "content": s}));
         }
         messages.push(serde_json::json!({"role": "user", "content": user}));
+        self.render(tpl, &messages, true)
+    }
+
+    /// Renders a whole conversation (`[{role, content}, …]`) with the chat
+    /// template, without a generation prompt: a training example as the
+    /// model saw it in fine-tuning.
+    pub fn chat_conversation(&self, messages: &[serde_json::Value]) -> Result<String, TextError> {
+        let tpl = self.chat_template.as_ref().ok_or_else(|| {
+            TextError::Missing(format!(
+                "{}: the model has no chat template (chat_template.jinja, tokenizer_config.json or GGUF tokenizer.chat_template) to render `messages` with; give plain text instead",
+                self.dir.display()
+            ))
+        })?;
+        self.render(tpl, messages, false)
+    }
+
+    fn render(
+        &self,
+        tpl: &ChatTemplate,
+        messages: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<String, TextError> {
         tpl.render(
-            &messages,
+            messages,
+            add_generation_prompt,
             self.bos_token.as_deref().unwrap_or_default(),
             self.eos_token.as_deref().unwrap_or_default(),
         )
@@ -219,10 +242,11 @@ impl ChatTemplate {
     }
 
     /// Renders `messages` as transformers' `apply_chat_template(...,
-    /// add_generation_prompt=True)` does.
+    /// add_generation_prompt=...)` does.
     fn render(
         &self,
         messages: &[serde_json::Value],
+        add_generation_prompt: bool,
         bos_token: &str,
         eos_token: &str,
     ) -> Result<String, TextError> {
@@ -253,7 +277,7 @@ impl ChatTemplate {
             .and_then(|t| {
                 t.render(minijinja::context! {
                     messages => minijinja::Value::from(minijinja::value::Serde(messages)),
-                    add_generation_prompt => true,
+                    add_generation_prompt => add_generation_prompt,
                     bos_token => bos_token,
                     eos_token => eos_token,
                 })
@@ -290,7 +314,10 @@ mod tests {
             "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
         );
         let t0 = std::time::Instant::now();
-        let e = t.render(&conversation(1), "", "").unwrap_err().to_string();
+        let e = t
+            .render(&conversation(1), true, "", "")
+            .unwrap_err()
+            .to_string();
         assert!(
             t0.elapsed() < std::time::Duration::from_secs(5),
             "{:?}",
@@ -311,7 +338,7 @@ mod tests {
              {{ m.role.upper() }}:{{ m.content.split(':')[0] }};{% endfor %}",
         );
         assert_eq!(
-            t.render(&conversation(2), "", "").unwrap(),
+            t.render(&conversation(2), true, "", "").unwrap(),
             "[Be brief.]SYSTEM:  Be brief.  ;USER:message 0;ASSISTANT:message 1;"
         );
     }
@@ -353,7 +380,7 @@ mod tests {
             ("qwen2.5", qwen25),
         ] {
             let out = template(text)
-                .render(&messages, "<s>", "</s>")
+                .render(&messages, true, "<s>", "</s>")
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(out.contains("message 999: word"), "{name}");
         }

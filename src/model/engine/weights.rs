@@ -276,6 +276,42 @@ unsafe fn dot_fma(a: &[f32], b: &[f32]) -> f32 {
     total
 }
 
+/// A matrix held in memory as f32: a layer's weights after calibration
+/// replaced them with their quantized values.
+pub struct Dense {
+    rows: usize,
+    cols: usize,
+    v: Vec<f32>,
+}
+
+impl Dense {
+    /// `v` is `rows × cols`, row-major.
+    pub fn new(rows: usize, cols: usize, v: Vec<f32>) -> Dense {
+        assert_eq!(
+            v.len(),
+            rows * cols,
+            "Dense::new: values do not fill the shape"
+        );
+        Dense { rows, cols, v }
+    }
+
+    pub fn values(&self) -> &[f32] {
+        &self.v
+    }
+}
+
+impl WeightMatrix for Dense {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        out.copy_from_slice(&self.v[rows.start * self.cols..rows.end * self.cols]);
+    }
+}
+
 /// Rows handed to one rayon task by [`matvec`].
 const MATVEC_ROWS: usize = 16;
 /// Rows of the weight decoded per SGEMM tile by [`matmul`].
@@ -385,25 +421,6 @@ pub fn matmul(w: &dyn WeightMatrix, xs: &[f32], n: usize, out: &mut [f32], acts:
 mod tests {
     use super::*;
 
-    /// A plain f32 matrix held in memory, to test the products against a
-    /// naive loop.
-    struct Dense {
-        rows: usize,
-        cols: usize,
-        v: Vec<f32>,
-    }
-    impl WeightMatrix for Dense {
-        fn rows(&self) -> usize {
-            self.rows
-        }
-        fn cols(&self) -> usize {
-            self.cols
-        }
-        fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
-            out.copy_from_slice(&self.v[rows.start * self.cols..rows.end * self.cols]);
-        }
-    }
-
     #[test]
     fn matmul_and_matvec_agree_with_a_naive_product() {
         let (rows, cols, n) = (150, 37, 5);
@@ -413,7 +430,7 @@ mod tests {
         let xs: Vec<f32> = (0..n * cols)
             .map(|i| ((i * 31) % 11) as f32 * 0.5)
             .collect();
-        let w = Dense { rows, cols, v };
+        let w = Dense::new(rows, cols, v);
         let mut out = vec![0f32; n * rows];
         matmul(&w, &xs, n, &mut out, Activations::Exact);
         for t in 0..n {
@@ -426,7 +443,7 @@ mod tests {
             );
             for r in 0..rows {
                 let want: f32 = (0..cols)
-                    .map(|k| w.v[r * cols + k] * xs[t * cols + k])
+                    .map(|k| w.values()[r * cols + k] * xs[t * cols + k])
                     .sum();
                 // Small integers and halves: every order of summation is exact.
                 assert_eq!(out[t * rows + r], want);

@@ -6,6 +6,7 @@
 pub mod bnb;
 pub mod gguf;
 pub mod gguf_layout;
+pub mod gptq;
 
 use serde::Serialize;
 

@@ -1,0 +1,232 @@
+//! Calibration data for the methods that quantize from activations (GPTQ,
+//! AWQ): text in, a seeded set of equal-length token windows out.
+//!
+//! This module owns where the text comes from (a user's file, or the
+//! bundled multi-domain corpus described in docs/CALIBRATION.md), how it
+//! becomes token ids, and how the windows are drawn. It follows what the
+//! references do with a text corpus (GPTQ's and AutoGPTQ's `get_wikitext2`,
+//! GPTQModel's examples): the documents are tokenized without special
+//! tokens and concatenated, and `samples` windows of `seqlen` tokens are
+//! taken from it at seeded random positions. Here the windows never overlap
+//! (the stream is cut into whole windows and a seeded shuffle picks some),
+//! so no token is counted twice in a Hessian; a stream shorter than
+//! `samples × seqlen` tokens is refused with the count that is needed.
+//!
+//! A file is plain text (one document) or, when named `*.jsonl` /
+//! `*.ndjson`, one JSON object per line with a `text` string or a chat
+//! `messages` list rendered through the model's chat template (a user's
+//! own fine-tuning data, seen as the model saw it).
+
+use std::path::{Path, PathBuf};
+
+use crate::model::engine::text::Text;
+use crate::ops::Error;
+
+/// The text used when no `--calib` is given (see docs/CALIBRATION.md for
+/// its sources and licenses).
+pub const BUNDLED: &str = include_str!("corpus.txt");
+
+/// Default number of windows (AutoAWQ's and GPTQModel's examples use 128).
+pub const DEFAULT_SAMPLES: usize = 128;
+/// Default window length in tokens (AutoAWQ's 512).
+pub const DEFAULT_SEQLEN: usize = 512;
+/// Default seed of the window draw.
+pub const DEFAULT_SEED: u64 = 0;
+
+/// Where the calibration text comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The corpus compiled into llmtool.
+    Bundled,
+    /// A user's file: plain text, or JSONL (`*.jsonl`, `*.ndjson`).
+    File(PathBuf),
+}
+
+/// How to draw the calibration windows.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub source: Source,
+    pub samples: usize,
+    pub seqlen: usize,
+    pub seed: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            source: Source::Bundled,
+            samples: DEFAULT_SAMPLES,
+            seqlen: DEFAULT_SEQLEN,
+            seed: DEFAULT_SEED,
+        }
+    }
+}
+
+/// The drawn windows and where they came from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Calibration {
+    /// `samples` windows of `seqlen` token ids.
+    #[serde(skip)]
+    pub windows: Vec<Vec<u32>>,
+    /// `bundled` or the file's path.
+    pub source: String,
+    /// Documents read (lines of a JSONL file).
+    pub documents: usize,
+    /// Tokens in the whole stream.
+    pub tokens_available: usize,
+    pub samples: usize,
+    pub seqlen: usize,
+    pub seed: u64,
+}
+
+impl Source {
+    /// How the model card and reports name it.
+    pub fn label(&self) -> String {
+        match self {
+            Source::Bundled => "bundled corpus (docs/CALIBRATION.md)".into(),
+            Source::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Reads `opts.source`, tokenizes it with `text` and draws the windows.
+pub fn load(text: &Text, opts: &Options) -> Result<Calibration, Error> {
+    if opts.samples == 0 || opts.seqlen == 0 {
+        return Err(Error::Refused(
+            "--calib-samples and --calib-seqlen must be at least 1".into(),
+        ));
+    }
+    let docs = match &opts.source {
+        Source::Bundled => vec![BUNDLED.to_string()],
+        Source::File(p) => read_documents(p, text)?,
+    };
+    let mut stream = Vec::new();
+    for d in &docs {
+        stream.extend(text.encode(d, false)?);
+    }
+    let need = opts.samples * opts.seqlen;
+    if stream.len() < need {
+        return Err(Error::Refused(format!(
+            "{}: the calibration text has {} tokens; {} samples of {} tokens need at least {need}; give more text or lower --calib-samples / --calib-seqlen",
+            opts.source.label(),
+            stream.len(),
+            opts.samples,
+            opts.seqlen
+        )));
+    }
+    let whole = stream.len() / opts.seqlen;
+    let picks = draw(whole, opts.samples, opts.seed);
+    let windows = picks
+        .into_iter()
+        .map(|i| stream[i * opts.seqlen..(i + 1) * opts.seqlen].to_vec())
+        .collect();
+    Ok(Calibration {
+        windows,
+        source: opts.source.label(),
+        documents: docs.len(),
+        tokens_available: stream.len(),
+        samples: opts.samples,
+        seqlen: opts.seqlen,
+        seed: opts.seed,
+    })
+}
+
+/// `k` distinct indices below `n`, by a seeded partial Fisher–Yates
+/// shuffle (splitmix64), in the order drawn.
+fn draw(n: usize, k: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..k.min(n) {
+        let j = i + (next() % (n - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    idx.truncate(k);
+    idx
+}
+
+/// The documents of a calibration file.
+fn read_documents(path: &Path, text: &Text) -> Result<Vec<String>, Error> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::Refused(format!("{shown}: cannot read the calibration file: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::Refused(format!(
+            "{shown}: the calibration file is not a regular file"
+        )));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Refused(format!("{shown}: cannot read the calibration file: {e}")))?;
+    let body = String::from_utf8(bytes).map_err(|e| {
+        Error::Refused(format!(
+            "{shown}: the calibration file is not UTF-8 text (invalid byte at offset {}); give a plain text or JSONL file",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let jsonl = matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("jsonl" | "ndjson")
+    );
+    if !jsonl {
+        return Ok(vec![body]);
+    }
+    let mut docs = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{shown}:{}", i + 1);
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::Refused(format!("{}: not a JSON object: {e}", at())))?;
+        if let Some(t) = v.get("text").and_then(|t| t.as_str()) {
+            docs.push(t.to_string());
+        } else if let Some(m) = v.get("messages").and_then(|m| m.as_array()) {
+            let ok = m.iter().all(|x| {
+                x.get("role").is_some_and(|r| r.is_string())
+                    && x.get("content").is_some_and(|c| c.is_string())
+            });
+            if !ok {
+                return Err(Error::Refused(format!(
+                    "{}: every message needs a string `role` and `content`",
+                    at()
+                )));
+            }
+            docs.push(text.chat_conversation(m)?);
+        } else {
+            return Err(Error::Refused(format!(
+                "{}: expected a `text` string or a `messages` list",
+                at()
+            )));
+        }
+    }
+    if docs.is_empty() {
+        return Err(Error::Refused(format!(
+            "{shown}: the calibration file has no documents"
+        )));
+    }
+    Ok(docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draw_is_seeded_distinct_and_in_range() {
+        let a = draw(100, 20, 7);
+        assert_eq!(a, draw(100, 20, 7));
+        assert_ne!(a, draw(100, 20, 8));
+        let mut s = a.clone();
+        s.sort();
+        s.dedup();
+        assert_eq!(s.len(), 20);
+        assert!(a.iter().all(|&i| i < 100));
+        assert_eq!(draw(5, 5, 1).len(), 5);
+    }
+}
