@@ -3,6 +3,7 @@
 //! tests and the benchmarks call exactly these functions.
 
 pub mod convert;
+pub mod dequantize;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
