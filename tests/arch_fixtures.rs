@@ -2,7 +2,7 @@
 //! oracle computed with torch (fixtures/models/*/expected.json), plus lying
 //! configs and the transformers-verified output of our sharded writer.
 
-use crate::common;
+use crate::common::{self, write_safetensors, Stored};
 
 use llmtool::model::arch::{self, Family};
 use llmtool::ops::vram;
@@ -248,40 +248,8 @@ fn sharded_writer_reproduces_the_transformers_verified_golden() {
     }
 }
 
-/// A tensor to write: name, safetensors dtype, shape, bytes (empty: zeros).
-type Stored = (String, &'static str, Vec<u64>, Vec<u8>);
-
 /// Packs one Linear weight (module name, out, in) into its stored tensors.
 type Pack = dyn Fn(&str, u64, u64) -> Vec<Stored>;
-
-/// Writes a safetensors file of the given tensors.
-fn write_safetensors(path: &std::path::Path, tensors: &[Stored]) {
-    let size = |dtype: &str| match dtype {
-        "I32" | "F32" => 4,
-        "F16" | "BF16" => 2,
-        _ => 1,
-    };
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let len = shape.iter().product::<u64>() as usize * size(dtype);
-        let start = data.len();
-        if bytes.is_empty() {
-            data.resize(start + len, 0);
-        } else {
-            data.extend_from_slice(bytes);
-        }
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    let h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
-    let mut out = (h.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&h);
-    out.extend_from_slice(&data);
-    std::fs::write(path, out).unwrap();
-}
 
 /// tiny-qwen2 with every Linear weight (not the tied embedding) replaced by
 /// `pack(module, [out, in])`'s tensors, and `quantization_config` added.
@@ -393,13 +361,37 @@ fn gptq(bits: u64) -> impl Fn(&str, u64, u64) -> Vec<Stored> {
     }
 }
 
-/// Pre-quantized AWQ and GPTQ checkpoints read as the model that was
+/// compressed-tensors pack-quantized, 4-bit symmetric: weight_packed I32
+/// [out, in/8], weight_scale [out, in/G], weight_shape I64 [2] = [out, in].
+fn compressed(module: &str, out: u64, inp: u64) -> Vec<Stored> {
+    let shape = [out as i64, inp as i64]
+        .iter()
+        .flat_map(|d| d.to_le_bytes())
+        .collect();
+    vec![
+        (
+            format!("{module}.weight_packed"),
+            "I32",
+            vec![out, inp / 8],
+            vec![],
+        ),
+        (
+            format!("{module}.weight_scale"),
+            "BF16",
+            vec![out, inp / G],
+            vec![],
+        ),
+        (format!("{module}.weight_shape"), "I64", vec![2], shape),
+    ]
+}
+
+/// Pre-quantized AWQ, GPTQ and compressed-tensors checkpoints read as the model that was
 /// quantized: shapes from the qweight layout, parameters in logical
 /// elements, bits per weight near the packing's (they used to report
 /// head_dim and FFN from the packed rows).
 #[test]
 fn awq_and_gptq_checkpoints_show_the_unpacked_model() {
-    let cases: [(&str, serde_json::Value, &Pack, &str); 3] = [
+    let cases: [(&str, serde_json::Value, &Pack, &str); 4] = [
         (
             "awq",
             serde_json::json!({"quant_method": "awq", "bits": 4, "group_size": G, "version": "gemm"}),
@@ -417,6 +409,12 @@ fn awq_and_gptq_checkpoints_show_the_unpacked_model() {
             serde_json::json!({"quant_method": "gptq", "bits": 8, "group_size": G}),
             &gptq(8),
             "gptq 8-bit",
+        ),
+        (
+            "compressed",
+            serde_json::json!({"quant_method": "compressed-tensors", "format": "pack-quantized"}),
+            &compressed,
+            "compressed-tensors 4-bit",
         ),
     ];
     for (what, qc, pack, label) in cases {
@@ -447,10 +445,10 @@ fn awq_and_gptq_checkpoints_show_the_unpacked_model() {
             &gpu[0],
         )
         .unwrap();
-        let want = if what == "awq" {
-            "--quantization awq"
-        } else {
-            "--quantization gptq"
+        let want = match what {
+            "awq" => "--quantization awq",
+            "compressed" => "--quantization compressed-tensors",
+            _ => "--quantization gptq",
         };
         assert!(row.flags.contains(want), "{what}: {}", row.flags);
     }

@@ -733,3 +733,84 @@ fn vram_plan_fits_the_width_in_ascii() {
         }
     }
 }
+
+/// The tensors of two models are equal byte for byte (names, dtypes,
+/// shapes, data), whatever their metadata.
+fn same_tensors(a: &std::path::Path, b: &std::path::Path) {
+    let (a, b) = (
+        llmtool::store::Model::open(a.to_str().unwrap()).unwrap(),
+        llmtool::store::Model::open(b.to_str().unwrap()).unwrap(),
+    );
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for t in a.tensors() {
+        let u = b.get(&t.name).unwrap();
+        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
+        assert!(a.bytes(t) == b.bytes(u), "{} differs", t.name);
+    }
+}
+
+/// A GPTQ checkpoint goes through eval (no divergence from its dequantized
+/// model), convert (that model, tensor for tensor) and quantize to GGUF
+/// (the GGUF of that model).
+#[test]
+fn packed_checkpoints_evaluate_convert_and_quantize_as_their_dequantized_model() {
+    use crate::packed_models::{packed_tiny_llama, GPTQ};
+    let (packed, plain) = packed_tiny_llama(GPTQ);
+    for d in [&packed, &plain] {
+        write_word_tokenizer(d.path());
+    }
+    let (p, q) = (
+        packed.path().to_str().unwrap(),
+        plain.path().to_str().unwrap(),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let text = out.path().join("text.txt");
+    std::fs::write(&text, words(&golden("ppl-tiny-llama")["tokens"])).unwrap();
+    let v = common::json_output(
+        llmtool()
+            .args(["eval", "kld", q, p, "--ctx", "16", "--json", "--text"])
+            .arg(&text),
+    );
+    assert_eq!(v["kld_mean"].as_f64().unwrap(), 0.0, "{v}");
+    assert_eq!(v["top1_agreement"].as_f64().unwrap(), 1.0, "{v}");
+
+    let hf = out.path().join("hf");
+    common::run_ok(llmtool().args(["convert", p, "--out"]).arg(&hf));
+    same_tensors(
+        &hf.join("model.safetensors"),
+        &plain.path().join("model.safetensors"),
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
+    assert!(cfg.get("quantization_config").is_none(), "{cfg}");
+    assert!(hf.join("tokenizer.json").is_file());
+
+    // GGUF needs a convertible tokenizer: tiny-sp's SentencePiece files.
+    for d in [&packed, &plain] {
+        std::fs::remove_file(d.path().join("tokenizer.json")).unwrap();
+        for f in [
+            "tokenizer.model",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "added_tokens.json",
+        ] {
+            std::fs::copy(
+                common::fixture("tokenizer/tiny-sp").join(f),
+                d.path().join(f),
+            )
+            .unwrap();
+        }
+    }
+    let (a, b) = (out.path().join("a.gguf"), out.path().join("b.gguf"));
+    common::run_ok(llmtool().args(["quantize", "q8_0", p, "--out"]).arg(&a));
+    common::run_ok(llmtool().args(["quantize", "q8_0", q, "--out"]).arg(&b));
+    same_tensors(&a, &b);
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !left.iter().any(|n| n.contains("dequantized")),
+        "scratch directory left behind: {left:?}"
+    );
+}

@@ -250,3 +250,36 @@ pub fn tiny_llama_variant(
     }
     w.finish().unwrap();
 }
+
+/// A tensor to write: name, safetensors dtype, shape, bytes (empty: zeros).
+pub type Stored = (String, &'static str, Vec<u64>, Vec<u8>);
+
+/// Writes a safetensors file of the given tensors.
+pub fn write_safetensors(path: &std::path::Path, tensors: &[Stored]) {
+    let size = |dtype: &str| match dtype {
+        "I64" | "F64" => 8,
+        "I32" | "F32" => 4,
+        "F16" | "BF16" => 2,
+        _ => 1,
+    };
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let len = shape.iter().product::<u64>() as usize * size(dtype);
+        let start = data.len();
+        if bytes.is_empty() {
+            data.resize(start + len, 0);
+        } else {
+            data.extend_from_slice(bytes);
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}

@@ -14,6 +14,7 @@ mod gguf_store;
 mod interrupt;
 mod layers;
 mod lora_merge;
+mod packed_models;
 mod quantize_gguf;
 mod quantize_models;
 mod safetensors_store;

@@ -14,20 +14,30 @@
 //! * AWQ (GEMM): `W.qweight` I32 `[in, out·bits/32]`, `W.qzeros`
 //!   `[in/G, out·bits/32]`, `W.scales` f16 `[in/G, out]`;
 //! * GPTQ: `W.qweight` I32 `[in·bits/32, out]`, `W.qzeros`
-//!   `[in/G, out·bits/32]`, `W.scales` `[in/G, out]`, `W.g_idx` `[in]`.
+//!   `[in/G, out·bits/32]`, `W.scales` `[in/G, out]`, `W.g_idx` `[in]`;
+//! * compressed-tensors `pack-quantized` (llm-compressor): `W.weight_packed`
+//!   I32 `[out, in·bits/32]`, `W.weight_scale` `[out, in/G]`,
+//!   `W.weight_shape` I64 `[2]` holding `[out, in]`, and when asymmetric
+//!   `W.weight_zero_point`, with act-order `W.weight_g_idx`.
 //!
 //! [`logical_tensors`] folds each group into one [`LogicalTensor`] named
 //! `W.weight`, with the `[out, in]` shape that was quantized and the bytes
 //! of the whole group, so that parameters count logical elements and bits
 //! per weight come out right. What cannot be decoded stays as stored, with
 //! a warning naming the tensor.
+//!
+//! Reading the packed weights back ([`packed_format`] from config.json,
+//! [`packed_weight`] per module) is for GPTQ, AWQ GEMM and compressed-tensors
+//! only, through [`crate::quant::int4pack::PackedRef`], which owns the bit
+//! layouts and the dequantization.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
-use crate::store::{DType, Model, TensorInfo};
+use crate::quant::int4pack::{Layout, PackError, PackedRef, Part, Parts, ScaleType};
+use crate::store::{DType, Model, StoreError, TensorInfo};
 
 /// How a checkpoint's Linear weights are packed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,6 +53,8 @@ pub enum Packing {
     Awq { bits: u64 },
     /// GPTQ.
     Gptq { bits: u64 },
+    /// compressed-tensors `pack-quantized` (integer weights, GPTQ or RTN).
+    Compressed { bits: u64 },
 }
 
 impl Packing {
@@ -54,6 +66,7 @@ impl Packing {
             Packing::Int8 => "bitsandbytes int8".into(),
             Packing::Awq { bits } => format!("awq {bits}-bit"),
             Packing::Gptq { bits } => format!("gptq {bits}-bit"),
+            Packing::Compressed { bits } => format!("compressed-tensors {bits}-bit"),
         }
     }
 }
@@ -127,7 +140,12 @@ const BNB4_SIDES: &[&str] = &[
 /// The logical weights of `m` (see the module docs), in stored order.
 pub fn logical_tensors(m: &Model) -> Logical {
     let mut out = Logical::default();
-    let marked = |n: &str| n.contains(BNB4_STATE) || n.ends_with(".SCB") || n.ends_with(".qweight");
+    let marked = |n: &str| {
+        n.contains(BNB4_STATE)
+            || n.ends_with(".SCB")
+            || n.ends_with(".qweight")
+            || n.ends_with(".weight_packed")
+    };
     if !m.tensors().iter().any(|t| marked(&t.name)) {
         return out;
     }
@@ -193,12 +211,72 @@ pub fn logical_tensors(m: &Model) -> Logical {
                     .warnings
                     .push(format!("{}: {why}; counting it as stored", t.name)),
             }
+        } else if let Some(module) = t.name.strip_suffix(".weight_packed") {
+            let sides: Vec<&TensorInfo> = COMPRESSED_SIDES
+                .iter()
+                .filter_map(|s| side(format!("{module}.{s}")))
+                .collect();
+            match compressed(m, t, side(format!("{module}.weight_shape"))) {
+                Ok((shape, packing)) => {
+                    let name = format!("{module}.weight");
+                    fold(t, sides, packed(&name, shape, t.dtype, packing));
+                }
+                Err(why) => out
+                    .warnings
+                    .push(format!("{}: {why}; counting it as stored", t.name)),
+            }
         }
     }
     out.packing = replaced.values().find_map(|t| t.packing);
     out.replaced = replaced;
     out.folded = folded;
     out
+}
+
+const COMPRESSED_SIDES: &[&str] = &[
+    "weight_scale",
+    "weight_zero_point",
+    "weight_shape",
+    "weight_g_idx",
+];
+
+/// The real `[out, in]` shape of a compressed-tensors `weight_packed`, from
+/// its `weight_shape` tensor, and the bits its packed width implies.
+fn compressed(
+    m: &Model,
+    packed: &TensorInfo,
+    shape: Option<&TensorInfo>,
+) -> Result<(Vec<u64>, Packing), String> {
+    let t = shape.ok_or("no weight_shape tensor beside it")?;
+    let b = m.bytes(t);
+    let dims: Vec<u64> = match (t.dtype, t.shape.as_slice()) {
+        (DType::I64, [2]) => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u64)
+            .collect(),
+        (DType::I32, [2]) => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as u64)
+            .collect(),
+        _ => {
+            return Err(format!(
+                "weight_shape is {} {:?}, not two integers",
+                t.dtype, t.shape
+            ))
+        }
+    };
+    let (&[out, inp], &[p_rows, p_cols]) = (dims.as_slice(), packed.shape.as_slice()) else {
+        return Err(format!("weight_packed shape {:?} is not 2-D", packed.shape));
+    };
+    match (32 * p_cols).checked_div(inp) {
+        Some(bits @ (4 | 8)) if p_rows == out && bits * inp == 32 * p_cols => {
+            Ok((vec![out, inp], Packing::Compressed { bits }))
+        }
+        _ => Err(format!(
+            "weight_packed {:?} does not pack a weight_shape of [{out}, {inp}] in 4 or 8 bits",
+            packed.shape
+        )),
+    }
 }
 
 /// A packed weight's logical form; its bytes are summed by the caller.
@@ -288,4 +366,235 @@ fn awq_gptq(
             q.shape
         ))
     }
+}
+
+/// How a checkpoint's packed Linear layers are to be read back, from
+/// config.json's `quantization_config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedFormat {
+    pub layout: Layout,
+    pub bits: u32,
+}
+
+/// The suffix of the main packed tensor of a module in `layout`.
+fn main_suffix(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Compressed => ".weight_packed",
+        _ => ".qweight",
+    }
+}
+
+/// The module a packed layer's main tensor belongs to
+/// (`….q_proj.qweight` or `….q_proj.weight_packed` → `….q_proj`).
+pub fn packed_module(name: &str) -> Option<&str> {
+    name.strip_suffix(".qweight")
+        .or_else(|| name.strip_suffix(".weight_packed"))
+}
+
+/// The packed format config.json declares: `quant_method` `gptq`
+/// (`checkpoint_format`/`format` `gptq`, the default, or `gptq_v2`), `awq`
+/// (`version` `gemm`) or `compressed-tensors` (`format` `pack-quantized`,
+/// integer weights). `None` for a checkpoint that declares none of these
+/// (plain weights, bitsandbytes); an error naming the key for one of them in
+/// a variant that cannot be read (GPTQ `marlin`, AWQ `gemv`, 3-bit, …).
+pub fn packed_format(model: &Model) -> Result<Option<PackedFormat>, StoreError> {
+    let Some(q) = model
+        .config
+        .as_ref()
+        .and_then(|c| c.get("quantization_config"))
+    else {
+        return Ok(None);
+    };
+    let path = model.root.join("config.json");
+    let bad = |msg: String| StoreError::Unsupported {
+        path: path.clone(),
+        msg,
+    };
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(str::to_string);
+    let bits_of = |v: Option<&serde_json::Value>, key: &str| {
+        v.and_then(|b| b.as_u64()).map(|b| b as u32).ok_or_else(|| {
+            bad(format!(
+                "quantization_config.{key} is missing or not an integer"
+            ))
+        })
+    };
+    let (layout, bits) = match text(q.get("quant_method")).as_deref() {
+        Some("gptq") => {
+            let fmt = text(q.get("checkpoint_format").or_else(|| q.get("format")));
+            let v2 = match fmt.as_deref() {
+                None | Some("gptq") => false,
+                Some("gptq_v2") => true,
+                Some(other) => {
+                    return Err(bad(format!(
+                        "quantization_config.checkpoint_format is '{other}'; llmtool reads GPTQ checkpoints in the 'gptq' (v1) and 'gptq_v2' formats"
+                    )))
+                }
+            };
+            (Layout::Gptq { v2 }, bits_of(q.get("bits"), "bits")?)
+        }
+        Some("awq") => {
+            match text(q.get("version")).as_deref() {
+                None | Some("gemm") | Some("GEMM") => {}
+                Some(other) => {
+                    return Err(bad(format!(
+                        "quantization_config.version is '{other}'; llmtool reads AWQ checkpoints in the 'gemm' layout"
+                    )))
+                }
+            }
+            (
+                Layout::Awq,
+                bits_of(q.get("bits").or_else(|| q.get("w_bit")), "bits")?,
+            )
+        }
+        Some("compressed-tensors") => {
+            match text(q.get("format")).as_deref() {
+                Some("pack-quantized") => {}
+                other => {
+                    return Err(bad(format!(
+                        "quantization_config.format is {}; llmtool reads compressed-tensors checkpoints in the 'pack-quantized' format",
+                        other.map_or("missing".to_string(), |f| format!("'{f}'"))
+                    )))
+                }
+            }
+            let groups = q
+                .get("config_groups")
+                .and_then(|g| g.as_object())
+                .filter(|g| !g.is_empty())
+                .ok_or_else(|| bad("quantization_config.config_groups is missing".into()))?;
+            let mut bits = None;
+            for (name, g) in groups {
+                let w = g.get("weights");
+                if let Some(t) = text(w.and_then(|w| w.get("type"))) {
+                    if t != "int" {
+                        return Err(bad(format!(
+                            "quantization_config.config_groups.{name}.weights.type is '{t}'; pack-quantized weights are integers"
+                        )));
+                    }
+                }
+                let b = bits_of(
+                    w.and_then(|w| w.get("num_bits")),
+                    &format!("config_groups.{name}.weights.num_bits"),
+                )?;
+                if bits.is_some_and(|x| x != b) {
+                    return Err(bad(
+                        "quantization_config.config_groups mix bit widths; llmtool reads one width per checkpoint".into(),
+                    ));
+                }
+                bits = Some(b);
+            }
+            (Layout::Compressed, bits.unwrap_or(4))
+        }
+        _ => return Ok(None),
+    };
+    layout
+        .check_bits(bits)
+        .map_err(|e| bad(format!("quantization_config: {e}")))?;
+    Ok(Some(PackedFormat { layout, bits }))
+}
+
+/// The packed weight of `module` (e.g. `model.layers.0.self_attn.q_proj`),
+/// read in place from the memory map. Every tensor's dtype and shape is
+/// checked; an error names the file and the tensor.
+pub fn packed_weight<'m>(
+    model: &'m Model,
+    module: &str,
+    f: PackedFormat,
+) -> Result<PackedRef<'m>, StoreError> {
+    let ct = f.layout == Layout::Compressed;
+    let name = |suffix: &str| format!("{module}.{suffix}");
+    let error =
+        |t: &TensorInfo, msg: String| StoreError::tensor(&model.files[t.file].path, &t.name, msg);
+    let main = model.get(&format!("{module}{}", main_suffix(f.layout)))?;
+    let find = |suffix: &str| model.tensor(&name(suffix));
+    let need = |suffix: &str| {
+        find(suffix).ok_or_else(|| {
+            error(
+                main,
+                format!(
+                    "no '{}' tensor beside it; the packed layer is incomplete",
+                    name(suffix)
+                ),
+            )
+        })
+    };
+    let int32 = |t: &'m TensorInfo| -> Result<Part<'m>, StoreError> {
+        if t.dtype == DType::I32 {
+            Ok(Part {
+                bytes: model.bytes(t),
+                shape: &t.shape,
+            })
+        } else {
+            Err(error(t, format!("dtype {} where I32 is stored", t.dtype)))
+        }
+    };
+    let scales = need(if ct { "weight_scale" } else { "scales" })?;
+    let scale_type = match scales.dtype {
+        DType::F16 => ScaleType::F16,
+        DType::BF16 => ScaleType::Bf16,
+        DType::F32 => ScaleType::F32,
+        other => {
+            return Err(error(
+                scales,
+                format!("dtype {other}; scales are F16, BF16 or F32"),
+            ))
+        }
+    };
+    let zeros = match f.layout {
+        Layout::Compressed => find("weight_zero_point").map(int32).transpose()?,
+        _ => Some(int32(need("qzeros")?)?),
+    };
+    let g_idx = find(if ct { "weight_g_idx" } else { "g_idx" })
+        .map(int32)
+        .transpose()?;
+    let shape = if ct {
+        let t = need("weight_shape")?;
+        let b = model.bytes(t);
+        let v: Vec<i64> = match (t.dtype, t.shape.as_slice()) {
+            (DType::I64, [2]) => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            (DType::I32, [2]) => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()).into())
+                .collect(),
+            _ => {
+                return Err(error(
+                    t,
+                    format!("{} {:?}; weight_shape is two integers", t.dtype, t.shape),
+                ))
+            }
+        };
+        match v[..] {
+            [r, c] if r >= 0 && c >= 0 => Some([r as u64, c as u64]),
+            _ => return Err(error(t, format!("holds {v:?}; a shape is two sizes"))),
+        }
+    } else {
+        None
+    };
+    let parts = Parts {
+        weight: int32(main)?,
+        zeros,
+        scales: Part {
+            bytes: model.bytes(scales),
+            shape: &scales.shape,
+        },
+        scale_type,
+        g_idx,
+        shape,
+    };
+    PackedRef::new(f.layout, f.bits, parts).map_err(|e| {
+        // Name the tensor the error is about, in its own file.
+        let suffix = match &e {
+            PackError::Shape { tensor, .. }
+            | PackError::Length { tensor, .. }
+            | PackError::NotMultiple { tensor, .. }
+            | PackError::GroupIndex { tensor, .. } => tensor,
+            _ => "",
+        };
+        match find(suffix) {
+            Some(t) => error(t, e.to_string()),
+            None => error(main, e.to_string()),
+        }
+    })
 }

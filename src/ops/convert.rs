@@ -1,4 +1,5 @@
-//! GGUF → Hugging Face: `llmtool convert MODEL.gguf --out DIR`.
+//! GGUF → Hugging Face: `llmtool convert MODEL.gguf --out DIR` (packed
+//! GPTQ / AWQ / compressed-tensors checkpoints go to [`crate::ops::dequantize`]).
 //!
 //! Every tensor is dequantized row chunk by row chunk (the store's
 //! `read_rows_f32`, bit-exact with gguf-py), renamed to its HF name, Q/K
@@ -60,9 +61,12 @@ struct Item<'a> {
 /// plans it when `dry_run`).
 pub fn convert(model: &Model, opts: &HfOptions, dry_run: bool) -> Result<HfReport, Error> {
     let file = model.root.display().to_string();
+    if let Some(f) = crate::model::packed::packed_format(model)? {
+        return crate::ops::dequantize::to_hf(model, f, opts, dry_run);
+    }
     let (Container::Gguf, Some(meta)) = (model.container, model.gguf.as_ref()) else {
         return Err(Error::Refused(format!(
-            "{file}: not a GGUF file; convert turns GGUF into HF safetensors"
+            "{file}: not a GGUF file nor a GPTQ, AWQ or compressed-tensors checkpoint; convert turns those into HF safetensors"
         )));
     };
     let arch_name = meta.str("general.architecture").unwrap_or("");

@@ -4,6 +4,7 @@
 
 pub mod calibration;
 pub mod convert;
+pub mod dequantize;
 pub mod eval;
 pub mod generate;
 pub mod inspect;

@@ -40,9 +40,12 @@
 //!   activations, which the engine uses to multiply quantized weights.
 //! * [`gptq`], the GPTQ algorithm for one weight matrix and its Hessian,
 //!   agreeing with llm-compressor's `quantize_weight`.
+//! * [`int4pack`], integer codes packed into int32 words as GPTQ, AWQ GEMM
+//!   and compressed-tensors checkpoints store them, and read back.
 //!
-//! Everything here except [`gptq`] (a whole matrix, rows in parallel) works
-//! on one block at a time, allocates nothing, and does no threading: callers
+//! Everything here except [`gptq`] (a whole matrix, rows in parallel) and
+//! [`int4pack`] (whole layers; its reader a range of rows) works on one
+//! block at a time, allocates nothing, and does no threading: callers
 //! parallelise over rows.
 //!
 //! Length: over 800 lines because half of it is the bit-exactness tests
@@ -53,6 +56,7 @@ pub mod bnb;
 pub mod dot;
 pub mod ftype;
 pub mod gptq;
+pub mod int4pack;
 pub mod kquants;
 pub mod legacy;
 

@@ -28,6 +28,7 @@
 //! sampled token is never computed from NaN.
 
 pub mod generate;
+pub mod packed;
 pub mod text;
 pub mod weights;
 
@@ -37,7 +38,9 @@ use rayon::prelude::*;
 
 use crate::model::arch::{self, LayerPart, Role};
 use crate::model::family::GgufArch;
+use crate::model::packed::{packed_format, packed_module};
 use crate::store::{Container, Model, StoreError, TensorInfo};
+use packed::Linear;
 pub use weights::Activations;
 pub use weights::WeightMatrix;
 use weights::{matmul, Stored};
@@ -305,17 +308,17 @@ fn special_ids(model: &Model) -> (Option<u32>, Vec<u32>) {
 /// One decoder layer's weights.
 struct Layer<'m> {
     attn_norm: Vec<f32>,
-    q: Stored<'m>,
-    k: Stored<'m>,
-    v: Stored<'m>,
-    o: Stored<'m>,
+    q: Linear<'m>,
+    k: Linear<'m>,
+    v: Linear<'m>,
+    o: Linear<'m>,
     q_bias: Option<Vec<f32>>,
     k_bias: Option<Vec<f32>>,
     v_bias: Option<Vec<f32>>,
     ffn_norm: Vec<f32>,
-    gate: Stored<'m>,
-    up: Stored<'m>,
-    down: Stored<'m>,
+    gate: Linear<'m>,
+    up: Linear<'m>,
+    down: Linear<'m>,
 }
 
 impl<'m> Layer<'m> {
@@ -471,8 +474,15 @@ impl<'m> Engine<'m> {
         let mut norm = None;
         let mut parts: Vec<Vec<Option<&TensorInfo>>> = vec![vec![None; 12]; config.layers];
         let mut used = Vec::new();
+        let format = packed_format(model)?;
         for t in model.tensors() {
-            match arch::role(&t.name) {
+            // A packed layer is found by its main tensor (`qweight`,
+            // `weight_packed`), in the role of the weight it replaces.
+            let role = match packed_module(&t.name) {
+                Some(module) => arch::role(&format!("{module}.weight")),
+                None => arch::role(&t.name),
+            };
+            match role {
                 Role::Embed => embed = Some(t),
                 Role::LmHead => head = Some(t),
                 Role::FinalNorm => norm = Some(t),
@@ -495,9 +505,14 @@ impl<'m> Engine<'m> {
         let head = head.map(|t| Stored::new(model, t)).transpose()?;
         let mut layers = Vec::with_capacity(config.layers);
         for (i, p) in parts.iter().enumerate() {
+            let tensor = |part: LayerPart| {
+                p[part as usize].ok_or_else(|| missing(format!("layer {i} {part:?}")))
+            };
             let get = |part: LayerPart| -> Result<Stored<'m>, EngineError> {
-                let t = p[part as usize].ok_or_else(|| missing(format!("layer {i} {part:?}")))?;
-                Ok(Stored::new(model, t)?)
+                Ok(Stored::new(model, tensor(part)?)?)
+            };
+            let linear = |part: LayerPart| -> Result<Linear<'m>, EngineError> {
+                Ok(Linear::new(model, tensor(part)?, format)?)
             };
             let opt = |part: LayerPart| -> Result<Option<Vec<f32>>, EngineError> {
                 p[part as usize]
@@ -506,17 +521,17 @@ impl<'m> Engine<'m> {
             };
             layers.push(Layer {
                 attn_norm: get(LayerPart::AttnNorm)?.to_vec(),
-                q: get(LayerPart::Q)?,
-                k: get(LayerPart::K)?,
-                v: get(LayerPart::V)?,
-                o: get(LayerPart::O)?,
+                q: linear(LayerPart::Q)?,
+                k: linear(LayerPart::K)?,
+                v: linear(LayerPart::V)?,
+                o: linear(LayerPart::O)?,
                 q_bias: opt(LayerPart::QBias)?,
                 k_bias: opt(LayerPart::KBias)?,
                 v_bias: opt(LayerPart::VBias)?,
                 ffn_norm: get(LayerPart::FfnNorm)?.to_vec(),
-                gate: get(LayerPart::Gate)?,
-                up: get(LayerPart::Up)?,
-                down: get(LayerPart::Down)?,
+                gate: linear(LayerPart::Gate)?,
+                up: linear(LayerPart::Up)?,
+                down: linear(LayerPart::Down)?,
             });
         }
         let engine = Engine {

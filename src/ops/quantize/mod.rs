@@ -1,7 +1,10 @@
 //! `llmtool quantize FORMAT MODEL --out OUT`: one entry point for every
 //! quantized artifact. GGUF formats go through [`gguf`] (llama.cpp's
 //! converter and `llama-quantize` in one streaming pass, laid out by
-//! [`gguf_layout`]); bitsandbytes formats through [`bnb`].
+//! [`gguf_layout`]); bitsandbytes formats through [`bnb`]. A GPTQ, AWQ or
+//! compressed-tensors input to a GGUF format is dequantized first (exactly;
+//! [`crate::ops::dequantize`]); to bitsandbytes it is refused as every
+//! pre-quantized input is.
 
 pub mod bnb;
 pub mod gguf;
@@ -10,8 +13,11 @@ pub mod gptq;
 
 use serde::Serialize;
 
+use crate::model::packed::{packed_format, PackedFormat};
+use crate::ops::convert::HfOptions;
 use crate::ops::Result;
 use crate::quant::ftype::FileType;
+use crate::store::atomic::AtomicDir;
 use crate::store::Model;
 use bnb::{BnbFormat, BnbOptions, BnbReport};
 use gguf::GgufOptions;
@@ -49,6 +55,9 @@ pub enum Report {
 
 /// Runs `job` on `model` (only plans it when `dry_run`).
 pub fn run(model: &Model, job: &Job, dry_run: bool) -> Result<Report> {
+    if let (Job::Gguf { options, .. }, Some(f)) = (job, packed_format(model)?) {
+        return gguf_from_packed(model, f, job, options, dry_run);
+    }
     match job {
         Job::Gguf {
             ftype,
@@ -69,4 +78,30 @@ pub fn run(model: &Model, job: &Job, dry_run: bool) -> Result<Report> {
             model, *format, options, dry_run,
         )?)),
     }
+}
+
+/// A GGUF of a GPTQ / AWQ / compressed-tensors checkpoint: the checkpoint
+/// is dequantized exactly ([`crate::ops::dequantize`]) into a scratch
+/// directory beside the output, removed afterwards (and on Ctrl-C), and
+/// that model is quantized as any other.
+fn gguf_from_packed(
+    model: &Model,
+    f: PackedFormat,
+    job: &Job,
+    options: &GgufOptions,
+    dry_run: bool,
+) -> Result<Report> {
+    let mut name = options.out.file_name().unwrap_or_default().to_os_string();
+    name.push(".dequantized");
+    let scratch = AtomicDir::create(&options.out.with_file_name(name))?;
+    let hf = HfOptions {
+        out: scratch.path().join("model"),
+        dtype: None,
+        max_shard_size: u64::MAX,
+        progress: options.progress,
+        command: String::new(),
+    };
+    crate::ops::dequantize::to_hf(model, f, &hf, false)?;
+    let plain = Model::open(&hf.out.to_string_lossy())?;
+    run(&plain, job, dry_run)
 }

@@ -4,6 +4,7 @@
 //! `from_pretrained`), float16 on GPUs without bfloat16.
 
 use super::{DeployFormat, GpuSetup, KvType, ModelSpec, Options, Runtime};
+use crate::model::packed::Packing;
 
 /// What a plan's command loads: the model as it is, or a checkpoint that
 /// must exist first.
@@ -108,6 +109,13 @@ pub(super) fn flags(
             );
             s += match loaded {
                 DeployFormat::Awq => " --quantization awq",
+                // llm-compressor's int4/int8 checkpoints plan as GPTQ (same
+                // packing density) but load through their own method.
+                DeployFormat::Gptq | DeployFormat::Gptq8
+                    if matches!(m.packing, Some(Packing::Compressed { .. })) =>
+                {
+                    " --quantization compressed-tensors"
+                }
                 DeployFormat::Gptq | DeployFormat::Gptq8 => " --quantization gptq",
                 DeployFormat::Nf4 | DeployFormat::Int8 => " --quantization bitsandbytes",
                 _ => "",

@@ -115,8 +115,13 @@ impl DeployFormat {
             (DeployFormat::Native, Some(Packing::Nf4 | Packing::Fp4)) => DeployFormat::Nf4,
             (DeployFormat::Native, Some(Packing::Int8)) => DeployFormat::Int8,
             (DeployFormat::Native, Some(Packing::Awq { .. })) => DeployFormat::Awq,
-            (DeployFormat::Native, Some(Packing::Gptq { bits: 8 })) => DeployFormat::Gptq8,
-            (DeployFormat::Native, Some(Packing::Gptq { .. })) => DeployFormat::Gptq,
+            (
+                DeployFormat::Native,
+                Some(Packing::Gptq { bits: 8 } | Packing::Compressed { bits: 8 }),
+            ) => DeployFormat::Gptq8,
+            (DeployFormat::Native, Some(Packing::Gptq { .. } | Packing::Compressed { .. })) => {
+                DeployFormat::Gptq
+            }
             (f, _) => f,
         }
     }
