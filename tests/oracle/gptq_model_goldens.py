@@ -34,6 +34,9 @@ import time
 
 import numpy as np
 import torch
+
+# Progress bars would bury the results in the logs.
+os.environ.setdefault("TQDM_DISABLE", "1")
 from torch.utils.data import DataLoader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
