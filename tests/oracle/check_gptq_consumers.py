@@ -21,7 +21,7 @@ and what the Rust side writes from our engine for the same checkpoint.
 
 `logits` and `dequant` load through transformers' compressed-tensors integration
 (`transformers` 5.17.0 + compressed-tensors 0.19.0, the GPTQ model goldens'
-environment; see tests/oracle/requirements.txt); `gguf` runs the converter in the
+environment; see tests/oracle/requirements-gptq-model.txt); `gguf` runs the converter in the
 same Python with gguf-py from $LLAMA_CPP. Exit 1 on any difference over tolerance.
 """
 import argparse
@@ -42,11 +42,10 @@ LLAMA_CPP = os.environ.get("LLAMA_CPP", "/work/llama.cpp")
 
 def load(d):
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
 
-    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
-    # The compressed-tensors loader keeps packed weights and decompresses on the
-    # fly unless told otherwise; the float weights are what we compare.
-    return model
+    logging.disable_progress_bar()
+    return AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
 
 
 def logits_of(model, ids):
@@ -83,9 +82,9 @@ def float_weights(model):
     """Every parameter as transformers computes with it (decompressed)."""
     from compressed_tensors.compressors import ModelCompressor
 
-    compressor = ModelCompressor.from_pretrained_model(model)
-    if compressor is not None and any(k.endswith("weight_packed") for k in model.state_dict()):
-        compressor.decompress_model(model)
+    # transformers 5 decompresses pack-quantized weights on load; older loaders may not.
+    if any(k.endswith("weight_packed") for k in model.state_dict()):
+        ModelCompressor.from_pretrained_model(model).decompress_model(model)
     sd = {}
     for k, v in model.state_dict().items():
         if k.endswith(("weight_scale", "weight_zero_point", "weight_g_idx", "weight_shape")):

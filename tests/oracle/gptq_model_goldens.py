@@ -8,7 +8,7 @@ calibration token ids fixed in advance (no padding, no BOS added, fed verbatim).
 Scheme: int4, symmetric, group G, actorder None or "weight", ignore lm_head,
 dampening_frac 0.01, block 128.
 
-Environment (see tests/oracle/requirements.txt, "GPTQ model goldens"):
+Environment (tests/oracle/requirements-gptq-model.txt):
 llmcompressor 0.14.0.1 imports transformers 5 APIs and `datasets`, so these runs use
 transformers 5.17.0 + datasets 5.2.0 (and their pure-Python deps) installed
 `--no-deps --target T5DIR`, in front of the GPTQ block's DIR, over the oracle venv's
