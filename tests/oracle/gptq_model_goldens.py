@@ -244,7 +244,6 @@ def write_goldens(model_key, model_dir):
             "dtype": "float32",
             "pipeline": "sequential (propagate_error)",
             "versions": versions(),
-            "seconds": round(seconds, 1),
             "modules": modules,
         }
         with open(os.path.join(vdir, "meta.json"), "w") as f:
