@@ -14,8 +14,9 @@ transformers 5.17.0 + datasets 5.2.0 (and their pure-Python deps) installed
 `--no-deps --target T5DIR`, in front of the GPTQ block's DIR, over the oracle venv's
 torch 2.9.1:
 
-    PYTHONPATH=T5DIR:DIR python tests/oracle/gptq_model_goldens.py goldens tiny
+    PYTHONPATH=T5DIR:DIR python tests/oracle/gptq_model_goldens.py goldens tiny-llama [--no-propagate]
     PYTHONPATH=T5DIR:DIR python tests/oracle/gptq_model_goldens.py goldens smollm2 SMOLLM2_HF_DIR
+    PYTHONPATH=T5DIR:DIR python tests/oracle/gptq_model_goldens.py crosscheck tiny-llama [--no-propagate]
     PYTHONPATH=T5DIR:DIR python tests/oracle/gptq_model_goldens.py ids SMOLLM2_HF_DIR 32 512 OUT.json
     PYTHONPATH=T5DIR:DIR python tests/oracle/gptq_model_goldens.py reference \
         SMOLLM2_HF_DIR IDS.json --group 64 --method gptq|rtn [--actorder weight] OUT_DIR
@@ -55,6 +56,8 @@ GOLDENS = {
     "smollm2": (64, 16, 256, [0, 1, 2, 3, -1]),
 }
 ACTORDERS = [None, "weight"]
+# Rows kept by the no-propagation variants (a strict check of every layer, small).
+NOPROP_ROWS = [0, 1, 2, 3, -1]
 
 
 def corpus():
@@ -87,7 +90,7 @@ def calibration_ids(model_dir, samples, seqlen):
 
         tok = AutoTokenizer.from_pretrained(model_dir)
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        source["tokenizer"] = f"{model_dir} (transformers AutoTokenizer, add_special_tokens=False)"
+        source["tokenizer"] = "the model's own (transformers AutoTokenizer, add_special_tokens=False)"
     rng = np.random.default_rng(SEED)
     starts = rng.choice(len(ids) - seqlen + 1, size=samples, replace=False)
     source.update(seed=SEED, corpus_tokens=len(ids), starts=[int(s) for s in starts])
@@ -128,8 +131,11 @@ def recipe(method, group, actorder):
     )
 
 
-def run_oneshot(model_dir, ids, method, group, actorder):
-    """oneshot over `ids`; returns (model, {module name: GPTQ loss})."""
+def run_oneshot(model_dir, ids, method, group, actorder, propagate=True):
+    """oneshot over `ids`; returns (model, {module name: GPTQ loss}).
+
+    propagate=False feeds each layer the ORIGINAL model's hidden states, so every
+    layer's Hessians are independent of how the previous layers were quantized."""
     from llmcompressor import oneshot
     from llmcompressor.modifiers.gptq import base as gptq_base
     from transformers import AutoModelForCausalLM
@@ -154,7 +160,9 @@ def run_oneshot(model_dir, ids, method, group, actorder):
             {"input_ids": torch.tensor(s), "attention_mask": torch.ones(len(s), dtype=torch.int64)}
             for s in ids
         ]
-        kwargs.update(dataset=DataLoader(rows, batch_size=1), pipeline="sequential")
+        kwargs.update(
+            dataset=DataLoader(rows, batch_size=1), pipeline="sequential", propagate_error=propagate
+        )
         if model_dir == TINY:
             kwargs["processor"] = byte_tokenizer()
     try:
@@ -189,19 +197,25 @@ def quantized_linears(model, group):
         yield name, (signed + half).to(torch.uint8), scale, g_idx.to(torch.int32)
 
 
-def write_goldens(model_key, model_dir):
+def variant_name(group, actorder, propagate):
+    return f"g{group}-{actorder or 'none'}" + ("" if propagate else "-noprop")
+
+
+def write_goldens(model_key, model_dir, propagate):
     group, samples, seqlen, rows = GOLDENS[model_key]
+    if not propagate:
+        rows = NOPROP_ROWS
     out = os.path.join(OUT, model_key)
     os.makedirs(out, exist_ok=True)
     ids, source = calibration_ids(model_dir, samples, seqlen)
     with open(os.path.join(out, "ids.json"), "w") as f:
         json.dump({"source": source, "ids": ids}, f)
     for actorder in ACTORDERS:
-        variant = f"g{group}-{actorder or 'none'}"
+        variant = variant_name(group, actorder, propagate)
         vdir = os.path.join(out, variant)
         os.makedirs(vdir, exist_ok=True)
         t0 = time.time()
-        model, losses = run_oneshot(model_dir, ids, "gptq", group, actorder)
+        model, losses = run_oneshot(model_dir, ids, "gptq", group, actorder, propagate)
         seconds = time.time() - t0
         modules = []
         with (
@@ -242,7 +256,7 @@ def write_goldens(model_key, model_dir):
             "samples": samples,
             "seqlen": seqlen,
             "dtype": "float32",
-            "pipeline": "sequential (propagate_error)",
+            "pipeline": "sequential, propagate_error " + str(propagate).lower(),
             "versions": versions(),
             "modules": modules,
         }
@@ -271,14 +285,15 @@ def read_golden(model_key, variant):
     return meta, out
 
 
-def crosscheck(model_key, model_dir):
+def crosscheck(model_key, model_dir, propagate):
     """The pipeline the goldens claim, written out by hand, against the goldens.
 
     transformers' decoder layers run one sequence at a time (no mask: causal); each
     layer's linears see its input under the ORIGINAL weights, H = (2/N)·Σ xxᵀ by
     llm-compressor's own accumulate_hessian, scales from each group's min/max of the
     original weight, `quantize_weight` per linear, then the layer re-runs with the
-    fake-quantized weights to give the next layer its input. Agreement shows the
+    fake-quantized weights to give the next layer its input (with propagate=False:
+    the original layer's output). Agreement shows the
     goldens follow exactly these semantics (the Rust pipeline's), not oneshot's
     incidental details."""
     from compressed_tensors.quantization import QuantizationArgs
@@ -291,7 +306,7 @@ def crosscheck(model_key, model_dir):
         ids = torch.tensor(json.load(f)["ids"])
     group = GOLDENS[model_key][0]
     for actorder in ACTORDERS:
-        meta, golden = read_golden(model_key, f"g{group}-{actorder or 'none'}")
+        meta, golden = read_golden(model_key, variant_name(group, actorder, propagate))
         args = QuantizationArgs(
             num_bits=BITS, type="int", symmetric=True, strategy="group", group_size=group, actorder=actorder
         )
@@ -315,8 +330,7 @@ def crosscheck(model_key, model_dir):
                     return out[0] if isinstance(out, tuple) else out
 
                 hooks = [m.register_forward_hook(capture) for m in linears]
-                for h in hidden:
-                    run(h)
+                original = [run(h) for h in hidden]
                 for h in hooks:
                     h.remove()
                 for m in linears:
@@ -335,7 +349,7 @@ def crosscheck(model_key, model_dir):
                     rel = np.abs(scale[rows].t().numpy() - scales) / np.abs(scales)
                     worst = min(worst, same)
                     print(f"{names[m]}: codes equal {same:.6f}, scales max rel diff {rel.max():.2e}")
-                hidden = [run(h) for h in hidden]
+                hidden = [run(h) for h in hidden] if propagate else original
         print(f"{model_key} {actorder}: lowest per-linear code agreement {worst:.6f}")
 
 
@@ -374,12 +388,15 @@ def main():
     c = sub.add_parser("crosscheck")
     c.add_argument("model", choices=list(GOLDENS))
     c.add_argument("model_dir", nargs="?", default=TINY)
+    for q in (g, c):
+        q.add_argument("--no-propagate", dest="propagate", action="store_false",
+                       help="the -noprop variants: each layer fed the original model's hidden states")
     a = p.parse_args()
     if a.cmd == "crosscheck":
-        crosscheck(a.model, a.model_dir)
+        crosscheck(a.model, a.model_dir, a.propagate)
     elif a.cmd == "goldens":
         assert (a.model == "tiny-llama") == (a.model_dir == TINY), "smollm2 needs its HF dir"
-        write_goldens(a.model, a.model_dir)
+        write_goldens(a.model, a.model_dir, a.propagate)
     elif a.cmd == "ids":
         ids, source = calibration_ids(a.model_dir, a.samples, a.seqlen)
         with open(a.out, "w") as f:
