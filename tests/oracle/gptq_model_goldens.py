@@ -176,7 +176,7 @@ def run_oneshot(model_dir, ids, method, group, actorder, propagate=True):
 
 
 def quantized_linears(model, group):
-    """(name, codes unsigned [out, in], scales [out, groups], g_idx [in]) per quantized linear."""
+    """(name, codes unsigned [out, in], scales [out, groups]) per quantized linear."""
     for name, mod in model.named_modules():
         if not isinstance(mod, torch.nn.Linear) or not hasattr(mod, "weight_scale"):
             continue
@@ -184,21 +184,29 @@ def quantized_linears(model, group):
         scale = mod.weight_scale.detach().to(torch.float32)
         zp = mod.weight_zero_point.detach().to(torch.float32)
         assert torch.all(zp == 0), f"{name}: symmetric scheme with a non-zero zero point"
-        g_idx = getattr(mod, "weight_g_idx", None)
-        if g_idx is None:
-            # actorder None and "weight" keep each column in its natural group.
-            g_idx = torch.arange(w.shape[1]) // group
-        g_idx = g_idx.to(torch.int64)
+        # actorder None and "weight" keep each column in its natural group and
+        # store no g_idx; the goldens rely on that rather than storing i // G.
+        g_idx = torch.arange(w.shape[1]) // group
+        stored = getattr(mod, "weight_g_idx", None)
+        assert stored is None or torch.equal(stored.to(torch.int64), g_idx), f"{name}: g_idx is not i // G"
         s_col = scale[:, g_idx]
         signed = torch.round(w / s_col)
         assert torch.equal(signed * s_col, w), f"{name}: codes do not round-trip"
         half = 2 ** (BITS - 1)
         assert signed.min() >= -half and signed.max() <= half - 1, f"{name}: codes out of range"
-        yield name, (signed + half).to(torch.uint8), scale, g_idx.to(torch.int32)
+        yield name, (signed + half).to(torch.uint8), scale
 
 
 def variant_name(group, actorder, propagate):
     return f"g{group}-{actorder or 'none'}" + ("" if propagate else "-noprop")
+
+
+def write_meta(path, meta):
+    """meta.json with one module per line: readable, and diffs stay small."""
+    head = json.dumps({k: v for k, v in meta.items() if k != "modules"}, indent=1)
+    body = ",\n".join(json.dumps(m) for m in meta["modules"])
+    with open(path, "w") as f:
+        f.write(head[:-2] + ',\n "modules": [\n' + body + "\n ]\n}\n")
 
 
 def write_goldens(model_key, model_dir, propagate):
@@ -221,9 +229,8 @@ def write_goldens(model_key, model_dir, propagate):
         with (
             open(os.path.join(vdir, "codes.u8"), "wb") as fc,
             open(os.path.join(vdir, "scales.f32"), "wb") as fs,
-            open(os.path.join(vdir, "g_idx.i32"), "wb") as fg,
         ):
-            for name, codes, scale, g_idx in quantized_linears(model, group):
+            for name, codes, scale in quantized_linears(model, group):
                 out_f, in_f = codes.shape
                 kept = list(range(out_f)) if rows is None else [r % out_f for r in rows]
                 entry = {
@@ -234,13 +241,11 @@ def write_goldens(model_key, model_dir, propagate):
                     "rows": kept,
                     "codes_offset": fc.tell(),
                     "scales_offset": fs.tell(),
-                    "g_idx_offset": fg.tell(),
                     "loss": losses[name],
                 }
                 fc.write(codes[kept].numpy().tobytes())
                 # [groups, rows]: the Rust side's scales are [groups, out].
                 fs.write(scale[kept].t().contiguous().numpy().astype("<f4").tobytes())
-                fg.write(g_idx.numpy().astype("<i4").tobytes())
                 modules.append(entry)
         meta = {
             "model": model_key,
@@ -250,6 +255,7 @@ def write_goldens(model_key, model_dir, propagate):
             "bits": BITS,
             "sym": True,
             "group_size": group,
+            "g_idx": "column // group_size",
             "actorder": actorder,
             "damp": DAMP,
             "block": BLOCK,
@@ -260,11 +266,7 @@ def write_goldens(model_key, model_dir, propagate):
             "versions": versions(),
             "modules": modules,
         }
-        with open(os.path.join(vdir, "meta.json"), "w") as f:
-            # One module per line: readable, and diffs stay small.
-            head = json.dumps({k: v for k, v in meta.items() if k != "modules"}, indent=1)
-            body = ",\n".join(json.dumps(m) for m in modules)
-            f.write(head[:-2] + ',\n "modules": [\n' + body + "\n ]\n}\n")
+        write_meta(os.path.join(vdir, "meta.json"), meta)
         print(variant, f"{seconds:.1f}s", len(modules), "linears")
 
 
