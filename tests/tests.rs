@@ -11,6 +11,7 @@ mod defects;
 mod engine;
 mod fuzz_parsers;
 mod gguf_store;
+mod gptq_model;
 mod interrupt;
 mod layers;
 mod lora_merge;
@@ -18,6 +19,7 @@ mod packed_models;
 mod quantize_gguf;
 mod quantize_models;
 mod safetensors_store;
+
 mod smollm2;
 mod tokenizer;
 mod vram_plan;

@@ -5,10 +5,13 @@ use anyhow::{Context, Result};
 
 use super::args::{self, DTypeArg, ShardArg, WriteArgs};
 use super::output::{self, WrittenLine};
+use crate::ops::calibration;
 use crate::ops::quantize::bnb::{self, BnbFormat, BnbOptions};
 use crate::ops::quantize::gguf::GgufOptions;
+use crate::ops::quantize::gptq::{GptqFormat, GptqOptions};
 use crate::ops::quantize::{self, GgufTokenizer, Job, Report};
 use crate::quant::ftype::FileType;
+use crate::quant::gptq::GptqConfig;
 use crate::store::{card, Model};
 use crate::units::human_bytes;
 
@@ -24,6 +27,12 @@ use crate::units::human_bytes;
 /// GGUF in one streaming pass: tensor names, Q/K permutation, metadata
 /// and tokenizer as llama.cpp's converter writes them, and llama-quantize's
 /// per-tensor type choices. The file appears only when complete.
+///
+/// gptq: calibrated GPTQ (4- or 8-bit) made layer by layer on the CPU: each
+/// decoder layer runs on the calibration windows, its projections are
+/// quantized from the Hessians of their inputs, and the quantized layer
+/// feeds the next. Writes a GPTQ v1 checkpoint (or compressed-tensors
+/// pack-quantized with --format) that vLLM and transformers load.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     llmtool quantize q4_k_m ./spinoza-merged --out spinoza-Q4_K_M.gguf\n  \
@@ -31,7 +40,10 @@ use crate::units::human_bytes;
     llmtool quantize f16 ./Qwen2.5-7B-Instruct --out qwen2.5-7b-f16.gguf\n  \
     llmtool quantize bf16 ./spinoza-merged --out spinoza-bf16.gguf --dry-run --json\n  \
     llmtool quantize nf4 Qwen/Qwen2.5-14B-Instruct --out ./qwen14b-nf4\n  \
-    llmtool quantize int8 ./merged --out ./merged-int8 --skip mlp.down_proj")]
+    llmtool quantize int8 ./merged --out ./merged-int8 --skip mlp.down_proj\n  \
+    llmtool quantize gptq ./spinoza-merged --out ./spinoza-gptq\n  \
+    llmtool quantize gptq ./spinoza-merged --out ./spinoza-gptq --calib train.jsonl --desc-act\n  \
+    llmtool quantize gptq ./smollm2 --out ./smollm2-w4 --group-size 64 --format compressed-tensors --dry-run --json")]
 pub struct Args {
     /// Output format.
     format: QuantFormat,
@@ -69,9 +81,59 @@ pub struct Args {
     #[arg(long)]
     torch_threads: Option<usize>,
     #[command(flatten)]
+    gptq: GptqArgs,
+    #[command(flatten)]
     shard: ShardArg,
     #[command(flatten)]
     write: WriteArgs,
+}
+
+/// Options of `quantize gptq`.
+#[derive(clap::Args)]
+#[command(next_help_heading = "GPTQ")]
+struct GptqArgs {
+    /// gptq: checkpoint layout: gptq (AutoGPTQ/GPTQModel v1, what vLLM's Marlin and transformers load) or compressed-tensors (llm-compressor's pack-quantized).
+    #[arg(long = "format", value_enum, default_value = "gptq")]
+    layout: LayoutArg,
+    /// gptq: bits per weight (4 or 8).
+    #[arg(long, default_value_t = 4)]
+    bits: u8,
+    /// gptq: input columns per scale group: 32, 64, 128 or -1 (one group per row).
+    #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
+    group_size: i64,
+    /// gptq: process columns by descending Hessian diagonal (act-order); groups keep their natural columns, so g_idx stays trivial.
+    #[arg(long, alias = "act-order")]
+    desc_act: bool,
+    /// gptq: asymmetric codes with a zero point per group (vLLM then cannot use Marlin).
+    #[arg(long)]
+    asym: bool,
+    /// gptq: damp fraction of mean(diag H) added to the Hessian; raised by 0.01 while Cholesky fails.
+    #[arg(long, default_value_t = 0.01)]
+    damp: f32,
+    /// gptq: capture each layer's inputs once, with its original weights (llm-compressor), instead of after each group [q,k,v], [o], [gate,up], [down] is quantized (GPTQModel).
+    #[arg(long)]
+    no_true_sequential: bool,
+    /// gptq: calibration text: plain text, or JSONL (*.jsonl) with `text` or chat `messages` per line (default: the bundled corpus).
+    #[arg(long)]
+    calib: Option<std::path::PathBuf>,
+    /// gptq: calibration windows.
+    #[arg(long, default_value_t = calibration::DEFAULT_SAMPLES)]
+    calib_samples: usize,
+    /// gptq: tokens per calibration window.
+    #[arg(long, default_value_t = calibration::DEFAULT_SEQLEN)]
+    calib_seqlen: usize,
+    /// gptq: seed of the window draw.
+    #[arg(long, default_value_t = calibration::DEFAULT_SEED)]
+    calib_seed: u64,
+    /// gptq: keep layers whose input width the group size does not divide in their dtype instead of refusing.
+    #[arg(long)]
+    allow_unquantized: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LayoutArg {
+    Gptq,
+    CompressedTensors,
 }
 
 /// Formats `quantize` writes.
@@ -105,11 +167,13 @@ enum QuantFormat {
     Fp4,
     /// bitsandbytes LLM.int8 (8-bit rows with per-row scales).
     Int8,
+    /// GPTQ int4/int8, calibrated layer by layer (checkpoint for vLLM, transformers).
+    Gptq,
 }
 
 impl QuantFormat {
-    /// The GGUF file type, or the bitsandbytes format.
-    fn target(self) -> Result<FileType, BnbFormat> {
+    /// The GGUF file type, or the bitsandbytes format (`None`: GPTQ).
+    fn target(self) -> Result<FileType, Option<BnbFormat>> {
         Ok(match self {
             QuantFormat::Q4_k_m => FileType::Q4_K_M,
             QuantFormat::Q5_k_m => FileType::Q5_K_M,
@@ -119,11 +183,51 @@ impl QuantFormat {
             QuantFormat::F16 => FileType::F16,
             QuantFormat::Bf16 => FileType::BF16,
             QuantFormat::F32 => FileType::F32,
-            QuantFormat::Nf4 => return Err(BnbFormat::Nf4),
-            QuantFormat::Fp4 => return Err(BnbFormat::Fp4),
-            QuantFormat::Int8 => return Err(BnbFormat::Int8),
+            QuantFormat::Nf4 => return Err(Some(BnbFormat::Nf4)),
+            QuantFormat::Fp4 => return Err(Some(BnbFormat::Fp4)),
+            QuantFormat::Int8 => return Err(Some(BnbFormat::Int8)),
+            QuantFormat::Gptq => return Err(None),
         })
     }
+}
+
+fn gptq_options(a: &Args, m: &Model) -> Result<GptqOptions> {
+    let g = &a.gptq;
+    let group_size = match g.group_size {
+        -1 => None,
+        n if n > 0 => Some(n as usize),
+        n => anyhow::bail!("--group-size {n}: use a positive group size or -1"),
+    };
+    Ok(GptqOptions {
+        format: match g.layout {
+            LayoutArg::Gptq => GptqFormat::Gptq,
+            LayoutArg::CompressedTensors => GptqFormat::CompressedTensors,
+        },
+        algorithm: GptqConfig {
+            bits: g.bits,
+            group_size,
+            sym: !g.asym,
+            act_order: g.desc_act,
+            damp: g.damp,
+            ..GptqConfig::default()
+        },
+        true_sequential: !g.no_true_sequential,
+        calibration: calibration::Options {
+            source: g
+                .calib
+                .clone()
+                .map_or(calibration::Source::Bundled, calibration::Source::File),
+            samples: g.calib_samples,
+            seqlen: g.calib_seqlen,
+            seed: g.calib_seed,
+        },
+        allow_unquantized: g.allow_unquantized,
+        max_shard_size: a.shard.max_shard_size,
+        command: args::command_line(),
+        model_label: card::base_model_id(&a.model, &m.root),
+        progress: !a.write.json,
+        ..GptqOptions::new(a.out.clone())
+    })
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -145,7 +249,8 @@ pub fn run(a: Args) -> Result<()> {
                 progress,
             },
         },
-        Err(format) => {
+        Err(None) => Job::Gptq(Box::new(gptq_options(&a, &m)?)),
+        Err(Some(format)) => {
             let defaults = BnbOptions::new(a.out);
             Job::Bnb {
                 format,
@@ -173,6 +278,7 @@ impl WrittenLine for Report {
         match self {
             Report::Gguf(r) => &r.warnings,
             Report::Bnb(_) => &[],
+            Report::Gptq(r) => &r.warnings,
         }
     }
     fn line(&self, verb: &str) -> String {
@@ -195,6 +301,21 @@ impl WrittenLine for Report {
                 r.quantized,
                 r.kept.len(),
                 r.kept.join(", "),
+                human_bytes(r.source_bytes),
+                human_bytes(r.bytes),
+                r.files.join(", ")
+            ),
+            Report::Gptq(r) => format!(
+                "{} {}: {} projections GPTQ {}-bit group {} ({}), {} kept; calibration {} × {} tokens; {} → {}; files: {}\n",
+                verb,
+                r.out.display(),
+                r.quantized,
+                r.bits,
+                r.group_size,
+                r.format.name(),
+                r.kept.len(),
+                r.calibration.samples,
+                r.calibration.seqlen,
                 human_bytes(r.source_bytes),
                 human_bytes(r.bytes),
                 r.files.join(", ")

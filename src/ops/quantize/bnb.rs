@@ -151,7 +151,7 @@ fn torch_name(d: DType) -> &'static str {
     }
 }
 
-fn require_float(t: &TensorInfo) -> Result<(), Error> {
+pub(crate) fn require_float(t: &TensorInfo) -> Result<(), Error> {
     match t.dtype {
         DType::F32 | DType::F16 | DType::BF16 => Ok(()),
         d => Err(Error::Refused(format!(

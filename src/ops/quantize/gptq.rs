@@ -19,13 +19,23 @@
 //! activations of one batch of windows; the model's weights stay in their
 //! memory maps.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 
 use crate::model::arch::{self, LayerPart, Role};
+use crate::model::engine::text::Text;
 use crate::model::engine::weights::Dense;
 use crate::model::engine::{Engine, WeightMatrix};
+use crate::ops::calibration::{self, Calibration};
 use crate::ops::Error;
 use crate::quant::gptq::{self as kernels, GptqConfig, GptqError, GptqOutput, Hessian};
+use crate::quant::int4pack::{self, Data, IntWeights};
+use crate::store::atomic::{self, AtomicDir};
+use crate::store::card::ModelCard;
+use crate::store::hfdir;
+use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
+use crate::store::{Container, DType};
 use crate::store::{Model, StoreError, TensorInfo};
 
 /// The projections of a decoder layer, in the order GPTQModel's
@@ -61,6 +71,11 @@ pub struct Quantized<'m> {
 pub struct Pipeline<'a> {
     pub config: &'a GptqConfig,
     pub true_sequential: bool,
+    /// Feed the next layer the outputs of this layer as quantized (the
+    /// references' default); `false` feeds it the original layer's outputs
+    /// (llm-compressor's `propagate_error=False`), so that every layer is
+    /// calibrated on the original model's activations.
+    pub propagate_quantized: bool,
     /// Tokens run through a layer at once (rounded to whole windows).
     pub batch_tokens: usize,
     /// Projections to keep as they are (their input width is not a
@@ -123,13 +138,13 @@ fn gptq_error(model: &Model, t: &TensorInfo, e: GptqError) -> Error {
 
 /// Runs the sequential pipeline over `windows` (equal-length token id
 /// sequences) and hands each layer's projections to `sink` as soon as the
-/// layer is done, in layer order.
+/// layer is done, in layer order; the sink may stop it early.
 pub fn calibrate<'m>(
     model: &'m Model,
     engine: &Engine<'m>,
     windows: &[Vec<u32>],
     p: &Pipeline<'_>,
-    sink: &mut dyn FnMut(Vec<Quantized<'m>>, LayerStats) -> Result<(), Error>,
+    sink: &mut dyn FnMut(Vec<Quantized<'m>>, LayerStats) -> Result<ControlFlow<()>, Error>,
 ) -> Result<(), Error> {
     let c = &engine.config;
     let d = c.hidden;
@@ -271,8 +286,10 @@ pub fn calibrate<'m>(
         }
         // The next layer's inputs come from this layer as it is stored.
         let mut weights = base;
-        for (part, m) in &dense {
-            weights.set(*part, m as &dyn WeightMatrix);
+        if p.propagate_quantized {
+            for (part, m) in &dense {
+                weights.set(*part, m as &dyn WeightMatrix);
+            }
         }
         for b in &batches {
             crate::cancel::check()?;
@@ -282,7 +299,9 @@ pub fn calibrate<'m>(
             });
         }
         drop(dense);
-        sink(done, stats)?;
+        if sink(done, stats)?.is_break() {
+            break;
+        }
     }
     Ok(())
 }
@@ -299,4 +318,586 @@ pub fn part_name(part: LayerPart) -> &'static str {
         LayerPart::Down => "down_proj",
         _ => "other",
     }
+}
+
+/// The checkpoint layouts `quantize gptq` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GptqFormat {
+    /// AutoGPTQ / GPTQModel v1 (`checkpoint_format: gptq`): qweight,
+    /// qzeros (zero − 1), scales (f16), g_idx.
+    Gptq,
+    /// compressed-tensors `pack-quantized`, as llm-compressor writes it.
+    CompressedTensors,
+}
+
+impl GptqFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            GptqFormat::Gptq => "gptq",
+            GptqFormat::CompressedTensors => "compressed-tensors",
+        }
+    }
+}
+
+/// Options of `quantize gptq`.
+pub struct GptqOptions {
+    /// Output directory (must not exist, or be empty).
+    pub out: PathBuf,
+    pub format: GptqFormat,
+    pub algorithm: GptqConfig,
+    /// Re-capture inputs after each group of a layer (GPTQModel's default).
+    pub true_sequential: bool,
+    pub calibration: calibration::Options,
+    /// Keep projections whose input width the group size does not divide.
+    pub allow_unquantized: bool,
+    pub max_shard_size: u64,
+    /// Tokens per layer pass (memory of one batch of activations).
+    pub batch_tokens: usize,
+    /// The command line, recorded in the model card.
+    pub command: String,
+    /// What the user named the model, for the model card.
+    pub model_label: String,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+}
+
+impl GptqOptions {
+    /// Defaults for `out`: GPTQ v1, 4-bit group 128 symmetric, no
+    /// act-order, damp 0.01, true-sequential, bundled calibration
+    /// (128 × 512 tokens), 5GB shards, 4096 tokens per pass.
+    pub fn new(out: PathBuf) -> GptqOptions {
+        GptqOptions {
+            out,
+            format: GptqFormat::Gptq,
+            algorithm: GptqConfig::default(),
+            true_sequential: true,
+            calibration: calibration::Options::default(),
+            allow_unquantized: false,
+            max_shard_size: crate::store::safetensors::DEFAULT_MAX_SHARD_SIZE,
+            batch_tokens: 4096,
+            command: String::new(),
+            model_label: String::new(),
+            progress: false,
+        }
+    }
+}
+
+/// What the pipeline will hold in memory and roughly how long it takes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Estimate {
+    /// Hidden states of every window (f32).
+    pub hidden_state_bytes: u64,
+    /// The largest layer's Hessians, quantized weights and one batch's
+    /// activations.
+    pub layer_bytes: u64,
+    /// Both, plus the weights the memory map touches for one layer.
+    pub peak_bytes: u64,
+    /// Multiply-adds of the layer passes, Hessians and GPTQ updates.
+    pub flops: f64,
+}
+
+/// What a quantization did (or, with a dry run, would do).
+#[derive(Debug, serde::Serialize)]
+pub struct GptqReport {
+    pub out: PathBuf,
+    pub format: GptqFormat,
+    pub bits: u8,
+    pub group_size: i64,
+    pub sym: bool,
+    pub act_order: bool,
+    pub true_sequential: bool,
+    pub damp: serde_json::Value,
+    pub calibration: Calibration,
+    pub layers: usize,
+    /// Projections quantized.
+    pub quantized: usize,
+    /// Projections kept in their dtype (`--allow-unquantized`).
+    pub kept: Vec<String>,
+    pub tensors: usize,
+    /// Bytes of tensor data written.
+    pub bytes: u64,
+    /// Bytes of tensor data read.
+    pub source_bytes: u64,
+    pub files: Vec<String>,
+    pub quantization_config: serde_json::Value,
+    pub estimate: Estimate,
+    /// Per layer (empty on a dry run).
+    pub layer_stats: Vec<LayerStats>,
+    pub warnings: Vec<String>,
+}
+
+/// The tensors a packed projection becomes, in the order the packers of
+/// [`int4pack`] return them.
+fn packed_plan(
+    format: GptqFormat,
+    module: &str,
+    rows: u64,
+    cols: u64,
+    cfg: &GptqConfig,
+    scale_dtype: DType,
+) -> Vec<SafetensorsTensor> {
+    let per = 32 / u64::from(cfg.bits);
+    let groups = cfg.group_size.map_or(1, |g| cols / g as u64);
+    let t = |suffix: &str, dtype, shape: Vec<u64>| SafetensorsTensor {
+        name: format!("{module}.{suffix}"),
+        dtype,
+        shape,
+    };
+    match format {
+        GptqFormat::Gptq => vec![
+            t("qweight", DType::I32, vec![cols / per, rows]),
+            t("qzeros", DType::I32, vec![groups, rows / per]),
+            t("scales", scale_dtype, vec![groups, rows]),
+            t("g_idx", DType::I32, vec![cols]),
+        ],
+        GptqFormat::CompressedTensors => {
+            let mut v = vec![
+                t("weight_packed", DType::I32, vec![rows, cols / per]),
+                t("weight_scale", scale_dtype, vec![rows, groups]),
+                t("weight_shape", DType::I64, vec![2]),
+            ];
+            if !cfg.sym {
+                v.push(t(
+                    "weight_zero_point",
+                    DType::I32,
+                    vec![rows.div_ceil(per), groups],
+                ));
+            }
+            v
+        }
+    }
+}
+
+/// Little-endian bytes of a packed tensor, scales in `scale_dtype`.
+fn packed_bytes(data: &Data, scale_dtype: DType) -> Vec<u8> {
+    match data {
+        Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::Scales(v) => match scale_dtype {
+            DType::F16 => v
+                .iter()
+                .flat_map(|&x| crate::quant::f32_to_f16_bits(x).to_le_bytes())
+                .collect(),
+            DType::BF16 => v
+                .iter()
+                .flat_map(|&x| crate::quant::f32_to_bf16_bits(x).to_le_bytes())
+                .collect(),
+            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        },
+    }
+}
+
+/// `config.json`'s `quantization_config`. GPTQ v1 as AutoGPTQ's
+/// `BaseQuantizeConfig.to_dict` (GPTQModel adds `meta`); scales come from
+/// each group's original weights, which AutoGPTQ calls `static_groups`.
+/// compressed-tensors as llm-compressor 0.14 / compressed-tensors 0.19
+/// write it for a W4A16-style group scheme.
+fn quantization_config(
+    format: GptqFormat,
+    cfg: &GptqConfig,
+    true_sequential: bool,
+    kept: &[String],
+) -> serde_json::Value {
+    let group = cfg.group_size.map_or(-1, |g| g as i64);
+    match format {
+        GptqFormat::Gptq => {
+            let mut v = serde_json::json!({
+                "bits": cfg.bits,
+                "group_size": group,
+                "damp_percent": json_f32(cfg.damp),
+                "desc_act": cfg.act_order,
+                "static_groups": true,
+                "sym": cfg.sym,
+                "true_sequential": true_sequential,
+                "lm_head": false,
+                "quant_method": "gptq",
+                "checkpoint_format": "gptq",
+                "meta": {"quantizer": [format!("llmtool:{}", env!("CARGO_PKG_VERSION"))]},
+            });
+            if !kept.is_empty() {
+                // vLLM and GPTQModel skip modules matched by a `-:` rule.
+                let rules: serde_json::Map<String, serde_json::Value> = kept
+                    .iter()
+                    .map(|m| (format!("-:^{}$", regex::escape(m)), serde_json::json!({})))
+                    .collect();
+                v["dynamic"] = serde_json::Value::Object(rules);
+            }
+            v
+        }
+        GptqFormat::CompressedTensors => {
+            let mut ignore = vec!["lm_head".to_string()];
+            ignore.extend(kept.iter().cloned());
+            serde_json::json!({
+                "config_groups": {"group_0": {
+                    "format": "pack-quantized",
+                    "input_activations": null,
+                    "output_activations": null,
+                    "targets": ["Linear"],
+                    "weights": {
+                        "actorder": if cfg.act_order { serde_json::json!("weight") } else { serde_json::Value::Null },
+                        "block_structure": null,
+                        "dynamic": false,
+                        "group_size": cfg.group_size,
+                        "num_bits": cfg.bits,
+                        "observer": "minmax",
+                        "observer_kwargs": {},
+                        "scale_dtype": null,
+                        "strategy": if cfg.group_size.is_some() { "group" } else { "channel" },
+                        "symmetric": cfg.sym,
+                        "type": "int",
+                        "zp_dtype": null,
+                    },
+                }},
+                "format": "pack-quantized",
+                "global_compression_ratio": null,
+                "ignore": ignore,
+                "kv_cache_scheme": null,
+                "quant_method": "compressed-tensors",
+                "quantization_status": "compressed",
+                "sparsity_config": {},
+                "transform_config": {},
+                "version": "0.19.0",
+            })
+        }
+    }
+}
+
+/// An f32 option as the decimal the user typed (0.01, not 0.00999…).
+fn json_f32(v: f32) -> serde_json::Value {
+    serde_json::json!(v.to_string().parse::<f64>().unwrap_or(f64::from(v)))
+}
+
+/// Estimates of memory and work for `windows` windows of `seqlen` tokens.
+fn estimate(
+    c: &crate::model::engine::Config,
+    layer_params: u64,
+    windows: usize,
+    seqlen: usize,
+    batch_tokens: usize,
+    true_sequential: bool,
+) -> Estimate {
+    let tokens = (windows * seqlen) as u64;
+    let (d, qd, ffn) = (c.hidden as u64, (c.heads * c.head_dim) as u64, c.ffn as u64);
+    let hidden_state_bytes = tokens * d * 4;
+    let batch = (batch_tokens.max(seqlen) as u64).min(tokens);
+    let kvd = (c.kv_heads * c.head_dim) as u64;
+    let activations = batch * (2 * d + 2 * qd + 2 * kvd + 2 * ffn + d) * 4;
+    let hessians = (3 * d * d + qd * qd + ffn * ffn) * 4;
+    let layer_bytes = hessians + layer_params * 4 + activations;
+    // Layer passes (capture and propagation), Hessians (half of XᵀX each),
+    // GPTQ updates (rows·cols²/2 per projection).
+    let passes = if true_sequential { 3.5 } else { 2.0 };
+    let pass = 2.0 * layer_params as f64 * tokens as f64;
+    let hess = tokens as f64 * (3 * d * d + qd * qd + ffn * ffn) as f64;
+    let gptq =
+        (d * d * (qd + 2 * kvd) + d * qd * qd + 2.0 as u64 * ffn * d * d + d * ffn * ffn) as f64;
+    Estimate {
+        hidden_state_bytes,
+        layer_bytes,
+        peak_bytes: hidden_state_bytes + layer_bytes + layer_params * 4,
+        flops: c.layers as f64 * (passes * pass + hess + gptq),
+    }
+}
+
+/// Quantizes `model` with GPTQ into a checkpoint at `opts.out`, or only
+/// plans it when `dry_run`.
+pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<GptqReport, Error> {
+    let shown = model.root.display();
+    if model.container != Container::Safetensors {
+        return Err(Error::Refused(format!(
+            "{shown}: quantize gptq needs a Hugging Face safetensors model (got a GGUF); convert it first: `llmtool convert {shown} --out DIR`, then quantize DIR"
+        )));
+    }
+    let Some(config) = model.config.clone() else {
+        return Err(Error::Refused(format!(
+            "{shown}: the model has no config.json; transformers and vLLM need one to load the checkpoint"
+        )));
+    };
+    crate::model::check::weights(model, "quantize gptq")?;
+    let engine = Engine::new(model)?;
+    let cfg = &opts.algorithm;
+    if cfg.bits != 4 && cfg.bits != 8 {
+        return Err(Error::Refused(format!(
+            "--bits {}: GPTQ checkpoints here are 4- or 8-bit",
+            cfg.bits
+        )));
+    }
+    let per = 32 / usize::from(cfg.bits);
+    let layers = engine.config.layers;
+    let parts = projections(model, layers);
+
+    // Which projections the group size (and the packing) allows.
+    let mut keep = std::collections::HashSet::new();
+    let mut unfit: Vec<String> = Vec::new();
+    for (li, ps) in parts.iter().enumerate() {
+        for &(part, t) in ps {
+            crate::ops::quantize::bnb::require_float(t)?;
+            let (rows, cols) = (t.rows() as usize, t.row_len() as usize);
+            let group_ok = cfg.group_size.is_none_or(|g| cols % g == 0);
+            let pack_ok = cols % per == 0 && (opts.format != GptqFormat::Gptq || rows % per == 0);
+            if !(group_ok && pack_ok) {
+                keep.insert((li, part));
+                unfit.push(format!("{} [{rows}, {cols}]", module_of(t)));
+            }
+        }
+    }
+    if !unfit.is_empty() && !opts.allow_unquantized {
+        let g = cfg.group_size.map_or(-1, |g| g as i64);
+        let shown_list = if unfit.len() > 6 {
+            format!("{} and {} more", unfit[..6].join(", "), unfit.len() - 6)
+        } else {
+            unfit.join(", ")
+        };
+        return Err(Error::Refused(format!(
+            "{shown}: group size {g} does not divide the input width of {shown_list} (inputs must also be a multiple of {per} to pack); choose a --group-size that divides every input width (e.g. 64 or 32 for a hidden size of 576), or pass --allow-unquantized to keep those layers in their dtype"
+        )));
+    }
+    let mut warnings = Vec::new();
+    if !keep.is_empty() {
+        warnings.push(format!(
+            "{} projections stay unquantized (--allow-unquantized): {}",
+            unfit.len(),
+            unfit.join(", ")
+        ));
+    }
+    if !cfg.sym {
+        warnings.push("asymmetric GPTQ: vLLM cannot use its Marlin kernel for it and falls back to the slower gptq kernel".into());
+    }
+    if cfg.group_size.is_some_and(|g| ![32, 64, 128].contains(&g)) {
+        warnings.push("vLLM's Marlin kernel takes group sizes 32, 64, 128 and -1 only; this group size falls back to the slower gptq kernel".into());
+    }
+
+    let text = Text::load(model, None)?;
+    let calib = calibration::load(&text, &opts.calibration)?;
+
+    // The output plan: non-layer tensors first, then each layer's tensors
+    // in the order the pipeline finishes them.
+    let scale_dtype = match opts.format {
+        GptqFormat::Gptq => DType::F16,
+        GptqFormat::CompressedTensors => parts
+            .iter()
+            .flatten()
+            .next()
+            .map_or(DType::F16, |(_, t)| t.dtype),
+    };
+    let mut head: Vec<&TensorInfo> = Vec::new();
+    let mut per_layer: Vec<Vec<&TensorInfo>> = vec![Vec::new(); layers];
+    for t in model.tensors() {
+        match arch::role(&t.name) {
+            Role::Layer(i, _) if (i as usize) < layers => per_layer[i as usize].push(t),
+            _ => head.push(t),
+        }
+    }
+    let is_projection =
+        |li: usize, t: &TensorInfo| parts[li].iter().any(|(_, p)| std::ptr::eq(*p, t));
+    let mut plan: Vec<SafetensorsTensor> =
+        head.iter().map(|t| SafetensorsTensor::from(*t)).collect();
+    let mut kept_names = Vec::new();
+    let mut quantized = 0;
+    let mut layer_params = 0u64;
+    for (li, ts) in per_layer.iter().enumerate() {
+        let mut params = 0;
+        for t in ts {
+            if !is_projection(li, t) {
+                plan.push(SafetensorsTensor::from(*t));
+                continue;
+            }
+            params += t.numel();
+            let part = match arch::role(&t.name) {
+                Role::Layer(_, p) => p,
+                _ => unreachable!("projections are layer tensors"),
+            };
+            if keep.contains(&(li, part)) {
+                kept_names.push(module_of(t).to_string());
+                plan.push(SafetensorsTensor::from(*t));
+            } else {
+                quantized += 1;
+                plan.extend(packed_plan(
+                    opts.format,
+                    module_of(t),
+                    t.rows(),
+                    t.row_len(),
+                    cfg,
+                    scale_dtype,
+                ));
+            }
+        }
+        layer_params = layer_params.max(params);
+    }
+    let qconfig = quantization_config(opts.format, cfg, opts.true_sequential, &kept_names);
+    let out = &opts.out;
+    AtomicDir::check_dest(out)?;
+    let files = ShardedWriter::create(out, plan.clone(), opts.max_shard_size, BTreeMap::new())?;
+    let source_bytes: u64 = model.tensors().iter().map(|t| t.len).sum();
+    let est = estimate(
+        &engine.config,
+        layer_params,
+        calib.samples,
+        calib.seqlen,
+        opts.batch_tokens,
+        opts.true_sequential,
+    );
+    let mut report = GptqReport {
+        out: out.clone(),
+        format: opts.format,
+        bits: cfg.bits,
+        group_size: cfg.group_size.map_or(-1, |g| g as i64),
+        sym: cfg.sym,
+        act_order: cfg.act_order,
+        true_sequential: opts.true_sequential,
+        damp: json_f32(cfg.damp),
+        calibration: calib.clone(),
+        layers,
+        quantized,
+        kept: kept_names.clone(),
+        tensors: plan.len(),
+        bytes: files.total_size(),
+        source_bytes,
+        files: Vec::new(),
+        quantization_config: qconfig.clone(),
+        estimate: est,
+        layer_stats: Vec::new(),
+        warnings,
+    };
+    if dry_run {
+        let mut names = files.file_names();
+        names.extend(["README.md", "config.json"].map(String::from));
+        if opts.format == GptqFormat::Gptq {
+            names.push("quantize_config.json".into());
+        }
+        names.sort();
+        report.files = names;
+        return Ok(report);
+    }
+
+    let tmp = AtomicDir::create(out)?;
+    let mut w = ShardedWriter::create(tmp.path(), plan, opts.max_shard_size, BTreeMap::new())?;
+    let copy = |w: &mut ShardedWriter, t: &TensorInfo| -> Result<(), Error> {
+        w.write_tensor_with(&t.name, |sink| {
+            for c in model.bytes(t).chunks(16 << 20) {
+                sink(c)?;
+            }
+            Ok(())
+        })?;
+        model.release(t);
+        Ok(())
+    };
+    for t in &head {
+        copy(&mut w, t)?;
+    }
+    let bar = crate::progress::count_bar(opts.progress, layers as u64, "GPTQ", "layers");
+    let keep_fn = |li: usize, part: LayerPart| keep.contains(&(li, part));
+    let on_layer = |li: usize| bar.set_message(format!("layer {li}"));
+    let pipeline = Pipeline {
+        config: cfg,
+        true_sequential: opts.true_sequential,
+        propagate_quantized: true,
+        batch_tokens: opts.batch_tokens,
+        keep: &keep_fn,
+        on_layer: &on_layer,
+    };
+    let mut stats = Vec::new();
+    calibrate(
+        model,
+        &engine,
+        &calib.windows,
+        &pipeline,
+        &mut |done, st| {
+            let li = st.layer;
+            for t in &per_layer[li] {
+                let Some(q) = done.iter().find(|q| std::ptr::eq(q.tensor, *t)) else {
+                    copy(&mut w, t)?;
+                    continue;
+                };
+                let Some(result) = &q.result else {
+                    copy(&mut w, t)?;
+                    continue;
+                };
+                let iw = IntWeights::from_gptq(
+                    result,
+                    u32::from(cfg.bits),
+                    t.rows() as usize,
+                    t.row_len() as usize,
+                );
+                let tensors = match opts.format {
+                    GptqFormat::Gptq => int4pack::pack_gptq(&iw, false),
+                    GptqFormat::CompressedTensors => int4pack::pack_compressed(&iw, cfg.sym),
+                }
+                .map_err(|e| Error::Refused(format!("{shown}: tensor '{}': {e}", t.name)))?;
+                for p in tensors {
+                    let name = format!("{}.{}", module_of(t), p.suffix);
+                    w.write_tensor(&name, &packed_bytes(&p.data, scale_dtype))?;
+                }
+            }
+            if st.damp_increases > 0 {
+                report.warnings.push(format!(
+                    "layer {li}: the Hessian needed {} damp increases before Cholesky succeeded",
+                    st.damp_increases
+                ));
+            }
+            stats.push(st);
+            bar.inc(1);
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
+    w.finish()?;
+    bar.finish_and_clear();
+    report.layer_stats = stats;
+
+    let mut config = config;
+    config["quantization_config"] = qconfig.clone();
+    hfdir::write_config(tmp.path(), &hfdir::sort_keys(config))?;
+    if opts.format == GptqFormat::Gptq {
+        let body = serde_json::to_string_pretty(&qconfig).expect("JSON value") + "\n";
+        atomic::write_file(&tmp.path().join("quantize_config.json"), body.as_bytes())?;
+    }
+    hfdir::copy_side_files(model, tmp.path())?;
+    atomic::write_file(
+        &tmp.path().join("README.md"),
+        model_card(opts, &report).as_bytes(),
+    )?;
+    report.files = tmp.commit()?;
+    Ok(report)
+}
+
+/// `model.layers.0.self_attn.q_proj` of `model.layers.0.self_attn.q_proj.weight`.
+fn module_of(t: &TensorInfo) -> &str {
+    t.name.strip_suffix(".weight").unwrap_or(&t.name)
+}
+
+fn model_card(opts: &GptqOptions, r: &GptqReport) -> String {
+    let cfg = &opts.algorithm;
+    let group = cfg
+        .group_size
+        .map_or("-1 (per row)".to_string(), |g| g.to_string());
+    let c = &r.calibration;
+    ModelCard::new()
+        .text("base_model", &opts.model_label)
+        .field("library_name", "transformers")
+        .list("tags", &["llmtool", "gptq", &format!("{}-bit", cfg.bits), opts.format.name()])
+        .body(&format!(
+            "# {} (GPTQ {}-bit, {})\n\n`{}` quantized with GPTQ by llmtool {}: {}-bit, group size {group}, {}, act-order {}, damp {}, {}. \
+             {} projections quantized; kept in their original dtype: {}; embeddings, norms and the output head are unchanged.\n\n\
+             Calibration: {} windows of {} tokens (seed {}) from {}, {} tokens available.\n\n",
+            opts.model_label,
+            cfg.bits,
+            opts.format.name(),
+            opts.model_label,
+            env!("CARGO_PKG_VERSION"),
+            cfg.bits,
+            if cfg.sym { "symmetric" } else { "asymmetric" },
+            if cfg.act_order { "on" } else { "off" },
+            cfg.damp,
+            if opts.true_sequential { "true-sequential" } else { "one capture per layer" },
+            r.quantized,
+            if r.kept.is_empty() { "none".to_string() } else { r.kept.join(", ") },
+            c.samples,
+            c.seqlen,
+            c.seed,
+            c.source,
+            c.tokens_available,
+        ))
+        .made_with(&opts.command)
+        .render()
 }

@@ -1,7 +1,8 @@
 //! `llmtool quantize FORMAT MODEL --out OUT`: one entry point for every
 //! quantized artifact. GGUF formats go through [`gguf`] (llama.cpp's
 //! converter and `llama-quantize` in one streaming pass, laid out by
-//! [`gguf_layout`]); bitsandbytes formats through [`bnb`]. A GPTQ, AWQ or
+//! [`gguf_layout`]); bitsandbytes formats through [`bnb`]; GPTQ through [`gptq`] (calibrated
+//! layer by layer). A GPTQ, AWQ or
 //! compressed-tensors input to a GGUF format is dequantized first (exactly;
 //! [`crate::ops::dequantize`]); to bitsandbytes it is refused as every
 //! pre-quantized input is.
@@ -43,6 +44,7 @@ pub enum Job {
         format: BnbFormat,
         options: Box<BnbOptions>,
     },
+    Gptq(Box<gptq::GptqOptions>),
 }
 
 /// What was written (or, on a dry run, would be).
@@ -51,6 +53,7 @@ pub enum Job {
 pub enum Report {
     Gguf(GgufReport),
     Bnb(BnbReport),
+    Gptq(Box<gptq::GptqReport>),
 }
 
 /// Runs `job` on `model` (only plans it when `dry_run`).
@@ -77,6 +80,9 @@ pub fn run(model: &Model, job: &Job, dry_run: bool) -> Result<Report> {
         Job::Bnb { format, options } => Ok(Report::Bnb(bnb::quantize(
             model, *format, options, dry_run,
         )?)),
+        Job::Gptq(options) => Ok(Report::Gptq(Box::new(gptq::quantize(
+            model, options, dry_run,
+        )?))),
     }
 }
 
