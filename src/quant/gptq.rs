@@ -217,7 +217,9 @@ impl Hessian {
         // The upper triangle by blocks of rows, each a parallel f32 SGEMM
         // (as the reference's `inp.t() @ inp`): sum[r0..r1, r0..] += 2·Xᵀ·X
         // over those columns; mirrored below.
-        const ROWS: usize = 32;
+        // Blocks of 128 rows: each block repacks X's columns it reads, so
+        // fewer, larger blocks; later blocks have less work.
+        const ROWS: usize = 128;
         let sum = SendPtr(self.sum.as_mut_ptr());
         (0..n.div_ceil(ROWS)).into_par_iter().for_each(|b| {
             let r0 = b * ROWS;
@@ -472,30 +474,38 @@ pub fn quantize_prepared(
                 *loss += f64::from(block_loss / 2.0);
             });
         // Lazy update of the columns after the block, all rows at once:
-        // W[:, i2:] −= Err · Hinv[i1:i2, i2:] (the reference's matmul).
+        // W[:, i2:] −= Err · Hinv[i1:i2, i2:] (the reference's matmul), as
+        // one SGEMM per band of rows, bands in parallel.
         if i2 < cols {
-            // SAFETY: A is err (rows × n, row stride bw), B is hinv's rows
-            // i1..i2 from column i2 ((n × (cols − i2)), row stride cols), C
-            // is wp's columns i2.. (rows × (cols − i2), row stride cols);
-            // all in bounds, C does not alias A or B.
-            unsafe {
-                matrixmultiply::sgemm(
-                    rows,
-                    n,
-                    cols - i2,
-                    -1.0,
-                    err.as_ptr(),
-                    bw as isize,
-                    1,
-                    hinv.as_ptr().add(i1 * cols + i2),
-                    cols as isize,
-                    1,
-                    1.0,
-                    wp.as_mut_ptr().add(i2),
-                    cols as isize,
-                    1,
-                );
-            }
+            const BAND: usize = 32;
+            wp.par_chunks_mut(BAND * cols)
+                .zip(err.par_chunks(BAND * bw))
+                .for_each(|(wb, eb)| {
+                    let m = wb.len() / cols;
+                    // SAFETY: A is the band's errors (m × n, row stride bw),
+                    // B is hinv's rows i1..i2 from column i2 (n × (cols − i2),
+                    // row stride cols), C is the band's columns i2..
+                    // (m × (cols − i2), row stride cols); all in bounds, C
+                    // does not alias A or B.
+                    unsafe {
+                        matrixmultiply::sgemm(
+                            m,
+                            n,
+                            cols - i2,
+                            -1.0,
+                            eb.as_ptr(),
+                            bw as isize,
+                            1,
+                            hinv.as_ptr().add(i1 * cols + i2),
+                            cols as isize,
+                            1,
+                            1.0,
+                            wb.as_mut_ptr().add(i2),
+                            cols as isize,
+                            1,
+                        );
+                    }
+                });
         }
     }
     let loss = row_loss.iter().sum();
@@ -553,23 +563,13 @@ fn inverse_factor(
         damp = next;
         increases += 1;
     };
-    // Column j of L⁻¹ by forward substitution (L x = e_j), columns in
-    // parallel; stored as row j of `inv_t`.
-    let mut inv_t = vec![0f64; n * n];
-    inv_t.par_chunks_mut(n).enumerate().for_each(|(j, x)| {
-        x[j] = 1.0 / lower[j * n + j];
-        for i in j + 1..n {
-            let row = &lower[i * n + j..i * n + i];
-            let s: f64 = row.iter().zip(&x[j..i]).map(|(l, v)| l * v).sum();
-            x[i] = -s / lower[i * n + i];
-        }
-    });
-    // U[i][j] = L⁻¹[n−1−i][n−1−j] = inv_t[n−1−j][n−1−i].
+    let inv = lower_inverse(&lower, n);
+    // U[i][j] = L⁻¹[n−1−i][n−1−j].
     let upper = (0..n * n)
         .map(|k| {
             let (i, j) = (k / n, k % n);
             if j >= i {
-                inv_t[(n - 1 - j) * n + (n - 1 - i)] as f32
+                inv[(n - 1 - i) * n + (n - 1 - j)] as f32
             } else {
                 0.0
             }
@@ -578,24 +578,153 @@ fn inverse_factor(
     Ok((upper, damp, increases))
 }
 
+/// Block width of the blocked Cholesky factorization and inverse.
+const NB: usize = 64;
+
+/// A pointer shared by parallel DGEMM tasks that write disjoint rows.
+struct SendPtr64(*mut f64);
+// SAFETY: only used where each task writes its own rows.
+unsafe impl Sync for SendPtr64 {}
+
 /// Lower Cholesky factor of the symmetric `a` in place (its lower triangle;
 /// the upper is left as it was). False where `a` is not positive definite.
+///
+/// Right-looking and blocked as LAPACK's `potrf`: factor a diagonal block,
+/// solve the panel below it, and subtract the panel's outer product from
+/// the trailing lower triangle with DGEMMs (bands of rows in parallel), so
+/// that nearly all of the n³/3 work runs in GEMM kernels.
 fn cholesky_in_place(a: &mut [f64], n: usize) -> bool {
-    for j in 0..n {
-        let d = a[j * n + j] - (0..j).map(|k| a[j * n + k] * a[j * n + k]).sum::<f64>();
-        if d <= 0.0 || !d.is_finite() {
-            return false;
+    for k0 in (0..n).step_by(NB) {
+        let k1 = (k0 + NB).min(n);
+        for j in k0..k1 {
+            let d = a[j * n + j] - (k0..j).map(|p| a[j * n + p] * a[j * n + p]).sum::<f64>();
+            if d <= 0.0 || !d.is_finite() {
+                return false;
+            }
+            let d = d.sqrt();
+            a[j * n + j] = d;
+            for i in j + 1..k1 {
+                let s: f64 = (k0..j).map(|p| a[i * n + p] * a[j * n + p]).sum();
+                a[i * n + j] = (a[i * n + j] - s) / d;
+            }
         }
-        let d = d.sqrt();
-        a[j * n + j] = d;
-        let (head, rest) = a.split_at_mut((j + 1) * n);
-        let lj = &head[j * n..j * n + j];
-        rest.par_chunks_mut(n).for_each(|row| {
-            let s: f64 = row[..j].iter().zip(lj).map(|(x, y)| x * y).sum();
-            row[j] = (row[j] - s) / d;
+        if k1 == n {
+            break;
+        }
+        // The panel below the block: X · L_kkᵀ = A, row by row.
+        let (top, bottom) = a.split_at_mut(k1 * n);
+        let top = &*top;
+        bottom.par_chunks_mut(n).for_each(|row| {
+            for j in k0..k1 {
+                let s: f64 = (k0..j).map(|p| row[p] * top[j * n + p]).sum();
+                row[j] = (row[j] - s) / top[j * n + j];
+            }
+        });
+        // Trailing update of the lower triangle: A[r, k1..=r] −= P[r]·Pᵀ.
+        let kb = k1 - k0;
+        let base = SendPtr64(a.as_mut_ptr());
+        let bands: Vec<usize> = (k1..n).step_by(NB).collect();
+        bands.into_par_iter().for_each(|r0| {
+            let r1 = (r0 + NB).min(n);
+            let base = &base;
+            // SAFETY: A is P's rows r0..r1 (columns k0..k1), B is Pᵀ over
+            // rows k1..r1 (P's columns k0..k1, read transposed), C is rows
+            // r0..r1, columns k1..r1. Tasks write disjoint rows; what they
+            // read (columns k0..k1) no task writes.
+            unsafe {
+                matrixmultiply::dgemm(
+                    r1 - r0,
+                    kb,
+                    r1 - k1,
+                    -1.0,
+                    base.0.add(r0 * n + k0),
+                    n as isize,
+                    1,
+                    base.0.add(k1 * n + k0),
+                    1,
+                    n as isize,
+                    1.0,
+                    base.0.add(r0 * n + k1),
+                    n as isize,
+                    1,
+                );
+            }
         });
     }
     true
+}
+
+/// L⁻¹ of the lower-triangular `l` (its lower triangle), n × n row-major,
+/// by block rows: X[i, :i] = −L_ii⁻¹·(L[i, :i]·X[:i, :i]) with one DGEMM
+/// per block row (bands of columns in parallel), and X[i, i] = L_ii⁻¹.
+fn lower_inverse(l: &[f64], n: usize) -> Vec<f64> {
+    let mut x = vec![0f64; n * n];
+    for r0 in (0..n).step_by(NB) {
+        let r1 = (r0 + NB).min(n);
+        let b = r1 - r0;
+        // T = L[r0..r1, 0..r0] · X[0..r0, 0..r0], b × r0.
+        let mut t = vec![0f64; b * r0];
+        if r0 > 0 {
+            // Columns of T in bands, each band its own DGEMM.
+            let tp = SendPtr64(t.as_mut_ptr());
+            let bands: Vec<usize> = (0..r0).step_by(NB).collect();
+            bands.into_par_iter().for_each(|c0| {
+                let c1 = (c0 + NB).min(r0);
+                let tp = &tp;
+                // SAFETY: A is L's rows r0..r1, columns c0..r0 (X[k, c] is 0
+                // for k < c), B is X's rows c0..r0, columns c0..c1, C is T's
+                // columns c0..c1; tasks write disjoint columns of T.
+                unsafe {
+                    matrixmultiply::dgemm(
+                        b,
+                        r0 - c0,
+                        c1 - c0,
+                        1.0,
+                        l.as_ptr().add(r0 * n + c0),
+                        n as isize,
+                        1,
+                        x.as_ptr().add(c0 * n + c0),
+                        n as isize,
+                        1,
+                        0.0,
+                        tp.0.add(c0),
+                        r0 as isize,
+                        1,
+                    );
+                }
+            });
+        }
+        // Solve L_ii · X[r0..r1, c] = −T[:, c] (c < r0) or e_c (c in the
+        // block), column by column in parallel.
+        let cols: Vec<Vec<f64>> = (0..r1)
+            .into_par_iter()
+            .map(|c| {
+                let mut y: Vec<f64> = (0..b)
+                    .map(|i| {
+                        if c < r0 {
+                            -t[i * r0 + c]
+                        } else if r0 + i == c {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                for i in 0..b {
+                    let row = &l[(r0 + i) * n + r0..(r0 + i) * n + r0 + i];
+                    let s: f64 = row.iter().zip(&y[..i]).map(|(a, v)| a * v).sum();
+                    y[i] = (y[i] - s) / l[(r0 + i) * n + r0 + i];
+                }
+                y
+            })
+            .collect();
+        for (c, y) in cols.into_iter().enumerate() {
+            for (i, v) in y.into_iter().enumerate() {
+                x[(r0 + i) * n + c] = v;
+            }
+        }
+    }
+    x
 }
 
 #[cfg(test)]

@@ -316,6 +316,21 @@ impl WeightMatrix for Dense {
 const MATVEC_ROWS: usize = 16;
 /// Rows of the weight decoded per SGEMM tile by [`matmul`].
 const GEMM_ROWS: usize = 64;
+/// Elements of decoded weight a tile may hold when many vectors share it.
+const GEMM_TILE_ELEMS: usize = 4 << 20;
+
+/// Rows per SGEMM tile for `n` vectors: 64 for a prefill; for the long
+/// batches of calibration, each thread's share of the rows (up to 16 MB of
+/// decoded weight), since every tile repacks all `n` vectors.
+fn gemm_rows(rows: usize, cols: usize, n: usize) -> usize {
+    if n < 512 {
+        return GEMM_ROWS;
+    }
+    let share = rows
+        .div_ceil(rayon::current_num_threads())
+        .next_multiple_of(8);
+    share.clamp(GEMM_ROWS, (GEMM_TILE_ELEMS / cols.max(1)).max(GEMM_ROWS))
+}
 
 /// `out = W · x` for one input vector (`x.len() == cols`, `out.len() == rows`).
 pub fn matvec(w: &dyn WeightMatrix, x: &[f32], out: &mut [f32], acts: Activations) {
@@ -363,9 +378,9 @@ pub fn matmul(w: &dyn WeightMatrix, xs: &[f32], n: usize, out: &mut [f32], acts:
         1 => return matvec(w, xs, out, acts),
         _ => {}
     }
-    // Tiles compute outᵀ (rows × n) so each task owns contiguous memory.
-    let mut out_t = vec![0f32; rows * n];
     if let Some(p) = integer_product(w, acts) {
+        // Rows of outᵀ (rows × n) so each task owns contiguous memory.
+        let mut out_t = vec![0f32; rows * n];
         let a: Vec<_> = xs.par_chunks(cols).map(|x| p.dot.quantize(x)).collect();
         out_t
             .par_chunks_mut(MATVEC_ROWS * n)
@@ -375,47 +390,56 @@ pub fn matmul(w: &dyn WeightMatrix, xs: &[f32], n: usize, out: &mut [f32], acts:
                     p.dot.dot_many(p.row(i * MATVEC_ROWS + j), &a, o);
                 }
             });
-    } else {
-        out_t
-            .par_chunks_mut(GEMM_ROWS * n)
-            .enumerate()
-            .for_each_init(
-                || vec![0f32; GEMM_ROWS * cols],
-                |tile, (i, o)| {
-                    let r0 = i * GEMM_ROWS;
-                    let m = o.len() / n;
-                    let tile = &mut tile[..m * cols];
-                    w.decode_rows(r0..r0 + m, tile);
-                    // SAFETY: the pointers and strides describe the tile
-                    // (m × cols, row-major), xsᵀ (cols × n, read through xs
-                    // row-major n × cols) and o (m × n), all in bounds.
-                    unsafe {
-                        matrixmultiply::sgemm(
-                            m,
-                            cols,
-                            n,
-                            1.0,
-                            tile.as_ptr(),
-                            cols as isize,
-                            1,
-                            xs.as_ptr(),
-                            1,
-                            cols as isize,
-                            0.0,
-                            o.as_mut_ptr(),
-                            n as isize,
-                            1,
-                        );
-                    }
-                },
-            );
-    }
-    for (r, col) in out_t.chunks_exact(n).enumerate() {
-        for (t, v) in col.iter().enumerate() {
-            out[t * rows + r] = *v;
+        for (r, col) in out_t.chunks_exact(n).enumerate() {
+            for (t, v) in col.iter().enumerate() {
+                out[t * rows + r] = *v;
+            }
         }
+        return;
     }
+    // Each task decodes a tile of rows and writes out's columns of those
+    // rows: out[:, r0..r0+m] = xs · tileᵀ.
+    let tile_rows = gemm_rows(rows, cols, n);
+    let base = OutPtr(out.as_mut_ptr());
+    (0..rows.div_ceil(tile_rows)).into_par_iter().for_each_init(
+        || vec![0f32; tile_rows * cols],
+        |tile, i| {
+            let r0 = i * tile_rows;
+            let m = tile_rows.min(rows - r0);
+            let tile = &mut tile[..m * cols];
+            w.decode_rows(r0..r0 + m, tile);
+            let base = &base;
+            // SAFETY: A is xs (n × cols, row-major), B is tileᵀ
+            // (cols × m, read through the row-major m × cols tile), C is
+            // out's columns r0..r0+m (n × m, row stride rows); all in
+            // bounds, and tasks write disjoint columns.
+            unsafe {
+                matrixmultiply::sgemm(
+                    n,
+                    cols,
+                    m,
+                    1.0,
+                    xs.as_ptr(),
+                    cols as isize,
+                    1,
+                    tile.as_ptr(),
+                    1,
+                    cols as isize,
+                    0.0,
+                    base.0.add(r0),
+                    rows as isize,
+                    1,
+                );
+            }
+        },
+    );
 }
+
+/// `out`'s pointer, shared by the tasks of [`matmul`] that write disjoint
+/// columns of it.
+struct OutPtr(*mut f32);
+// SAFETY: only used by `matmul`, whose tasks write disjoint elements.
+unsafe impl Sync for OutPtr {}
 
 #[cfg(test)]
 mod tests {

@@ -15,12 +15,15 @@
 //! A file is plain text (one document) or, when named `*.jsonl` /
 //! `*.ndjson`, one JSON object per line with a `text` string or a chat
 //! `messages` list rendered through the model's chat template (a user's
-//! own fine-tuning data, seen as the model saw it).
+//! own fine-tuning data, seen as the model saw it). A `*.json` file
+//! `{"ids": [[…], …]}` gives the windows' token ids verbatim (all of one
+//! length), to calibrate on exactly what another tool was given.
 
 use std::path::{Path, PathBuf};
 
 use crate::model::engine::text::Text;
 use crate::ops::Error;
+use crate::store::Model;
 
 /// The text used when no `--calib` is given (see docs/CALIBRATION.md for
 /// its sources and licenses).
@@ -89,13 +92,20 @@ impl Source {
     }
 }
 
-/// Reads `opts.source`, tokenizes it with `text` and draws the windows.
-pub fn load(text: &Text, opts: &Options) -> Result<Calibration, Error> {
+/// Reads `opts.source`, tokenizes it with `model`'s tokenizer and draws
+/// the windows; ids files need no tokenizer, only ids below `vocab`.
+pub fn load(model: &Model, vocab: usize, opts: &Options) -> Result<Calibration, Error> {
     if opts.samples == 0 || opts.seqlen == 0 {
         return Err(Error::Refused(
             "--calib-samples and --calib-seqlen must be at least 1".into(),
         ));
     }
+    if let Source::File(p) = &opts.source {
+        if p.extension().and_then(|e| e.to_str()) == Some("json") {
+            return read_ids(p, vocab, opts.seed);
+        }
+    }
+    let text = &Text::load(model, None)?;
     let docs = match &opts.source {
         Source::Bundled => vec![BUNDLED.to_string()],
         Source::File(p) => read_documents(p, text)?,
@@ -149,6 +159,40 @@ fn draw(n: usize, k: usize, seed: u64) -> Vec<usize> {
     }
     idx.truncate(k);
     idx
+}
+
+/// Windows given as token ids (`{"ids": [[…], …]}`).
+fn read_ids(path: &Path, vocab: usize, seed: u64) -> Result<Calibration, Error> {
+    let shown = path.display();
+    let v = crate::store::read_json(path)?;
+    let windows: Vec<Vec<u32>> = v
+        .get("ids")
+        .and_then(|ids| serde_json::from_value(ids.clone()).ok())
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "{shown}: expected {{\"ids\": [[token ids], …]}} (a JSON calibration file holds token ids; give text as .txt or .jsonl)"
+            ))
+        })?;
+    let seqlen = windows.first().map_or(0, Vec::len);
+    if seqlen == 0 || windows.iter().any(|w| w.len() != seqlen) {
+        return Err(Error::Refused(format!(
+            "{shown}: the id windows must be non-empty and all of one length"
+        )));
+    }
+    if let Some(&t) = windows.iter().flatten().find(|&&t| t as usize >= vocab) {
+        return Err(Error::Refused(format!(
+            "{shown}: token id {t} is outside the tokenizer's vocabulary of {vocab}"
+        )));
+    }
+    Ok(Calibration {
+        source: shown.to_string(),
+        documents: windows.len(),
+        tokens_available: windows.len() * seqlen,
+        samples: windows.len(),
+        seqlen,
+        seed,
+        windows,
+    })
 }
 
 /// The documents of a calibration file.

@@ -24,7 +24,6 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use crate::model::arch::{self, LayerPart, Role};
-use crate::model::engine::text::Text;
 use crate::model::engine::weights::Dense;
 use crate::model::engine::{Engine, WeightMatrix};
 use crate::ops::calibration::{self, Calibration};
@@ -668,8 +667,7 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
         warnings.push("vLLM's Marlin kernel takes group sizes 32, 64, 128 and -1 only; this group size falls back to the slower gptq kernel".into());
     }
 
-    let text = Text::load(model, None)?;
-    let calib = calibration::load(&text, &opts.calibration)?;
+    let calib = calibration::load(model, engine.config.vocab, &opts.calibration)?;
 
     // The output plan: non-layer tensors first, then each layer's tensors
     // in the order the pipeline finishes them.
