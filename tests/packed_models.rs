@@ -413,3 +413,24 @@ fn unreadable_quantization_configs_are_refused_by_key() {
         assert!(e.contains(want), "want '{want}' in: {e}");
     }
 }
+
+/// A NaN scale makes the logits NaN; the error names the scales tensor.
+#[test]
+fn a_nan_scale_is_named() {
+    let mut b = build(GPTQ);
+    let name = "model.layers.1.mlp.up_proj.scales";
+    tensor(&mut b.packed, name).3[6..8].copy_from_slice(&half::f16::NAN.to_le_bytes());
+    let dir = write_model(&b.packed, Some(&b.qc));
+    let m = Model::open(dir.path().to_str().unwrap()).unwrap();
+    let e = Engine::new(&m).unwrap();
+    let mut cache = e.new_cache();
+    let err = e
+        .forward(&mut [&mut cache], &[&[1, 2, 3]], Logits::Last)
+        .err()
+        .expect("NaN logits must be an error")
+        .to_string();
+    assert!(
+        err.contains(&format!("tensor '{name}' holds NaN at element 3")),
+        "{err}"
+    );
+}

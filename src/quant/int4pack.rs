@@ -805,9 +805,17 @@ impl<'a> PackedRef<'a> {
                 }
             }
             Layout::Awq => {
+                let words = self.rows / per;
+                let (c0, c1) = (rows.start / per, rows.end.div_ceil(per));
                 for i in 0..cols {
-                    for (t, o) in rows.clone().enumerate() {
-                        out[t * cols + i] = self.code(o, i) as f32;
+                    for c in c0..c1 {
+                        let w = word(self.weight, i * words + c);
+                        for (k, &j) in AWQ_ORDER.iter().enumerate() {
+                            let o = c * per + j;
+                            if rows.contains(&o) {
+                                out[(o - rows.start) * cols + i] = ((w >> (4 * k)) & mask) as f32;
+                            }
+                        }
                     }
                 }
             }
@@ -977,21 +985,21 @@ mod tests {
                 .map(|(_, shape, bytes)| Part { bytes, shape })
         }
 
-        fn reader(&self, layout: Layout, bits: u32) -> Result<PackedRef<'_>, PackError> {
+        fn parts(&self, layout: Layout) -> Parts<'_> {
             let ct = layout == Layout::Compressed;
             let pick = |a: &str, b: &str| self.part(if ct { b } else { a });
-            PackedRef::new(
-                layout,
-                bits,
-                Parts {
-                    weight: pick("qweight", "weight_packed").unwrap(),
-                    zeros: pick("qzeros", "weight_zero_point"),
-                    scales: pick("scales", "weight_scale").unwrap(),
-                    scale_type: ScaleType::F32,
-                    g_idx: pick("g_idx", "weight_g_idx"),
-                    shape: self.shape,
-                },
-            )
+            Parts {
+                weight: pick("qweight", "weight_packed").unwrap(),
+                zeros: pick("qzeros", "weight_zero_point"),
+                scales: pick("scales", "weight_scale").unwrap(),
+                scale_type: ScaleType::F32,
+                g_idx: pick("g_idx", "weight_g_idx"),
+                shape: self.shape,
+            }
+        }
+
+        fn reader(&self, layout: Layout, bits: u32) -> Result<PackedRef<'_>, PackError> {
+            PackedRef::new(layout, bits, self.parts(layout))
         }
     }
 
@@ -1127,7 +1135,7 @@ mod tests {
         let v1 = Layout::Gptq { v2: false };
         let try_new = |p: Parts| PackedRef::new(v1, 4, p).map(|r| r.rows());
         let err = |p: Parts| try_new(p).unwrap_err().to_string();
-        let ok = ok_parts(&stored);
+        let ok = stored.parts(v1);
         assert_eq!(try_new(ok), Ok(32));
         // Scales of another layer: 48 outputs where qweight has 32.
         let wide = vec![0u8; 2 * 48 * 4];
@@ -1180,17 +1188,6 @@ mod tests {
             PackedRef::new(v1, 3, ok).unwrap_err().to_string(),
             "3-bit GPTQ v1 weights are not supported (4 and 8 bits are)"
         );
-    }
-
-    fn ok_parts(stored: &Stored) -> Parts<'_> {
-        Parts {
-            weight: stored.part("qweight").unwrap(),
-            zeros: stored.part("qzeros"),
-            scales: stored.part("scales").unwrap(),
-            scale_type: ScaleType::F32,
-            g_idx: stored.part("g_idx"),
-            shape: None,
-        }
     }
 
     /// Byte-for-byte agreement with the reference packers on the goldens of
@@ -1276,6 +1273,39 @@ mod tests {
             (u.codes, u.zeros, u.scales, u.g_idx),
             (codes, zeros, scales, g_idx)
         );
+        // With bfloat16 scales, decode_rows equals compressed-tensors'
+        // decompression bit for bit.
+        if let Some(want) = doc["dequant_bf16"].as_array() {
+            let p = stored.part("weight_scale").unwrap();
+            let bf16: Vec<u8> = p
+                .bytes
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    half::bf16::from_f32(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes()
+                })
+                .collect();
+            let r = PackedRef::new(
+                layout,
+                bits,
+                Parts {
+                    scales: Part {
+                        bytes: &bf16,
+                        shape: p.shape,
+                    },
+                    scale_type: ScaleType::Bf16,
+                    ..stored.parts(layout)
+                },
+            )
+            .unwrap();
+            let mut out = vec![0f32; rows * cols];
+            r.decode_rows(0..rows, &mut out);
+            let want: Vec<u32> = want
+                .iter()
+                .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+                .collect();
+            let got: Vec<u32> = out.iter().map(|x| x.to_bits()).collect();
+            assert_eq!(got, want, "dequantization with bf16 scales");
+        }
     }
 
     macro_rules! goldens {
