@@ -426,8 +426,7 @@ fn a_nan_scale_is_named() {
     let mut cache = e.new_cache();
     let err = e
         .forward(&mut [&mut cache], &[&[1, 2, 3]], Logits::Last)
-        .err()
-        .expect("NaN logits must be an error")
+        .expect_err("NaN logits must be an error")
         .to_string();
     assert!(
         err.contains(&format!("tensor '{name}' holds NaN at element 3")),
