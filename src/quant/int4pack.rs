@@ -43,8 +43,14 @@
 //! use on CPU): `q − z` converted to the scale's dtype (exact: a small
 //! integer), times the scale in that dtype. For f16 and bf16 scales the
 //! product is therefore rounded once to the scale's dtype (round to nearest
-//! even); for f32 scales it is exact. [`PackedRef::decode_rows`] computes
-//! the exact product in f32 and applies that one rounding.
+//! even); for f32 scales it is the f32 product. [`PackedRef::decode_rows`]
+//! computes the product in f32 (exact for 16-bit scales) and applies that
+//! one rounding.
+//!
+//! The unit tests compare every packed word with the reference packers'
+//! (`tests/oracle/pack_goldens.py`, `fixtures/pack/`: compressed-tensors'
+//! `pack_to_int32` and compressor, AutoGPTQ's and AutoAWQ's packing loops)
+//! and the bf16 dequantization with compressed-tensors' `decompress`.
 
 use std::ops::Range;
 
@@ -838,9 +844,10 @@ impl<'a> PackedRef<'a> {
             for g in 0..self.groups {
                 let (z, s) = (self.zero(g, o) as f32, self.scale(g, o));
                 for (q, v) in table[g * levels..(g + 1) * levels].iter_mut().enumerate() {
-                    // (q − z)·s is exact in f32: |q − z| ≤ 2^bits and s has
-                    // at most 24 significant bits, which is why one rounding
-                    // here equals the reference's product in the scale dtype.
+                    // With f16/bf16 scales (≤ 11 significant bits) (q − z)·s
+                    // is exact in f32 (|q − z| ≤ 2^bits), so one rounding
+                    // equals the reference's product in the scale dtype;
+                    // with f32 scales this f32 product is the reference's.
                     *v = self.scale_type.round((q as f32 - z) * s);
                 }
             }
