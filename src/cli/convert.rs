@@ -18,8 +18,9 @@ use crate::units::human_bytes;
 ///
 /// GPTQ (v1, v2), AWQ GEMM or compressed-tensors pack-quantized
 /// checkpoint: writes the model its codes stand for, every packed layer
-/// dequantized as the torch reference does ((q − z)·s in the scales'
-/// dtype), config.json without quantization_config, tokenizer files copied.
+/// dequantized to (q − z)·s (in the scales' dtype when the rest of the
+/// model shares it, else f32), config.json without quantization_config,
+/// tokenizer files copied.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     llmtool convert SmolLM2-135M-Instruct.Q4_1.gguf --out ./smollm2-hf\n  \

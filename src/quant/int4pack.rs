@@ -38,14 +38,17 @@
 //!   packing, so the stored field is the unsigned code used here; a
 //!   symmetric layer stores no zero point and reads as zero 2^(b−1).
 //!
-//! Dequantization follows the torch reference paths (compressed-tensors'
-//! `_dequantize`, which vLLM's and transformers' compressed-tensors loaders
-//! use on CPU): `q − z` converted to the scale's dtype (exact: a small
-//! integer), times the scale in that dtype. For f16 and bf16 scales the
-//! product is therefore rounded once to the scale's dtype (round to nearest
-//! even); for f32 scales it is the f32 product. [`PackedRef::decode_rows`]
-//! computes the product in f32 (exact for 16-bit scales) and applies that
-//! one rounding.
+//! Dequantization ([`PackedRef::decode_rows`]) is `(q − z)·s` computed in
+//! f32, the scale widened exactly from its stored dtype. That is the torch
+//! reference in float32: compressed-tensors' `_dequantize` (`q − z` in the
+//! scale's dtype, times the scale) after transformers has loaded the scales
+//! as float32 (`from_pretrained(dtype=torch.float32)`, checked on
+//! `fixtures/pack/micro-llama-ct`), and llama.cpp's `dequant_gptq`. With
+//! f16 or bf16 scales (≤ 11 significant bits) and `|q − z| ≤ 2^bits` the
+//! product is exact; a runtime that keeps the scales in f16/bf16 (vLLM,
+//! transformers in bf16, compressed-tensors' `decompress`) rounds it once
+//! more to that dtype, which is what storing our values in the scales' dtype
+//! gives, bit for bit (checked against `decompress` with bf16 scales).
 //!
 //! The unit tests compare every packed word with the reference packers'
 //! (`tests/oracle/pack_goldens.py`, `fixtures/pack/`: compressed-tensors'
@@ -54,7 +57,7 @@
 
 use std::ops::Range;
 
-use crate::quant::{f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
+use crate::quant::f16_bits_to_f32;
 
 /// Why codes could not be packed or packed tensors read.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -185,15 +188,6 @@ impl ScaleType {
             ScaleType::Bf16 => f32::from_bits(
                 (u32::from(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]))) << 16,
             ),
-        }
-    }
-
-    /// `v` rounded to this dtype (to nearest even), back as f32.
-    pub fn round(self, v: f32) -> f32 {
-        match self {
-            ScaleType::F32 => v,
-            ScaleType::F16 => f16_bits_to_f32(f32_to_f16_bits(v)),
-            ScaleType::Bf16 => f32::from_bits(u32::from(f32_to_bf16_bits(v)) << 16),
         }
     }
 }
@@ -787,8 +781,7 @@ impl<'a> PackedRef<'a> {
     }
 
     /// Rows `rows` (output features) dequantized into `out`
-    /// (`rows.len() × cols`), as the module docs say: one rounding of the
-    /// exact product to the scale's dtype.
+    /// (`rows.len() × cols`): `(q − z)·s` in f32, as the module docs say.
     pub fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
         let (cols, bits) = (self.cols, self.bits);
         debug_assert_eq!(out.len(), rows.len() * cols);
@@ -844,11 +837,7 @@ impl<'a> PackedRef<'a> {
             for g in 0..self.groups {
                 let (z, s) = (self.zero(g, o) as f32, self.scale(g, o));
                 for (q, v) in table[g * levels..(g + 1) * levels].iter_mut().enumerate() {
-                    // With f16/bf16 scales (≤ 11 significant bits) (q − z)·s
-                    // is exact in f32 (|q − z| ≤ 2^bits), so one rounding
-                    // equals the reference's product in the scale dtype;
-                    // with f32 scales this f32 product is the reference's.
-                    *v = self.scale_type.round((q as f32 - z) * s);
+                    *v = (q as f32 - z) * s;
                 }
             }
             for (v, &g) in out[t * cols..(t + 1) * cols].iter_mut().zip(&self.g_idx) {
@@ -1058,17 +1047,22 @@ mod tests {
         }
     }
 
-    /// f16 and bf16 scales: the product is rounded once to the scale dtype,
-    /// as compressed-tensors' `_dequantize` does in that dtype.
+    /// f16 and bf16 scales: the product is the exact one, not rounded to
+    /// the scale's dtype (transformers' float32 numbers).
     #[test]
-    fn rounds_to_the_scale_dtype() {
-        // 3 · 0.1 in f16: exact product 0.29998779296875 rounds to 0.2999267578125.
+    fn products_are_exact_in_f32() {
+        // 3 · 0.1 in f16: the exact product 0.29998779296875 would round to
+        // 0.2999267578125 in f16.
         let s16 = half::f16::from_f32(0.1);
-        let want = half::f16::from_f32(3.0 * s16.to_f32()).to_f32();
-        assert_ne!(want, 3.0 * s16.to_f32(), "the example must need rounding");
+        let want = 3.0 * s16.to_f32();
+        assert_ne!(
+            want,
+            half::f16::from_f32(want).to_f32(),
+            "needs rounding in f16"
+        );
         let sb = half::bf16::from_f32(0.1);
-        let want_b = half::bf16::from_f32(3.0 * sb.to_f32()).to_f32();
-        assert_ne!(want_b, 3.0 * sb.to_f32());
+        let want_b = 3.0 * sb.to_f32();
+        assert_ne!(want_b, half::bf16::from_f32(want_b).to_f32());
         for (ty, bytes, want) in [
             (ScaleType::F16, s16.to_le_bytes(), want),
             (ScaleType::Bf16, sb.to_le_bytes(), want_b),
@@ -1280,7 +1274,8 @@ mod tests {
             (u.codes, u.zeros, u.scales, u.g_idx),
             (codes, zeros, scales, g_idx)
         );
-        // With bfloat16 scales, decode_rows equals compressed-tensors'
+        // With bfloat16 scales, decode_rows stored as bfloat16 (what
+        // convert writes by default) equals compressed-tensors'
         // decompression bit for bit.
         if let Some(want) = doc["dequant_bf16"].as_array() {
             let p = stored.part("weight_scale").unwrap();
@@ -1310,7 +1305,10 @@ mod tests {
                 .iter()
                 .map(|x| (x.as_f64().unwrap() as f32).to_bits())
                 .collect();
-            let got: Vec<u32> = out.iter().map(|x| x.to_bits()).collect();
+            let got: Vec<u32> = out
+                .iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32().to_bits())
+                .collect();
             assert_eq!(got, want, "dequantization with bf16 scales");
         }
     }
