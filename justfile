@@ -48,6 +48,8 @@ fixtures python="python3":
     {{python}} tests/oracle/bnb_goldens.py
     # GPTQ: PYTHONPATH must also reach llmcompressor + compressed-tensors (--no-deps, see fixtures/README.md).
     {{python}} tests/oracle/gptq_goldens.py
+    {{python}} tests/oracle/pack_goldens.py
+    {{python}} tests/oracle/pack_hf_check.py
     cargo build --release && {{python}} tests/oracle/check_bnb_load.py
     {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-qwen2-llmtool-sharded fixtures/models/tiny-qwen2 --record fixtures/models/tiny-qwen2-llmtool-sharded/transformers-check.json
     {{python}} tests/oracle/llama_cpp_buffers.py "$(tests/oracle/build_llama_cpp.sh)" "$(scripts/smollm2.sh)" target/llmtool-cache/vram-oracle fixtures/vram/llama_cpp_buffers.json
