@@ -582,8 +582,10 @@ impl<'a> PackedRef<'a> {
         let w = dims2(names[0], &p.weight)?;
         let s = dims2(names[2], &p.scales)?;
         let (rows, cols, groups) = match layout {
-            Layout::Gptq { .. } => (w[1], w[0] * per, s[0]),
-            Layout::Awq => (w[1] * per, w[0], s[0]),
+            // Saturating: an empty tensor may declare any outer size; the
+            // shape checks below then refuse it.
+            Layout::Gptq { .. } => (w[1], w[0].saturating_mul(per), s[0]),
+            Layout::Awq => (w[1].saturating_mul(per), w[0], s[0]),
             Layout::Compressed => {
                 let [rows, cols] = p.shape.ok_or(PackError::Shape {
                     tensor: "weight_shape",
@@ -593,6 +595,13 @@ impl<'a> PackedRef<'a> {
                 (rows, cols, s[1])
             }
         };
+        if rows == 0 || cols == 0 {
+            return Err(PackError::Shape {
+                tensor: names[0],
+                expected: vec![],
+                got: p.weight.shape.to_vec(),
+            });
+        }
         let expect = |tensor: &'static str, got: &[u64], expected: Vec<u64>| {
             if got == expected.as_slice() {
                 Ok(())
@@ -642,7 +651,11 @@ impl<'a> PackedRef<'a> {
         // Lengths: a file's header may disagree with its own shapes only if
         // the store let it, but a short slice must never be indexed.
         let len = |tensor: &'static str, part: &Part, elem: usize| {
-            let expected = part.shape.iter().product::<u64>() * elem as u64;
+            let expected = part
+                .shape
+                .iter()
+                .try_fold(elem as u64, |a, &d| a.checked_mul(d))
+                .unwrap_or(u64::MAX);
             if part.bytes.len() as u64 == expected {
                 Ok(())
             } else {
@@ -1185,6 +1198,19 @@ mod tests {
             ..ok.weight
         };
         assert!(err(Parts { weight, ..ok }).starts_with("qweight is [8, 32, 1]"));
+        // Empty tensors declaring absurd outer sizes: refused, no overflow
+        // and no allocation.
+        let weight = Part {
+            bytes: &[],
+            shape: &[u64::MAX / 2, 0],
+        };
+        assert!(err(Parts { weight, ..ok }).starts_with("qweight is ["));
+        let huge = [0, u64::MAX];
+        let scales = Part {
+            bytes: &[],
+            shape: &huge,
+        };
+        assert!(err(Parts { scales, ..ok }).starts_with("scales is ["));
         assert_eq!(
             PackedRef::new(v1, 3, ok).unwrap_err().to_string(),
             "3-bit GPTQ v1 weights are not supported (4 and 8 bits are)"
