@@ -547,6 +547,8 @@ pub struct PackedRef<'a> {
     scales: &'a [u8],
     scale_type: ScaleType,
     g_idx: Vec<u32>,
+    /// `G` when column `i` is in group `i / G` for every column.
+    group_size: Option<usize>,
 }
 
 fn word(bytes: &[u8], i: usize) -> u32 {
@@ -705,12 +707,18 @@ impl<'a> PackedRef<'a> {
                 (0..cols).map(|i| (i / g) as u32).collect()
             }
         };
+        let size = cols.div_ceil(groups);
+        let sequential = g_idx
+            .iter()
+            .enumerate()
+            .all(|(i, &g)| g as usize == i / size);
         Ok(PackedRef {
             layout,
             bits,
             rows,
             cols,
             groups,
+            group_size: sequential.then_some(size),
             weight: p.weight.bytes,
             zeros: p.zeros.map(|z| z.bytes),
             scales: p.scales.bytes,
@@ -800,9 +808,10 @@ impl<'a> PackedRef<'a> {
         debug_assert_eq!(out.len(), rows.len() * cols);
         let per = (32 / bits) as usize;
         let mask = self.mask();
-        // First the codes, as f32 in `out`, walking the stored words in
-        // memory order; then each row through a table of its dequantized
-        // values per (group, code).
+        // First the codes, their bits stored in `out`'s f32 slots, walking
+        // the stored words in memory order; then each row through a table
+        // of its dequantized values per (group, code): one lookup a weight.
+        // Indices are masked to the table's length, so no bounds checks.
         match self.layout {
             Layout::Gptq { .. } => {
                 for r in 0..cols / per {
@@ -811,23 +820,19 @@ impl<'a> PackedRef<'a> {
                         let w = word(self.weight, base + o);
                         let dst = &mut out[t * cols + r * per..t * cols + (r + 1) * per];
                         for (k, d) in dst.iter_mut().enumerate() {
-                            *d = ((w >> (k as u32 * bits)) & mask) as f32;
+                            *d = f32::from_bits((w >> (k as u32 * bits)) & mask);
                         }
                     }
                 }
             }
             Layout::Awq => {
+                // Row by row (sequential writes); the words of one output
+                // column group stay in cache across its eight rows.
                 let words = self.rows / per;
-                let (c0, c1) = (rows.start / per, rows.end.div_ceil(per));
-                for i in 0..cols {
-                    for c in c0..c1 {
-                        let w = word(self.weight, i * words + c);
-                        for (k, &j) in AWQ_ORDER.iter().enumerate() {
-                            let o = c * per + j;
-                            if rows.contains(&o) {
-                                out[(o - rows.start) * cols + i] = ((w >> (4 * k)) & mask) as f32;
-                            }
-                        }
+                for (t, o) in rows.clone().enumerate() {
+                    let (c, shift) = (o / per, 4 * AWQ_REVERSE[o % per] as u32);
+                    for (i, d) in out[t * cols..(t + 1) * cols].iter_mut().enumerate() {
+                        *d = f32::from_bits((word(self.weight, i * words + c) >> shift) & mask);
                     }
                 }
             }
@@ -838,7 +843,7 @@ impl<'a> PackedRef<'a> {
                         let w = word(self.weight, o * words + r);
                         let dst = &mut out[t * cols + r * per..t * cols + (r + 1) * per];
                         for (k, d) in dst.iter_mut().enumerate() {
-                            *d = ((w >> (k as u32 * bits)) & mask) as f32;
+                            *d = f32::from_bits((w >> (k as u32 * bits)) & mask);
                         }
                     }
                 }
@@ -853,8 +858,22 @@ impl<'a> PackedRef<'a> {
                     *v = (q as f32 - z) * s;
                 }
             }
-            for (v, &g) in out[t * cols..(t + 1) * cols].iter_mut().zip(&self.g_idx) {
-                *v = table[g as usize * levels + *v as usize];
+            let row = &mut out[t * cols..(t + 1) * cols];
+            match self.group_size {
+                // Column i in group i / G: each run of G columns one table.
+                Some(size) => {
+                    for (run, lut) in row.chunks_mut(size).zip(table.chunks_exact(levels)) {
+                        for v in run {
+                            *v = lut[v.to_bits() as usize & (lut.len() - 1)];
+                        }
+                    }
+                }
+                None => {
+                    for (v, &g) in row.iter_mut().zip(&self.g_idx) {
+                        let lut = &table[g as usize * levels..(g as usize + 1) * levels];
+                        *v = lut[v.to_bits() as usize & (lut.len() - 1)];
+                    }
+                }
             }
         }
     }
