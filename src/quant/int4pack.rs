@@ -735,17 +735,8 @@ impl<'a> PackedRef<'a> {
     pub fn cols(&self) -> usize {
         self.cols
     }
-    pub fn bits(&self) -> u32 {
-        self.bits
-    }
     pub fn groups(&self) -> usize {
         self.groups
-    }
-    pub fn g_idx(&self) -> &[u32] {
-        &self.g_idx
-    }
-    pub fn layout(&self) -> Layout {
-        self.layout
     }
     pub fn scale_type(&self) -> ScaleType {
         self.scale_type
@@ -1123,6 +1114,57 @@ mod tests {
             let mut out = [0f32; 8];
             r.decode_rows(0..1, &mut out);
             assert_eq!(out, [want; 8], "{ty:?}");
+        }
+    }
+
+    /// What `gptq::quantize` returns packs, through [`IntWeights::from_gptq`],
+    /// into every layout and reads back as its own fake-quantized weights
+    /// (asymmetric, act-order: compressed-tensors and GPTQ v2; symmetric:
+    /// all four).
+    #[test]
+    fn gptq_output_round_trips() {
+        use crate::quant::gptq::{quantize, GptqConfig, Hessian};
+        let (rows, cols) = (16, 64);
+        let mut next = {
+            let mut s = 0x9e37_79b9u64;
+            move || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            }
+        };
+        let w: Vec<f32> = (0..rows * cols).map(|_| next() * 0.1).collect();
+        let mut h = Hessian::new(cols);
+        let x: Vec<f32> = (0..8 * cols).map(|_| next()).collect();
+        h.add(&x, 8).unwrap();
+        let h = h.finish().unwrap();
+        for (sym, act) in [(true, false), (false, true)] {
+            let cfg = GptqConfig {
+                group_size: Some(32),
+                sym,
+                act_order: act,
+                ..GptqConfig::default()
+            };
+            let out = quantize(&w, rows, cols, &h, &cfg).unwrap();
+            let iw = IntWeights::from_gptq(&out, 4, rows, cols);
+            let mut layouts = vec![Layout::Gptq { v2: true }, Layout::Compressed];
+            if sym {
+                layouts.extend([Layout::Gptq { v2: false }, Layout::Awq]);
+            }
+            for layout in layouts {
+                let stored = Stored::new(&pack(layout, &iw, sym).unwrap());
+                let r = stored.reader(layout, 4).unwrap();
+                let mut got = vec![0f32; rows * cols];
+                r.decode_rows(0..rows, &mut got);
+                for (k, g) in got.iter().enumerate() {
+                    let (o, i) = (k / cols, k % cols);
+                    let grp = out.g_idx[i] as usize;
+                    let want = (f32::from(out.codes[k]) - f32::from(out.zeros[grp * rows + o]))
+                        * out.scales[grp * rows + o];
+                    assert_eq!(*g, want, "{layout:?} ({o}, {i})");
+                }
+            }
         }
     }
 
