@@ -54,6 +54,10 @@
 //! (`tests/oracle/pack_goldens.py`, `fixtures/pack/`: compressed-tensors'
 //! `pack_to_int32` and compressor, AutoGPTQ's and AutoAWQ's packing loops)
 //! and the bf16 dequantization with compressed-tensors' `decompress`.
+//!
+//! Length: over 1000 lines because more than half of it is those tests
+//! (goldens, round trips of every layout, refusals), beside the layouts
+//! they check.
 
 use std::ops::Range;
 
