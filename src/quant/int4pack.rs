@@ -55,9 +55,9 @@
 //! `pack_to_int32` and compressor, AutoGPTQ's and AutoAWQ's packing loops)
 //! and the bf16 dequantization with compressed-tensors' `decompress`.
 //!
-//! Length: over 1000 lines because more than half of it is those tests
-//! (goldens, round trips of every layout, refusals), beside the layouts
-//! they check.
+//! Length: over 1000 lines: three layouts in both directions with their
+//! checks (about 900 lines with docs), and a third of the file the tests
+//! (goldens, round trips of every layout, refusals) beside them.
 
 use std::ops::Range;
 
