@@ -50,8 +50,11 @@ fixtures python="python3":
     {{python}} tests/oracle/gptq_goldens.py
     # GPTQ over whole models: PYTHONPATH must reach transformers 5.17 + datasets, then llmcompressor (see fixtures/README.md).
     {{python}} tests/oracle/gptq_model_goldens.py goldens tiny-llama
+    {{python}} tests/oracle/gptq_model_goldens.py goldens tiny-llama --no-propagate
     cargo build --release && rm -rf target/smollm2-hf-convert && target/release/llmtool convert "$(scripts/smollm2.sh)" --out target/smollm2-hf-convert
     {{python}} tests/oracle/gptq_model_goldens.py goldens smollm2 target/smollm2-hf-convert
+    {{python}} tests/oracle/pack_goldens.py
+    {{python}} tests/oracle/pack_hf_check.py
     cargo build --release && {{python}} tests/oracle/check_bnb_load.py
     {{python}} tests/oracle/check_hf_load.py fixtures/models/tiny-qwen2-llmtool-sharded fixtures/models/tiny-qwen2 --record fixtures/models/tiny-qwen2-llmtool-sharded/transformers-check.json
     {{python}} tests/oracle/llama_cpp_buffers.py "$(tests/oracle/build_llama_cpp.sh)" "$(scripts/smollm2.sh)" target/llmtool-cache/vram-oracle fixtures/vram/llama_cpp_buffers.json

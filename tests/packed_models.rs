@@ -56,11 +56,10 @@ fn scale_bytes(dtype: &str, v: &[f32]) -> Vec<u8> {
     }
 }
 
-/// The torch reference's dequantization, written out independently of the
-/// library: (q − z)·s in the scale's dtype (one rounding of the exact
-/// product).
-fn dequant(dtype: &str, q: u8, z: u8, s: f32) -> f32 {
-    scale_value(dtype, (f32::from(q) - f32::from(z)) * s)
+/// The torch reference's dequantization in float32, written out
+/// independently of the library: (q − z)·s.
+fn dequant(q: u8, z: u8, s: f32) -> f32 {
+    (f32::from(q) - f32::from(z)) * s
 }
 
 /// The tensors of a packed copy of tiny-llama (every Q/K/V/O/gate/up/down
@@ -153,13 +152,7 @@ fn build(case: Case) -> Built {
             .flat_map(|k| {
                 let (o, i) = (k / cols, k % cols);
                 let g = g_idx[i] as usize;
-                dequant(
-                    case.scale_dtype,
-                    codes[k],
-                    zeros[g * rows + o],
-                    scales[g * rows + o],
-                )
-                .to_le_bytes()
+                dequant(codes[k], zeros[g * rows + o], scales[g * rows + o]).to_le_bytes()
             })
             .collect();
         plain.push((t.name.clone(), "F32", t.shape.clone(), weight));
@@ -412,4 +405,63 @@ fn unreadable_quantization_configs_are_refused_by_key() {
         let e = engine_error(|_| {}, edit);
         assert!(e.contains(want), "want '{want}' in: {e}");
     }
+}
+
+/// A NaN scale makes the logits NaN; the error names the scales tensor.
+#[test]
+fn a_nan_scale_is_named() {
+    let mut b = build(GPTQ);
+    let name = "model.layers.1.mlp.up_proj.scales";
+    tensor(&mut b.packed, name).3[6..8].copy_from_slice(&half::f16::NAN.to_le_bytes());
+    let dir = write_model(&b.packed, Some(&b.qc));
+    let m = Model::open(dir.path().to_str().unwrap()).unwrap();
+    let e = Engine::new(&m).unwrap();
+    let mut cache = e.new_cache();
+    let err = e
+        .forward(&mut [&mut cache], &[&[1, 2, 3]], Logits::Last)
+        .expect_err("NaN logits must be an error")
+        .to_string();
+    assert!(
+        err.contains(&format!("tensor '{name}' holds NaN at element 3")),
+        "{err}"
+    );
+}
+
+/// transformers (with compressed-tensors decompressing every layer) on a
+/// pack-quantized micro-llama that compressed-tensors itself wrote
+/// (`tests/oracle/pack_hf_check.py`, `fixtures/pack/micro-llama-ct`): our
+/// engine's logits equal its float32 ones.
+#[test]
+fn compressed_tensors_checkpoint_logits_equal_transformers() {
+    let dir = common::fixture("pack/micro-llama-ct");
+    let g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("logits.json")).unwrap()).unwrap();
+    let ids: Vec<u32> = g["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let want: Vec<f32> = g["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter())
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    let m = Model::open(dir.to_str().unwrap()).unwrap();
+    let e = Engine::new(&m).unwrap();
+    let mut cache = e.new_cache();
+    let got = e
+        .forward(&mut [&mut cache], &[&ids], Logits::All)
+        .unwrap()
+        .remove(0);
+    let d = got
+        .iter()
+        .zip(&want)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert_eq!(got.len(), want.len());
+    eprintln!("max |Δlogit| against transformers: {d:e}");
+    assert!(d <= 1e-5, "max |Δlogit| {d} against transformers");
 }

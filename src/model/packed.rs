@@ -268,8 +268,8 @@ fn compressed(
     let (&[out, inp], &[p_rows, p_cols]) = (dims.as_slice(), packed.shape.as_slice()) else {
         return Err(format!("weight_packed shape {:?} is not 2-D", packed.shape));
     };
-    match (32 * p_cols).checked_div(inp) {
-        Some(bits @ (4 | 8)) if p_rows == out && bits * inp == 32 * p_cols => {
+    match p_cols.checked_mul(32).and_then(|b| b.checked_div(inp)) {
+        Some(bits @ (4 | 8)) if p_rows == out && Some(bits * inp) == p_cols.checked_mul(32) => {
             Ok((vec![out, inp], Packing::Compressed { bits }))
         }
         _ => Err(format!(

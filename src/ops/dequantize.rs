@@ -4,11 +4,12 @@
 //!
 //! Each packed layer (`qweight` / `weight_packed` and its side tensors)
 //! becomes one `….weight`, dequantized as [`crate::quant::int4pack`]
-//! documents (the torch reference: `(q − z)·s` rounded once to the scales'
-//! dtype), tile of rows by tile of rows; every other tensor is copied
-//! through f32. The default output dtype is the scales' dtype when it is
-//! the same for every packed layer and the unpacked tensors' (the values are
-//! then kept exactly), else F32. config.json loses its
+//! documents (`(q − z)·s` in f32), tile of rows by tile of rows; every
+//! other tensor is copied through f32. The default output dtype is the
+//! scales' dtype when it is the same for every packed layer and the
+//! unpacked tensors': the one rounding of the product to that dtype then
+//! gives what runtimes that keep the scales in it (vLLM, compressed-tensors'
+//! `decompress`) compute. Else F32, which keeps the products exactly. config.json loses its
 //! `quantization_config`; the tokenizer and generation files are copied;
 //! the directory appears only when complete. `quantize` to GGUF takes a
 //! packed checkpoint through this (see [`crate::cli`]'s quantize command).
@@ -167,8 +168,8 @@ pub fn to_hf(
         .list("tags", &["llmtool", "dequantized"])
         .body(&format!(
             "# Dequantized model\n\n`{file}` ({} checkpoint, {}-bit) dequantized to \
-             Hugging Face safetensors ({dtype}) by llmtool {}: W = (q − z)·s rounded once \
-             to the scales' dtype, as the torch reference path computes it.\n\n",
+             Hugging Face safetensors ({dtype}) by llmtool {}: W = (q − z)·s, stored \
+             in {dtype}.\n\n",
             layout_name(f),
             f.bits,
             env!("CARGO_PKG_VERSION"),

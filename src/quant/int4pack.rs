@@ -38,17 +38,30 @@
 //!   packing, so the stored field is the unsigned code used here; a
 //!   symmetric layer stores no zero point and reads as zero 2^(b−1).
 //!
-//! Dequantization follows the torch reference paths (compressed-tensors'
-//! `_dequantize`, which vLLM's and transformers' compressed-tensors loaders
-//! use on CPU): `q − z` converted to the scale's dtype (exact: a small
-//! integer), times the scale in that dtype. For f16 and bf16 scales the
-//! product is therefore rounded once to the scale's dtype (round to nearest
-//! even); for f32 scales it is exact. [`PackedRef::decode_rows`] computes
-//! the exact product in f32 and applies that one rounding.
+//! Dequantization ([`PackedRef::decode_rows`]) is `(q − z)·s` computed in
+//! f32, the scale widened exactly from its stored dtype. That is the torch
+//! reference in float32: compressed-tensors' `_dequantize` (`q − z` in the
+//! scale's dtype, times the scale) after transformers has loaded the scales
+//! as float32 (`from_pretrained(dtype=torch.float32)`, checked on
+//! `fixtures/pack/micro-llama-ct`), and llama.cpp's `dequant_gptq`. With
+//! f16 or bf16 scales (≤ 11 significant bits) and `|q − z| ≤ 2^bits` the
+//! product is exact; a runtime that keeps the scales in f16/bf16 (vLLM,
+//! transformers in bf16, compressed-tensors' `decompress`) rounds it once
+//! more to that dtype, which is what storing our values in the scales' dtype
+//! gives, bit for bit (checked against `decompress` with bf16 scales).
+//!
+//! The unit tests compare every packed word with the reference packers'
+//! (`tests/oracle/pack_goldens.py`, `fixtures/pack/`: compressed-tensors'
+//! `pack_to_int32` and compressor, AutoGPTQ's and AutoAWQ's packing loops)
+//! and the bf16 dequantization with compressed-tensors' `decompress`.
+//!
+//! Length: over 1000 lines: three layouts in both directions with their
+//! checks (about 900 lines with docs), and a third of the file the tests
+//! (goldens, round trips of every layout, refusals) beside them.
 
 use std::ops::Range;
 
-use crate::quant::{f16_bits_to_f32, f32_to_bf16_bits, f32_to_f16_bits};
+use crate::quant::f16_bits_to_f32;
 
 /// Why codes could not be packed or packed tensors read.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -179,15 +192,6 @@ impl ScaleType {
             ScaleType::Bf16 => f32::from_bits(
                 (u32::from(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]]))) << 16,
             ),
-        }
-    }
-
-    /// `v` rounded to this dtype (to nearest even), back as f32.
-    pub fn round(self, v: f32) -> f32 {
-        match self {
-            ScaleType::F32 => v,
-            ScaleType::F16 => f16_bits_to_f32(f32_to_f16_bits(v)),
-            ScaleType::Bf16 => f32::from_bits(u32::from(f32_to_bf16_bits(v)) << 16),
         }
     }
 }
@@ -547,6 +551,8 @@ pub struct PackedRef<'a> {
     scales: &'a [u8],
     scale_type: ScaleType,
     g_idx: Vec<u32>,
+    /// `G` when column `i` is in group `i / G` for every column.
+    group_size: Option<usize>,
 }
 
 fn word(bytes: &[u8], i: usize) -> u32 {
@@ -582,8 +588,10 @@ impl<'a> PackedRef<'a> {
         let w = dims2(names[0], &p.weight)?;
         let s = dims2(names[2], &p.scales)?;
         let (rows, cols, groups) = match layout {
-            Layout::Gptq { .. } => (w[1], w[0] * per, s[0]),
-            Layout::Awq => (w[1] * per, w[0], s[0]),
+            // Saturating: an empty tensor may declare any outer size; the
+            // shape checks below then refuse it.
+            Layout::Gptq { .. } => (w[1], w[0].saturating_mul(per), s[0]),
+            Layout::Awq => (w[1].saturating_mul(per), w[0], s[0]),
             Layout::Compressed => {
                 let [rows, cols] = p.shape.ok_or(PackError::Shape {
                     tensor: "weight_shape",
@@ -593,6 +601,13 @@ impl<'a> PackedRef<'a> {
                 (rows, cols, s[1])
             }
         };
+        if rows == 0 || cols == 0 {
+            return Err(PackError::Shape {
+                tensor: names[0],
+                expected: vec![],
+                got: p.weight.shape.to_vec(),
+            });
+        }
         let expect = |tensor: &'static str, got: &[u64], expected: Vec<u64>| {
             if got == expected.as_slice() {
                 Ok(())
@@ -642,7 +657,11 @@ impl<'a> PackedRef<'a> {
         // Lengths: a file's header may disagree with its own shapes only if
         // the store let it, but a short slice must never be indexed.
         let len = |tensor: &'static str, part: &Part, elem: usize| {
-            let expected = part.shape.iter().product::<u64>() * elem as u64;
+            let expected = part
+                .shape
+                .iter()
+                .try_fold(elem as u64, |a, &d| a.checked_mul(d))
+                .unwrap_or(u64::MAX);
             if part.bytes.len() as u64 == expected {
                 Ok(())
             } else {
@@ -692,12 +711,18 @@ impl<'a> PackedRef<'a> {
                 (0..cols).map(|i| (i / g) as u32).collect()
             }
         };
+        let size = cols.div_ceil(groups);
+        let sequential = g_idx
+            .iter()
+            .enumerate()
+            .all(|(i, &g)| g as usize == i / size);
         Ok(PackedRef {
             layout,
             bits,
             rows,
             cols,
             groups,
+            group_size: sequential.then_some(size),
             weight: p.weight.bytes,
             zeros: p.zeros.map(|z| z.bytes),
             scales: p.scales.bytes,
@@ -714,17 +739,8 @@ impl<'a> PackedRef<'a> {
     pub fn cols(&self) -> usize {
         self.cols
     }
-    pub fn bits(&self) -> u32 {
-        self.bits
-    }
     pub fn groups(&self) -> usize {
         self.groups
-    }
-    pub fn g_idx(&self) -> &[u32] {
-        &self.g_idx
-    }
-    pub fn layout(&self) -> Layout {
-        self.layout
     }
     pub fn scale_type(&self) -> ScaleType {
         self.scale_type
@@ -781,16 +797,16 @@ impl<'a> PackedRef<'a> {
     }
 
     /// Rows `rows` (output features) dequantized into `out`
-    /// (`rows.len() × cols`), as the module docs say: one rounding of the
-    /// exact product to the scale's dtype.
+    /// (`rows.len() × cols`): `(q − z)·s` in f32, as the module docs say.
     pub fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
         let (cols, bits) = (self.cols, self.bits);
         debug_assert_eq!(out.len(), rows.len() * cols);
         let per = (32 / bits) as usize;
         let mask = self.mask();
-        // First the codes, as f32 in `out`, walking the stored words in
-        // memory order; then each row through a table of its dequantized
-        // values per (group, code).
+        // First the codes, their bits stored in `out`'s f32 slots, walking
+        // the stored words in memory order; then each row through a table
+        // of its dequantized values per (group, code): one lookup a weight.
+        // Indices are masked to the table's length, so no bounds checks.
         match self.layout {
             Layout::Gptq { .. } => {
                 for r in 0..cols / per {
@@ -799,15 +815,19 @@ impl<'a> PackedRef<'a> {
                         let w = word(self.weight, base + o);
                         let dst = &mut out[t * cols + r * per..t * cols + (r + 1) * per];
                         for (k, d) in dst.iter_mut().enumerate() {
-                            *d = ((w >> (k as u32 * bits)) & mask) as f32;
+                            *d = f32::from_bits((w >> (k as u32 * bits)) & mask);
                         }
                     }
                 }
             }
             Layout::Awq => {
-                for i in 0..cols {
-                    for (t, o) in rows.clone().enumerate() {
-                        out[t * cols + i] = self.code(o, i) as f32;
+                // Row by row (sequential writes); the words of one output
+                // column group stay in cache across its eight rows.
+                let words = self.rows / per;
+                for (t, o) in rows.clone().enumerate() {
+                    let (c, shift) = (o / per, 4 * AWQ_REVERSE[o % per] as u32);
+                    for (i, d) in out[t * cols..(t + 1) * cols].iter_mut().enumerate() {
+                        *d = f32::from_bits((word(self.weight, i * words + c) >> shift) & mask);
                     }
                 }
             }
@@ -818,7 +838,7 @@ impl<'a> PackedRef<'a> {
                         let w = word(self.weight, o * words + r);
                         let dst = &mut out[t * cols + r * per..t * cols + (r + 1) * per];
                         for (k, d) in dst.iter_mut().enumerate() {
-                            *d = ((w >> (k as u32 * bits)) & mask) as f32;
+                            *d = f32::from_bits((w >> (k as u32 * bits)) & mask);
                         }
                     }
                 }
@@ -830,14 +850,25 @@ impl<'a> PackedRef<'a> {
             for g in 0..self.groups {
                 let (z, s) = (self.zero(g, o) as f32, self.scale(g, o));
                 for (q, v) in table[g * levels..(g + 1) * levels].iter_mut().enumerate() {
-                    // (q − z)·s is exact in f32: |q − z| ≤ 2^bits and s has
-                    // at most 24 significant bits, which is why one rounding
-                    // here equals the reference's product in the scale dtype.
-                    *v = self.scale_type.round((q as f32 - z) * s);
+                    *v = (q as f32 - z) * s;
                 }
             }
-            for (v, &g) in out[t * cols..(t + 1) * cols].iter_mut().zip(&self.g_idx) {
-                *v = table[g as usize * levels + *v as usize];
+            let row = &mut out[t * cols..(t + 1) * cols];
+            match self.group_size {
+                // Column i in group i / G: each run of G columns one table.
+                Some(size) => {
+                    for (run, lut) in row.chunks_mut(size).zip(table.chunks_exact(levels)) {
+                        for v in run {
+                            *v = lut[v.to_bits() as usize & (lut.len() - 1)];
+                        }
+                    }
+                }
+                None => {
+                    for (v, &g) in row.iter_mut().zip(&self.g_idx) {
+                        let lut = &table[g as usize * levels..(g as usize + 1) * levels];
+                        *v = lut[v.to_bits() as usize & (lut.len() - 1)];
+                    }
+                }
             }
         }
     }
@@ -977,21 +1008,21 @@ mod tests {
                 .map(|(_, shape, bytes)| Part { bytes, shape })
         }
 
-        fn reader(&self, layout: Layout, bits: u32) -> Result<PackedRef<'_>, PackError> {
+        fn parts(&self, layout: Layout) -> Parts<'_> {
             let ct = layout == Layout::Compressed;
             let pick = |a: &str, b: &str| self.part(if ct { b } else { a });
-            PackedRef::new(
-                layout,
-                bits,
-                Parts {
-                    weight: pick("qweight", "weight_packed").unwrap(),
-                    zeros: pick("qzeros", "weight_zero_point"),
-                    scales: pick("scales", "weight_scale").unwrap(),
-                    scale_type: ScaleType::F32,
-                    g_idx: pick("g_idx", "weight_g_idx"),
-                    shape: self.shape,
-                },
-            )
+            Parts {
+                weight: pick("qweight", "weight_packed").unwrap(),
+                zeros: pick("qzeros", "weight_zero_point"),
+                scales: pick("scales", "weight_scale").unwrap(),
+                scale_type: ScaleType::F32,
+                g_idx: pick("g_idx", "weight_g_idx"),
+                shape: self.shape,
+            }
+        }
+
+        fn reader(&self, layout: Layout, bits: u32) -> Result<PackedRef<'_>, PackError> {
+            PackedRef::new(layout, bits, self.parts(layout))
         }
     }
 
@@ -1043,17 +1074,22 @@ mod tests {
         }
     }
 
-    /// f16 and bf16 scales: the product is rounded once to the scale dtype,
-    /// as compressed-tensors' `_dequantize` does in that dtype.
+    /// f16 and bf16 scales: the product is the exact one, not rounded to
+    /// the scale's dtype (transformers' float32 numbers).
     #[test]
-    fn rounds_to_the_scale_dtype() {
-        // 3 · 0.1 in f16: exact product 0.29998779296875 rounds to 0.2999267578125.
+    fn products_are_exact_in_f32() {
+        // 3 · 0.1 in f16: the exact product 0.29998779296875 would round to
+        // 0.2999267578125 in f16.
         let s16 = half::f16::from_f32(0.1);
-        let want = half::f16::from_f32(3.0 * s16.to_f32()).to_f32();
-        assert_ne!(want, 3.0 * s16.to_f32(), "the example must need rounding");
+        let want = 3.0 * s16.to_f32();
+        assert_ne!(
+            want,
+            half::f16::from_f32(want).to_f32(),
+            "needs rounding in f16"
+        );
         let sb = half::bf16::from_f32(0.1);
-        let want_b = half::bf16::from_f32(3.0 * sb.to_f32()).to_f32();
-        assert_ne!(want_b, 3.0 * sb.to_f32());
+        let want_b = 3.0 * sb.to_f32();
+        assert_ne!(want_b, half::bf16::from_f32(want_b).to_f32());
         for (ty, bytes, want) in [
             (ScaleType::F16, s16.to_le_bytes(), want),
             (ScaleType::Bf16, sb.to_le_bytes(), want_b),
@@ -1082,6 +1118,57 @@ mod tests {
             let mut out = [0f32; 8];
             r.decode_rows(0..1, &mut out);
             assert_eq!(out, [want; 8], "{ty:?}");
+        }
+    }
+
+    /// What `gptq::quantize` returns packs, through [`IntWeights::from_gptq`],
+    /// into every layout and reads back as its own fake-quantized weights
+    /// (asymmetric, act-order: compressed-tensors and GPTQ v2; symmetric:
+    /// all four).
+    #[test]
+    fn gptq_output_round_trips() {
+        use crate::quant::gptq::{quantize, GptqConfig, Hessian};
+        let (rows, cols) = (16, 64);
+        let mut next = {
+            let mut s = 0x9e37_79b9u64;
+            move || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            }
+        };
+        let w: Vec<f32> = (0..rows * cols).map(|_| next() * 0.1).collect();
+        let mut h = Hessian::new(cols);
+        let x: Vec<f32> = (0..8 * cols).map(|_| next()).collect();
+        h.add(&x, 8).unwrap();
+        let h = h.finish().unwrap();
+        for (sym, act) in [(true, false), (false, true)] {
+            let cfg = GptqConfig {
+                group_size: Some(32),
+                sym,
+                act_order: act,
+                ..GptqConfig::default()
+            };
+            let out = quantize(&w, rows, cols, &h, &cfg).unwrap();
+            let iw = IntWeights::from_gptq(&out, 4, rows, cols);
+            let mut layouts = vec![Layout::Gptq { v2: true }, Layout::Compressed];
+            if sym {
+                layouts.extend([Layout::Gptq { v2: false }, Layout::Awq]);
+            }
+            for layout in layouts {
+                let stored = Stored::new(&pack(layout, &iw, sym).unwrap());
+                let r = stored.reader(layout, 4).unwrap();
+                let mut got = vec![0f32; rows * cols];
+                r.decode_rows(0..rows, &mut got);
+                for (k, g) in got.iter().enumerate() {
+                    let (o, i) = (k / cols, k % cols);
+                    let grp = out.g_idx[i] as usize;
+                    let want = (f32::from(out.codes[k]) - f32::from(out.zeros[grp * rows + o]))
+                        * out.scales[grp * rows + o];
+                    assert_eq!(*g, want, "{layout:?} ({o}, {i})");
+                }
+            }
         }
     }
 
@@ -1127,7 +1214,7 @@ mod tests {
         let v1 = Layout::Gptq { v2: false };
         let try_new = |p: Parts| PackedRef::new(v1, 4, p).map(|r| r.rows());
         let err = |p: Parts| try_new(p).unwrap_err().to_string();
-        let ok = ok_parts(&stored);
+        let ok = stored.parts(v1);
         assert_eq!(try_new(ok), Ok(32));
         // Scales of another layer: 48 outputs where qweight has 32.
         let wide = vec![0u8; 2 * 48 * 4];
@@ -1176,21 +1263,23 @@ mod tests {
             ..ok.weight
         };
         assert!(err(Parts { weight, ..ok }).starts_with("qweight is [8, 32, 1]"));
+        // Empty tensors declaring absurd outer sizes: refused, no overflow
+        // and no allocation.
+        let weight = Part {
+            bytes: &[],
+            shape: &[u64::MAX / 2, 0],
+        };
+        assert!(err(Parts { weight, ..ok }).starts_with("qweight is ["));
+        let huge = [0, u64::MAX];
+        let scales = Part {
+            bytes: &[],
+            shape: &huge,
+        };
+        assert!(err(Parts { scales, ..ok }).starts_with("scales is ["));
         assert_eq!(
             PackedRef::new(v1, 3, ok).unwrap_err().to_string(),
             "3-bit GPTQ v1 weights are not supported (4 and 8 bits are)"
         );
-    }
-
-    fn ok_parts(stored: &Stored) -> Parts<'_> {
-        Parts {
-            weight: stored.part("qweight").unwrap(),
-            zeros: stored.part("qzeros"),
-            scales: stored.part("scales").unwrap(),
-            scale_type: ScaleType::F32,
-            g_idx: stored.part("g_idx"),
-            shape: None,
-        }
     }
 
     /// Byte-for-byte agreement with the reference packers on the goldens of
@@ -1276,6 +1365,43 @@ mod tests {
             (u.codes, u.zeros, u.scales, u.g_idx),
             (codes, zeros, scales, g_idx)
         );
+        // With bfloat16 scales, decode_rows stored as bfloat16 (what
+        // convert writes by default) equals compressed-tensors'
+        // decompression bit for bit.
+        if let Some(want) = doc["dequant_bf16"].as_array() {
+            let p = stored.part("weight_scale").unwrap();
+            let bf16: Vec<u8> = p
+                .bytes
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    half::bf16::from_f32(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes()
+                })
+                .collect();
+            let r = PackedRef::new(
+                layout,
+                bits,
+                Parts {
+                    scales: Part {
+                        bytes: &bf16,
+                        shape: p.shape,
+                    },
+                    scale_type: ScaleType::Bf16,
+                    ..stored.parts(layout)
+                },
+            )
+            .unwrap();
+            let mut out = vec![0f32; rows * cols];
+            r.decode_rows(0..rows, &mut out);
+            let want: Vec<u32> = want
+                .iter()
+                .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+                .collect();
+            let got: Vec<u32> = out
+                .iter()
+                .map(|&x| half::bf16::from_f32(x).to_f32().to_bits())
+                .collect();
+            assert_eq!(got, want, "dequantization with bf16 scales");
+        }
     }
 
     macro_rules! goldens {

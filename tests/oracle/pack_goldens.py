@@ -26,7 +26,10 @@ References, per layout:
 Writes fixtures/pack/<case>.json: bits, rows, cols, the inputs (unsigned codes
 [rows*cols] row-major, scales [groups*rows] as float32 values, unsigned zeros
 [groups*rows], g_idx [cols]) and `tensors`: {suffix: {shape, values}} with int32
-values (scales: float32 values) of every tensor the layout stores.
+values (scales: float32 values) of every tensor the layout stores; for the
+compressed-tensors cases without act-order also `dequant_bf16`, the weight
+[rows*cols] that `PackedQuantizationCompressor.decompress` returns with the scales
+in bfloat16.
 """
 import json
 import os
@@ -144,6 +147,13 @@ def compressed(codes, scales, zeros, g_idx, bits, group, sym, act):
             sd["weight_zero_point"] = torch.zeros_like(zp_signed)
         c = PackedQuantizationCompressor.compress(sd, scheme)
         assert torch.equal(c["weight_packed"], packed), "compressor != pack_to_int32"
+        # And its decompression with bfloat16 scales: the reference dequantization
+        # ((q − z) in the scale dtype, times the scale in that dtype).
+        c16 = dict(c)
+        c16["weight_scale"] = scale_t.to(torch.bfloat16)
+        d = PackedQuantizationCompressor.decompress(c16, scheme)["weight"]
+        assert d.dtype == torch.bfloat16
+        out["dequant_bf16"] = d.to(torch.float32).numpy()
         assert c["weight_shape"].tolist() == [ROWS, COLS]
         if not sym:
             assert torch.equal(c["weight_zero_point"], torch.tensor(out["weight_zero_point"]))
@@ -190,6 +200,9 @@ def main():
             "scales": [float(x) for x in scales.reshape(-1)],
             "zeros": zeros.reshape(-1).tolist(),
             "g_idx": g_idx.tolist(),
+            "dequant_bf16": [float(x) for x in tensors.pop("dequant_bf16").reshape(-1)]
+            if "dequant_bf16" in tensors
+            else None,
             "tensors": {
                 k: {
                     "shape": list(v.shape),

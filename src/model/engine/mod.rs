@@ -492,6 +492,14 @@ impl<'m> Engine<'m> {
                 _ => continue,
             }
             used.push(t);
+            // A packed layer's NaN/Inf can only be in its scales.
+            if let Some(module) = packed_module(&t.name) {
+                used.extend(
+                    ["scales", "weight_scale"]
+                        .iter()
+                        .filter_map(|s| model.tensor(&format!("{module}.{s}"))),
+                );
+            }
         }
         let file = model.root.display().to_string();
         let missing = |what: String| {

@@ -3,10 +3,9 @@
 //! decoded a tile of rows at a time ([`crate::quant::int4pack::PackedRef`],
 //! found through [`crate::model::packed::packed_weight`]).
 //!
-//! Packed layers are dequantized exactly as the torch reference does
-//! (`(q − z)·s` rounded once to the scales' dtype; see
-//! [`crate::quant::int4pack`]), so they go through the f32 products of
-//! [`weights`]: they have no integer product, and
+//! Packed layers are dequantized to `(q − z)·s` in f32, transformers'
+//! float32 numbers (see [`crate::quant::int4pack`]), and go through the f32
+//! products of [`weights`]: they have no integer product, and
 //! [`Activations::Q8`](super::Activations::Q8) multiplies them exactly too.
 
 use std::ops::Range;

@@ -100,8 +100,10 @@ fn gguf_from_packed(
     let mut name = options.out.file_name().unwrap_or_default().to_os_string();
     name.push(".dequantized");
     let scratch = AtomicDir::create(&options.out.with_file_name(name))?;
+    // Named as the input, since the GGUF's general.name comes from it.
+    let dir_name = model.root.file_name().unwrap_or("model".as_ref());
     let hf = HfOptions {
-        out: scratch.path().join("model"),
+        out: scratch.path().join(dir_name),
         dtype: None,
         max_shard_size: u64::MAX,
         progress: options.progress,
