@@ -154,3 +154,282 @@ fn tiny_llama_propagated_run_follows_llm_compressor() {
         }
     }
 }
+
+/// transformers (with compressed-tensors) loads what `quantize gptq
+/// --format compressed-tensors` wrote for tiny-llama, and its logits equal
+/// our engine's on the same checkpoint (fixtures/README.md says how the
+/// checkpoint and the logits were made).
+#[test]
+fn transformers_logits_on_our_compressed_tensors_output_equal_the_engine() {
+    let dir = fixture("gptq_model/tiny-llama-llmtool-ct");
+    let g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("transformers-logits.json")).unwrap())
+            .unwrap();
+    let seqs: Vec<Vec<u32>> = serde_json::from_value(g["ids"].clone()).unwrap();
+    let want: Vec<Vec<Vec<f32>>> = serde_json::from_value(g["logits"].clone()).unwrap();
+    let m = Model::open(dir.to_str().unwrap()).unwrap();
+    let e = Engine::new(&m).unwrap();
+    for (ids, want) in seqs.iter().zip(&want) {
+        let mut cache = e.new_cache();
+        let got = e
+            .forward(
+                &mut [&mut cache],
+                &[ids],
+                llmtool::model::engine::Logits::All,
+            )
+            .unwrap()
+            .remove(0);
+        let want: Vec<f32> = want.iter().flatten().copied().collect();
+        assert_eq!(got.len(), want.len());
+        let d = got
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-3, "max |Δlogit| {d} against transformers");
+    }
+}
+
+/// tiny-llama with a 512-token vocabulary (random embedding and head rows)
+/// and the tiny BPE tokenizer beside it, so text can calibrate it.
+fn with_tokenizer(dir: &std::path::Path, edit_q: Option<f32>) -> std::path::PathBuf {
+    let m = dir.join("m");
+    std::fs::create_dir(&m).unwrap();
+    crate::common::tiny_llama_variant(
+        &m,
+        |t| {
+            let vocab_rows = t.name == "model.embed_tokens.weight" || t.name == "lm_head.weight";
+            if vocab_rows {
+                let v = (0..512 * 256)
+                    .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-4)
+                    .collect();
+                return Some((vec![512, 256], v));
+            }
+            let bad = edit_q.filter(|_| t.name == "model.layers.1.self_attn.q_proj.weight")?;
+            let mut v = vec![0.01f32; 256 * 256];
+            v[300] = bad;
+            Some((t.shape.clone(), v))
+        },
+        |c| c["vocab_size"] = serde_json::json!(512),
+    );
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(fixture("tokenizer/tiny-llama-spm").join(f), m.join(f)).unwrap();
+    }
+    m
+}
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `llmtool quantize gptq ARGS`: exit 1, no panic, `want` in the message,
+/// nothing left beside `out`.
+fn refuses(args: &[&str], out: &std::path::Path, want: &str) {
+    let o = crate::common::llmtool().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: expected {want:?} in: {err}");
+    let name = out.file_name().unwrap().to_string_lossy().into_owned();
+    let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&name))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn cli_writes_both_layouts_from_text_and_the_engine_runs_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = with_tokenizer(tmp.path(), None);
+    let jsonl = tmp.path().join("train.jsonl");
+    let line = serde_json::json!({"text": crate::common::fixture("tokenizer/tiny-llama-spm/tokenizer.json").display().to_string().repeat(40)});
+    let chat = serde_json::json!({"messages": [
+        {"role": "user", "content": "What is a mode of substance?"},
+        {"role": "assistant", "content": "An affection of substance, conceived through another."}
+    ]});
+    std::fs::write(&jsonl, format!("{line}\n\n{chat}\n{line}\n")).unwrap();
+    for (layout, calib) in [("gptq", None), ("compressed-tensors", Some(&jsonl))] {
+        let out = tmp.path().join(format!("out-{layout}"));
+        let mut cmd = crate::common::llmtool();
+        cmd.args([
+            "quantize",
+            "gptq",
+            s(&m),
+            "--out",
+            s(&out),
+            "--format",
+            layout,
+        ])
+        .args(["--calib-samples", "4", "--calib-seqlen", "32", "--json"]);
+        if let Some(c) = calib {
+            cmd.args(["--calib", s(c)]);
+        }
+        let r = crate::common::json_output(&mut cmd);
+        assert_eq!(r["quantized"], 14, "{r}");
+        if calib.is_some() {
+            assert_eq!(r["calibration"]["documents"], 3, "{r}");
+        }
+        assert_eq!(r["layer_stats"].as_array().unwrap().len(), 2);
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        let q = &config["quantization_config"];
+        match layout {
+            "gptq" => {
+                assert_eq!(q["checkpoint_format"], "gptq");
+                assert!(out.join("quantize_config.json").is_file());
+            }
+            _ => assert_eq!(q["format"], "pack-quantized"),
+        }
+        assert!(out.join("tokenizer.json").is_file());
+        let model = Model::open(s(&out)).unwrap();
+        let e = Engine::new(&model).unwrap();
+        let mut cache = e.new_cache();
+        let logits = e
+            .forward(
+                &mut [&mut cache],
+                &[&[1, 5, 9, 200]],
+                llmtool::model::engine::Logits::Last,
+            )
+            .unwrap();
+        assert!(logits[0].iter().all(|v| v.is_finite()));
+    }
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = with_tokenizer(tmp.path(), None);
+    let out = tmp.path().join("out");
+    let r = crate::common::json_output(crate::common::llmtool().args([
+        "quantize",
+        "gptq",
+        s(&m),
+        "--out",
+        s(&out),
+        "--calib-samples",
+        "4",
+        "--calib-seqlen",
+        "32",
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(r["layers"], 2);
+    assert_eq!(r["quantized"], 14);
+    assert!(r["estimate"]["peak_bytes"].as_u64().unwrap() > 0);
+    assert!(r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f == "quantize_config.json"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn bad_inputs_are_refused_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = with_tokenizer(tmp.path(), None);
+    let out = tmp.path().join("out");
+    let base = ["quantize", "gptq", s(&m), "--out", s(&out)];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        base.iter()
+            .map(|a| a.to_string())
+            .chain(extra.iter().map(|a| a.to_string()))
+            .collect()
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (with(&["--calib-samples", "100000"]), "need at least"),
+        (
+            with(&[
+                "--group-size",
+                "96",
+                "--calib-samples",
+                "4",
+                "--calib-seqlen",
+                "32",
+            ]),
+            "does not divide the input width of model.layers.0",
+        ),
+        (
+            with(&["--asym", "--calib-samples", "4", "--calib-seqlen", "32"]),
+            "--format compressed-tensors",
+        ),
+        (with(&["--bits", "3"]), "4- or 8-bit"),
+    ];
+    for (args, want) in &cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        refuses(&a, &out, want);
+    }
+    // A calibration file that is not what it claims.
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"ok\"}\n[1, 2]\n").unwrap();
+    refuses(
+        &[&base[..], &["--calib", s(&bad)]].concat(),
+        &out,
+        "bad.jsonl:2",
+    );
+    // An already-quantized input.
+    let q = fixture("gptq_model/tiny-llama-llmtool-ct");
+    refuses(
+        &["quantize", "gptq", s(&q), "--out", s(&out)],
+        &out,
+        "quantized",
+    );
+    // NaN in a weight: named.
+    let nan_dir = tmp.path().join("nan");
+    std::fs::create_dir(&nan_dir).unwrap();
+    let nan = with_tokenizer(&nan_dir, Some(f32::NAN));
+    refuses(
+        &[
+            "quantize",
+            "gptq",
+            s(&nan),
+            "--out",
+            s(&out),
+            "--calib-samples",
+            "4",
+            "--calib-seqlen",
+            "32",
+        ],
+        &out,
+        "model.layers.1.self_attn.q_proj",
+    );
+}
+
+#[test]
+fn allow_unquantized_keeps_the_layers_the_group_size_does_not_divide() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = with_tokenizer(tmp.path(), None);
+    let out = tmp.path().join("out");
+    let r = crate::common::json_output(crate::common::llmtool().args([
+        "quantize",
+        "gptq",
+        s(&m),
+        "--out",
+        s(&out),
+        "--group-size",
+        "512",
+        "--allow-unquantized",
+        "--calib-samples",
+        "4",
+        "--calib-seqlen",
+        "32",
+        "--json",
+    ]));
+    // Only down_proj has 512 inputs.
+    assert_eq!(r["quantized"], 2, "{r}");
+    assert_eq!(r["kept"].as_array().unwrap().len(), 12);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let dynamic = config["quantization_config"]["dynamic"]
+        .as_object()
+        .unwrap();
+    assert!(dynamic.contains_key("-:^model\\.layers\\.0\\.self_attn\\.q_proj$"));
+    let model = Model::open(s(&out)).unwrap();
+    Engine::new(&model).unwrap();
+}

@@ -622,6 +622,11 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
             cfg.bits
         )));
     }
+    if !cfg.sym && opts.format == GptqFormat::Gptq {
+        return Err(Error::Refused(
+            "--asym with --format gptq: the GPTQ v1 layout stores zero − 1 and cannot hold a zero point of 0; write asymmetric codes with --format compressed-tensors".into(),
+        ));
+    }
     let per = 32 / usize::from(cfg.bits);
     let layers = engine.config.layers;
     let parts = projections(model, layers);
