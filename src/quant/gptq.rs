@@ -39,16 +39,19 @@
 //!
 //! Float32 throughout where the reference uses float32 element-wise (the
 //! fake quantization, the in-block updates: same operations, same order);
-//! the lazy update after each block (the reference's `bmm`) sums in f32 in
-//! column order, which need not be BLAS's order; the Cholesky factorization and inverse accumulate in f64, since LAPACK's
+//! the lazy update after each block (the reference's matmul) is an f32
+//! SGEMM whose summation order is matrixmultiply's, not BLAS's; the
+//! Cholesky factorization and inverse accumulate in f64, since LAPACK's
 //! float32 summation order cannot be reproduced anyway and the more exact
 //! factor keeps codes within the acceptance (≥ 99.9 % equal).
 //!
 //! Every row of W evolves independently given H⁻¹ (the scales are fixed
-//! up front), so rows run in parallel. Cost: rows·cols²/2 multiply-adds
-//! for the updates, cols³/3 for the factor (f64, n = 1536 in about 0.6 s on
-//! two cores) and tokens·cols²/2 per [`Hessian::add`]; none of it is a
-//! blocked GEMM yet, which calibrating large layers will want.
+//! up front), so rows run in parallel inside a block and the lazy update
+//! after it is one SGEMM per band of rows. [`Hessian::add`] is XᵀX as
+//! parallel SGEMMs (upper triangle), and the factorization
+//! ([`Prepared`], computed once for the projections that share an input)
+//! is a blocked Cholesky and triangular inverse over DGEMM, so all three
+//! costs (tokens·cols²/2, rows·cols²/2 and 2·cols³/3) run in GEMM kernels.
 
 use rayon::prelude::*;
 
