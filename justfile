@@ -24,6 +24,11 @@ bench:
     scripts/bench-merge.sh
     scripts/bench-quantize.sh
 
+# quantize gptq against llm-compressor on SmolLM2 (needs its HF form, the
+# calibration ids and the reference's outputs: docs/PERFORMANCE.md, "GPTQ").
+bench-gptq smol_hf calib_ids ref_dir:
+    scripts/bench-gptq.sh {{smol_hf}} {{calib_ids}} {{ref_dir}}
+
 # lora merge against PEFT's merge_and_unload on SmolLM2 (needs a venv with
 # tests/oracle/requirements.txt: `just bench-peft /path/to/venv/bin/python`).
 bench-peft python:
