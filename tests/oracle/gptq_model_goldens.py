@@ -287,7 +287,7 @@ def read_golden(model_key, variant):
     return meta, out
 
 
-def crosscheck(model_key, model_dir, propagate):
+def crosscheck(model_key, model_dir, propagate, layers, actorders):
     """The pipeline the goldens claim, written out by hand, against the goldens.
 
     transformers' decoder layers run one sequence at a time (no mask: causal); each
@@ -307,7 +307,7 @@ def crosscheck(model_key, model_dir, propagate):
     with open(os.path.join(OUT, model_key, "ids.json")) as f:
         ids = torch.tensor(json.load(f)["ids"])
     group = GOLDENS[model_key][0]
-    for actorder in ACTORDERS:
+    for actorder in actorders:
         meta, golden = read_golden(model_key, variant_name(group, actorder, propagate))
         args = QuantizationArgs(
             num_bits=BITS, type="int", symmetric=True, strategy="group", group_size=group, actorder=actorder
@@ -319,7 +319,7 @@ def crosscheck(model_key, model_dir, propagate):
             pos = torch.arange(ids.shape[1])[None]
             rope = model.model.rotary_emb(hidden[0], pos)
             worst = 1.0
-            for layer in model.model.layers:
+            for layer in model.model.layers[:layers]:
                 linears = [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]
                 hess = {m: torch.zeros(m.in_features, m.in_features) for m in linears}
                 count = {m: torch.zeros((), dtype=torch.int64) for m in linears}
@@ -390,12 +390,15 @@ def main():
     c = sub.add_parser("crosscheck")
     c.add_argument("model", choices=list(GOLDENS))
     c.add_argument("model_dir", nargs="?", default=TINY)
+    c.add_argument("--layers", type=int, default=None, help="stop after this many layers")
+    c.add_argument("--actorder", choices=["none", "weight"], help="only this variant")
     for q in (g, c):
         q.add_argument("--no-propagate", dest="propagate", action="store_false",
                        help="the -noprop variants: each layer fed the original model's hidden states")
     a = p.parse_args()
     if a.cmd == "crosscheck":
-        crosscheck(a.model, a.model_dir, a.propagate)
+        actorders = ACTORDERS if a.actorder is None else [None if a.actorder == "none" else "weight"]
+        crosscheck(a.model, a.model_dir, a.propagate, a.layers, actorders)
     elif a.cmd == "goldens":
         assert (a.model == "tiny-llama") == (a.model_dir == TINY), "smollm2 needs its HF dir"
         write_goldens(a.model, a.model_dir, a.propagate)
