@@ -51,6 +51,22 @@ struct LayerCheck {
 }
 
 fn check(model_dir: &str, variant: &str, propagate: bool, max_layers: usize) -> Vec<LayerCheck> {
+    check_model(
+        &fixture(&format!("models/{model_dir}")),
+        model_dir,
+        variant,
+        propagate,
+        max_layers,
+    )
+}
+
+fn check_model(
+    model_path: &std::path::Path,
+    model_dir: &str,
+    variant: &str,
+    propagate: bool,
+    max_layers: usize,
+) -> Vec<LayerCheck> {
     let dir = fixture(&format!("gptq_model/{model_dir}"));
     let ids: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("ids.json")).unwrap()).unwrap();
@@ -64,7 +80,6 @@ fn check(model_dir: &str, variant: &str, propagate: bool, max_layers: usize) -> 
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    let model_path = fixture(&format!("models/{model_dir}"));
     let model = Model::open(model_path.to_str().unwrap()).unwrap();
     let engine = Engine::new(&model).unwrap();
     let cfg = GptqConfig {
@@ -140,6 +155,39 @@ fn tiny_llama_layer_by_layer_equals_llm_compressor() {
         assert_codes(&layers, variant);
         assert_scales(&layers, variant);
     }
+}
+
+/// SmolLM2 (the HF form `convert` writes from the PyPI GGUF, float32),
+/// group 64, 16 × 256 ids: each layer calibrated on the original
+/// activations equals llm-compressor's on the sampled rows; with
+/// propagation, layer 0 equals and later layers' losses follow.
+#[test]
+fn smollm2_layer_by_layer_equals_llm_compressor() {
+    use llmtool::ops::convert::{convert, HfOptions};
+    let Some(p) = crate::common::smollm2() else {
+        return;
+    };
+    let gguf = Model::open(p.to_str().unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("hf");
+    let opts = HfOptions {
+        out: hf.clone(),
+        dtype: None,
+        max_shard_size: 5_000_000_000,
+        progress: false,
+        command: "test".into(),
+    };
+    convert(&gguf, &opts, false).unwrap();
+    // All 30 layers without act-order, the first 10 with it (CI time).
+    for (variant, n) in [("g64-none-noprop", 30), ("g64-weight-noprop", 10)] {
+        let layers = check_model(&hf, "smollm2", variant, false, n);
+        assert_eq!(layers.len(), n);
+        assert_codes(&layers, variant);
+        assert_scales(&layers, variant);
+    }
+    let layers = check_model(&hf, "smollm2", "g64-none", true, 2);
+    assert_codes(&layers[..1], "g64-none");
+    assert_scales(&layers, "g64-none");
 }
 
 #[test]
