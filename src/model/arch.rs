@@ -39,6 +39,23 @@ pub enum LayerPart {
     Down,
 }
 
+impl LayerPart {
+    /// A Linear weight of the layer (q/k/v/o, gate/up/down), as opposed to
+    /// a norm or a bias: what quantizers quantize.
+    pub fn is_projection(self) -> bool {
+        matches!(
+            self,
+            LayerPart::Q
+                | LayerPart::K
+                | LayerPart::V
+                | LayerPart::O
+                | LayerPart::Gate
+                | LayerPart::Up
+                | LayerPart::Down
+        )
+    }
+}
+
 /// The role of a tensor in the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -23,6 +23,7 @@ use crate::ops::Error;
 use crate::quant::int4pack::{PackedRef, ScaleType};
 use crate::store::atomic::{self, AtomicDir};
 use crate::store::card::ModelCard;
+use crate::store::hfdir;
 use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
 use crate::store::{DType, Model, StoreError, TensorInfo};
 
@@ -35,20 +36,6 @@ const SIDES: &[&str] = &[
     "weight_zero_point",
     "weight_shape",
     "weight_g_idx",
-];
-
-/// Files of the source directory the output keeps as they are.
-const COPIED: &[&str] = &[
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
 ];
 
 /// Where an output tensor comes from.
@@ -156,13 +143,7 @@ pub fn to_hf(
         &dir.path().join("config.json"),
         (serde_json::to_string_pretty(&config).unwrap_or_default() + "\n").as_bytes(),
     )?;
-    for name in COPIED {
-        let src = model.root.join(name);
-        if src.is_file() {
-            let b = std::fs::read(&src).map_err(|e| StoreError::io(&src, e))?;
-            atomic::write_file(&dir.path().join(name), &b)?;
-        }
-    }
+    hfdir::copy_side_files(model, dir.path())?;
     let card = ModelCard::new()
         .field("library_name", "transformers")
         .list("tags", &["llmtool", "dequantized"])

@@ -540,6 +540,19 @@ impl ShardedWriter {
         Ok(())
     }
 
+    /// Writes the next tensor of the plan as `model` stores `t`, its bytes
+    /// copied 16 MiB at a time, and lets the map release them.
+    pub fn copy_tensor(&mut self, model: &super::Model, t: &TensorInfo) -> Result<()> {
+        self.write_tensor_with(&t.name, |sink| {
+            for c in model.bytes(t).chunks(16 << 20) {
+                sink(c)?;
+            }
+            Ok(())
+        })?;
+        model.release(t);
+        Ok(())
+    }
+
     /// Checks every tensor was written, renames the shards into place and
     /// writes the index last. Returns the final paths.
     pub fn finish(mut self) -> Result<Vec<PathBuf>> {

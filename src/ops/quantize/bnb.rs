@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
 
-use crate::model::arch::{self, LayerPart, Role};
+use crate::model::arch::{self, Role};
 use crate::ops::Error;
 use crate::quant::bnb::{self as kernels, FourBit};
 use crate::store::atomic::{self, AtomicDir};
@@ -336,16 +336,7 @@ pub fn quantize(
         };
         let linear = match arch::role(&t.name) {
             Role::LmHead => true,
-            Role::Layer(
-                _,
-                LayerPart::Q
-                | LayerPart::K
-                | LayerPart::V
-                | LayerPart::O
-                | LayerPart::Gate
-                | LayerPart::Up
-                | LayerPart::Down,
-            ) => true,
+            Role::Layer(_, p) if p.is_projection() => true,
             Role::Other if t.shape.len() == 2 && !is_skipped(module, &patterns) => {
                 return Err(Error::Refused(format!(
                     "tensor '{}' [{}] is not a layer llmtool knows (q/k/v/o, gate/up/down projections, lm_head); if it is an nn.Linear that should stay unquantized, pass --skip {module}",
@@ -509,13 +500,7 @@ pub fn quantize(
         match item {
             Item::Copy(t) => {
                 bar.set_message(t.name.clone());
-                w.write_tensor_with(&t.name, |sink| {
-                    for c in model.bytes(t).chunks(16 << 20) {
-                        sink(c)?;
-                    }
-                    Ok(())
-                })?;
-                model.release(t);
+                w.copy_tensor(model, t)?;
                 bar.inc(t.len);
             }
             Item::FourBit { t, offset } => {

@@ -101,17 +101,7 @@ fn projections(model: &Model, layers: usize) -> Vec<Vec<(LayerPart, &TensorInfo)
     let mut out = vec![Vec::new(); layers];
     for t in model.tensors() {
         if let Role::Layer(i, p) = arch::role(&t.name) {
-            let projection = matches!(
-                p,
-                LayerPart::Q
-                    | LayerPart::K
-                    | LayerPart::V
-                    | LayerPart::O
-                    | LayerPart::Gate
-                    | LayerPart::Up
-                    | LayerPart::Down
-            );
-            if projection && (i as usize) < layers {
+            if p.is_projection() && (i as usize) < layers {
                 out[i as usize].push((p, t));
             }
         }
@@ -776,18 +766,8 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
 
     let tmp = AtomicDir::create(out)?;
     let mut w = ShardedWriter::create(tmp.path(), plan, opts.max_shard_size, BTreeMap::new())?;
-    let copy = |w: &mut ShardedWriter, t: &TensorInfo| -> Result<(), Error> {
-        w.write_tensor_with(&t.name, |sink| {
-            for c in model.bytes(t).chunks(16 << 20) {
-                sink(c)?;
-            }
-            Ok(())
-        })?;
-        model.release(t);
-        Ok(())
-    };
     for t in &head {
-        copy(&mut w, t)?;
+        w.copy_tensor(model, t)?;
     }
     let bar = crate::progress::count_bar(opts.progress, layers as u64, "GPTQ", "layers");
     let keep_fn = |li: usize, part: LayerPart| keep.contains(&(li, part));
@@ -810,11 +790,11 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
             let li = st.layer;
             for t in &per_layer[li] {
                 let Some(q) = done.iter().find(|q| std::ptr::eq(q.tensor, *t)) else {
-                    copy(&mut w, t)?;
+                    w.copy_tensor(model, t)?;
                     continue;
                 };
                 let Some(result) = &q.result else {
-                    copy(&mut w, t)?;
+                    w.copy_tensor(model, t)?;
                     continue;
                 };
                 let iw = IntWeights::from_gptq(
