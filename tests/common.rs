@@ -283,3 +283,56 @@ pub fn write_safetensors(path: &std::path::Path, tensors: &[Stored]) {
     out.extend_from_slice(&data);
     std::fs::write(path, out).unwrap();
 }
+
+/// tiny-llama with a 512-token vocabulary (random embedding and head rows)
+/// and the tiny BPE tokenizer beside it, so text can calibrate it.
+pub fn with_tokenizer(dir: &std::path::Path, edit_q: Option<f32>) -> std::path::PathBuf {
+    let m = dir.join("m");
+    std::fs::create_dir(&m).unwrap();
+    tiny_llama_variant(
+        &m,
+        |t| {
+            let vocab_rows = t.name == "model.embed_tokens.weight" || t.name == "lm_head.weight";
+            if vocab_rows {
+                let v = (0..512 * 256)
+                    .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-4)
+                    .collect();
+                return Some((vec![512, 256], v));
+            }
+            let bad = edit_q.filter(|_| t.name == "model.layers.1.self_attn.q_proj.weight")?;
+            let mut v = vec![0.01f32; 256 * 256];
+            v[300] = bad;
+            Some((t.shape.clone(), v))
+        },
+        |c| c["vocab_size"] = serde_json::json!(512),
+    );
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(fixture("tokenizer/tiny-llama-spm").join(f), m.join(f)).unwrap();
+    }
+    m
+}
+
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `llmtool ARGS`: exit 1, no panic, `want` in the message,
+/// nothing left beside `out`.
+pub fn refuses(args: &[&str], out: &std::path::Path, want: &str) {
+    let o = llmtool().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: expected {want:?} in: {err}");
+    let name = out.file_name().unwrap().to_string_lossy().into_owned();
+    let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&name))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -4,6 +4,7 @@
 mod common;
 
 mod arch_fixtures;
+mod awq_model;
 mod bnb_quantize;
 mod cli;
 mod convert;

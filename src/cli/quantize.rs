@@ -8,9 +8,12 @@ use super::output::{self, WrittenLine};
 use crate::ops::calibration;
 use crate::ops::quantize::bnb::{self, BnbFormat, BnbOptions};
 use crate::ops::quantize::gguf::GgufOptions;
-use crate::ops::quantize::gptq::{GptqFormat, GptqOptions};
+use crate::ops::quantize::awq::AwqOptions;
+use crate::ops::quantize::gptq::GptqOptions;
+use crate::ops::quantize::int_checkpoint::Format;
 use crate::ops::quantize::{self, GgufTokenizer, Job, Report};
 use crate::quant::ftype::FileType;
+use crate::quant::awq::AwqConfig;
 use crate::quant::gptq::GptqConfig;
 use crate::store::{card, Model};
 use crate::units::human_bytes;
@@ -33,6 +36,12 @@ use crate::units::human_bytes;
 /// quantized from the Hessians of their inputs, and the quantized layer
 /// feeds the next. Writes a GPTQ v1 checkpoint (or compressed-tensors
 /// pack-quantized with --format) that vLLM and transformers load.
+///
+/// awq: activation-aware int4 (AutoAWQ's algorithm as llm-compressor runs
+/// it) made layer by layer on the CPU: per-channel scales searched on the
+/// calibration windows and folded into the norms and previous linears, a
+/// clipping search, then zero-point int4 codes. Writes an AutoAWQ GEMM
+/// checkpoint (or compressed-tensors with --format).
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     llmtool quantize q4_k_m ./spinoza-merged --out spinoza-Q4_K_M.gguf\n  \
@@ -43,7 +52,9 @@ use crate::units::human_bytes;
     llmtool quantize int8 ./merged --out ./merged-int8 --skip mlp.down_proj\n  \
     llmtool quantize gptq ./spinoza-merged --out ./spinoza-gptq\n  \
     llmtool quantize gptq ./spinoza-merged --out ./spinoza-gptq --calib train.jsonl --desc-act\n  \
-    llmtool quantize gptq ./smollm2 --out ./smollm2-w4 --group-size 64 --format compressed-tensors --dry-run --json")]
+    llmtool quantize gptq ./smollm2 --out ./smollm2-w4 --group-size 64 --format compressed-tensors --dry-run --json\n  \
+    llmtool quantize awq ./spinoza-merged --out ./spinoza-awq\n  \
+    llmtool quantize awq ./smollm2 --out ./smollm2-awq --group-size 64 --format compressed-tensors --calib chats.jsonl")]
 pub struct Args {
     /// Output format.
     format: QuantFormat,
@@ -81,26 +92,41 @@ pub struct Args {
     #[arg(long)]
     torch_threads: Option<usize>,
     #[command(flatten)]
-    gptq: GptqArgs,
+    calibrated: CalibratedArgs,
     #[command(flatten)]
     shard: ShardArg,
     #[command(flatten)]
     write: WriteArgs,
 }
 
-/// Options of `quantize gptq`.
+/// Options of `quantize gptq` and `quantize awq`.
 #[derive(clap::Args)]
-#[command(next_help_heading = "GPTQ")]
-struct GptqArgs {
-    /// gptq: checkpoint layout: gptq (AutoGPTQ/GPTQModel v1, what vLLM's Marlin and transformers load) or compressed-tensors (llm-compressor's pack-quantized).
-    #[arg(long = "format", value_enum, default_value = "gptq")]
-    layout: LayoutArg,
-    /// gptq: bits per weight (4 or 8).
+#[command(next_help_heading = "GPTQ and AWQ")]
+struct CalibratedArgs {
+    /// gptq/awq: checkpoint layout: gptq (AutoGPTQ/GPTQModel v1; gptq's default), awq (AutoAWQ GEMM; awq's default) or compressed-tensors (llm-compressor's pack-quantized). vLLM and transformers load all three.
+    #[arg(long = "format", value_enum)]
+    layout: Option<LayoutArg>,
+    /// gptq/awq: bits per weight (gptq: 4 or 8; awq: 4).
     #[arg(long, default_value_t = 4)]
     bits: u8,
-    /// gptq: input columns per scale group: 32, 64, 128 or -1 (one group per row).
+    /// gptq/awq: input columns per scale group: 32, 64, 128 (or -1, one group per row, for gptq).
     #[arg(long, default_value_t = 128, allow_negative_numbers = true)]
     group_size: i64,
+    /// gptq/awq: calibration text: plain text, or JSONL (*.jsonl) with `text` or chat `messages` per line, or JSON token ids {"ids": [[…], …]} (default: the bundled corpus).
+    #[arg(long)]
+    calib: Option<std::path::PathBuf>,
+    /// gptq/awq: calibration windows.
+    #[arg(long, default_value_t = calibration::DEFAULT_SAMPLES)]
+    calib_samples: usize,
+    /// gptq/awq: tokens per calibration window.
+    #[arg(long, default_value_t = calibration::DEFAULT_SEQLEN)]
+    calib_seqlen: usize,
+    /// gptq/awq: seed of the window draw.
+    #[arg(long, default_value_t = calibration::DEFAULT_SEED)]
+    calib_seed: u64,
+    /// gptq/awq: keep layers whose shape the group size or the packing does not fit in their dtype instead of refusing.
+    #[arg(long)]
+    allow_unquantized: bool,
     /// gptq: process columns by descending Hessian diagonal (act-order); groups keep their natural columns, so g_idx stays trivial.
     #[arg(long, alias = "act-order")]
     desc_act: bool,
@@ -108,32 +134,70 @@ struct GptqArgs {
     #[arg(long)]
     asym: bool,
     /// gptq: damp fraction of mean(diag H) added to the Hessian; raised by 0.01 while Cholesky fails.
-    #[arg(long, default_value_t = 0.01)]
-    damp: f32,
+    #[arg(long)]
+    damp: Option<f32>,
     /// gptq: capture each layer's inputs once, with its original weights (llm-compressor), instead of after each group [q,k,v], [o], [gate,up], [down] is quantized (GPTQModel).
     #[arg(long)]
     no_true_sequential: bool,
-    /// gptq: calibration text: plain text, or JSONL (*.jsonl) with `text` or chat `messages` per line (default: the bundled corpus).
+    /// awq: symmetric codes without zero points (compressed-tensors only; AWQ GEMM kernels need zero points).
     #[arg(long)]
-    calib: Option<std::path::PathBuf>,
-    /// gptq: calibration windows.
-    #[arg(long, default_value_t = calibration::DEFAULT_SAMPLES)]
-    calib_samples: usize,
-    /// gptq: tokens per calibration window.
-    #[arg(long, default_value_t = calibration::DEFAULT_SEQLEN)]
-    calib_seqlen: usize,
-    /// gptq: seed of the window draw.
-    #[arg(long, default_value_t = calibration::DEFAULT_SEED)]
-    calib_seed: u64,
-    /// gptq: keep layers whose input width the group size does not divide in their dtype instead of refusing.
+    no_zero_point: bool,
+    /// awq: grid points of the scale search (AutoAWQ's n_grid).
     #[arg(long)]
-    allow_unquantized: bool,
+    n_grid: Option<usize>,
+    /// awq: skip the clipping search after scaling (llm-compressor's AWQ has none; AutoAWQ's apply_clip=False).
+    #[arg(long)]
+    no_clip: bool,
+    /// awq: scales from activations alone (AutoAWQ's duo_scaling=False).
+    #[arg(long)]
+    no_duo_scaling: bool,
+}
+
+impl CalibratedArgs {
+    fn group_size(&self) -> Result<Option<usize>> {
+        match self.group_size {
+            -1 => Ok(None),
+            n if n > 0 => Ok(Some(n as usize)),
+            n => anyhow::bail!("--group-size {n}: use a positive group size or -1"),
+        }
+    }
+
+    fn calibration(&self) -> calibration::Options {
+        calibration::Options {
+            source: self
+                .calib
+                .clone()
+                .map_or(calibration::Source::Bundled, calibration::Source::File),
+            samples: self.calib_samples,
+            seqlen: self.calib_seqlen,
+            seed: self.calib_seed,
+        }
+    }
+
+    /// Refuses the flags of the other algorithm, which would do nothing.
+    fn only(&self, method: &str, others: &[(bool, &str)]) -> Result<()> {
+        if let Some((_, flag)) = others.iter().find(|(set, _)| *set) {
+            anyhow::bail!("{flag} does not apply to quantize {method}");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LayoutArg {
     Gptq,
+    Awq,
     CompressedTensors,
+}
+
+impl From<LayoutArg> for Format {
+    fn from(l: LayoutArg) -> Format {
+        match l {
+            LayoutArg::Gptq => Format::Gptq,
+            LayoutArg::Awq => Format::Awq,
+            LayoutArg::CompressedTensors => Format::CompressedTensors,
+        }
+    }
 }
 
 /// Formats `quantize` writes.
@@ -169,10 +233,12 @@ enum QuantFormat {
     Int8,
     /// GPTQ int4/int8, calibrated layer by layer (checkpoint for vLLM, transformers).
     Gptq,
+    /// AWQ int4, activation-aware scales searched layer by layer (checkpoint for vLLM, transformers).
+    Awq,
 }
 
 impl QuantFormat {
-    /// The GGUF file type, or the bitsandbytes format (`None`: GPTQ).
+    /// The GGUF file type, or the bitsandbytes format (`None`: GPTQ or AWQ).
     fn target(self) -> Result<FileType, Option<BnbFormat>> {
         Ok(match self {
             QuantFormat::Q4_k_m => FileType::Q4_K_M,
@@ -186,47 +252,76 @@ impl QuantFormat {
             QuantFormat::Nf4 => return Err(Some(BnbFormat::Nf4)),
             QuantFormat::Fp4 => return Err(Some(BnbFormat::Fp4)),
             QuantFormat::Int8 => return Err(Some(BnbFormat::Int8)),
-            QuantFormat::Gptq => return Err(None),
+            QuantFormat::Gptq | QuantFormat::Awq => return Err(None),
         })
     }
 }
 
 fn gptq_options(a: &Args, m: &Model) -> Result<GptqOptions> {
-    let g = &a.gptq;
-    let group_size = match g.group_size {
-        -1 => None,
-        n if n > 0 => Some(n as usize),
-        n => anyhow::bail!("--group-size {n}: use a positive group size or -1"),
-    };
+    let g = &a.calibrated;
+    g.only(
+        "gptq",
+        &[
+            (g.no_zero_point, "--no-zero-point"),
+            (g.n_grid.is_some(), "--n-grid"),
+            (g.no_clip, "--no-clip"),
+            (g.no_duo_scaling, "--no-duo-scaling"),
+        ],
+    )?;
+    let defaults = GptqConfig::default();
     Ok(GptqOptions {
-        format: match g.layout {
-            LayoutArg::Gptq => GptqFormat::Gptq,
-            LayoutArg::CompressedTensors => GptqFormat::CompressedTensors,
-        },
+        format: g.layout.map_or(Format::Gptq, Format::from),
         algorithm: GptqConfig {
             bits: g.bits,
-            group_size,
+            group_size: g.group_size()?,
             sym: !g.asym,
             act_order: g.desc_act,
-            damp: g.damp,
-            ..GptqConfig::default()
+            damp: g.damp.unwrap_or(defaults.damp),
+            ..defaults
         },
         true_sequential: !g.no_true_sequential,
-        calibration: calibration::Options {
-            source: g
-                .calib
-                .clone()
-                .map_or(calibration::Source::Bundled, calibration::Source::File),
-            samples: g.calib_samples,
-            seqlen: g.calib_seqlen,
-            seed: g.calib_seed,
-        },
+        calibration: g.calibration(),
         allow_unquantized: g.allow_unquantized,
         max_shard_size: a.shard.max_shard_size,
         command: args::command_line(),
         model_label: card::base_model_id(&a.model, &m.root),
         progress: !a.write.json,
         ..GptqOptions::new(a.out.clone())
+    })
+}
+
+fn awq_options(a: &Args, m: &Model) -> Result<AwqOptions> {
+    let g = &a.calibrated;
+    g.only(
+        "awq",
+        &[
+            (g.desc_act, "--desc-act"),
+            (g.asym, "--asym (AWQ has zero points unless --no-zero-point)"),
+            (g.damp.is_some(), "--damp"),
+            (g.no_true_sequential, "--no-true-sequential"),
+        ],
+    )?;
+    let defaults = AwqConfig::default();
+    let Some(group_size) = g.group_size()? else {
+        anyhow::bail!("--group-size -1: AWQ needs groups (32, 64 or 128)");
+    };
+    Ok(AwqOptions {
+        format: g.layout.map_or(Format::Awq, Format::from),
+        algorithm: AwqConfig {
+            bits: g.bits,
+            group_size,
+            zero_point: !g.no_zero_point,
+            n_grid: g.n_grid.unwrap_or(defaults.n_grid),
+            duo_scaling: !g.no_duo_scaling,
+            clip: !g.no_clip,
+        },
+        calibration: g.calibration(),
+        allow_unquantized: g.allow_unquantized,
+        max_shard_size: a.shard.max_shard_size,
+        command: args::command_line(),
+        model_label: card::base_model_id(&a.model, &m.root),
+        progress: !a.write.json,
+        ..AwqOptions::new(a.out.clone())
     })
 }
 
@@ -249,6 +344,9 @@ pub fn run(a: Args) -> Result<()> {
                 progress,
             },
         },
+        Err(None) if matches!(a.format, QuantFormat::Awq) => {
+            Job::Awq(Box::new(awq_options(&a, &m)?))
+        }
         Err(None) => Job::Gptq(Box::new(gptq_options(&a, &m)?)),
         Err(Some(format)) => {
             let defaults = BnbOptions::new(a.out);
@@ -279,6 +377,7 @@ impl WrittenLine for Report {
             Report::Gguf(r) => &r.warnings,
             Report::Bnb(_) => &[],
             Report::Gptq(r) => &r.warnings,
+            Report::Awq(r) => &r.warnings,
         }
     }
     fn line(&self, verb: &str) -> String {
@@ -311,6 +410,20 @@ impl WrittenLine for Report {
                 r.out.display(),
                 r.quantized,
                 r.bits,
+                r.group_size,
+                r.format.name(),
+                r.kept.len(),
+                r.calibration.samples,
+                r.calibration.seqlen,
+                human_bytes(r.source_bytes),
+                human_bytes(r.bytes),
+                r.files.join(", ")
+            ),
+            Report::Awq(r) => format!(
+                "{} {}: {} projections AWQ 4-bit group {} ({}), {} kept; calibration {} × {} tokens; {} → {}; files: {}\n",
+                verb,
+                r.out.display(),
+                r.quantized,
                 r.group_size,
                 r.format.name(),
                 r.kept.len(),

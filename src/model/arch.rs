@@ -23,7 +23,7 @@ use crate::store::{Container, DType, Model};
 pub const MANIFEST_SCHEMA: &str = "llmtool.arch/1";
 
 /// The role of a tensor inside a decoder layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LayerPart {
     AttnNorm,
     Q,

@@ -55,6 +55,8 @@
 
 use rayon::prelude::*;
 
+use crate::quant::minmax::{code, code_range, qparams, value};
+
 /// Why [`quantize`] or [`Hessian`] refused its input.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GptqError {
@@ -280,31 +282,6 @@ struct SendPtr(*mut f32);
 // SAFETY: only used by `Hessian::add`, whose tasks write disjoint rows.
 unsafe impl Sync for SendPtr {}
 
-/// The signed code range of `bits` (compressed-tensors' `calculate_range`).
-fn code_range(bits: u8) -> (f32, f32) {
-    let half = f32::from(1u8 << (bits - 1));
-    (-half, half - 1.0)
-}
-
-/// Scale and signed zero point of one group of original weights
-/// (compressed-tensors' `calculate_qparams` for integer types).
-fn qparams(group: &[f32], bits: u8, sym: bool) -> (f32, f32) {
-    let (qmin, qmax) = code_range(bits);
-    let range = qmax - qmin;
-    let mn = group.iter().fold(0f32, |m, &v| m.min(v));
-    let mx = group.iter().fold(0f32, |m, &v| m.max(v));
-    let (scale, zero) = if sym {
-        (mn.abs().max(mx.abs()) / (range / 2.0), 0.0)
-    } else {
-        let s = (mx - mn) / range;
-        // 0/0 for an all-zero group: NaN, which the cast to int8 makes 0.
-        let z = (qmin - mn / s).clamp(qmin, qmax).round_ties_even();
-        (s, if z.is_nan() { 0.0 } else { z })
-    };
-    let scale = if scale == 0.0 { f32::EPSILON } else { scale };
-    (scale, zero)
-}
-
 /// What GPTQ needs from a Hessian, computed once for every weight that
 /// shares the input (q/k/v, gate/up): the processing order, the dead
 /// columns and the inverse factor.
@@ -457,14 +434,8 @@ pub fn quantize_prepared(
                     let g = group_of[i];
                     let (s, z) = (scale[r * groups + g], zero[r * groups + g]);
                     let x = wr[i];
-                    // compressed-tensors' `_quantize_dequantize`: the zero
-                    // point is added only for asymmetric schemes.
-                    let mut scaled = x / s;
-                    if !cfg.sym {
-                        scaled += z;
-                    }
-                    let qi = scaled.clamp(qmin, qmax).round_ties_even();
-                    let q = if cfg.sym { qi * s } else { (qi - z) * s };
+                    let qi = code(x, s, z, cfg.sym, (qmin, qmax));
+                    let q = value(qi, s, z, cfg.sym);
                     code_row[perm[i]] = (qi + half) as u8;
                     let e = (x - q) / hinv[i * cols + i];
                     er[i - i1] = e;

@@ -55,10 +55,12 @@
 pub mod bnb;
 pub mod dot;
 pub mod ftype;
+pub mod awq;
 pub mod gptq;
 pub mod int4pack;
 pub mod kquants;
 pub mod legacy;
+pub mod minmax;
 
 use half::f16;
 

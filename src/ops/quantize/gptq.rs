@@ -23,19 +23,18 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use crate::model::arch::{self, LayerPart, Role};
+use crate::model::arch::LayerPart;
 use crate::model::engine::weights::Dense;
 use crate::model::engine::{Engine, WeightMatrix};
 use crate::ops::calibration::{self, Calibration};
 use crate::ops::Error;
 use crate::quant::gptq::{self as kernels, GptqConfig, GptqError, GptqOutput, Hessian};
-use crate::quant::int4pack::{self, Data, IntWeights};
-use crate::store::atomic::{self, AtomicDir};
+use crate::ops::quantize::int_checkpoint::{self, projections, read_weight, Format, Plan, Scheme};
+use crate::quant::int4pack::IntWeights;
+use crate::store::atomic::AtomicDir;
 use crate::store::card::ModelCard;
-use crate::store::hfdir;
-use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
-use crate::store::{Container, DType};
-use crate::store::{Model, StoreError, TensorInfo};
+use crate::store::safetensors::ShardedWriter;
+use crate::store::{Model, TensorInfo};
 
 /// The projections of a decoder layer, in the order GPTQModel's
 /// true-sequential groups quantize them.
@@ -94,27 +93,6 @@ pub struct LayerStats {
     pub damp_increases: u32,
     /// Input columns never activated (quantized as zero).
     pub dead_columns: usize,
-}
-
-/// The projection tensors of every layer: `[layer][part]`.
-fn projections(model: &Model, layers: usize) -> Vec<Vec<(LayerPart, &TensorInfo)>> {
-    let mut out = vec![Vec::new(); layers];
-    for t in model.tensors() {
-        if let Role::Layer(i, p) = arch::role(&t.name) {
-            if p.is_projection() && (i as usize) < layers {
-                out[i as usize].push((p, t));
-            }
-        }
-    }
-    out
-}
-
-/// Reads a weight as f32, refusing NaN and Inf (named).
-fn read_weight(model: &Model, t: &TensorInfo) -> Result<Vec<f32>, StoreError> {
-    let x = model.read_rows_f32(t, 0..t.rows())?;
-    StoreError::check_finite(&t.name, 0, &x)?;
-    model.release(t);
-    Ok(x)
 }
 
 fn gptq_error(model: &Model, t: &TensorInfo, e: GptqError) -> Error {
@@ -309,31 +287,11 @@ pub fn part_name(part: LayerPart) -> &'static str {
     }
 }
 
-/// The checkpoint layouts `quantize gptq` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GptqFormat {
-    /// AutoGPTQ / GPTQModel v1 (`checkpoint_format: gptq`): qweight,
-    /// qzeros (zero − 1), scales (f16), g_idx.
-    Gptq,
-    /// compressed-tensors `pack-quantized`, as llm-compressor writes it.
-    CompressedTensors,
-}
-
-impl GptqFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            GptqFormat::Gptq => "gptq",
-            GptqFormat::CompressedTensors => "compressed-tensors",
-        }
-    }
-}
-
 /// Options of `quantize gptq`.
 pub struct GptqOptions {
     /// Output directory (must not exist, or be empty).
     pub out: PathBuf,
-    pub format: GptqFormat,
+    pub format: Format,
     pub algorithm: GptqConfig,
     /// Re-capture inputs after each group of a layer (GPTQModel's default).
     pub true_sequential: bool,
@@ -358,7 +316,7 @@ impl GptqOptions {
     pub fn new(out: PathBuf) -> GptqOptions {
         GptqOptions {
             out,
-            format: GptqFormat::Gptq,
+            format: Format::Gptq,
             algorithm: GptqConfig::default(),
             true_sequential: true,
             calibration: calibration::Options::default(),
@@ -390,7 +348,7 @@ pub struct Estimate {
 #[derive(Debug, serde::Serialize)]
 pub struct GptqReport {
     pub out: PathBuf,
-    pub format: GptqFormat,
+    pub format: Format,
     pub bits: u8,
     pub group_size: i64,
     pub sym: bool,
@@ -416,81 +374,20 @@ pub struct GptqReport {
     pub warnings: Vec<String>,
 }
 
-/// The tensors a packed projection becomes, in the order the packers of
-/// [`int4pack`] return them.
-fn packed_plan(
-    format: GptqFormat,
-    module: &str,
-    rows: u64,
-    cols: u64,
-    cfg: &GptqConfig,
-    scale_dtype: DType,
-) -> Vec<SafetensorsTensor> {
-    let per = 32 / u64::from(cfg.bits);
-    let groups = cfg.group_size.map_or(1, |g| cols / g as u64);
-    let t = |suffix: &str, dtype, shape: Vec<u64>| SafetensorsTensor {
-        name: format!("{module}.{suffix}"),
-        dtype,
-        shape,
-    };
-    match format {
-        GptqFormat::Gptq => vec![
-            t("qweight", DType::I32, vec![cols / per, rows]),
-            t("qzeros", DType::I32, vec![groups, rows / per]),
-            t("scales", scale_dtype, vec![groups, rows]),
-            t("g_idx", DType::I32, vec![cols]),
-        ],
-        GptqFormat::CompressedTensors => {
-            let mut v = vec![
-                t("weight_packed", DType::I32, vec![rows, cols / per]),
-                t("weight_scale", scale_dtype, vec![rows, groups]),
-                t("weight_shape", DType::I64, vec![2]),
-            ];
-            if !cfg.sym {
-                v.push(t(
-                    "weight_zero_point",
-                    DType::I32,
-                    vec![rows.div_ceil(per), groups],
-                ));
-            }
-            v
-        }
-    }
-}
-
-/// Little-endian bytes of a packed tensor, scales in `scale_dtype`.
-fn packed_bytes(data: &Data, scale_dtype: DType) -> Vec<u8> {
-    match data {
-        Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Data::Scales(v) => match scale_dtype {
-            DType::F16 => v
-                .iter()
-                .flat_map(|&x| crate::quant::f32_to_f16_bits(x).to_le_bytes())
-                .collect(),
-            DType::BF16 => v
-                .iter()
-                .flat_map(|&x| crate::quant::f32_to_bf16_bits(x).to_le_bytes())
-                .collect(),
-            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        },
-    }
-}
-
 /// `config.json`'s `quantization_config`. GPTQ v1 as AutoGPTQ's
 /// `BaseQuantizeConfig.to_dict` (GPTQModel adds `meta`); scales come from
 /// each group's original weights, which AutoGPTQ calls `static_groups`.
 /// compressed-tensors as llm-compressor 0.14 / compressed-tensors 0.19
 /// write it for a W4A16-style group scheme.
 fn quantization_config(
-    format: GptqFormat,
+    format: Format,
     cfg: &GptqConfig,
     true_sequential: bool,
     kept: &[String],
 ) -> serde_json::Value {
     let group = cfg.group_size.map_or(-1, |g| g as i64);
     match format {
-        GptqFormat::Gptq => {
+        Format::Gptq => {
             let mut v = serde_json::json!({
                 "bits": cfg.bits,
                 "group_size": group,
@@ -514,41 +411,15 @@ fn quantization_config(
             }
             v
         }
-        GptqFormat::CompressedTensors => {
-            let mut ignore = vec!["lm_head".to_string()];
-            ignore.extend(kept.iter().cloned());
-            serde_json::json!({
-                "config_groups": {"group_0": {
-                    "format": "pack-quantized",
-                    "input_activations": null,
-                    "output_activations": null,
-                    "targets": ["Linear"],
-                    "weights": {
-                        "actorder": if cfg.act_order { serde_json::json!("weight") } else { serde_json::Value::Null },
-                        "block_structure": null,
-                        "dynamic": false,
-                        "group_size": cfg.group_size,
-                        "num_bits": cfg.bits,
-                        "observer": "minmax",
-                        "observer_kwargs": {},
-                        "scale_dtype": null,
-                        "strategy": if cfg.group_size.is_some() { "group" } else { "channel" },
-                        "symmetric": cfg.sym,
-                        "type": "int",
-                        "zp_dtype": null,
-                    },
-                }},
-                "format": "pack-quantized",
-                "global_compression_ratio": null,
-                "ignore": ignore,
-                "kv_cache_scheme": null,
-                "quant_method": "compressed-tensors",
-                "quantization_status": "compressed",
-                "sparsity_config": {},
-                "transform_config": {},
-                "version": "0.19.0",
-            })
-        }
+        Format::CompressedTensors | Format::Awq => int_checkpoint::compressed_tensors_config(
+            Scheme {
+                bits: cfg.bits,
+                group_size: cfg.group_size,
+                sym: cfg.sym,
+            },
+            cfg.act_order,
+            kept,
+        ),
     }
 }
 
@@ -592,18 +463,7 @@ fn estimate(
 /// Quantizes `model` with GPTQ into a checkpoint at `opts.out`, or only
 /// plans it when `dry_run`.
 pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<GptqReport, Error> {
-    let shown = model.root.display();
-    if model.container != Container::Safetensors {
-        return Err(Error::Refused(format!(
-            "{shown}: quantize gptq needs a Hugging Face safetensors model (got a GGUF); convert it first: `llmtool convert {shown} --out DIR`, then quantize DIR"
-        )));
-    }
-    let Some(config) = model.config.clone() else {
-        return Err(Error::Refused(format!(
-            "{shown}: the model has no config.json; transformers and vLLM need one to load the checkpoint"
-        )));
-    };
-    crate::model::check::weights(model, "quantize gptq")?;
+    let config = int_checkpoint::check_input(model, "quantize gptq")?;
     let engine = Engine::new(model)?;
     let cfg = &opts.algorithm;
     if cfg.bits != 4 && cfg.bits != 8 {
@@ -612,49 +472,25 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
             cfg.bits
         )));
     }
-    if !cfg.sym && opts.format == GptqFormat::Gptq {
+    if !cfg.sym && opts.format == Format::Gptq {
         return Err(Error::Refused(
             "--asym with --format gptq: the GPTQ v1 layout stores zero − 1 and cannot hold a zero point of 0; write asymmetric codes with --format compressed-tensors".into(),
         ));
     }
-    let per = 32 / usize::from(cfg.bits);
-    let layers = engine.config.layers;
-    let parts = projections(model, layers);
-
-    // Which projections the group size (and the packing) allows.
-    let mut keep = std::collections::HashSet::new();
-    let mut unfit: Vec<String> = Vec::new();
-    for (li, ps) in parts.iter().enumerate() {
-        for &(part, t) in ps {
-            crate::ops::quantize::bnb::require_float(t)?;
-            let (rows, cols) = (t.rows() as usize, t.row_len() as usize);
-            let group_ok = cfg.group_size.is_none_or(|g| cols % g == 0);
-            let pack_ok = cols % per == 0 && (opts.format != GptqFormat::Gptq || rows % per == 0);
-            if !(group_ok && pack_ok) {
-                keep.insert((li, part));
-                unfit.push(format!("{} [{rows}, {cols}]", module_of(t)));
-            }
-        }
-    }
-    if !unfit.is_empty() && !opts.allow_unquantized {
-        let g = cfg.group_size.map_or(-1, |g| g as i64);
-        let shown_list = if unfit.len() > 6 {
-            format!("{} and {} more", unfit[..6].join(", "), unfit.len() - 6)
-        } else {
-            unfit.join(", ")
-        };
-        return Err(Error::Refused(format!(
-            "{shown}: group size {g} does not divide the input width of {shown_list} (inputs must also be a multiple of {per} to pack); choose a --group-size that divides every input width (e.g. 64 or 32 for a hidden size of 576), or pass --allow-unquantized to keep those layers in their dtype"
-        )));
-    }
-    let mut warnings = Vec::new();
-    if !keep.is_empty() {
-        warnings.push(format!(
-            "{} projections stay unquantized (--allow-unquantized): {}",
-            unfit.len(),
-            unfit.join(", ")
+    if opts.format == Format::Awq {
+        return Err(Error::Refused(
+            "quantize gptq writes --format gptq or compressed-tensors; AWQ GEMM checkpoints come from `quantize awq`".into(),
         ));
     }
+    let layers = engine.config.layers;
+    let parts = int_checkpoint::projections(model, layers);
+    let scheme = Scheme {
+        bits: cfg.bits,
+        group_size: cfg.group_size,
+        sym: cfg.sym,
+    };
+    let (keep, mut warnings) =
+        int_checkpoint::unpackable(model, &parts, opts.format, scheme, opts.allow_unquantized)?;
     if !cfg.sym {
         warnings.push("asymmetric GPTQ: vLLM cannot use its Marlin kernel for it and falls back to the slower gptq kernel".into());
     }
@@ -664,60 +500,15 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
 
     let calib = calibration::load(model, engine.config.vocab, &opts.calibration)?;
 
-    // The output plan: non-layer tensors first, then each layer's tensors
-    // in the order the pipeline finishes them.
-    let scale_dtype = match opts.format {
-        GptqFormat::Gptq => DType::F16,
-        GptqFormat::CompressedTensors => parts
-            .iter()
-            .flatten()
-            .next()
-            .map_or(DType::F16, |(_, t)| t.dtype),
-    };
-    let mut head: Vec<&TensorInfo> = Vec::new();
-    let mut per_layer: Vec<Vec<&TensorInfo>> = vec![Vec::new(); layers];
-    for t in model.tensors() {
-        match arch::role(&t.name) {
-            Role::Layer(i, _) if (i as usize) < layers => per_layer[i as usize].push(t),
-            _ => head.push(t),
-        }
-    }
-    let is_projection =
-        |li: usize, t: &TensorInfo| parts[li].iter().any(|(_, p)| std::ptr::eq(*p, t));
-    let mut plan: Vec<SafetensorsTensor> =
-        head.iter().map(|t| SafetensorsTensor::from(*t)).collect();
-    let mut kept_names = Vec::new();
-    let mut quantized = 0;
-    let mut layer_params = 0u64;
-    for (li, ts) in per_layer.iter().enumerate() {
-        let mut params = 0;
-        for t in ts {
-            if !is_projection(li, t) {
-                plan.push(SafetensorsTensor::from(*t));
-                continue;
-            }
-            params += t.numel();
-            let part = match arch::role(&t.name) {
-                Role::Layer(_, p) => p,
-                _ => unreachable!("projections are layer tensors"),
-            };
-            if keep.contains(&(li, part)) {
-                kept_names.push(module_of(t).to_string());
-                plan.push(SafetensorsTensor::from(*t));
-            } else {
-                quantized += 1;
-                plan.extend(packed_plan(
-                    opts.format,
-                    module_of(t),
-                    t.rows(),
-                    t.row_len(),
-                    cfg,
-                    scale_dtype,
-                ));
-            }
-        }
-        layer_params = layer_params.max(params);
-    }
+    let Plan {
+        head,
+        per_layer,
+        tensors: plan,
+        kept: kept_names,
+        quantized,
+        layer_params,
+        scale_dtype,
+    } = Plan::new(model, &parts, &keep, opts.format, scheme);
     let qconfig = quantization_config(opts.format, cfg, opts.true_sequential, &kept_names);
     let out = &opts.out;
     AtomicDir::check_dest(out)?;
@@ -756,7 +547,7 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
     if dry_run {
         let mut names = files.file_names();
         names.extend(["README.md", "config.json"].map(String::from));
-        if opts.format == GptqFormat::Gptq {
+        if opts.format == Format::Gptq {
             names.push("quantize_config.json".into());
         }
         names.sort();
@@ -803,15 +594,7 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
                     t.rows() as usize,
                     t.row_len() as usize,
                 );
-                let tensors = match opts.format {
-                    GptqFormat::Gptq => int4pack::pack_gptq(&iw, false),
-                    GptqFormat::CompressedTensors => int4pack::pack_compressed(&iw, cfg.sym),
-                }
-                .map_err(|e| Error::Refused(format!("{shown}: tensor '{}': {e}", t.name)))?;
-                for p in tensors {
-                    let name = format!("{}.{}", module_of(t), p.suffix);
-                    w.write_tensor(&name, &packed_bytes(&p.data, scale_dtype))?;
-                }
+                int_checkpoint::write_packed(&mut w, model, t, &iw, opts.format, cfg.sym, scale_dtype)?;
             }
             if st.damp_increases > 0 {
                 report.warnings.push(format!(
@@ -828,25 +611,10 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
     bar.finish_and_clear();
     report.layer_stats = stats;
 
-    let mut config = config;
-    config["quantization_config"] = qconfig.clone();
-    hfdir::write_config(tmp.path(), &hfdir::sort_keys(config))?;
-    if opts.format == GptqFormat::Gptq {
-        let body = serde_json::to_string_pretty(&qconfig).expect("JSON value") + "\n";
-        atomic::write_file(&tmp.path().join("quantize_config.json"), body.as_bytes())?;
-    }
-    hfdir::copy_side_files(model, tmp.path())?;
-    atomic::write_file(
-        &tmp.path().join("README.md"),
-        model_card(opts, &report).as_bytes(),
-    )?;
+    let side = (opts.format == Format::Gptq).then_some("quantize_config.json");
+    int_checkpoint::finish(&tmp, model, config, &qconfig, side, &model_card(opts, &report))?;
     report.files = tmp.commit()?;
     Ok(report)
-}
-
-/// `model.layers.0.self_attn.q_proj` of `model.layers.0.self_attn.q_proj.weight`.
-fn module_of(t: &TensorInfo) -> &str {
-    t.name.strip_suffix(".weight").unwrap_or(&t.name)
 }
 
 fn model_card(opts: &GptqOptions, r: &GptqReport) -> String {

@@ -1,16 +1,18 @@
 //! `llmtool quantize FORMAT MODEL --out OUT`: one entry point for every
 //! quantized artifact. GGUF formats go through [`gguf`] (llama.cpp's
 //! converter and `llama-quantize` in one streaming pass, laid out by
-//! [`gguf_layout`]); bitsandbytes formats through [`bnb`]; GPTQ through [`gptq`] (calibrated
-//! layer by layer). A GPTQ, AWQ or
+//! [`gguf_layout`]); bitsandbytes formats through [`bnb`]; GPTQ through [`gptq`] and AWQ through [`awq`]
+//! (calibrated layer by layer, written by [`int_checkpoint`]). A GPTQ, AWQ or
 //! compressed-tensors input to a GGUF format is dequantized first (exactly;
 //! [`crate::ops::dequantize`]); to bitsandbytes it is refused as every
 //! pre-quantized input is.
 
+pub mod awq;
 pub mod bnb;
 pub mod gguf;
 pub mod gguf_layout;
 pub mod gptq;
+pub mod int_checkpoint;
 
 use serde::Serialize;
 
@@ -45,6 +47,7 @@ pub enum Job {
         options: Box<BnbOptions>,
     },
     Gptq(Box<gptq::GptqOptions>),
+    Awq(Box<awq::AwqOptions>),
 }
 
 /// What was written (or, on a dry run, would be).
@@ -54,6 +57,7 @@ pub enum Report {
     Gguf(GgufReport),
     Bnb(BnbReport),
     Gptq(Box<gptq::GptqReport>),
+    Awq(Box<awq::AwqReport>),
 }
 
 /// Runs `job` on `model` (only plans it when `dry_run`).
@@ -81,6 +85,9 @@ pub fn run(model: &Model, job: &Job, dry_run: bool) -> Result<Report> {
             model, *format, options, dry_run,
         )?)),
         Job::Gptq(options) => Ok(Report::Gptq(Box::new(gptq::quantize(
+            model, options, dry_run,
+        )?))),
+        Job::Awq(options) => Ok(Report::Awq(Box::new(awq::quantize(
             model, options, dry_run,
         )?))),
     }

@@ -1,0 +1,382 @@
+//! Integer-code checkpoints as `quantize gptq` and `quantize awq` write
+//! them: which projections can be packed, the tensor plan of the output,
+//! the packed tensors' bytes, and the compressed-tensors
+//! `quantization_config`. The two algorithms differ in how they choose
+//! codes; what a checkpoint holds is decided here once.
+//!
+//! The layouts are [`crate::quant::int4pack`]'s: GPTQ v1 (AutoGPTQ
+//! `qlinear_cuda_old.py`), AutoAWQ GEMM (`awq/modules/linear/gemm.py`) and
+//! compressed-tensors 0.19.0 `pack-quantized`. The scales are stored in f16
+//! for GPTQ and AWQ (both references' convention) and in the model's dtype
+//! for compressed-tensors (llm-compressor's); codes are computed with the
+//! f32 scales in both cases, as the references compute them before the
+//! cast.
+
+use std::collections::HashSet;
+
+use crate::model::arch::{self, LayerPart, Role};
+use crate::ops::Error;
+use crate::quant::int4pack::{self, Data, IntWeights};
+use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
+use crate::store::atomic::{self, AtomicDir};
+use crate::store::hfdir;
+use crate::store::{Container, DType, Model, StoreError, TensorInfo};
+
+/// The checkpoint layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// AutoGPTQ / GPTQModel v1 (`checkpoint_format: gptq`): qweight,
+    /// qzeros (zero − 1), scales (f16), g_idx.
+    Gptq,
+    /// AutoAWQ GEMM (`version: gemm`): qweight and qzeros packed along the
+    /// outputs, true zeros, f16 scales.
+    Awq,
+    /// compressed-tensors `pack-quantized`, as llm-compressor writes it.
+    CompressedTensors,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Gptq => "gptq",
+            Format::Awq => "awq",
+            Format::CompressedTensors => "compressed-tensors",
+        }
+    }
+}
+
+/// What every quantized projection shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Scheme {
+    pub bits: u8,
+    /// Columns per group; `None`: one group per row.
+    pub group_size: Option<usize>,
+    pub sym: bool,
+}
+
+/// The projection tensors of every layer: `[layer][part]`.
+pub fn projections(model: &Model, layers: usize) -> Vec<Vec<(LayerPart, &TensorInfo)>> {
+    let mut out = vec![Vec::new(); layers];
+    for t in model.tensors() {
+        if let Role::Layer(i, p) = arch::role(&t.name) {
+            if p.is_projection() && (i as usize) < layers {
+                out[i as usize].push((p, t));
+            }
+        }
+    }
+    out
+}
+
+/// Reads a weight as f32, refusing NaN and Inf (named).
+pub fn read_weight(model: &Model, t: &TensorInfo) -> Result<Vec<f32>, StoreError> {
+    let x = model.read_rows_f32(t, 0..t.rows())?;
+    StoreError::check_finite(&t.name, 0, &x)?;
+    model.release(t);
+    Ok(x)
+}
+
+/// `model.layers.0.self_attn.q_proj` of `model.layers.0.self_attn.q_proj.weight`.
+pub fn module_of(t: &TensorInfo) -> &str {
+    t.name.strip_suffix(".weight").unwrap_or(&t.name)
+}
+
+/// The projections the scheme cannot pack (their input width is not a
+/// multiple of the group size or of the codes per word; for GPTQ and AWQ
+/// also their output width), by layer and part, refused unless `allow`.
+/// Returns them with a warning when allowed.
+pub fn unpackable(
+    model: &Model,
+    parts: &[Vec<(LayerPart, &TensorInfo)>],
+    format: Format,
+    scheme: Scheme,
+    allow: bool,
+) -> Result<(HashSet<(usize, LayerPart)>, Vec<String>), Error> {
+    let per = 32 / usize::from(scheme.bits);
+    let mut keep = HashSet::new();
+    let mut unfit: Vec<String> = Vec::new();
+    for (li, ps) in parts.iter().enumerate() {
+        for &(part, t) in ps {
+            crate::ops::quantize::bnb::require_float(t)?;
+            let (rows, cols) = (t.rows() as usize, t.row_len() as usize);
+            let group_ok = scheme.group_size.is_none_or(|g| cols % g == 0);
+            let pack_ok = match format {
+                Format::Gptq => cols % per == 0 && rows % per == 0,
+                Format::Awq => rows % per == 0,
+                Format::CompressedTensors => cols % per == 0,
+            };
+            if !(group_ok && pack_ok) {
+                keep.insert((li, part));
+                unfit.push(format!("{} [{rows}, {cols}]", module_of(t)));
+            }
+        }
+    }
+    if unfit.is_empty() {
+        return Ok((keep, Vec::new()));
+    }
+    if !allow {
+        let g = scheme.group_size.map_or(-1, |g| g as i64);
+        let shown_list = if unfit.len() > 6 {
+            format!("{} and {} more", unfit[..6].join(", "), unfit.len() - 6)
+        } else {
+            unfit.join(", ")
+        };
+        let packs = match format {
+            Format::Gptq => format!("inputs and outputs must also be multiples of {per} to pack"),
+            Format::Awq => format!("outputs must also be multiples of {per} to pack"),
+            Format::CompressedTensors => format!("inputs must also be multiples of {per} to pack"),
+        };
+        return Err(Error::Refused(format!(
+            "{}: group size {g} does not divide the input width of {shown_list} ({packs}); choose a --group-size that divides every input width (e.g. 64 or 32 for a hidden size of 576), or pass --allow-unquantized to keep those layers in their dtype",
+            model.root.display()
+        )));
+    }
+    let warning = format!(
+        "{} projections stay unquantized (--allow-unquantized): {}",
+        unfit.len(),
+        unfit.join(", ")
+    );
+    Ok((keep, vec![warning]))
+}
+
+/// The output's tensors in writing order: non-layer tensors first, then
+/// each layer's (a pipeline finishes layers in order).
+pub struct Plan<'m> {
+    pub head: Vec<&'m TensorInfo>,
+    pub per_layer: Vec<Vec<&'m TensorInfo>>,
+    pub tensors: Vec<SafetensorsTensor>,
+    /// Modules kept in their dtype.
+    pub kept: Vec<String>,
+    /// Projections quantized.
+    pub quantized: usize,
+    /// Parameters of the largest layer's projections.
+    pub layer_params: u64,
+    pub scale_dtype: DType,
+}
+
+impl<'m> Plan<'m> {
+    pub fn new(
+        model: &'m Model,
+        parts: &[Vec<(LayerPart, &'m TensorInfo)>],
+        keep: &HashSet<(usize, LayerPart)>,
+        format: Format,
+        scheme: Scheme,
+    ) -> Plan<'m> {
+        let layers = parts.len();
+        let scale_dtype = match format {
+            Format::Gptq | Format::Awq => DType::F16,
+            Format::CompressedTensors => parts
+                .iter()
+                .flatten()
+                .next()
+                .map_or(DType::F16, |(_, t)| t.dtype),
+        };
+        let mut head: Vec<&TensorInfo> = Vec::new();
+        let mut per_layer: Vec<Vec<&TensorInfo>> = vec![Vec::new(); layers];
+        for t in model.tensors() {
+            match arch::role(&t.name) {
+                Role::Layer(i, _) if (i as usize) < layers => per_layer[i as usize].push(t),
+                _ => head.push(t),
+            }
+        }
+        let mut tensors: Vec<SafetensorsTensor> =
+            head.iter().map(|t| SafetensorsTensor::from(*t)).collect();
+        let (mut kept, mut quantized, mut layer_params) = (Vec::new(), 0, 0u64);
+        for (li, ts) in per_layer.iter().enumerate() {
+            let mut params = 0;
+            for t in ts {
+                let Some(&(part, _)) = parts[li].iter().find(|(_, p)| std::ptr::eq(*p, *t)) else {
+                    tensors.push(SafetensorsTensor::from(*t));
+                    continue;
+                };
+                params += t.numel();
+                if keep.contains(&(li, part)) {
+                    kept.push(module_of(t).to_string());
+                    tensors.push(SafetensorsTensor::from(*t));
+                } else {
+                    quantized += 1;
+                    tensors.extend(packed_tensors(format, module_of(t), t.rows(), t.row_len(), scheme, scale_dtype));
+                }
+            }
+            layer_params = layer_params.max(params);
+        }
+        Plan {
+            head,
+            per_layer,
+            tensors,
+            kept,
+            quantized,
+            layer_params,
+            scale_dtype,
+        }
+    }
+}
+
+/// The tensors a packed projection becomes, in the order the packers of
+/// [`int4pack`] return them.
+fn packed_tensors(
+    format: Format,
+    module: &str,
+    rows: u64,
+    cols: u64,
+    scheme: Scheme,
+    scale_dtype: DType,
+) -> Vec<SafetensorsTensor> {
+    let per = 32 / u64::from(scheme.bits);
+    let groups = scheme.group_size.map_or(1, |g| cols / g as u64);
+    let t = |suffix: &str, dtype, shape: Vec<u64>| SafetensorsTensor {
+        name: format!("{module}.{suffix}"),
+        dtype,
+        shape,
+    };
+    match format {
+        Format::Gptq => vec![
+            t("qweight", DType::I32, vec![cols / per, rows]),
+            t("qzeros", DType::I32, vec![groups, rows / per]),
+            t("scales", scale_dtype, vec![groups, rows]),
+            t("g_idx", DType::I32, vec![cols]),
+        ],
+        Format::Awq => vec![
+            t("qweight", DType::I32, vec![cols, rows / per]),
+            t("qzeros", DType::I32, vec![groups, rows / per]),
+            t("scales", scale_dtype, vec![groups, rows]),
+        ],
+        Format::CompressedTensors => {
+            let mut v = vec![
+                t("weight_packed", DType::I32, vec![rows, cols / per]),
+                t("weight_scale", scale_dtype, vec![rows, groups]),
+                t("weight_shape", DType::I64, vec![2]),
+            ];
+            if !scheme.sym {
+                v.push(t(
+                    "weight_zero_point",
+                    DType::I32,
+                    vec![rows.div_ceil(per), groups],
+                ));
+            }
+            v
+        }
+    }
+}
+
+/// Packs one projection's codes in `format` and writes its tensors.
+pub fn write_packed(
+    w: &mut ShardedWriter,
+    model: &Model,
+    t: &TensorInfo,
+    codes: &IntWeights<'_>,
+    format: Format,
+    sym: bool,
+    scale_dtype: DType,
+) -> Result<(), Error> {
+    let tensors = match format {
+        Format::Gptq => int4pack::pack_gptq(codes, false),
+        Format::Awq => int4pack::pack_awq(codes),
+        Format::CompressedTensors => int4pack::pack_compressed(codes, sym),
+    }
+    .map_err(|e| {
+        Error::Refused(format!(
+            "{}: tensor '{}': {e}",
+            model.root.display(),
+            t.name
+        ))
+    })?;
+    for p in tensors {
+        let name = format!("{}.{}", module_of(t), p.suffix);
+        w.write_tensor(&name, &packed_bytes(&p.data, scale_dtype))?;
+    }
+    Ok(())
+}
+
+/// Little-endian bytes of a packed tensor, scales in `scale_dtype`.
+fn packed_bytes(data: &Data, scale_dtype: DType) -> Vec<u8> {
+    match data {
+        Data::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Data::Scales(v) => {
+            let mut out = Vec::new();
+            scale_dtype.encode_f32s(v, &mut out);
+            out
+        }
+    }
+}
+
+/// `quantization_config` of a compressed-tensors checkpoint, as
+/// llm-compressor 0.14 / compressed-tensors 0.19 write it for a W4A16-style
+/// group scheme (`act_order`: llm-compressor's `actorder="weight"`).
+pub fn compressed_tensors_config(scheme: Scheme, act_order: bool, kept: &[String]) -> serde_json::Value {
+    let mut ignore = vec!["lm_head".to_string()];
+    ignore.extend(kept.iter().cloned());
+    serde_json::json!({
+        "config_groups": {"group_0": {
+            "format": "pack-quantized",
+            "input_activations": null,
+            "output_activations": null,
+            "targets": ["Linear"],
+            "weights": {
+                "actorder": if act_order { serde_json::json!("weight") } else { serde_json::Value::Null },
+                "block_structure": null,
+                "dynamic": false,
+                "group_size": scheme.group_size,
+                "num_bits": scheme.bits,
+                "observer": "minmax",
+                "observer_kwargs": {},
+                "scale_dtype": null,
+                "strategy": if scheme.group_size.is_some() { "group" } else { "channel" },
+                "symmetric": scheme.sym,
+                "type": "int",
+                "zp_dtype": null,
+            },
+        }},
+        "format": "pack-quantized",
+        "global_compression_ratio": null,
+        "ignore": ignore,
+        "kv_cache_scheme": null,
+        "quant_method": "compressed-tensors",
+        "quantization_status": "compressed",
+        "sparsity_config": {},
+        "transform_config": {},
+        "version": "0.19.0",
+    })
+}
+
+/// Refuses what no calibrated quantization can start from (a GGUF, a model
+/// without config.json, quantized or broken weights); returns config.json.
+pub fn check_input(model: &Model, command: &str) -> Result<serde_json::Value, Error> {
+    let shown = model.root.display();
+    if model.container != Container::Safetensors {
+        return Err(Error::Refused(format!(
+            "{shown}: {command} needs a Hugging Face safetensors model (got a GGUF); convert it first: `llmtool convert {shown} --out DIR`, then quantize DIR"
+        )));
+    }
+    let Some(config) = model.config.clone() else {
+        return Err(Error::Refused(format!(
+            "{shown}: the model has no config.json; transformers and vLLM need one to load the checkpoint"
+        )));
+    };
+    crate::model::check::weights(model, command)?;
+    Ok(config)
+}
+
+/// Completes the output directory: config.json with `qconfig` as its
+/// `quantization_config`, `qconfig` again in `side` (GPTQ's
+/// `quantize_config.json`), the tokenizer and generation files, the model
+/// card.
+pub fn finish(
+    dir: &AtomicDir,
+    model: &Model,
+    mut config: serde_json::Value,
+    qconfig: &serde_json::Value,
+    side: Option<&str>,
+    card: &str,
+) -> Result<(), Error> {
+    config["quantization_config"] = qconfig.clone();
+    hfdir::write_config(dir.path(), &hfdir::sort_keys(config))?;
+    if let Some(name) = side {
+        let body = serde_json::to_string_pretty(qconfig).expect("JSON value") + "\n";
+        atomic::write_file(&dir.path().join(name), body.as_bytes())?;
+    }
+    hfdir::copy_side_files(model, dir.path())?;
+    atomic::write_file(&dir.path().join("README.md"), card.as_bytes())?;
+    Ok(())
+}
