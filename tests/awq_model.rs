@@ -181,3 +181,181 @@ fn allow_unquantized_keeps_and_scales_what_cannot_be_packed() {
     let l = e.forward(&mut [&mut cache], &[&[1, 5, 9]], Logits::Last).unwrap();
     assert!(l[0].iter().all(|v| v.is_finite()));
 }
+
+#[derive(serde::Deserialize)]
+struct Meta {
+    group_size: usize,
+    duo_scaling: bool,
+    n_grid: usize,
+    modules: Vec<GoldenModule>,
+    mappings: Vec<GoldenMapping>,
+}
+
+#[derive(serde::Deserialize)]
+struct GoldenModule {
+    name: String,
+    in_features: usize,
+    out_features: usize,
+    groups: usize,
+    rows: Vec<usize>,
+    codes_offset: usize,
+    scales_offset: usize,
+    zeros_offset: usize,
+}
+
+#[derive(serde::Deserialize)]
+struct GoldenMapping {
+    layer: usize,
+    smooth: String,
+    best: usize,
+    losses: Vec<f64>,
+}
+
+/// Per layer: the mappings whose choice equals the reference's, out of
+/// how many, and the codes (and zero points) equal on the sampled rows
+/// of layers whose every choice agrees.
+#[derive(Default, Debug)]
+struct AwqCheck {
+    agree: usize,
+    mappings: usize,
+    equal: usize,
+    total: usize,
+    max_scale_err: f32,
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// Runs our pipeline (`--no-clip`, the reference has no clip search) on
+/// the goldens' ids and compares, layer by layer.
+fn check_awq(model_path: &std::path::Path, golden: &str, variant: &str, max_layers: usize) -> Vec<AwqCheck> {
+    use llmtool::ops::quantize::awq::{calibrate, Pipeline};
+    use llmtool::quant::awq::AwqConfig;
+    use std::ops::ControlFlow;
+    let ids: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(crate::common::fixture(&format!("gptq_model/{golden}/ids.json"))).unwrap(),
+    )
+    .unwrap();
+    let windows: Vec<Vec<u32>> = serde_json::from_value(ids["ids"].clone()).unwrap();
+    let dir = crate::common::fixture(&format!("awq_model/{golden}/{variant}"));
+    let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let codes = std::fs::read(dir.join("codes.u8")).unwrap();
+    let zeros = std::fs::read(dir.join("zeros.u8")).unwrap();
+    let scales = f32s(&std::fs::read(dir.join("scales.f32")).unwrap());
+    let model = Model::open(s(model_path)).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let cfg = AwqConfig {
+        group_size: meta.group_size,
+        duo_scaling: meta.duo_scaling,
+        n_grid: meta.n_grid,
+        clip: false,
+        ..AwqConfig::default()
+    };
+    let pipeline = Pipeline {
+        config: &cfg,
+        batch_tokens: 4096,
+        keep: &|_, _| false,
+        on_layer: &|_| {},
+    };
+    let mut out = Vec::new();
+    calibrate(&model, &engine, &windows, &pipeline, &mut |r| {
+        let li = r.layer;
+        let mut c = AwqCheck::default();
+        for m in meta.mappings.iter().filter(|m| m.layer == li) {
+            let ours = r
+                .stats
+                .mappings
+                .iter()
+                .find(|s| m.smooth.ends_with(s.mapping.smooth_name()))
+                .unwrap_or_else(|| panic!("no mapping for {}", m.smooth));
+            c.mappings += 1;
+            if ours.choice == m.best {
+                c.agree += 1;
+            } else {
+                eprintln!(
+                    "{golden} layer {li} {}: ours {} ({:?}), reference {} (losses {:?})",
+                    m.smooth, ours.choice, ours.losses, m.best, m.losses
+                );
+            }
+        }
+        if c.agree == c.mappings {
+            for (t, q) in &r.codes {
+                let name = t.name.strip_suffix(".weight").unwrap();
+                let m = meta.modules.iter().find(|m| m.name == name).unwrap();
+                for (k, &row) in m.rows.iter().enumerate() {
+                    let want = &codes[m.codes_offset + k * m.in_features..][..m.in_features];
+                    let got = &q.codes[row * m.in_features..(row + 1) * m.in_features];
+                    c.equal += want.iter().zip(got).filter(|(a, b)| a == b).count();
+                    c.total += m.in_features;
+                    for g in 0..m.groups {
+                        let i = g * m.rows.len() + k;
+                        let want = scales[m.scales_offset / 4 + i];
+                        let got = q.scales[g * m.out_features + row];
+                        c.max_scale_err = c.max_scale_err.max((got - want).abs() / want.abs());
+                        assert_eq!(zeros[m.zeros_offset + i], q.zeros[g * m.out_features + row], "{name} row {row} group {g}");
+                    }
+                }
+            }
+        }
+        out.push(c);
+        Ok(if out.len() >= max_layers {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })
+    .unwrap();
+    out
+}
+
+fn assert_fidelity(layers: &[AwqCheck], what: &str) {
+    let agree: usize = layers.iter().map(|l| l.agree).sum();
+    let total: usize = layers.iter().map(|l| l.mappings).sum();
+    assert!(
+        agree as f64 >= 0.95 * total as f64,
+        "{what}: {agree} of {total} scale choices equal the reference's ({layers:?})"
+    );
+    for (i, l) in layers.iter().enumerate().filter(|(_, l)| l.total > 0) {
+        let frac = l.equal as f64 / l.total as f64;
+        assert!(frac >= 0.999, "{what} layer {i}: {:.4} % of codes equal ({l:?})", 100.0 * frac);
+        assert!(l.max_scale_err <= 1e-3, "{what} layer {i}: {l:?}");
+    }
+    assert!(layers.iter().any(|l| l.total > 0), "{what}: no layer to compare codes on");
+}
+
+#[test]
+fn tiny_llama_scales_and_codes_equal_llm_compressor() {
+    for variant in ["g128-duo", "g128-noduo"] {
+        let layers = check_awq(&crate::common::fixture("models/tiny-llama"), "tiny-llama", variant, usize::MAX);
+        assert_eq!(layers.len(), 2);
+        assert_fidelity(&layers, variant);
+    }
+}
+
+/// SmolLM2 (the HF form `convert` writes from the PyPI GGUF, float32),
+/// group 64, the 16 × 256 ids of the GPTQ goldens.
+#[test]
+fn smollm2_scales_and_codes_equal_llm_compressor() {
+    use llmtool::ops::convert::{convert, HfOptions};
+    let Some(p) = crate::common::smollm2() else {
+        return;
+    };
+    let gguf = Model::open(p.to_str().unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("hf");
+    let opts = HfOptions {
+        out: hf.clone(),
+        dtype: None,
+        max_shard_size: 5_000_000_000,
+        progress: false,
+        command: "test".into(),
+    };
+    convert(&gguf, &opts, false).unwrap();
+    let layers = check_awq(&hf, "smollm2", "g64-duo", usize::MAX);
+    assert_eq!(layers.len(), 30);
+    assert_fidelity(&layers, "smollm2 g64-duo");
+}

@@ -206,6 +206,22 @@ fn sigint_stops_writers_and_leaves_nothing() {
         &["lora", "merge", "--base", base, "--adapter", adapter],
     );
     writer("quantize nf4", "nf4", &["quantize", "nf4", base]);
+    // The calibrated quantizers, on token ids (the model has no tokenizer).
+    let ids = tmp.path().join("ids.json");
+    let seqs: Vec<Vec<u32>> = (0..4)
+        .map(|s| (0..64).map(|i| (s * 977 + i * 131) % 32000).collect())
+        .collect();
+    std::fs::write(&ids, serde_json::json!({ "ids": seqs }).to_string()).unwrap();
+    let calib = [
+        "--calib",
+        ids.to_str().unwrap(),
+        "--calib-samples",
+        "4",
+        "--calib-seqlen",
+        "64",
+    ];
+    writer("quantize gptq", "gptq", &[&["quantize", "gptq", base][..], &calib].concat());
+    writer("quantize awq", "awq", &[&["quantize", "awq", base][..], &calib].concat());
 }
 
 #[test]

@@ -112,8 +112,9 @@ pub struct MappingStats {
     /// Index of the chosen point in the grid.
     pub choice: usize,
     pub point: GridPoint,
-    /// Loss of every grid point, in grid order.
-    pub losses: Vec<f64>,
+    /// Loss of every grid point computed on all windows, in grid order
+    /// (`None`: screened out on the first windows).
+    pub losses: Vec<Option<f64>>,
     /// The chosen scales, one per input channel of the balance linears.
     #[serde(skip)]
     pub scales: Vec<f32>,
@@ -224,36 +225,70 @@ fn sum_squares(v: &[f32]) -> f64 {
     v.iter().map(|x| f64::from(x * x)).sum()
 }
 
-/// The grid search of one mapping: the loss of every point (`loss` of the
-/// fake-quantized balance weights) and the best one (first of equals).
+/// Windows a module's loss is first computed on for every grid point
+/// (at least [`SCREEN_MIN`] and an eighth of them); only the
+/// [`FINALISTS`] best of those are then computed on the rest, and the best
+/// over all windows wins. Since the losses are sums over tokens, a finalist's
+/// loss is exactly the reference's; the choice differs from an exhaustive
+/// search only when the reference's best is not among the screened best,
+/// and the module runs ~4× less.
+const SCREEN_MIN: usize = 4;
+const FINALISTS: usize = 3;
+
+/// A sum of squared errors and how many elements it is over.
+type SquaredError = (f64, f64);
+
+/// The grid search of one mapping: the loss (mean squared error of the
+/// judging module's output) of the fake-quantized balance weights for each
+/// grid point and the best one (first of equals). `loss` returns the
+/// squared error over a range of calibration windows; with `windows` = 1 it
+/// is not screened (a linear's loss from its Gram matrix is cheap).
 fn search(
     x_mean: &[f32],
     weights: &[&[f32]],
     cols: usize,
     cfg: &AwqConfig,
     mapping: Mapping,
-    loss: &mut dyn FnMut(&[Vec<f32>]) -> Result<f64, Error>,
+    windows: usize,
+    loss: &mut dyn FnMut(&[Vec<f32>], Range<usize>) -> Result<SquaredError, Error>,
 ) -> Result<MappingStats, Error> {
     let w_mean = kernels::weight_means(weights, cols, cfg.group_size);
     let grid = kernels::grid(cfg.n_grid, cfg.duo_scaling);
-    let mut losses = Vec::with_capacity(grid.len());
-    let mut best: Option<(usize, Vec<f32>)> = None;
-    let mut best_loss = f64::INFINITY;
-    for (i, &p) in grid.iter().enumerate() {
-        crate::cancel::check()?;
+    let candidate = |p: GridPoint| {
         let s = kernels::scales(x_mean, &w_mean, p);
         let q: Vec<Vec<f32>> = weights
             .iter()
             .map(|w| kernels::scaled_fake_quantize(w, cols, &s, cfg))
             .collect();
-        let l = loss(&q)?;
-        losses.push(l);
-        if l < best_loss {
-            best_loss = l;
-            best = Some((i, s));
+        (s, q)
+    };
+    let screen = windows.div_ceil(8).max(SCREEN_MIN).min(windows);
+    let mut first: Vec<SquaredError> = Vec::with_capacity(grid.len());
+    for &p in &grid {
+        crate::cancel::check()?;
+        first.push(loss(&candidate(p).1, 0..screen)?);
+    }
+    let mse = |(sum, n): SquaredError| sum / n;
+    let mut losses: Vec<Option<f64>> = vec![None; grid.len()];
+    if screen == windows {
+        for (l, e) in losses.iter_mut().zip(&first) {
+            *l = Some(mse(*e));
+        }
+    } else {
+        let mut order: Vec<usize> = (0..grid.len()).filter(|&i| mse(first[i]).is_finite()).collect();
+        order.sort_by(|&a, &b| mse(first[a]).total_cmp(&mse(first[b])).then(a.cmp(&b)));
+        for &i in order.iter().take(FINALISTS) {
+            crate::cancel::check()?;
+            let (sum, n) = loss(&candidate(grid[i]).1, screen..windows)?;
+            losses[i] = Some(mse((first[i].0 + sum, first[i].1 + n)));
         }
     }
-    let Some((choice, scales)) = best else {
+    let best = losses
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.filter(|v| v.is_finite()).map(|v| (i, v)))
+        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let Some((choice, _)) = best else {
         return Err(Error::Refused(format!(
             "the AWQ search for {} found no finite loss (the layer's activations overflow)",
             mapping.smooth_name()
@@ -264,7 +299,7 @@ fn search(
         choice,
         point: grid[choice],
         losses,
-        scales,
+        scales: candidate(grid[choice]).0,
     })
 }
 
@@ -300,10 +335,13 @@ pub fn calibrate<'m>(
     }
     let tokens = windows.len() * seqlen;
     let per_batch = (p.batch_tokens / seqlen).max(1);
-    let batches: Vec<Range<usize>> = (0..windows.len())
-        .step_by(per_batch)
-        .map(|s| s..(s + per_batch).min(windows.len()))
-        .collect();
+    let batches_of = |span: Range<usize>| -> Vec<Range<usize>> {
+        span.clone()
+            .step_by(per_batch)
+            .map(|s| s..(s + per_batch).min(span.end))
+            .collect()
+    };
+    let batches = batches_of(0..windows.len());
     let flat: Vec<u32> = windows.iter().flatten().copied().collect();
     let mut hidden = engine.embed(&flat)?;
     let rows_of = |r: &Range<usize>, width: usize| r.start * seqlen * width..r.end * seqlen * width;
@@ -411,7 +449,7 @@ pub fn calibrate<'m>(
             let st = match mapping {
                 Mapping::Attention => {
                     let w_o = base.get(LayerPart::O).expect("projection");
-                    search(&x_mean, &weights, cols, cfg, mapping, &mut |q| {
+                    search(&x_mean, &weights, cols, cfg, mapping, windows.len(), &mut |q, span| {
                         let dense: Vec<Dense> = q
                             .iter()
                             .zip(&dims)
@@ -425,7 +463,7 @@ pub fn calibrate<'m>(
                             }
                         }
                         let mut total = 0f64;
-                        for b in &batches {
+                        for b in &batches_of(span.clone()) {
                             crate::cancel::check()?;
                             let lens = vec![seqlen; b.len()];
                             let mut x = layer_in[rows_of(b, d)].to_vec();
@@ -442,7 +480,7 @@ pub fn calibrate<'m>(
                                 ControlFlow::Break(())
                             });
                         }
-                        Ok(total / (tokens * d) as f64)
+                        Ok((total, (span.len() * seqlen * d) as f64))
                     })?
                 }
                 Mapping::VO | Mapping::UpDown => {
@@ -454,9 +492,9 @@ pub fn calibrate<'m>(
                         .finish()
                         .map_err(|e| Error::Refused(format!("{shown}: layer {li}: {e}")))?;
                     let orig = weights[0];
-                    search(&x_mean, &weights, cols, cfg, mapping, &mut |q| {
+                    search(&x_mean, &weights, cols, cfg, mapping, 1, &mut |q, _| {
                         let dw: Vec<f32> = q[0].iter().zip(orig).map(|(a, b)| a - b).collect();
-                        Ok(kernels::linear_loss(&dw, dims[0], cols, &gram))
+                        Ok((kernels::linear_loss(&dw, dims[0], cols, &gram), 1.0))
                     })?
                 }
                 Mapping::Mlp => {
@@ -470,13 +508,13 @@ pub fn calibrate<'m>(
                         let n = b.len() * seqlen;
                         orig_out.extend(mlp(g0, u0, down, &mlp_x[rows_of(b, d)], n));
                     }
-                    search(&x_mean, &weights, cols, cfg, mapping, &mut |q| {
+                    search(&x_mean, &weights, cols, cfg, mapping, windows.len(), &mut |q, span| {
                         let gq = Dense::new(dims[0], cols, q[0].clone());
                         let uq = Dense::new(dims[1], cols, q[1].clone());
                         let gate: &dyn WeightMatrix = if kept(LayerPart::Gate) { g0 } else { &gq };
                         let up: &dyn WeightMatrix = if kept(LayerPart::Up) { u0 } else { &uq };
                         let mut total = 0f64;
-                        for b in &batches {
+                        for b in &batches_of(span.clone()) {
                             crate::cancel::check()?;
                             let n = b.len() * seqlen;
                             let out = mlp(gate, up, down, &mlp_x[rows_of(b, d)], n);
@@ -487,7 +525,7 @@ pub fn calibrate<'m>(
                                 .collect();
                             total += sum_squares(&diff);
                         }
-                        Ok(total / (tokens * d) as f64)
+                        Ok((total, (span.len() * seqlen * d) as f64))
                     })?
                 }
             };
