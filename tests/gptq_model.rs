@@ -163,21 +163,10 @@ fn tiny_llama_layer_by_layer_equals_llm_compressor() {
 /// propagation, layer 0 equals and later layers' losses follow.
 #[test]
 fn smollm2_layer_by_layer_equals_llm_compressor() {
-    use llmtool::ops::convert::{convert, HfOptions};
-    let Some(p) = crate::common::smollm2() else {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(hf) = crate::common::smollm2_hf(tmp.path()) else {
         return;
     };
-    let gguf = Model::open(p.to_str().unwrap()).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let hf = tmp.path().join("hf");
-    let opts = HfOptions {
-        out: hf.clone(),
-        dtype: None,
-        max_shard_size: 5_000_000_000,
-        progress: false,
-        command: "test".into(),
-    };
-    convert(&gguf, &opts, false).unwrap();
     // All 30 layers without act-order, the first 10 with it (CI time).
     for (variant, n) in [("g64-none-noprop", 30), ("g64-weight-noprop", 10)] {
         let layers = check_model(&hf, "smollm2", variant, false, n);

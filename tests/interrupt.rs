@@ -220,8 +220,16 @@ fn sigint_stops_writers_and_leaves_nothing() {
         "--calib-seqlen",
         "64",
     ];
-    writer("quantize gptq", "gptq", &[&["quantize", "gptq", base][..], &calib].concat());
-    writer("quantize awq", "awq", &[&["quantize", "awq", base][..], &calib].concat());
+    writer(
+        "quantize gptq",
+        "gptq",
+        &[&["quantize", "gptq", base][..], &calib].concat(),
+    );
+    writer(
+        "quantize awq",
+        "awq",
+        &[&["quantize", "awq", base][..], &calib].concat(),
+    );
 }
 
 #[test]

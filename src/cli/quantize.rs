@@ -6,14 +6,14 @@ use anyhow::{Context, Result};
 use super::args::{self, DTypeArg, ShardArg, WriteArgs};
 use super::output::{self, WrittenLine};
 use crate::ops::calibration;
+use crate::ops::quantize::awq::AwqOptions;
 use crate::ops::quantize::bnb::{self, BnbFormat, BnbOptions};
 use crate::ops::quantize::gguf::GgufOptions;
-use crate::ops::quantize::awq::AwqOptions;
 use crate::ops::quantize::gptq::GptqOptions;
-use crate::ops::quantize::int_checkpoint::Format;
+use crate::ops::quantize::int_checkpoint::{Format, Output, Written};
 use crate::ops::quantize::{self, GgufTokenizer, Job, Report};
-use crate::quant::ftype::FileType;
 use crate::quant::awq::AwqConfig;
+use crate::quant::ftype::FileType;
 use crate::quant::gptq::GptqConfig;
 use crate::store::{card, Model};
 use crate::units::human_bytes;
@@ -162,15 +162,25 @@ impl CalibratedArgs {
         }
     }
 
-    fn calibration(&self) -> calibration::Options {
-        calibration::Options {
-            source: self
-                .calib
-                .clone()
-                .map_or(calibration::Source::Bundled, calibration::Source::File),
-            samples: self.calib_samples,
-            seqlen: self.calib_seqlen,
-            seed: self.calib_seed,
+    /// Everything but the algorithm; `default` is the layout without --format.
+    fn output(&self, a: &Args, m: &Model, default: Format) -> Output {
+        Output {
+            format: self.layout.map_or(default, Format::from),
+            calibration: calibration::Options {
+                source: self
+                    .calib
+                    .clone()
+                    .map_or(calibration::Source::Bundled, calibration::Source::File),
+                samples: self.calib_samples,
+                seqlen: self.calib_seqlen,
+                seed: self.calib_seed,
+            },
+            allow_unquantized: self.allow_unquantized,
+            max_shard_size: a.shard.max_shard_size,
+            command: args::command_line(),
+            model_label: card::base_model_id(&a.model, &m.root),
+            progress: !a.write.json,
+            ..Output::new(a.out.clone(), default)
         }
     }
 
@@ -270,7 +280,7 @@ fn gptq_options(a: &Args, m: &Model) -> Result<GptqOptions> {
     )?;
     let defaults = GptqConfig::default();
     Ok(GptqOptions {
-        format: g.layout.map_or(Format::Gptq, Format::from),
+        output: g.output(a, m, Format::Gptq),
         algorithm: GptqConfig {
             bits: g.bits,
             group_size: g.group_size()?,
@@ -280,13 +290,6 @@ fn gptq_options(a: &Args, m: &Model) -> Result<GptqOptions> {
             ..defaults
         },
         true_sequential: !g.no_true_sequential,
-        calibration: g.calibration(),
-        allow_unquantized: g.allow_unquantized,
-        max_shard_size: a.shard.max_shard_size,
-        command: args::command_line(),
-        model_label: card::base_model_id(&a.model, &m.root),
-        progress: !a.write.json,
-        ..GptqOptions::new(a.out.clone())
     })
 }
 
@@ -296,7 +299,10 @@ fn awq_options(a: &Args, m: &Model) -> Result<AwqOptions> {
         "awq",
         &[
             (g.desc_act, "--desc-act"),
-            (g.asym, "--asym (AWQ has zero points unless --no-zero-point)"),
+            (
+                g.asym,
+                "--asym (AWQ has zero points unless --no-zero-point)",
+            ),
             (g.damp.is_some(), "--damp"),
             (g.no_true_sequential, "--no-true-sequential"),
         ],
@@ -306,7 +312,7 @@ fn awq_options(a: &Args, m: &Model) -> Result<AwqOptions> {
         anyhow::bail!("--group-size -1: AWQ needs groups (32, 64 or 128)");
     };
     Ok(AwqOptions {
-        format: g.layout.map_or(Format::Awq, Format::from),
+        output: g.output(a, m, Format::Awq),
         algorithm: AwqConfig {
             bits: g.bits,
             group_size,
@@ -315,13 +321,6 @@ fn awq_options(a: &Args, m: &Model) -> Result<AwqOptions> {
             duo_scaling: !g.no_duo_scaling,
             clip: !g.no_clip,
         },
-        calibration: g.calibration(),
-        allow_unquantized: g.allow_unquantized,
-        max_shard_size: a.shard.max_shard_size,
-        command: args::command_line(),
-        model_label: card::base_model_id(&a.model, &m.root),
-        progress: !a.write.json,
-        ..AwqOptions::new(a.out.clone())
     })
 }
 
@@ -376,8 +375,8 @@ impl WrittenLine for Report {
         match self {
             Report::Gguf(r) => &r.warnings,
             Report::Bnb(_) => &[],
-            Report::Gptq(r) => &r.warnings,
-            Report::Awq(r) => &r.warnings,
+            Report::Gptq(r) => &r.written.warnings,
+            Report::Awq(r) => &r.written.warnings,
         }
     }
     fn line(&self, verb: &str) -> String {
@@ -404,35 +403,33 @@ impl WrittenLine for Report {
                 human_bytes(r.bytes),
                 r.files.join(", ")
             ),
-            Report::Gptq(r) => format!(
-                "{} {}: {} projections GPTQ {}-bit group {} ({}), {} kept; calibration {} × {} tokens; {} → {}; files: {}\n",
+            Report::Gptq(r) => calibrated_line(
                 verb,
-                r.out.display(),
-                r.quantized,
-                r.bits,
-                r.group_size,
-                r.format.name(),
-                r.kept.len(),
-                r.calibration.samples,
-                r.calibration.seqlen,
-                human_bytes(r.source_bytes),
-                human_bytes(r.bytes),
-                r.files.join(", ")
+                &format!("GPTQ {}-bit group {}", r.bits, r.group_size),
+                &r.written,
             ),
-            Report::Awq(r) => format!(
-                "{} {}: {} projections AWQ 4-bit group {} ({}), {} kept; calibration {} × {} tokens; {} → {}; files: {}\n",
+            Report::Awq(r) => calibrated_line(
                 verb,
-                r.out.display(),
-                r.quantized,
-                r.group_size,
-                r.format.name(),
-                r.kept.len(),
-                r.calibration.samples,
-                r.calibration.seqlen,
-                human_bytes(r.source_bytes),
-                human_bytes(r.bytes),
-                r.files.join(", ")
+                &format!("AWQ 4-bit group {}", r.group_size),
+                &r.written,
             ),
         }
     }
+}
+
+/// The summary line of `quantize gptq` / `quantize awq`.
+fn calibrated_line(verb: &str, method: &str, r: &Written) -> String {
+    format!(
+        "{} {}: {} projections {method} ({}), {} kept; calibration {} × {} tokens; {} → {}; files: {}\n",
+        verb,
+        r.out.display(),
+        r.quantized,
+        r.format.name(),
+        r.kept.len(),
+        r.calibration.samples,
+        r.calibration.seqlen,
+        human_bytes(r.source_bytes),
+        human_bytes(r.bytes),
+        r.files.join(", ")
+    )
 }

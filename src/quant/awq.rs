@@ -348,9 +348,27 @@ mod tests {
     fn grids_are_the_references() {
         let g = grid(20, true);
         assert_eq!(g.len(), 20);
-        assert_eq!(g[0], GridPoint { ratio: 0.0, duo: false });
-        assert_eq!(g[1], GridPoint { ratio: 0.0, duo: true });
-        assert_eq!(g[19], GridPoint { ratio: 1.0, duo: true });
+        assert_eq!(
+            g[0],
+            GridPoint {
+                ratio: 0.0,
+                duo: false
+            }
+        );
+        assert_eq!(
+            g[1],
+            GridPoint {
+                ratio: 0.0,
+                duo: true
+            }
+        );
+        assert_eq!(
+            g[19],
+            GridPoint {
+                ratio: 1.0,
+                duo: true
+            }
+        );
         assert!((g[10].ratio - 9.0 / 18.0).abs() < 1e-7);
         let g = grid(20, false);
         assert_eq!(g[19].ratio, 1.0);
@@ -365,7 +383,14 @@ mod tests {
 
     #[test]
     fn scales_are_normalized_around_one() {
-        let s = scales(&[0.5, 2.0, 8.0], &[0.5, 0.5, 0.5], GridPoint { ratio: 0.5, duo: false });
+        let s = scales(
+            &[0.5, 2.0, 8.0],
+            &[0.5, 0.5, 0.5],
+            GridPoint {
+                ratio: 0.5,
+                duo: false,
+            },
+        );
         let (mx, mn) = (s[2], s[0]);
         assert!((mx * mn - 1.0).abs() < 1e-5, "{s:?}");
         assert!(s[0] < s[1] && s[1] < s[2]);
@@ -385,8 +410,12 @@ mod tests {
     #[test]
     fn gram_loss_equals_direct_mean_squared_error() {
         let (rows, cols, t) = (5, 8, 40);
-        let dw: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 % 11) as f32 - 5.0) / 9.0).collect();
-        let x: Vec<f32> = (0..t * cols).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
+        let dw: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 9.0)
+            .collect();
+        let x: Vec<f32> = (0..t * cols)
+            .map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0)
+            .collect();
         let mut h = Hessian::new(cols);
         h.add(&x, t).unwrap();
         let got = linear_loss(&dw, rows, cols, &h.finish().unwrap());
@@ -408,9 +437,13 @@ mod tests {
             group_size: 8,
             ..AwqConfig::default()
         };
-        let mut w: Vec<f32> = (0..rows * cols).map(|i| ((i * 5 % 13) as f32 - 6.0) / 10.0).collect();
+        let mut w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) / 10.0)
+            .collect();
         w[3] = 9.0; // one outlier in row 0, group 0
-        let x: Vec<f32> = (0..t * cols).map(|i| ((i * 29 % 31) as f32 - 15.0) / 15.0).collect();
+        let x: Vec<f32> = (0..t * cols)
+            .map(|i| ((i * 29 % 31) as f32 - 15.0) / 15.0)
+            .collect();
         let bounds = search_clip(&w, rows, cols, &x, &cfg);
         assert_eq!(bounds.len(), rows * 2);
         for (k, b) in bounds.iter().enumerate() {
@@ -418,7 +451,10 @@ mod tests {
             let max = w[r * cols + g * 8..r * cols + g * 8 + 8]
                 .iter()
                 .fold(0f32, |m, v| m.max(v.abs()));
-            assert!(*b <= max && *b >= 0.5 * max - 1e-6, "bound {b} of max {max}");
+            assert!(
+                *b <= max && *b >= 0.5 * max - 1e-6,
+                "bound {b} of max {max}"
+            );
         }
         let mut clipped = w.clone();
         apply_clip(&mut clipped, cols, 8, &bounds);

@@ -97,7 +97,14 @@ impl GroupCodes {
 /// Round-to-nearest of `w` (`rows × cols`, groups of `group` columns along
 /// each row): what compressed-tensors' `QuantizationModifier` stores.
 /// `cols` must be a multiple of `group`.
-pub fn round_to_nearest(w: &[f32], rows: usize, cols: usize, group: usize, bits: u8, sym: bool) -> GroupCodes {
+pub fn round_to_nearest(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    group: usize,
+    bits: u8,
+    sym: bool,
+) -> GroupCodes {
     let groups = cols / group;
     let range = code_range(bits);
     let half = -range.0;
@@ -163,14 +170,17 @@ mod tests {
 
     #[test]
     fn codes_match_fake_quantization() {
-        let w: Vec<f32> = (0..64).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+        let w: Vec<f32> = (0..64)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
         let rtn = round_to_nearest(&w, 2, 32, 16, 4, false);
         let mut fq = w.clone();
         fake_quantize(&mut fq, 32, 16, 4, false);
         for r in 0..2 {
             for c in 0..32 {
                 let k = (c / 16) * 2 + r;
-                let v = (f32::from(rtn.codes[r * 32 + c]) - f32::from(rtn.zeros[k])) * rtn.scales[k];
+                let v =
+                    (f32::from(rtn.codes[r * 32 + c]) - f32::from(rtn.zeros[k])) * rtn.scales[k];
                 assert_eq!(v, fq[r * 32 + c], "row {r} col {c}");
             }
         }

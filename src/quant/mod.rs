@@ -52,10 +52,10 @@
 //! against gguf-py's and libggml's goldens, which belong beside the type
 //! table and conversions they check.
 
+pub mod awq;
 pub mod bnb;
 pub mod dot;
 pub mod ftype;
-pub mod awq;
 pub mod gptq;
 pub mod int4pack;
 pub mod kquants;

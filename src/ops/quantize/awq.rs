@@ -44,15 +44,14 @@ use std::path::PathBuf;
 use crate::model::arch::{self, LayerPart, Role};
 use crate::model::engine::weights::{matmul, Activations, Dense};
 use crate::model::engine::{Engine, WeightMatrix};
-use crate::ops::calibration::{self, Calibration};
-use crate::ops::quantize::int_checkpoint::{self, read_weight, Format, Plan, Scheme};
+use crate::ops::calibration;
+use crate::ops::quantize::int_checkpoint::{
+    self, read_weight, Estimate, Format, Output, Plan, Scheme, Written,
+};
 use crate::ops::Error;
 use crate::quant::awq::{self as kernels, AwqConfig, GridPoint};
 use crate::quant::gptq::Hessian;
 use crate::quant::minmax::{self, GroupCodes};
-use crate::store::atomic::AtomicDir;
-use crate::store::card::ModelCard;
-use crate::store::safetensors::ShardedWriter;
 use crate::store::{Model, TensorInfo};
 
 /// A scaling group: the op whose output the scales divide, the linears
@@ -71,7 +70,12 @@ pub enum Mapping {
 }
 
 impl Mapping {
-    const ALL: [Mapping; 4] = [Mapping::Attention, Mapping::VO, Mapping::Mlp, Mapping::UpDown];
+    const ALL: [Mapping; 4] = [
+        Mapping::Attention,
+        Mapping::VO,
+        Mapping::Mlp,
+        Mapping::UpDown,
+    ];
 
     /// The linears the scales multiply.
     pub fn balance(self) -> &'static [LayerPart] {
@@ -238,6 +242,10 @@ const FINALISTS: usize = 3;
 /// A sum of squared errors and how many elements it is over.
 type SquaredError = (f64, f64);
 
+/// The squared error of a candidate's fake-quantized weights over a range
+/// of calibration windows.
+type Loss<'a> = dyn FnMut(&[Vec<f32>], Range<usize>) -> Result<SquaredError, Error> + 'a;
+
 /// The grid search of one mapping: the loss (mean squared error of the
 /// judging module's output) of the fake-quantized balance weights for each
 /// grid point and the best one (first of equals). `loss` returns the
@@ -250,7 +258,7 @@ fn search(
     cfg: &AwqConfig,
     mapping: Mapping,
     windows: usize,
-    loss: &mut dyn FnMut(&[Vec<f32>], Range<usize>) -> Result<SquaredError, Error>,
+    loss: &mut Loss<'_>,
 ) -> Result<MappingStats, Error> {
     let w_mean = kernels::weight_means(weights, cols, cfg.group_size);
     let grid = kernels::grid(cfg.n_grid, cfg.duo_scaling);
@@ -275,7 +283,9 @@ fn search(
             *l = Some(mse(*e));
         }
     } else {
-        let mut order: Vec<usize> = (0..grid.len()).filter(|&i| mse(first[i]).is_finite()).collect();
+        let mut order: Vec<usize> = (0..grid.len())
+            .filter(|&i| mse(first[i]).is_finite())
+            .collect();
         order.sort_by(|&a, &b| mse(first[a]).total_cmp(&mse(first[b])).then(a.cmp(&b)));
         for &i in order.iter().take(FINALISTS) {
             crate::cancel::check()?;
@@ -357,15 +367,10 @@ pub fn calibrate<'m>(
         }
     }
 
-    for li in 0..c.layers {
+    for (li, own) in layer_tensors.iter().enumerate() {
         crate::cancel::check()?;
         (p.on_layer)(li);
-        let tensor = |part: LayerPart| {
-            layer_tensors[li]
-                .iter()
-                .find(|(q, _)| *q == part)
-                .map(|&(_, t)| t)
-        };
+        let tensor = |part: LayerPart| own.iter().find(|(q, _)| *q == part).map(|&(_, t)| t);
         let base = engine.layer_weights(li);
         let kept = |part: LayerPart| (p.keep)(li, part);
 
@@ -382,7 +387,10 @@ pub fn calibrate<'m>(
             LayerPart::Down,
         ] {
             let t = tensor(part).ok_or_else(|| {
-                Error::Refused(format!("{shown}: layer {li} has no {} projection", super::gptq::part_name(part)))
+                Error::Refused(format!(
+                    "{shown}: layer {li} has no {} projection",
+                    super::gptq::part_name(part)
+                ))
             })?;
             w.insert(part, (t, read_weight(model, t)?));
         }
@@ -398,20 +406,26 @@ pub fn calibrate<'m>(
             let lens = vec![seqlen; b.len()];
             let first = b.start * seqlen;
             let mut bad = None;
-            let _ = engine.layer_pass(li, &base, &mut hidden[rows_of(b, d)], &lens, &mut |part, xs| {
-                if xs.iter().any(|v| !v.is_finite()) {
-                    bad = Some(part);
-                    return ControlFlow::Break(());
-                }
-                match part {
-                    LayerPart::Q => attn_in.add(xs, d, first, &sample),
-                    LayerPart::O => o_in.add(xs, qd, first, &sample),
-                    LayerPart::Gate => mlp_in.add(xs, d, first, &sample),
-                    LayerPart::Down => down_in.add(xs, ffn, first, &sample),
-                    _ => {}
-                }
-                ControlFlow::Continue(())
-            });
+            let _ = engine.layer_pass(
+                li,
+                &base,
+                &mut hidden[rows_of(b, d)],
+                &lens,
+                &mut |part, xs| {
+                    if xs.iter().any(|v| !v.is_finite()) {
+                        bad = Some(part);
+                        return ControlFlow::Break(());
+                    }
+                    match part {
+                        LayerPart::Q => attn_in.add(xs, d, first, &sample),
+                        LayerPart::O => o_in.add(xs, qd, first, &sample),
+                        LayerPart::Gate => mlp_in.add(xs, d, first, &sample),
+                        LayerPart::Down => down_in.add(xs, ffn, first, &sample),
+                        _ => {}
+                    }
+                    ControlFlow::Continue(())
+                },
+            );
             if let Some(part) = bad {
                 return Err(Error::Refused(format!(
                     "{shown}: layer {li}: the input of its {} projection is not finite (the layers before it produce NaN or Inf; check the weights with `llmtool eval`)",
@@ -449,39 +463,49 @@ pub fn calibrate<'m>(
             let st = match mapping {
                 Mapping::Attention => {
                     let w_o = base.get(LayerPart::O).expect("projection");
-                    search(&x_mean, &weights, cols, cfg, mapping, windows.len(), &mut |q, span| {
-                        let dense: Vec<Dense> = q
-                            .iter()
-                            .zip(&dims)
-                            .map(|(v, &r)| Dense::new(r, cols, v.clone()))
-                            .collect();
-                        let mut lw = base;
-                        for (&part, m) in balance.iter().zip(&dense) {
-                            // A kept projection stays as it is stored.
-                            if !kept(part) {
-                                lw.set(part, m as &dyn WeightMatrix);
-                            }
-                        }
-                        let mut total = 0f64;
-                        for b in &batches_of(span.clone()) {
-                            crate::cancel::check()?;
-                            let lens = vec![seqlen; b.len()];
-                            let mut x = layer_in[rows_of(b, d)].to_vec();
-                            let orig = &att_orig[rows_of(b, qd)];
-                            let n = b.len() * seqlen;
-                            let _ = engine.layer_pass(li, &lw, &mut x, &lens, &mut |part, xs| {
-                                if part != LayerPart::O {
-                                    return ControlFlow::Continue(());
+                    search(
+                        &x_mean,
+                        &weights,
+                        cols,
+                        cfg,
+                        mapping,
+                        windows.len(),
+                        &mut |q, span| {
+                            let dense: Vec<Dense> = q
+                                .iter()
+                                .zip(&dims)
+                                .map(|(v, &r)| Dense::new(r, cols, v.clone()))
+                                .collect();
+                            let mut lw = base;
+                            for (&part, m) in balance.iter().zip(&dense) {
+                                // A kept projection stays as it is stored.
+                                if !kept(part) {
+                                    lw.set(part, m as &dyn WeightMatrix);
                                 }
-                                let diff: Vec<f32> = xs.iter().zip(orig).map(|(a, b)| a - b).collect();
-                                let mut out = vec![0f32; n * d];
-                                matmul(w_o, &diff, n, &mut out, Activations::Exact);
-                                total += sum_squares(&out);
-                                ControlFlow::Break(())
-                            });
-                        }
-                        Ok((total, (span.len() * seqlen * d) as f64))
-                    })?
+                            }
+                            let mut total = 0f64;
+                            for b in &batches_of(span.clone()) {
+                                crate::cancel::check()?;
+                                let lens = vec![seqlen; b.len()];
+                                let mut x = layer_in[rows_of(b, d)].to_vec();
+                                let orig = &att_orig[rows_of(b, qd)];
+                                let n = b.len() * seqlen;
+                                let _ =
+                                    engine.layer_pass(li, &lw, &mut x, &lens, &mut |part, xs| {
+                                        if part != LayerPart::O {
+                                            return ControlFlow::Continue(());
+                                        }
+                                        let diff: Vec<f32> =
+                                            xs.iter().zip(orig).map(|(a, b)| a - b).collect();
+                                        let mut out = vec![0f32; n * d];
+                                        matmul(w_o, &diff, n, &mut out, Activations::Exact);
+                                        total += sum_squares(&out);
+                                        ControlFlow::Break(())
+                                    });
+                            }
+                            Ok((total, (span.len() * seqlen * d) as f64))
+                        },
+                    )?
                 }
                 Mapping::VO | Mapping::UpDown => {
                     let gram = input
@@ -508,25 +532,34 @@ pub fn calibrate<'m>(
                         let n = b.len() * seqlen;
                         orig_out.extend(mlp(g0, u0, down, &mlp_x[rows_of(b, d)], n));
                     }
-                    search(&x_mean, &weights, cols, cfg, mapping, windows.len(), &mut |q, span| {
-                        let gq = Dense::new(dims[0], cols, q[0].clone());
-                        let uq = Dense::new(dims[1], cols, q[1].clone());
-                        let gate: &dyn WeightMatrix = if kept(LayerPart::Gate) { g0 } else { &gq };
-                        let up: &dyn WeightMatrix = if kept(LayerPart::Up) { u0 } else { &uq };
-                        let mut total = 0f64;
-                        for b in &batches_of(span.clone()) {
-                            crate::cancel::check()?;
-                            let n = b.len() * seqlen;
-                            let out = mlp(gate, up, down, &mlp_x[rows_of(b, d)], n);
-                            let diff: Vec<f32> = out
-                                .iter()
-                                .zip(&orig_out[rows_of(b, d)])
-                                .map(|(a, b)| a - b)
-                                .collect();
-                            total += sum_squares(&diff);
-                        }
-                        Ok((total, (span.len() * seqlen * d) as f64))
-                    })?
+                    search(
+                        &x_mean,
+                        &weights,
+                        cols,
+                        cfg,
+                        mapping,
+                        windows.len(),
+                        &mut |q, span| {
+                            let gq = Dense::new(dims[0], cols, q[0].clone());
+                            let uq = Dense::new(dims[1], cols, q[1].clone());
+                            let gate: &dyn WeightMatrix =
+                                if kept(LayerPart::Gate) { g0 } else { &gq };
+                            let up: &dyn WeightMatrix = if kept(LayerPart::Up) { u0 } else { &uq };
+                            let mut total = 0f64;
+                            for b in &batches_of(span.clone()) {
+                                crate::cancel::check()?;
+                                let n = b.len() * seqlen;
+                                let out = mlp(gate, up, down, &mlp_x[rows_of(b, d)], n);
+                                let diff: Vec<f32> = out
+                                    .iter()
+                                    .zip(&orig_out[rows_of(b, d)])
+                                    .map(|(a, b)| a - b)
+                                    .collect();
+                                total += sum_squares(&diff);
+                            }
+                            Ok((total, (span.len() * seqlen * d) as f64))
+                        },
+                    )?
                 }
             };
             stats.mappings.push(st);
@@ -553,14 +586,21 @@ pub fn calibrate<'m>(
                         LayerPart::FfnNorm
                     };
                     let t = tensor(norm).ok_or_else(|| {
-                        Error::Refused(format!("{shown}: layer {li} has no {} weight", st.mapping.smooth_name()))
+                        Error::Refused(format!(
+                            "{shown}: layer {li} has no {} weight",
+                            st.mapping.smooth_name()
+                        ))
                     })?;
                     let mut v = model.read_rows_f32(t, 0..t.rows())?;
                     v.iter_mut().zip(s).for_each(|(a, b)| *a /= b);
                     replaced.push((t, v));
                 }
                 Mapping::VO | Mapping::UpDown => {
-                    let prev = if st.mapping == Mapping::VO { LayerPart::V } else { LayerPart::Up };
+                    let prev = if st.mapping == Mapping::VO {
+                        LayerPart::V
+                    } else {
+                        LayerPart::Up
+                    };
                     let entry = w.get_mut(&prev).expect("read");
                     let cols = entry.1.len() / s.len();
                     divide_rows(&mut entry.1, cols, s);
@@ -620,86 +660,36 @@ pub fn calibrate<'m>(
 
 /// Options of `quantize awq`.
 pub struct AwqOptions {
-    /// Output directory (must not exist, or be empty).
-    pub out: PathBuf,
     /// [`Format::Awq`] (GEMM) or [`Format::CompressedTensors`].
-    pub format: Format,
+    pub output: Output,
     pub algorithm: AwqConfig,
-    pub calibration: calibration::Options,
-    /// Keep projections whose shape the group size or packing does not fit.
-    pub allow_unquantized: bool,
-    pub max_shard_size: u64,
-    /// Tokens per layer pass (memory of one batch of activations).
-    pub batch_tokens: usize,
-    /// The command line, recorded in the model card.
-    pub command: String,
-    /// What the user named the model, for the model card.
-    pub model_label: String,
-    /// Show progress bars on stderr.
-    pub progress: bool,
 }
 
 impl AwqOptions {
     /// Defaults for `out`: AutoAWQ GEMM, 4-bit group 128 with zero points,
-    /// 20 grid points with duo scaling, clip search, bundled calibration
-    /// (128 × 512 tokens), 5GB shards, 4096 tokens per pass.
+    /// 20 grid points with duo scaling, clip search, [`Output::new`]'s
+    /// defaults.
     pub fn new(out: PathBuf) -> AwqOptions {
         AwqOptions {
-            out,
-            format: Format::Awq,
+            output: Output::new(out, Format::Awq),
             algorithm: AwqConfig::default(),
-            calibration: calibration::Options::default(),
-            allow_unquantized: false,
-            max_shard_size: crate::store::safetensors::DEFAULT_MAX_SHARD_SIZE,
-            batch_tokens: 4096,
-            command: String::new(),
-            model_label: String::new(),
-            progress: false,
         }
     }
-}
-
-/// What the pipeline will hold in memory and roughly how much work it is.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Estimate {
-    /// Hidden states of every window, the layer's input and output (f32).
-    pub hidden_state_bytes: u64,
-    /// Attention outputs, MLP inputs and outputs of every window, Gram
-    /// matrices and one layer's weights (f32).
-    pub layer_bytes: u64,
-    pub peak_bytes: u64,
-    /// Multiply-adds of the passes and the grid searches.
-    pub flops: f64,
 }
 
 /// What a quantization did (or, with a dry run, would do).
 #[derive(Debug, serde::Serialize)]
 pub struct AwqReport {
-    pub out: PathBuf,
-    pub format: Format,
+    #[serde(flatten)]
+    pub written: Written,
     pub bits: u8,
     pub group_size: usize,
     pub zero_point: bool,
     pub n_grid: usize,
     pub duo_scaling: bool,
     pub clip: bool,
-    pub calibration: Calibration,
-    pub layers: usize,
-    /// Projections quantized.
-    pub quantized: usize,
-    /// Projections kept in their dtype (`--allow-unquantized`).
-    pub kept: Vec<String>,
-    pub tensors: usize,
-    /// Bytes of tensor data written.
-    pub bytes: u64,
-    /// Bytes of tensor data read.
-    pub source_bytes: u64,
-    pub files: Vec<String>,
-    pub quantization_config: serde_json::Value,
-    pub estimate: Estimate,
     /// Per layer (empty on a dry run).
     pub layer_stats: Vec<LayerStats>,
-    pub warnings: Vec<String>,
 }
 
 /// `quantization_config`: AutoAWQ's `to_transformers_dict` for GEMM,
@@ -726,7 +716,12 @@ fn scheme(cfg: &AwqConfig) -> Scheme {
     }
 }
 
-fn estimate(c: &crate::model::engine::Config, layer_params: u64, tokens: u64, n_grid: usize) -> Estimate {
+fn estimate(
+    c: &crate::model::engine::Config,
+    layer_params: u64,
+    tokens: u64,
+    n_grid: usize,
+) -> Estimate {
     let (d, qd, ffn) = (c.hidden as u64, (c.heads * c.head_dim) as u64, c.ffn as u64);
     let hidden_state_bytes = 2 * tokens * d * 4;
     let layer_bytes = (tokens * (qd + 2 * d) + qd * qd + ffn * ffn + layer_params) * 4;
@@ -738,13 +733,16 @@ fn estimate(c: &crate::model::engine::Config, layer_params: u64, tokens: u64, n_
         hidden_state_bytes,
         layer_bytes,
         peak_bytes: hidden_state_bytes + layer_bytes + layer_params * 4,
-        flops: c.layers as f64 * (tokens as f64 * (per_token + grams) + n_grid as f64 * 2.0 * (d * qd * qd + d * ffn * ffn) as f64),
+        flops: c.layers as f64
+            * (tokens as f64 * (per_token + grams)
+                + n_grid as f64 * 2.0 * (d * qd * qd + d * ffn * ffn) as f64),
     }
 }
 
 /// Quantizes `model` with AWQ into a checkpoint at `opts.out`, or only
 /// plans it when `dry_run`.
 pub fn quantize(model: &Model, opts: &AwqOptions, dry_run: bool) -> Result<AwqReport, Error> {
+    let o = &opts.output;
     let config = int_checkpoint::check_input(model, "quantize awq")?;
     let engine = Engine::new(model)?;
     let cfg = &opts.algorithm;
@@ -754,15 +752,18 @@ pub fn quantize(model: &Model, opts: &AwqOptions, dry_run: bool) -> Result<AwqRe
             cfg.bits
         )));
     }
-    if opts.format == Format::Gptq {
+    if opts.output.format == Format::Gptq {
         return Err(Error::Refused(
             "quantize awq writes --format awq or compressed-tensors; GPTQ checkpoints come from `quantize gptq`".into(),
         ));
     }
     if cfg.n_grid < 2 {
-        return Err(Error::Refused(format!("--n-grid {}: the search needs at least 2 points", cfg.n_grid)));
+        return Err(Error::Refused(format!(
+            "--n-grid {}: the search needs at least 2 points",
+            cfg.n_grid
+        )));
     }
-    if opts.format == Format::Awq && !cfg.zero_point {
+    if opts.output.format == Format::Awq && !cfg.zero_point {
         return Err(Error::Refused(
             "--no-zero-point with --format awq: the AWQ GEMM kernels of vLLM and transformers read zero points; write symmetric codes with --format compressed-tensors".into(),
         ));
@@ -770,8 +771,13 @@ pub fn quantize(model: &Model, opts: &AwqOptions, dry_run: bool) -> Result<AwqRe
     let layers = engine.config.layers;
     let parts = int_checkpoint::projections(model, layers);
     let scheme = scheme(cfg);
-    let (keep, mut warnings) =
-        int_checkpoint::unpackable(model, &parts, opts.format, scheme, opts.allow_unquantized)?;
+    let (keep, mut warnings) = int_checkpoint::unpackable(
+        model,
+        &parts,
+        opts.output.format,
+        scheme,
+        opts.output.allow_unquantized,
+    )?;
     if ![32, 64, 128].contains(&cfg.group_size) {
         warnings.push("vLLM's awq_marlin kernel takes group sizes 32, 64 and 128 only; this group size falls back to the slower awq kernel".into());
     }
@@ -779,7 +785,14 @@ pub fn quantize(model: &Model, opts: &AwqOptions, dry_run: bool) -> Result<AwqRe
         .iter()
         .flatten()
         .filter(|(_, t)| t.rows() % 64 != 0 || t.row_len() % 128 != 0)
-        .map(|(_, t)| format!("{} [{}, {}]", int_checkpoint::module_of(t), t.rows(), t.row_len()))
+        .map(|(_, t)| {
+            format!(
+                "{} [{}, {}]",
+                int_checkpoint::module_of(t),
+                t.rows(),
+                t.row_len()
+            )
+        })
         .collect();
     if !slow.is_empty() {
         warnings.push(format!(
@@ -789,117 +802,111 @@ pub fn quantize(model: &Model, opts: &AwqOptions, dry_run: bool) -> Result<AwqRe
         ));
     }
 
-    let calib = calibration::load(model, engine.config.vocab, &opts.calibration)?;
-    let plan = Plan::new(model, &parts, &keep, opts.format, scheme);
-    let qconfig = quantization_config(opts.format, cfg, &plan.kept);
-    let out = &opts.out;
-    AtomicDir::check_dest(out)?;
-    let files = ShardedWriter::create(out, plan.tensors.clone(), opts.max_shard_size, BTreeMap::new())?;
-    let source_bytes: u64 = model.tensors().iter().map(|t| t.len).sum();
+    let calib = calibration::load(model, engine.config.vocab, &o.calibration)?;
+    let plan = Plan::new(model, &parts, &keep, o.format, scheme);
+    let qconfig = quantization_config(o.format, cfg, &plan.kept);
     let est = estimate(
         &engine.config,
         plan.layer_params,
         (calib.samples * calib.seqlen) as u64,
         cfg.n_grid,
     );
+    let written = Written::plan(model, o, &plan, calib, qconfig.clone(), est, None, warnings)?;
     let mut report = AwqReport {
-        out: out.clone(),
-        format: opts.format,
+        written,
         bits: cfg.bits,
         group_size: cfg.group_size,
         zero_point: cfg.zero_point,
         n_grid: cfg.n_grid,
         duo_scaling: cfg.duo_scaling,
         clip: cfg.clip,
-        calibration: calib.clone(),
-        layers,
-        quantized: plan.quantized,
-        kept: plan.kept.clone(),
-        tensors: plan.tensors.len(),
-        bytes: files.total_size(),
-        source_bytes,
-        files: Vec::new(),
-        quantization_config: qconfig.clone(),
-        estimate: est,
         layer_stats: Vec::new(),
-        warnings,
     };
     if dry_run {
-        let mut names = files.file_names();
-        names.extend(["README.md", "config.json"].map(String::from));
-        names.sort();
-        report.files = names;
         return Ok(report);
     }
 
-    let tmp = AtomicDir::create(out)?;
-    let mut w = ShardedWriter::create(tmp.path(), plan.tensors.clone(), opts.max_shard_size, BTreeMap::new())?;
-    for t in &plan.head {
-        w.copy_tensor(model, t)?;
-    }
-    let bar = crate::progress::count_bar(opts.progress, layers as u64, "AWQ", "layers");
+    let (tmp, mut w) = report.written.start(model, o, &plan)?;
+    let bar = crate::progress::count_bar(o.progress, layers as u64, "AWQ", "layers");
     let keep_fn = |li: usize, part: LayerPart| keep.contains(&(li, part));
     let on_layer = |li: usize| bar.set_message(format!("layer {li}"));
     let pipeline = Pipeline {
         config: cfg,
-        batch_tokens: opts.batch_tokens,
+        batch_tokens: o.batch_tokens,
         keep: &keep_fn,
         on_layer: &on_layer,
     };
     let mut stats = Vec::new();
     let mut buf = Vec::new();
-    calibrate(model, &engine, &calib.windows, &pipeline, &mut |r| {
-        for t in &plan.per_layer[r.layer] {
-            if let Some((_, codes)) = r.codes.iter().find(|(q, _)| std::ptr::eq(*q, *t)) {
-                let iw = codes.int_weights(cfg.bits, t.rows() as usize, t.row_len() as usize);
-                int_checkpoint::write_packed(&mut w, model, t, &iw, opts.format, scheme.sym, plan.scale_dtype)?;
-            } else if let Some((_, v)) = r.replaced.iter().find(|(q, _)| std::ptr::eq(*q, *t)) {
-                t.dtype.encode_f32s(v, &mut buf);
-                w.write_tensor(&t.name, &buf)?;
-            } else {
-                w.copy_tensor(model, t)?;
+    calibrate(
+        model,
+        &engine,
+        &report.written.calibration.windows,
+        &pipeline,
+        &mut |r| {
+            for t in &plan.per_layer[r.layer] {
+                if let Some((_, codes)) = r.codes.iter().find(|(q, _)| std::ptr::eq(*q, *t)) {
+                    let iw = codes.int_weights(cfg.bits, t.rows() as usize, t.row_len() as usize);
+                    int_checkpoint::write_packed(
+                        &mut w,
+                        model,
+                        t,
+                        &iw,
+                        o.format,
+                        scheme.sym,
+                        plan.scale_dtype,
+                    )?;
+                } else if let Some((_, v)) = r.replaced.iter().find(|(q, _)| std::ptr::eq(*q, *t)) {
+                    t.dtype.encode_f32s(v, &mut buf);
+                    w.write_tensor(&t.name, &buf)?;
+                } else {
+                    w.copy_tensor(model, t)?;
+                }
             }
-        }
-        stats.push(r.stats);
-        bar.inc(1);
-        Ok(ControlFlow::Continue(()))
-    })?;
+            stats.push(r.stats);
+            bar.inc(1);
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
     w.finish()?;
     bar.finish_and_clear();
     report.layer_stats = stats;
-    int_checkpoint::finish(&tmp, model, config, &qconfig, None, &model_card(opts, &report))?;
-    report.files = tmp.commit()?;
+    int_checkpoint::finish(
+        &tmp,
+        model,
+        config,
+        &qconfig,
+        None,
+        &model_card(opts, &report),
+    )?;
+    report.written.files = tmp.commit()?;
     Ok(report)
 }
 
 fn model_card(opts: &AwqOptions, r: &AwqReport) -> String {
     let cfg = &opts.algorithm;
-    let c = &r.calibration;
-    ModelCard::new()
-        .text("base_model", &opts.model_label)
-        .field("library_name", "transformers")
-        .list("tags", &["llmtool", "awq", "4-bit", opts.format.name()])
-        .body(&format!(
-            "# {} (AWQ 4-bit, {})\n\n`{}` quantized with AWQ by llmtool {}: 4-bit, group size {}, {}, {} grid points{}, clip search {}. \
-             {} projections quantized; kept in their original dtype: {}; the norms before q/k/v and gate/up carry the AWQ scales; embeddings and the output head are unchanged.\n\n\
-             Calibration: {} windows of {} tokens (seed {}) from {}, {} tokens available.\n\n",
-            opts.model_label,
-            opts.format.name(),
-            opts.model_label,
-            env!("CARGO_PKG_VERSION"),
-            cfg.group_size,
-            if cfg.zero_point { "zero point" } else { "symmetric" },
-            cfg.n_grid,
-            if cfg.duo_scaling { " with duo scaling" } else { "" },
-            if cfg.clip { "on" } else { "off" },
-            r.quantized,
-            if r.kept.is_empty() { "none".to_string() } else { r.kept.join(", ") },
-            c.samples,
-            c.seqlen,
-            c.seed,
-            c.source,
-            c.tokens_available,
-        ))
-        .made_with(&opts.command)
-        .render()
+    let settings = format!(
+        "4-bit, group size {}, {}, {} grid points{}, clip search {}",
+        cfg.group_size,
+        if cfg.zero_point {
+            "zero point"
+        } else {
+            "symmetric"
+        },
+        cfg.n_grid,
+        if cfg.duo_scaling {
+            " with duo scaling"
+        } else {
+            ""
+        },
+        if cfg.clip { "on" } else { "off" },
+    );
+    int_checkpoint::model_card(
+        &opts.output,
+        &r.written,
+        "AWQ",
+        4,
+        &settings,
+        "the norms before q/k/v and gate/up carry the AWQ scales; embeddings and the output head are unchanged.",
+    )
 }

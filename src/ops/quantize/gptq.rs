@@ -19,21 +19,19 @@
 //! activations of one batch of windows; the model's weights stay in their
 //! memory maps.
 
-use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use crate::model::arch::LayerPart;
 use crate::model::engine::weights::Dense;
 use crate::model::engine::{Engine, WeightMatrix};
-use crate::ops::calibration::{self, Calibration};
+use crate::ops::calibration;
+use crate::ops::quantize::int_checkpoint::{
+    self, projections, read_weight, Estimate, Format, Output, Plan, Scheme, Written,
+};
 use crate::ops::Error;
 use crate::quant::gptq::{self as kernels, GptqConfig, GptqError, GptqOutput, Hessian};
-use crate::ops::quantize::int_checkpoint::{self, projections, read_weight, Format, Plan, Scheme};
 use crate::quant::int4pack::IntWeights;
-use crate::store::atomic::AtomicDir;
-use crate::store::card::ModelCard;
-use crate::store::safetensors::ShardedWriter;
 use crate::store::{Model, TensorInfo};
 
 /// The projections of a decoder layer, in the order GPTQModel's
@@ -289,89 +287,37 @@ pub fn part_name(part: LayerPart) -> &'static str {
 
 /// Options of `quantize gptq`.
 pub struct GptqOptions {
-    /// Output directory (must not exist, or be empty).
-    pub out: PathBuf,
-    pub format: Format,
+    pub output: Output,
     pub algorithm: GptqConfig,
     /// Re-capture inputs after each group of a layer (GPTQModel's default).
     pub true_sequential: bool,
-    pub calibration: calibration::Options,
-    /// Keep projections whose input width the group size does not divide.
-    pub allow_unquantized: bool,
-    pub max_shard_size: u64,
-    /// Tokens per layer pass (memory of one batch of activations).
-    pub batch_tokens: usize,
-    /// The command line, recorded in the model card.
-    pub command: String,
-    /// What the user named the model, for the model card.
-    pub model_label: String,
-    /// Show progress bars on stderr.
-    pub progress: bool,
 }
 
 impl GptqOptions {
     /// Defaults for `out`: GPTQ v1, 4-bit group 128 symmetric, no
-    /// act-order, damp 0.01, true-sequential, bundled calibration
-    /// (128 × 512 tokens), 5GB shards, 4096 tokens per pass.
+    /// act-order, damp 0.01, true-sequential, [`Output::new`]'s defaults.
     pub fn new(out: PathBuf) -> GptqOptions {
         GptqOptions {
-            out,
-            format: Format::Gptq,
+            output: Output::new(out, Format::Gptq),
             algorithm: GptqConfig::default(),
             true_sequential: true,
-            calibration: calibration::Options::default(),
-            allow_unquantized: false,
-            max_shard_size: crate::store::safetensors::DEFAULT_MAX_SHARD_SIZE,
-            batch_tokens: 4096,
-            command: String::new(),
-            model_label: String::new(),
-            progress: false,
         }
     }
-}
-
-/// What the pipeline will hold in memory and roughly how long it takes.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Estimate {
-    /// Hidden states of every window (f32).
-    pub hidden_state_bytes: u64,
-    /// The largest layer's Hessians, quantized weights and one batch's
-    /// activations.
-    pub layer_bytes: u64,
-    /// Both, plus the weights the memory map touches for one layer.
-    pub peak_bytes: u64,
-    /// Multiply-adds of the layer passes, Hessians and GPTQ updates.
-    pub flops: f64,
 }
 
 /// What a quantization did (or, with a dry run, would do).
 #[derive(Debug, serde::Serialize)]
 pub struct GptqReport {
-    pub out: PathBuf,
-    pub format: Format,
+    #[serde(flatten)]
+    pub written: Written,
     pub bits: u8,
     pub group_size: i64,
     pub sym: bool,
     pub act_order: bool,
     pub true_sequential: bool,
     pub damp: serde_json::Value,
-    pub calibration: Calibration,
-    pub layers: usize,
-    /// Projections quantized.
-    pub quantized: usize,
-    /// Projections kept in their dtype (`--allow-unquantized`).
-    pub kept: Vec<String>,
-    pub tensors: usize,
-    /// Bytes of tensor data written.
-    pub bytes: u64,
-    /// Bytes of tensor data read.
-    pub source_bytes: u64,
-    pub files: Vec<String>,
-    pub quantization_config: serde_json::Value,
-    pub estimate: Estimate,
     /// Per layer (empty on a dry run).
     pub layer_stats: Vec<LayerStats>,
-    pub warnings: Vec<String>,
 }
 
 /// `config.json`'s `quantization_config`. GPTQ v1 as AutoGPTQ's
@@ -463,6 +409,7 @@ fn estimate(
 /// Quantizes `model` with GPTQ into a checkpoint at `opts.out`, or only
 /// plans it when `dry_run`.
 pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<GptqReport, Error> {
+    let o = &opts.output;
     let config = int_checkpoint::check_input(model, "quantize gptq")?;
     let engine = Engine::new(model)?;
     let cfg = &opts.algorithm;
@@ -472,12 +419,12 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
             cfg.bits
         )));
     }
-    if !cfg.sym && opts.format == Format::Gptq {
+    if !cfg.sym && opts.output.format == Format::Gptq {
         return Err(Error::Refused(
             "--asym with --format gptq: the GPTQ v1 layout stores zero − 1 and cannot hold a zero point of 0; write asymmetric codes with --format compressed-tensors".into(),
         ));
     }
-    if opts.format == Format::Awq {
+    if opts.output.format == Format::Awq {
         return Err(Error::Refused(
             "quantize gptq writes --format gptq or compressed-tensors; AWQ GEMM checkpoints come from `quantize awq`".into(),
         ));
@@ -489,8 +436,13 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
         group_size: cfg.group_size,
         sym: cfg.sym,
     };
-    let (keep, mut warnings) =
-        int_checkpoint::unpackable(model, &parts, opts.format, scheme, opts.allow_unquantized)?;
+    let (keep, mut warnings) = int_checkpoint::unpackable(
+        model,
+        &parts,
+        opts.output.format,
+        scheme,
+        opts.output.allow_unquantized,
+    )?;
     if !cfg.sym {
         warnings.push("asymmetric GPTQ: vLLM cannot use its Marlin kernel for it and falls back to the slower gptq kernel".into());
     }
@@ -498,76 +450,43 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
         warnings.push("vLLM's Marlin kernel takes group sizes 32, 64, 128 and -1 only; this group size falls back to the slower gptq kernel".into());
     }
 
-    let calib = calibration::load(model, engine.config.vocab, &opts.calibration)?;
+    let calib = calibration::load(model, engine.config.vocab, &opts.output.calibration)?;
 
-    let Plan {
-        head,
-        per_layer,
-        tensors: plan,
-        kept: kept_names,
-        quantized,
-        layer_params,
-        scale_dtype,
-    } = Plan::new(model, &parts, &keep, opts.format, scheme);
-    let qconfig = quantization_config(opts.format, cfg, opts.true_sequential, &kept_names);
-    let out = &opts.out;
-    AtomicDir::check_dest(out)?;
-    let files = ShardedWriter::create(out, plan.clone(), opts.max_shard_size, BTreeMap::new())?;
-    let source_bytes: u64 = model.tensors().iter().map(|t| t.len).sum();
+    let plan = Plan::new(model, &parts, &keep, o.format, scheme);
+    let qconfig = quantization_config(o.format, cfg, opts.true_sequential, &plan.kept);
     let est = estimate(
         &engine.config,
-        layer_params,
+        plan.layer_params,
         calib.samples,
         calib.seqlen,
-        opts.batch_tokens,
+        o.batch_tokens,
         opts.true_sequential,
     );
+    let side = (o.format == Format::Gptq).then_some("quantize_config.json");
+    let written = Written::plan(model, o, &plan, calib, qconfig.clone(), est, side, warnings)?;
     let mut report = GptqReport {
-        out: out.clone(),
-        format: opts.format,
+        written,
         bits: cfg.bits,
         group_size: cfg.group_size.map_or(-1, |g| g as i64),
         sym: cfg.sym,
         act_order: cfg.act_order,
         true_sequential: opts.true_sequential,
         damp: json_f32(cfg.damp),
-        calibration: calib.clone(),
-        layers,
-        quantized,
-        kept: kept_names.clone(),
-        tensors: plan.len(),
-        bytes: files.total_size(),
-        source_bytes,
-        files: Vec::new(),
-        quantization_config: qconfig.clone(),
-        estimate: est,
         layer_stats: Vec::new(),
-        warnings,
     };
     if dry_run {
-        let mut names = files.file_names();
-        names.extend(["README.md", "config.json"].map(String::from));
-        if opts.format == Format::Gptq {
-            names.push("quantize_config.json".into());
-        }
-        names.sort();
-        report.files = names;
         return Ok(report);
     }
 
-    let tmp = AtomicDir::create(out)?;
-    let mut w = ShardedWriter::create(tmp.path(), plan, opts.max_shard_size, BTreeMap::new())?;
-    for t in &head {
-        w.copy_tensor(model, t)?;
-    }
-    let bar = crate::progress::count_bar(opts.progress, layers as u64, "GPTQ", "layers");
+    let (tmp, mut w) = report.written.start(model, o, &plan)?;
+    let bar = crate::progress::count_bar(o.progress, layers as u64, "GPTQ", "layers");
     let keep_fn = |li: usize, part: LayerPart| keep.contains(&(li, part));
     let on_layer = |li: usize| bar.set_message(format!("layer {li}"));
     let pipeline = Pipeline {
         config: cfg,
         true_sequential: opts.true_sequential,
         propagate_quantized: true,
-        batch_tokens: opts.batch_tokens,
+        batch_tokens: o.batch_tokens,
         keep: &keep_fn,
         on_layer: &on_layer,
     };
@@ -575,11 +494,11 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
     calibrate(
         model,
         &engine,
-        &calib.windows,
+        &report.written.calibration.windows,
         &pipeline,
         &mut |done, st| {
             let li = st.layer;
-            for t in &per_layer[li] {
+            for t in &plan.per_layer[li] {
                 let Some(q) = done.iter().find(|q| std::ptr::eq(q.tensor, *t)) else {
                     w.copy_tensor(model, t)?;
                     continue;
@@ -594,10 +513,18 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
                     t.rows() as usize,
                     t.row_len() as usize,
                 );
-                int_checkpoint::write_packed(&mut w, model, t, &iw, opts.format, cfg.sym, scale_dtype)?;
+                int_checkpoint::write_packed(
+                    &mut w,
+                    model,
+                    t,
+                    &iw,
+                    o.format,
+                    cfg.sym,
+                    plan.scale_dtype,
+                )?;
             }
             if st.damp_increases > 0 {
-                report.warnings.push(format!(
+                report.written.warnings.push(format!(
                     "layer {li}: the Hessian needed {} damp increases before Cholesky succeeded",
                     st.damp_increases
                 ));
@@ -611,9 +538,15 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
     bar.finish_and_clear();
     report.layer_stats = stats;
 
-    let side = (opts.format == Format::Gptq).then_some("quantize_config.json");
-    int_checkpoint::finish(&tmp, model, config, &qconfig, side, &model_card(opts, &report))?;
-    report.files = tmp.commit()?;
+    int_checkpoint::finish(
+        &tmp,
+        model,
+        config,
+        &qconfig,
+        side,
+        &model_card(opts, &report),
+    )?;
+    report.written.files = tmp.commit()?;
     Ok(report)
 }
 
@@ -622,33 +555,24 @@ fn model_card(opts: &GptqOptions, r: &GptqReport) -> String {
     let group = cfg
         .group_size
         .map_or("-1 (per row)".to_string(), |g| g.to_string());
-    let c = &r.calibration;
-    ModelCard::new()
-        .text("base_model", &opts.model_label)
-        .field("library_name", "transformers")
-        .list("tags", &["llmtool", "gptq", &format!("{}-bit", cfg.bits), opts.format.name()])
-        .body(&format!(
-            "# {} (GPTQ {}-bit, {})\n\n`{}` quantized with GPTQ by llmtool {}: {}-bit, group size {group}, {}, act-order {}, damp {}, {}. \
-             {} projections quantized; kept in their original dtype: {}; embeddings, norms and the output head are unchanged.\n\n\
-             Calibration: {} windows of {} tokens (seed {}) from {}, {} tokens available.\n\n",
-            opts.model_label,
-            cfg.bits,
-            opts.format.name(),
-            opts.model_label,
-            env!("CARGO_PKG_VERSION"),
-            cfg.bits,
-            if cfg.sym { "symmetric" } else { "asymmetric" },
-            if cfg.act_order { "on" } else { "off" },
-            cfg.damp,
-            if opts.true_sequential { "true-sequential" } else { "one capture per layer" },
-            r.quantized,
-            if r.kept.is_empty() { "none".to_string() } else { r.kept.join(", ") },
-            c.samples,
-            c.seqlen,
-            c.seed,
-            c.source,
-            c.tokens_available,
-        ))
-        .made_with(&opts.command)
-        .render()
+    let settings = format!(
+        "{}-bit, group size {group}, {}, act-order {}, damp {}, {}",
+        cfg.bits,
+        if cfg.sym { "symmetric" } else { "asymmetric" },
+        if cfg.act_order { "on" } else { "off" },
+        cfg.damp,
+        if opts.true_sequential {
+            "true-sequential"
+        } else {
+            "one capture per layer"
+        },
+    );
+    int_checkpoint::model_card(
+        &opts.output,
+        &r.written,
+        "GPTQ",
+        cfg.bits,
+        &settings,
+        "embeddings, norms and the output head are unchanged.",
+    )
 }

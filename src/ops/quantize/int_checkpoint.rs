@@ -12,14 +12,17 @@
 //! f32 scales in both cases, as the references compute them before the
 //! cast.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 
 use crate::model::arch::{self, LayerPart, Role};
+use crate::ops::calibration::{self, Calibration};
 use crate::ops::Error;
 use crate::quant::int4pack::{self, Data, IntWeights};
-use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
 use crate::store::atomic::{self, AtomicDir};
+use crate::store::card::ModelCard;
 use crate::store::hfdir;
+use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
 use crate::store::{Container, DType, Model, StoreError, TensorInfo};
 
 /// The checkpoint layouts.
@@ -81,6 +84,9 @@ pub fn module_of(t: &TensorInfo) -> &str {
     t.name.strip_suffix(".weight").unwrap_or(&t.name)
 }
 
+/// Projections left unquantized, by layer and part.
+pub type Kept = HashSet<(usize, LayerPart)>;
+
 /// The projections the scheme cannot pack (their input width is not a
 /// multiple of the group size or of the codes per word; for GPTQ and AWQ
 /// also their output width), by layer and part, refused unless `allow`.
@@ -91,7 +97,7 @@ pub fn unpackable(
     format: Format,
     scheme: Scheme,
     allow: bool,
-) -> Result<(HashSet<(usize, LayerPart)>, Vec<String>), Error> {
+) -> Result<(Kept, Vec<String>), Error> {
     let per = 32 / usize::from(scheme.bits);
     let mut keep = HashSet::new();
     let mut unfit: Vec<String> = Vec::new();
@@ -158,7 +164,7 @@ impl<'m> Plan<'m> {
     pub fn new(
         model: &'m Model,
         parts: &[Vec<(LayerPart, &'m TensorInfo)>],
-        keep: &HashSet<(usize, LayerPart)>,
+        keep: &Kept,
         format: Format,
         scheme: Scheme,
     ) -> Plan<'m> {
@@ -195,7 +201,14 @@ impl<'m> Plan<'m> {
                     tensors.push(SafetensorsTensor::from(*t));
                 } else {
                     quantized += 1;
-                    tensors.extend(packed_tensors(format, module_of(t), t.rows(), t.row_len(), scheme, scale_dtype));
+                    tensors.extend(packed_tensors(
+                        format,
+                        module_of(t),
+                        t.rows(),
+                        t.row_len(),
+                        scheme,
+                        scale_dtype,
+                    ));
                 }
             }
             layer_params = layer_params.max(params);
@@ -304,7 +317,11 @@ fn packed_bytes(data: &Data, scale_dtype: DType) -> Vec<u8> {
 /// `quantization_config` of a compressed-tensors checkpoint, as
 /// llm-compressor 0.14 / compressed-tensors 0.19 write it for a W4A16-style
 /// group scheme (`act_order`: llm-compressor's `actorder="weight"`).
-pub fn compressed_tensors_config(scheme: Scheme, act_order: bool, kept: &[String]) -> serde_json::Value {
+pub fn compressed_tensors_config(
+    scheme: Scheme,
+    act_order: bool,
+    kept: &[String],
+) -> serde_json::Value {
     let mut ignore = vec!["lm_head".to_string()];
     ignore.extend(kept.iter().cloned());
     serde_json::json!({
@@ -379,4 +396,175 @@ pub fn finish(
     hfdir::copy_side_files(model, dir.path())?;
     atomic::write_file(&dir.path().join("README.md"), card.as_bytes())?;
     Ok(())
+}
+
+/// The options of a calibrated quantization that are not the algorithm's.
+pub struct Output {
+    /// Output directory (must not exist, or be empty).
+    pub out: PathBuf,
+    pub format: Format,
+    pub calibration: calibration::Options,
+    /// Keep projections the scheme cannot pack instead of refusing.
+    pub allow_unquantized: bool,
+    pub max_shard_size: u64,
+    /// Tokens per layer pass (memory of one batch of activations).
+    pub batch_tokens: usize,
+    /// The command line, recorded in the model card.
+    pub command: String,
+    /// What the user named the model, for the model card.
+    pub model_label: String,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Output {
+    /// Defaults: bundled calibration (128 × 512 tokens), 5GB shards, 4096
+    /// tokens per pass, no progress bars.
+    pub fn new(out: PathBuf, format: Format) -> Output {
+        Output {
+            out,
+            format,
+            calibration: calibration::Options::default(),
+            allow_unquantized: false,
+            max_shard_size: crate::store::safetensors::DEFAULT_MAX_SHARD_SIZE,
+            batch_tokens: 4096,
+            command: String::new(),
+            model_label: String::new(),
+            progress: false,
+        }
+    }
+}
+
+/// What a pipeline will hold in memory and roughly how much work it is.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Estimate {
+    /// Hidden states of every window (f32).
+    pub hidden_state_bytes: u64,
+    /// One layer's working set: statistics, weights, activations.
+    pub layer_bytes: u64,
+    /// Both, plus the weights the memory map touches for one layer.
+    pub peak_bytes: u64,
+    /// Multiply-adds.
+    pub flops: f64,
+}
+
+/// What a calibrated quantization wrote (or, on a dry run, would write).
+#[derive(Debug, serde::Serialize)]
+pub struct Written {
+    pub out: PathBuf,
+    pub format: Format,
+    pub calibration: Calibration,
+    pub layers: usize,
+    /// Projections quantized.
+    pub quantized: usize,
+    /// Projections kept in their dtype (`--allow-unquantized`).
+    pub kept: Vec<String>,
+    pub tensors: usize,
+    /// Bytes of tensor data written.
+    pub bytes: u64,
+    /// Bytes of tensor data read.
+    pub source_bytes: u64,
+    pub files: Vec<String>,
+    pub quantization_config: serde_json::Value,
+    pub estimate: Estimate,
+    pub warnings: Vec<String>,
+}
+
+impl Written {
+    /// The report of `plan` before anything is written: checks the
+    /// destination, sizes the shards and, for a dry run, lists the files
+    /// (`side`: an extra config file).
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan(
+        model: &Model,
+        opts: &Output,
+        plan: &Plan<'_>,
+        calibration: Calibration,
+        quantization_config: serde_json::Value,
+        estimate: Estimate,
+        side: Option<&str>,
+        warnings: Vec<String>,
+    ) -> Result<Written, Error> {
+        AtomicDir::check_dest(&opts.out)?;
+        let files = ShardedWriter::create(
+            &opts.out,
+            plan.tensors.clone(),
+            opts.max_shard_size,
+            BTreeMap::new(),
+        )?;
+        let mut names = files.file_names();
+        names.extend(["README.md", "config.json"].map(String::from));
+        names.extend(side.map(String::from));
+        names.sort();
+        Ok(Written {
+            out: opts.out.clone(),
+            format: opts.format,
+            calibration,
+            layers: plan.per_layer.len(),
+            quantized: plan.quantized,
+            kept: plan.kept.clone(),
+            tensors: plan.tensors.len(),
+            bytes: files.total_size(),
+            source_bytes: model.tensors().iter().map(|t| t.len).sum(),
+            files: names,
+            quantization_config,
+            estimate,
+            warnings,
+        })
+    }
+
+    /// Starts the real write: the temporary directory and its writer, with
+    /// the non-layer tensors copied.
+    pub fn start(
+        &self,
+        model: &Model,
+        opts: &Output,
+        plan: &Plan<'_>,
+    ) -> Result<(AtomicDir, ShardedWriter), Error> {
+        let tmp = AtomicDir::create(&opts.out)?;
+        let mut w = ShardedWriter::create(
+            tmp.path(),
+            plan.tensors.clone(),
+            opts.max_shard_size,
+            BTreeMap::new(),
+        )?;
+        for t in &plan.head {
+            w.copy_tensor(model, t)?;
+        }
+        Ok((tmp, w))
+    }
+}
+
+/// The model card of a calibrated checkpoint: `method` (`GPTQ`, `AWQ`),
+/// its `settings` in words, and what else it changed (`note`).
+pub fn model_card(
+    o: &Output,
+    w: &Written,
+    method: &str,
+    bits: u8,
+    settings: &str,
+    note: &str,
+) -> String {
+    let c = &w.calibration;
+    let label = &o.model_label;
+    let format = o.format.name();
+    ModelCard::new()
+        .text("base_model", label)
+        .field("library_name", "transformers")
+        .list("tags", &["llmtool", &method.to_lowercase(), &format!("{bits}-bit"), format])
+        .body(&format!(
+            "# {label} ({method} {bits}-bit, {format})\n\n`{label}` quantized with {method} by llmtool {}: {settings}. \
+             {} projections quantized; kept in their original dtype: {}; {note}\n\n\
+             Calibration: {} windows of {} tokens (seed {}) from {}, {} tokens available.\n\n",
+            env!("CARGO_PKG_VERSION"),
+            w.quantized,
+            if w.kept.is_empty() { "none".to_string() } else { w.kept.join(", ") },
+            c.samples,
+            c.seqlen,
+            c.seed,
+            c.source,
+            c.tokens_available,
+        ))
+        .made_with(&o.command)
+        .render()
 }
