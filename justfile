@@ -29,6 +29,11 @@ bench:
 bench-gptq smol_hf calib_ids ref_dir:
     scripts/bench-gptq.sh {{smol_hf}} {{calib_ids}} {{ref_dir}}
 
+# `quantize awq` against llm-compressor, and every 4-bit format in one table
+# (docs/PERFORMANCE.md "AWQ").
+bench-awq smol_hf calib_ids text ref_dir:
+    scripts/bench-awq.sh {{smol_hf}} {{calib_ids}} {{text}} {{ref_dir}}
+
 # lora merge against PEFT's merge_and_unload on SmolLM2 (needs a venv with
 # tests/oracle/requirements.txt: `just bench-peft /path/to/venv/bin/python`).
 bench-peft python:

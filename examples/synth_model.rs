@@ -2,7 +2,9 @@
 //! safetensors) with llmtool's own streaming writer, for memory and speed
 //! benchmarks on model sizes we cannot download here.
 //!
-//! `cargo run --release --example synth_model -- OUT_DIR [7b|1b|tiny]`
+//! `cargo run --release --example synth_model -- OUT_DIR [7b|1b|tiny] [LAYERS]`
+//! (LAYERS overrides the size's layer count: a 2- and a 4-layer 7B show
+//! whether a command's memory grows with depth).
 
 use std::collections::BTreeMap;
 
@@ -22,9 +24,9 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let out = std::path::PathBuf::from(
         args.get(1)
-            .ok_or_else(|| anyhow::anyhow!("usage: synth_model OUT_DIR [7b|1b|tiny]"))?,
+            .ok_or_else(|| anyhow::anyhow!("usage: synth_model OUT_DIR [7b|1b|tiny] [LAYERS]"))?,
     );
-    let s = match args.get(2).map(String::as_str).unwrap_or("7b") {
+    let mut s = match args.get(2).map(String::as_str).unwrap_or("7b") {
         // Llama-2-7B / Mistral-7B-like dimensions.
         "7b" => Shape {
             layers: 32,
@@ -52,6 +54,9 @@ fn main() -> anyhow::Result<()> {
         },
         other => anyhow::bail!("unknown size '{other}'"),
     };
+    if let Some(n) = args.get(3) {
+        s.layers = n.parse()?;
+    }
     let hd = s.hidden / s.heads;
     let mut plan = vec![(
         "model.embed_tokens.weight".to_string(),

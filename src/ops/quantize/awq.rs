@@ -244,7 +244,7 @@ type SquaredError = (f64, f64);
 
 /// The squared error of a candidate's fake-quantized weights over a range
 /// of calibration windows.
-type Loss<'a> = dyn FnMut(&[Vec<f32>], Range<usize>) -> Result<SquaredError, Error> + 'a;
+type Loss<'a> = dyn FnMut(Vec<Vec<f32>>, Range<usize>) -> Result<SquaredError, Error> + 'a;
 
 /// The grid search of one mapping: the loss (mean squared error of the
 /// judging module's output) of the fake-quantized balance weights for each
@@ -274,7 +274,7 @@ fn search(
     let mut first: Vec<SquaredError> = Vec::with_capacity(grid.len());
     for &p in &grid {
         crate::cancel::check()?;
-        first.push(loss(&candidate(p).1, 0..screen)?);
+        first.push(loss(candidate(p).1, 0..screen)?);
     }
     let mse = |(sum, n): SquaredError| sum / n;
     let mut losses: Vec<Option<f64>> = vec![None; grid.len()];
@@ -289,7 +289,7 @@ fn search(
         order.sort_by(|&a, &b| mse(first[a]).total_cmp(&mse(first[b])).then(a.cmp(&b)));
         for &i in order.iter().take(FINALISTS) {
             crate::cancel::check()?;
-            let (sum, n) = loss(&candidate(grid[i]).1, screen..windows)?;
+            let (sum, n) = loss(candidate(grid[i]).1, screen..windows)?;
             losses[i] = Some(mse((first[i].0 + sum, first[i].1 + n)));
         }
     }
@@ -440,6 +440,7 @@ pub fn calibrate<'m>(
             mappings: Vec::new(),
         };
         let att_orig = o_in.rows.take().unwrap_or_default();
+        let (mut o_gram, mut down_gram) = (o_in.gram.take(), down_in.gram.take());
         let mlp_x = mlp_in.rows.take().unwrap_or_default();
         for mapping in Mapping::ALL {
             let balance = mapping.balance();
@@ -472,9 +473,9 @@ pub fn calibrate<'m>(
                         windows.len(),
                         &mut |q, span| {
                             let dense: Vec<Dense> = q
-                                .iter()
+                                .into_iter()
                                 .zip(&dims)
-                                .map(|(v, &r)| Dense::new(r, cols, v.clone()))
+                                .map(|(v, &r)| Dense::new(r, cols, v))
                                 .collect();
                             let mut lw = base;
                             for (&part, m) in balance.iter().zip(&dense) {
@@ -508,11 +509,10 @@ pub fn calibrate<'m>(
                     )?
                 }
                 Mapping::VO | Mapping::UpDown => {
-                    let gram = input
-                        .gram
-                        .as_ref()
+                    let gram = if mapping == Mapping::VO { &mut o_gram } else { &mut down_gram };
+                    let gram = gram
+                        .take()
                         .expect("linear inputs keep their Gram matrix")
-                        .clone()
                         .finish()
                         .map_err(|e| Error::Refused(format!("{shown}: layer {li}: {e}")))?;
                     let orig = weights[0];
@@ -540,8 +540,9 @@ pub fn calibrate<'m>(
                         mapping,
                         windows.len(),
                         &mut |q, span| {
-                            let gq = Dense::new(dims[0], cols, q[0].clone());
-                            let uq = Dense::new(dims[1], cols, q[1].clone());
+                            let mut q = q.into_iter();
+                            let gq = Dense::new(dims[0], cols, q.next().expect("gate"));
+                            let uq = Dense::new(dims[1], cols, q.next().expect("up"));
                             let gate: &dyn WeightMatrix =
                                 if kept(LayerPart::Gate) { g0 } else { &gq };
                             let up: &dyn WeightMatrix = if kept(LayerPart::Up) { u0 } else { &uq };
