@@ -270,6 +270,171 @@ def save(model, model_dir, out):
     print(f"saved compressed-tensors checkpoint to {out}", file=sys.stderr)
 
 
+def read_mappings(model_key, variant):
+    vdir = os.path.join(OUT, model_key, variant)
+    with open(os.path.join(vdir, "meta.json")) as f:
+        meta = json.load(f)
+    scales = np.fromfile(os.path.join(vdir, "awq_scales.f32"), dtype="<f4")
+    return meta, {
+        m["smooth"]: (m, scales[m["scales_offset"] // 4 : m["scales_offset"] // 4 + m["channels"]])
+        for m in meta["mappings"]
+    }
+
+
+def read_codes(model_key, variant):
+    """{linear name: (rows, codes u8 [rows, in], scales [groups, rows], zeros u8 [groups, rows])}."""
+    vdir = os.path.join(OUT, model_key, variant)
+    with open(os.path.join(vdir, "meta.json")) as f:
+        meta = json.load(f)
+    codes = np.fromfile(os.path.join(vdir, "codes.u8"), dtype=np.uint8)
+    scales = np.fromfile(os.path.join(vdir, "scales.f32"), dtype="<f4")
+    zeros = np.fromfile(os.path.join(vdir, "zeros.u8"), dtype=np.uint8)
+    out = {}
+    for m in meta["modules"]:
+        r, c, g = len(m["rows"]), m["in_features"], m["groups"]
+        out[m["name"]] = (
+            m["rows"],
+            codes[m["codes_offset"] : m["codes_offset"] + r * c].reshape(r, c),
+            scales[m["scales_offset"] // 4 : m["scales_offset"] // 4 + g * r].reshape(g, r),
+            zeros[m["zeros_offset"] : m["zeros_offset"] + g * r].reshape(g, r),
+        )
+    return out
+
+
+def crosscheck(model_key, model_dir, duo, layers):
+    """The algorithm the goldens claim, written out by hand, against the goldens.
+
+    Per decoder layer: run it with its current (smoothed, unquantized) weights on the
+    previous layer's outputs, capturing the inputs of self_attn, mlp and down_proj; per
+    mapping x_mean = mean |x| per input channel over all tokens, w_mean = mean over the
+    balance layers' rows of |W| / (max |W| of its group + 1e-6), for each grid point
+    s = x_mean^r / (w_mean^(1-r) + 1e-4) (duo) or x_mean^r, clamped to >= 1e-4 and
+    divided by sqrt(max·min); the balance layers get Q(W·s)/s (min-max asymmetric
+    qparams per group of W·s, compressed-tensors' fake_quantize), the parent module
+    (self_attn, mlp, or down_proj itself) re-runs on its captured inputs with every
+    other linear in float, loss = mean squared error against its float output; the
+    first minimum wins; then W·s in the balance layers, the smooth layer (norm weight,
+    or up_proj's rows) divided by s. The next layer sees this layer's output with the
+    smoothed float weights: nothing is quantized while calibrating."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import fake_quantize, quantize
+    from compressed_tensors.quantization.utils import calculate_qparams
+    from transformers import AutoModelForCausalLM
+
+    group = GOLDENS[model_key][0]
+    meta, golden = read_mappings(model_key, variant_name(group, duo))
+    with open(os.path.join(ROOT, meta["ids"])) as f:
+        ids = torch.tensor(json.load(f)["ids"])
+    args = QuantizationArgs(num_bits=BITS, type="int", symmetric=False, strategy="group", group_size=group)
+    grid = [(g["ratio"], g["duo"]) for g in meta["grid"]]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config._attn_implementation = "eager"  # as oneshot calibrates
+
+    def q_over_s(w, s):
+        ws = w * s.view(1, -1)
+        grouped = ws.reshape(ws.shape[0], -1, group)
+        scale, zp = calculate_qparams(grouped.amin(-1), grouped.amax(-1), args)
+        return fake_quantize(ws, scale, zp, args) / s.view(1, -1)
+
+    def w_mean_of(linears):
+        total, count = 0, 0
+        for m in linears:
+            w = m.weight.detach().clone().reshape(-1, group).abs()
+            w = (w / (w.amax(dim=1, keepdim=True) + 1e-6)).reshape(m.weight.shape)
+            total, count = total + w.sum(0, dtype=torch.float64), count + w.shape[0]
+        return total / count
+
+    golden_codes = read_codes(model_key, variant_name(group, duo))
+    worst_idx, compared, agree, lowest_codes = 0.0, 0, 0, 1.0
+    with torch.no_grad():
+        hidden = [model.model.embed_tokens(s[None]) for s in ids]
+        pos = torch.arange(ids.shape[1])[None]
+        rope = model.model.rotary_emb(hidden[0], pos)
+        mask = torch.full((ids.shape[1], ids.shape[1]), float("-inf")).triu(1)[None, None]
+        for li, layer in enumerate(model.model.layers[:layers]):
+            attn, mlp = layer.self_attn, layer.mlp
+            caught = {attn: [], mlp: [], mlp.down_proj: []}
+
+            def keep(mod, a, kw):
+                caught[mod].append((a, kw))
+
+            hooks = [m.register_forward_pre_hook(keep, with_kwargs=True) for m in caught]
+
+            def run(h):
+                out = layer(h, attention_mask=mask, position_embeddings=rope, position_ids=pos)
+                return out[0] if isinstance(out, tuple) else out
+
+            for h in hidden:
+                run(h)
+            for h in hooks:
+                h.remove()
+
+            def outputs(mod):
+                res = [mod(*a, **kw) for a, kw in caught[mod]]
+                return [r[0] if isinstance(r, tuple) else r for r in res]
+
+            def x_of(mod):
+                # Every token of the parent's input, which is also the balance
+                # layers' (self_attn's and mlp's: the norm's output).
+                xs = [a[0] if a else kw["hidden_states"] for a, kw in caught[mod]]
+                return torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])
+
+            mappings = [
+                (layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj], attn),
+                (layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj], mlp),
+                (mlp.up_proj, [mlp.down_proj], mlp.down_proj),
+            ]
+            names = {m: n for n, m in model.named_modules()}
+            for smooth, balance, parent in mappings:
+                g, want_scales = golden[names[smooth]]
+                x = x_of(parent)
+                x_mean = x.abs().sum(0) / x.shape[0]
+                w_mean = w_mean_of(balance) if duo else None
+                want = outputs(parent)
+                orig = [m.weight.detach().clone() for m in balance]
+                losses, best, best_s = [], None, None
+                for ratio, use_duo in grid:
+                    if use_duo:
+                        s = (x_mean.pow(ratio) / (w_mean.pow(1 - ratio) + 1e-4)).clamp(min=1e-4)
+                    else:
+                        s = x_mean.pow(ratio).clamp(min=1e-4).view(-1)
+                    s = s / (s.max() * s.min()).sqrt()
+                    for m, w in zip(balance, orig):
+                        m.weight.copy_(q_over_s(w, s))
+                    got = outputs(parent)
+                    loss = sum(torch.nn.functional.mse_loss(a, b, reduction="sum") for a, b in zip(want, got))
+                    losses.append((loss / sum(a.numel() for a in want)).item())
+                    if best is None or losses[-1] < losses[best]:
+                        best, best_s = len(losses) - 1, s.clone()
+                rel = max(abs(a - b) / abs(b) for a, b in zip(losses, g["losses"]))
+                compared += 1
+                agree += best == g["best"]
+                srel = float((best_s.float() - torch.tensor(want_scales)).abs().max() / torch.tensor(want_scales).abs().max())
+                print(f"{names[smooth]}: best {best} (golden {g['best']}), losses max rel diff {rel:.2e}, scales max rel diff {srel:.2e}")
+                worst_idx = max(worst_idx, rel)
+                for m, w in zip(balance, orig):
+                    m.weight.copy_(w * best_s.view(1, -1))
+                if smooth.weight.ndim == 1:
+                    smooth.weight.div_(best_s)
+                else:
+                    smooth.weight.div_(best_s.view(-1, 1))
+            for m in [m for m in layer.modules() if isinstance(m, torch.nn.Linear)]:
+                # The final codes: min-max qparams of the smoothed weight, quantized.
+                rows, codes, scales, zeros = golden_codes[names[m]]
+                w = m.weight.detach()[rows]
+                grouped = w.reshape(w.shape[0], -1, group)
+                scale, zp = calculate_qparams(grouped.amin(-1), grouped.amax(-1), args)
+                q = quantize(w, scale, zp, args) + 2 ** (BITS - 1)
+                same = float((q.to(torch.uint8).numpy() == codes).mean())
+                lowest_codes = min(lowest_codes, same)
+                rel = float(np.abs(scale.t().numpy() - scales).max() / np.abs(scales).max())
+                zsame = float(((zp.to(torch.int64) + 2 ** (BITS - 1)).t().numpy() == zeros).mean())
+                print(f"  {names[m]}: codes equal {same:.6f}, zeros equal {zsame:.6f}, scales max rel diff {rel:.1e}")
+            hidden = [run(h) for h in hidden]
+    print(f"{model_key} duo_scaling={duo}: chosen grid index equal in {agree} of {compared} mappings; "
+          f"largest relative loss difference {worst_idx:.2e}; lowest per-linear code agreement {lowest_codes:.6f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -283,8 +448,15 @@ def main():
     r.add_argument("out")
     r.add_argument("--group", type=int, default=64)
     r.add_argument("--no-duo-scaling", dest="duo", action="store_false")
+    c = sub.add_parser("crosscheck")
+    c.add_argument("model", choices=list(GOLDENS))
+    c.add_argument("model_dir", nargs="?", default=TINY)
+    c.add_argument("--no-duo-scaling", dest="duo", action="store_false")
+    c.add_argument("--layers", type=int, default=None, help="stop after this many layers")
     a = p.parse_args()
-    if a.cmd == "goldens":
+    if a.cmd == "crosscheck":
+        crosscheck(a.model, a.model_dir, a.duo, a.layers)
+    elif a.cmd == "goldens":
         assert (a.model == "tiny-llama") == (a.model_dir == TINY), "smollm2 needs its HF dir"
         write_goldens(a.model, a.model_dir, a.save_compressed)
     else:
