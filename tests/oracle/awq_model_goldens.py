@@ -33,13 +33,18 @@ compressed-tensors 0.19.0, transformers 5.17.0, torch 2.9.1 CPU):
     PYTHONPATH=T5DIR:DIR python tests/oracle/awq_model_goldens.py goldens smollm2 SMOLLM2_HF_DIR \
         [--save-compressed OUT_DIR]
     PYTHONPATH=T5DIR:DIR python tests/oracle/awq_model_goldens.py reference \
-        SMOLLM2_HF_DIR IDS.json --group 64 OUT_DIR
+        SMOLLM2_HF_DIR IDS.json --group 64 [--no-duo-scaling] OUT_DIR
+    PYTHONPATH=T5DIR:DIR python tests/oracle/awq_model_goldens.py crosscheck tiny-llama \
+        [--no-duo-scaling]
+    PYTHONPATH=T5DIR:DIR python tests/oracle/awq_model_goldens.py crosscheck smollm2 \
+        SMOLLM2_HF_DIR [--layers N]
 
 `goldens` writes fixtures/awq_model/<model>/<variant>/ (format in fixtures/README.md);
 `--save-compressed` and `reference` save the quantized model with
 `save_compressed=True` (compressed-tensors pack-quantized, asymmetric: zero points
 stored), for the quality table and the consumer checks. Each prints the wall time
-of the oneshot call.
+of the oneshot call. `crosscheck` re-runs the algorithm written out by hand and
+compares it with the committed goldens (see its docstring).
 """
 import argparse
 import json
