@@ -258,9 +258,9 @@ def write_goldens(model_key, model_dir, save_compressed=None):
             text = f.read().rstrip()[:-1].rstrip()
         for key, items in (("mappings", mappings), ("norms", norms)):
             text += f',\n "{key}": [\n' + ",\n".join(json.dumps(m) for m in items) + "\n ]"
+        json.loads(text + "\n}\n")  # still valid JSON
         with open(meta_path, "w") as f:
             f.write(text + "\n}\n")
-        json.load(open(meta_path))  # still valid JSON
         print(variant_name(group, duo), f"{seconds:.1f}s", len(mappings), "mappings", len(modules), "linears")
         if save_compressed and duo:
             save(model, model_dir, save_compressed)
