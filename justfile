@@ -63,6 +63,10 @@ fixtures python="python3":
     {{python}} tests/oracle/gptq_model_goldens.py goldens tiny-llama --no-propagate
     cargo build --release && rm -rf target/smollm2-hf-convert && target/release/llmtool convert "$(scripts/smollm2.sh)" --out target/smollm2-hf-convert
     {{python}} tests/oracle/gptq_model_goldens.py goldens smollm2 target/smollm2-hf-convert
+    # AWQ over whole models: the same PYTHONPATH as the GPTQ model goldens (see fixtures/README.md).
+    {{python}} tests/oracle/awq_model_goldens.py goldens tiny-llama --save-compressed fixtures/awq_model/tiny-llama-reference-ct
+    {{python}} tests/oracle/check_gptq_consumers.py logits fixtures/awq_model/tiny-llama-reference-ct fixtures/gptq_model/tiny-llama-llmtool-ct/transformers-logits.json --record fixtures/awq_model/tiny-llama-reference-ct/transformers-logits.json
+    {{python}} tests/oracle/awq_model_goldens.py goldens smollm2 target/smollm2-hf-convert
     {{python}} tests/oracle/pack_goldens.py
     {{python}} tests/oracle/pack_hf_check.py
     cargo build --release && {{python}} tests/oracle/check_bnb_load.py
