@@ -353,3 +353,34 @@ pub fn smollm2_hf(dir: &Path) -> Option<PathBuf> {
     convert(&gguf, &opts, false).unwrap();
     Some(hf)
 }
+
+/// The engine's logits on the checkpoint `dir` equal (1e-3) those
+/// transformers computed on it, recorded in `dir/transformers-logits.json`
+/// (`{"ids": [[…]], "logits": [[[…]]]}`, by the oracle scripts'
+/// `logits --record`).
+pub fn assert_transformers_logits(dir: &Path) {
+    use llmtool::model::engine::{Engine, Logits};
+    let g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("transformers-logits.json")).unwrap())
+            .unwrap();
+    let seqs: Vec<Vec<u32>> = serde_json::from_value(g["ids"].clone()).unwrap();
+    let want: Vec<Vec<Vec<f32>>> = serde_json::from_value(g["logits"].clone()).unwrap();
+    let m = llmtool::store::Model::open(dir.to_str().unwrap()).unwrap();
+    let e = Engine::new(&m).unwrap();
+    for (ids, want) in seqs.iter().zip(&want) {
+        let mut cache = e.new_cache();
+        let got = e
+            .forward(&mut [&mut cache], &[ids], Logits::All)
+            .unwrap()
+            .remove(0);
+        let want: Vec<f32> = want.iter().flatten().copied().collect();
+        assert_eq!(got.len(), want.len());
+        let d = got
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d <= 1e-3, "{}: max |Δlogit| {d} against transformers", dir.display());
+    }
+}
+

@@ -198,33 +198,7 @@ fn tiny_llama_propagated_run_follows_llm_compressor() {
 /// checkpoint and the logits were made).
 #[test]
 fn transformers_logits_on_our_compressed_tensors_output_equal_the_engine() {
-    let dir = fixture("gptq_model/tiny-llama-llmtool-ct");
-    let g: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("transformers-logits.json")).unwrap())
-            .unwrap();
-    let seqs: Vec<Vec<u32>> = serde_json::from_value(g["ids"].clone()).unwrap();
-    let want: Vec<Vec<Vec<f32>>> = serde_json::from_value(g["logits"].clone()).unwrap();
-    let m = Model::open(dir.to_str().unwrap()).unwrap();
-    let e = Engine::new(&m).unwrap();
-    for (ids, want) in seqs.iter().zip(&want) {
-        let mut cache = e.new_cache();
-        let got = e
-            .forward(
-                &mut [&mut cache],
-                &[ids],
-                llmtool::model::engine::Logits::All,
-            )
-            .unwrap()
-            .remove(0);
-        let want: Vec<f32> = want.iter().flatten().copied().collect();
-        assert_eq!(got.len(), want.len());
-        let d = got
-            .iter()
-            .zip(&want)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        assert!(d <= 1e-3, "max |Δlogit| {d} against transformers");
-    }
+    crate::common::assert_transformers_logits(&fixture("gptq_model/tiny-llama-llmtool-ct"));
 }
 
 #[test]

@@ -646,6 +646,11 @@ pub fn calibrate<'m>(
                 minmax::round_to_nearest(&v, rows, cols, cfg.group_size, cfg.bits, !cfg.zero_point),
             ));
         }
+        // The layer's mapped pages are done with: resident memory stays at
+        // one layer however deep the model.
+        for (_, t) in own {
+            model.release(t);
+        }
         let result = LayerResult {
             layer: li,
             codes,

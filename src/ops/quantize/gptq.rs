@@ -264,6 +264,11 @@ pub fn calibrate<'m>(
             });
         }
         drop(dense);
+        // The layer's mapped pages are done with: resident memory stays at
+        // one layer however deep the model.
+        for (_, t) in parts {
+            model.release(t);
+        }
         if sink(done, stats)?.is_break() {
             break;
         }
