@@ -425,3 +425,15 @@ fn smollm2_scales_and_codes_equal_llm_compressor() {
     assert_eq!(layers.len(), 30);
     assert_fidelity(&layers, "smollm2 g64-duo");
 }
+
+/// The engine reads AWQ compressed-tensors checkpoints as transformers
+/// does: llm-compressor's own output for tiny-llama, and ours
+/// (fixtures/README.md says how each checkpoint and its logits were made).
+#[test]
+fn transformers_logits_on_awq_checkpoints_equal_the_engine() {
+    for dir in ["tiny-llama-reference-ct", "tiny-llama-llmtool-ct"] {
+        crate::common::assert_transformers_logits(&crate::common::fixture(&format!(
+            "awq_model/{dir}"
+        )));
+    }
+}

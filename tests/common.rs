@@ -380,7 +380,10 @@ pub fn assert_transformers_logits(dir: &Path) {
             .zip(&want)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
-        assert!(d <= 1e-3, "{}: max |Δlogit| {d} against transformers", dir.display());
+        assert!(
+            d <= 1e-3,
+            "{}: max |Δlogit| {d} against transformers",
+            dir.display()
+        );
     }
 }
-

@@ -509,7 +509,11 @@ pub fn calibrate<'m>(
                     )?
                 }
                 Mapping::VO | Mapping::UpDown => {
-                    let gram = if mapping == Mapping::VO { &mut o_gram } else { &mut down_gram };
+                    let gram = if mapping == Mapping::VO {
+                        &mut o_gram
+                    } else {
+                        &mut down_gram
+                    };
                     let gram = gram
                         .take()
                         .expect("linear inputs keep their Gram matrix")
