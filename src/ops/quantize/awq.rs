@@ -397,10 +397,13 @@ pub fn calibrate<'m>(
         // Pass 1: statistics with the original weights; `hidden` becomes
         // the next layer's input.
         let layer_in = hidden.clone();
+        // v → o needs v's outputs to be o's inputs one to one (no GQA);
+        // without it, o_proj's Gram matrix would be computed for nothing.
+        let vo = c.heads == c.kv_heads && !kept(LayerPart::O);
         let mut attn_in = Input::new(d, false, false);
-        let mut o_in = Input::new(qd, true, true);
+        let mut o_in = Input::new(qd, vo, true);
         let mut mlp_in = Input::new(d, false, true);
-        let mut down_in = Input::new(ffn, true, false);
+        let mut down_in = Input::new(ffn, !kept(LayerPart::Down), false);
         for b in &batches {
             crate::cancel::check()?;
             let lens = vec![seqlen; b.len()];
@@ -434,7 +437,6 @@ pub fn calibrate<'m>(
             }
         }
 
-        let vo = c.heads == c.kv_heads;
         let mut stats = LayerStats {
             layer: li,
             mappings: Vec::new(),
