@@ -8,6 +8,7 @@ const LAYERS: &[&[&str]] = &[
     &["cancel", "progress", "stream", "units"],
     &["quant"],
     &["store"],
+    &["hub"],
     &["model"],
     &["ops"],
     &["cli"],

@@ -1,11 +1,10 @@
 //! `llmtool convert`: arguments → [`HfOptions`] → [`convert::convert`].
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::args::{self, HfOutArgs};
 use super::output::{self, WrittenLine};
 use crate::ops::convert::{self, HfOptions, HfReport};
-use crate::store::Model;
 use crate::units::human_bytes;
 
 /// Convert a GGUF model or a GPTQ/AWQ checkpoint to Hugging Face safetensors.
@@ -36,7 +35,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = Model::open(&a.model).with_context(|| format!("cannot open model '{}'", a.model))?;
+    let m = super::remote::open(&a.model)?;
     let opts = HfOptions {
         out: a.output.out,
         dtype: a.output.dtype.map(Into::into),

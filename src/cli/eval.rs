@@ -1,7 +1,7 @@
 //! `llmtool eval ppl|kld`: arguments → [`EvalRequest`] → [`eval::ppl`] /
 //! [`eval::kld`].
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::args::{EngineArgs, JsonArg};
 use super::output::{self, table, Render};
@@ -41,7 +41,7 @@ pub struct TextArgs {
     llmtool eval ppl ./smollm2-hf --text wiki.test.raw\n  \
     llmtool eval ppl model.Q4_K_M.gguf --tokenizer ./hf --text corpus.txt --ctx 512 --json")]
 pub struct PplArgs {
-    /// Model directory, file, or cached repo id.
+    /// Model directory, file, Hub repo id (org/name[@rev][:QUANT], downloaded into the HF cache) or catalog name.
     model: String,
     #[command(flatten)]
     text: TextArgs,
@@ -83,7 +83,7 @@ fn request(t: TextArgs, e: &EngineArgs) -> Result<EvalRequest> {
 }
 
 fn open(spec: &str) -> Result<Model> {
-    Model::open(spec).with_context(|| format!("cannot open model '{spec}'"))
+    super::remote::open(spec)
 }
 
 pub fn run(c: Command) -> Result<()> {

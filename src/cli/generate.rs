@@ -1,13 +1,12 @@
 //! `llmtool generate`: arguments → [`GenerateOptions`] →
 //! [`generate::generate`], text streamed to stdout as it decodes.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::args::{EngineArgs, JsonArg};
 use super::output::{self, Render};
 use crate::model::engine::generate::Sampling;
 use crate::ops::generate::{self, GenerateOptions, GenerateReport};
-use crate::store::Model;
 
 /// Generate text with the built-in CPU engine, streamed to stdout.
 ///
@@ -22,7 +21,7 @@ use crate::store::Model;
     llmtool generate ./smollm2-hf --chat --prompt 'Write a haiku about Rust' --temp 0.7 --top-p 0.9 --seed 1\n  \
     llmtool generate model.Q4_K_M.gguf --tokenizer ./hf --prompt 'Hello' --threads 2")]
 pub struct Args {
-    /// Model directory, file, or cached repo id.
+    /// Model directory, file, Hub repo id (org/name[@rev][:QUANT], downloaded into the HF cache) or catalog name.
     model: String,
     /// The prompt text.
     #[arg(short = 'p', long)]
@@ -53,7 +52,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let engine = a.engine.options()?;
-    let m = Model::open(&a.model).with_context(|| format!("cannot open model '{}'", a.model))?;
+    let m = super::remote::open(&a.model)?;
     let opts = GenerateOptions {
         prompt: a.prompt,
         chat: a.chat,

@@ -2,7 +2,7 @@
 //! (summary, parameters, storage, optionally every tensor) or as the JSON
 //! manifest ([`crate::ops::inspect`]).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::output::{self, align_right, table, Render};
 use crate::model::arch::{Arch, Family};
@@ -15,15 +15,17 @@ use crate::units::{human_bytes, human_count};
 /// MODEL is a Hugging Face model directory (config.json + model.safetensors
 /// or shards + model.safetensors.index.json), a single .safetensors, a
 /// .gguf (the first shard of a split GGUF names the whole model), or a
-/// Hub repo id (org/name[@revision]) already in the local Hugging Face
-/// cache ($HF_HUB_CACHE, else $HF_HOME/hub). Only headers are read.
+/// Hub repo id (org/name[@revision], org/name:Q4_K_M for one GGUF of a
+/// repo), downloaded into the Hugging Face cache ($HF_HUB_CACHE, else
+/// $HF_HOME/hub) unless already there; HF_HUB_OFFLINE=1 reads the cache
+/// only. Only headers are read.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     llmtool inspect-arch ./Qwen2.5-14B-Instruct\n  \
     llmtool inspect-arch Qwen/Qwen2.5-14B-Instruct --json > arch.json\n  \
     llmtool inspect-arch SmolLM2-135M-Instruct.Q4_1.gguf --tensors")]
 pub struct Args {
-    /// Model directory, file, or cached repo id.
+    /// Model directory, file, Hub repo id (org/name[@rev][:QUANT], downloaded into the HF cache) or catalog name.
     model: String,
     /// Print the versioned architecture manifest as JSON (schema in docs/ARCH-MANIFEST.md).
     #[arg(long)]
@@ -34,7 +36,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = Model::open(&a.model).with_context(|| format!("cannot open model '{}'", a.model))?;
+    let m = super::remote::open(&a.model)?;
     output::emit(&inspect::inspect(m, a.tensors), a.json)
 }
 

@@ -5,9 +5,10 @@ use anyhow::{Context, Result};
 
 use super::args::{self, HfOutArgs, JsonArg};
 use super::output::{self, JsonSummary, WrittenLine};
+use crate::hub::download::Need;
 use crate::model::adapter::Adapter;
 use crate::ops::lora::{self, MergeOptions, MergeReport, WeightedAdapter};
-use crate::store::{card, Model};
+use crate::store::card;
 use crate::units::human_bytes;
 
 /// LoRA adapters: inspect them, merge them into their base.
@@ -29,10 +30,10 @@ pub enum Command {
     llmtool lora merge --base ./base --adapter ./kant:0.7 --adapter ./hume:0.3 --out ./blend --dtype bf16\n  \
     llmtool lora merge --base ./base --adapter ./bergson --out ./m --dry-run --json")]
 pub struct MergeArgs {
-    /// Base model: HF directory, index, or cached repo id.
+    /// Base model: HF directory, index, Hub repo id (downloaded into the HF cache) or catalog name (qwen2.5-14b).
     #[arg(long)]
     base: String,
-    /// PEFT adapter directory, optionally with a weight: PATH[:WEIGHT] (repeatable).
+    /// PEFT adapter directory or Hub repo id, optionally with a weight: PATH[:WEIGHT] (repeatable).
     #[arg(long = "adapter", required = true)]
     adapters: Vec<String>,
     #[command(flatten)]
@@ -53,7 +54,8 @@ pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Merge(a) => merge(a),
         Command::Inspect(a) => {
-            let adapter = Adapter::open(&a.adapter)
+            let dir = super::remote::local(&a.adapter.to_string_lossy(), Need::Weights)?;
+            let adapter = Adapter::open(std::path::Path::new(&dir))
                 .with_context(|| format!("cannot read adapter {}", a.adapter.display()))?;
             output::emit(&JsonSummary(adapter.summary()), a.json.json)
         }
@@ -61,13 +63,17 @@ pub fn run(c: Command) -> Result<()> {
 }
 
 fn merge(a: MergeArgs) -> Result<()> {
-    let model = Model::open(&a.base).with_context(|| format!("cannot open base '{}'", a.base))?;
+    let model = super::remote::open(&a.base).context("cannot open the base")?;
     let mut list = Vec::new();
     for spec in &a.adapters {
         let (path, weight) = adapter_spec(spec)?;
         if !weight.is_finite() {
             anyhow::bail!("--adapter {spec}: the weight must be a finite number");
         }
+        let path = std::path::PathBuf::from(super::remote::local(
+            &path.to_string_lossy(),
+            Need::Weights,
+        )?);
         let adapter = Adapter::open(&path)
             .with_context(|| format!("cannot read adapter {}", path.display()))?;
         list.push(WeightedAdapter { adapter, weight });

@@ -20,7 +20,9 @@ mod inspect_arch;
 mod lora;
 mod man;
 mod output;
+mod push;
 mod quantize;
+mod remote;
 mod vram_plan;
 
 use std::process::ExitCode;
@@ -45,6 +47,7 @@ enum Command {
     #[command(subcommand)]
     Lora(lora::Command),
     VramPlan(vram_plan::Args),
+    Push(push::Args),
     Generate(generate::Args),
     #[command(subcommand)]
     Eval(eval::Command),
@@ -59,6 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quantize(a) => quantize::run(a),
         Command::Lora(c) => lora::run(c),
         Command::VramPlan(a) => vram_plan::run(a),
+        Command::Push(a) => push::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Completions(a) => completions::run(a),

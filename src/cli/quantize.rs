@@ -58,7 +58,7 @@ use crate::units::human_bytes;
 pub struct Args {
     /// Output format.
     format: QuantFormat,
-    /// HF model directory, cached repo id, or a float GGUF.
+    /// HF model directory, Hub repo id (downloaded into the HF cache), catalog name, or a float GGUF.
     model: String,
     /// Output: a .gguf file for GGUF formats, a directory for bitsandbytes ones.
     #[arg(short = 'o', long)]
@@ -325,15 +325,14 @@ fn awq_options(a: &Args, m: &Model) -> Result<AwqOptions> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let m = Model::open(&a.model).with_context(|| format!("cannot open model '{}'", a.model))?;
+    let m = super::remote::open(&a.model)?;
     let progress = !a.write.json;
     let job = match a.format.target() {
         Ok(ftype) => Job::Gguf {
             ftype,
             tokenizer: match &a.tokenizer_from {
                 Some(t) => GgufTokenizer::FromGguf(Box::new(
-                    Model::open(t)
-                        .with_context(|| format!("cannot open --tokenizer-from '{t}'"))?,
+                    super::remote::open(t).with_context(|| format!("--tokenizer-from '{t}'"))?,
                 )),
                 None => GgufTokenizer::FromModel { pre: a.pre },
             },

@@ -21,7 +21,7 @@ use crate::units::gib;
 /// not fit, the hourly price and the runtime command line.
 ///
 /// MODEL is anything inspect-arch reads (directory, .safetensors,
-/// .gguf, cached repo id), a bare config.json, or a built-in catalog
+/// .gguf, Hub repo id), a bare config.json, or a built-in catalog
 /// name (Qwen2.5-0.5B…72B, Llama-3-8B, Llama-3.1-8B/70B, Llama-3.2-1B/3B,
 /// Mistral-7B, Mistral-Small-24B, SmolLM2-135M/360M/1.7B, or their Hub
 /// repo ids); --list prints the catalogs.
@@ -36,7 +36,7 @@ use crate::units::gib;
     llmtool vram-plan ./config.json --engine vllm --vram 24GiB --quant awq --json\n  \
     llmtool vram-plan Llama-3.1-8B --detect --quant q4_k_m,q8_0")]
 pub struct Args {
-    /// Model: path, cached repo id, config.json, or catalog name.
+    /// Model: path, Hub repo id (its config.json is fetched), config.json, or catalog name.
     #[arg(required_unless_present = "list")]
     model: Option<String>,
     /// Formats to compare, comma-separated: bf16, f16, int8, nf4, awq, gptq,
@@ -123,7 +123,10 @@ pub fn run(a: Args) -> Result<()> {
         )
     };
     let req = Request {
-        model: a.model.unwrap_or_default(),
+        model: match a.model {
+            Some(spec) => plannable(spec)?,
+            None => String::new(),
+        },
         formats: a
             .quant
             .iter()
@@ -403,4 +406,17 @@ fn command(r: &PlanRow, width: usize) -> String {
         " \\"
     };
     output::wrap(&r.flags, width, "  ", join) + "\n"
+}
+
+/// A Hub repo that is not a catalog model and not cached whole is planned
+/// from its `config.json` alone (fetched into the cache): the weights are
+/// not needed to know the shapes.
+fn plannable(spec: String) -> Result<String> {
+    let local = std::path::Path::new(&spec).exists()
+        || crate::ops::vram::catalog::find_model(&spec).is_some()
+        || crate::store::Model::open(&spec).is_ok();
+    if local {
+        return Ok(spec);
+    }
+    super::remote::local(&spec, crate::hub::download::Need::Config)
 }

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod lora;
+pub mod push;
 pub mod quantize;
 pub mod vram;
 
@@ -37,6 +38,8 @@ pub enum Error {
     Text(#[from] TextError),
     #[error("{0}")]
     TypeRule(#[from] TypeRuleError),
+    #[error("{0}")]
+    Hub(#[from] crate::hub::HubError),
     /// A well-formed input or option the operation refuses; the message
     /// names the file or tensor and the way out.
     #[error("{0}")]
