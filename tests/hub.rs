@@ -152,6 +152,14 @@ fn huggingface_hub_client_accepts_the_test_server() {
     hub.set_gated("test-org/gated", &[]);
     hub.create_repo("test-org/private");
     hub.set_private("test-org/private");
+    // Transient upload failures the client retries: a 503, then a dropped
+    // connection.
+    hub.fail(Fault::new("PUT", "/lfs-upload/", FaultKind::Status(503)));
+    hub.fail(Fault::new(
+        "PUT",
+        "/lfs-upload/",
+        FaultKind::DropAfter(100_000),
+    ));
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let out = std::process::Command::new(&py)
@@ -183,21 +191,34 @@ fn huggingface_hub_client_accepts_the_test_server() {
     };
     let parts = log
         .iter()
-        .filter(|l| l.method == "PUT" && l.path.matches('/').count() == 4)
+        .filter(|l| l.method == "PUT" && l.path.matches('/').count() == 4 && l.status == 200)
         .count();
     assert_eq!(parts, 6, "multipart part PUTs: {log:#?}");
+    assert!(seen("PUT", "/lfs-upload/", 503), "retried after a 503");
+    assert!(
+        seen("PUT", "/lfs-upload/", 0),
+        "retried after a dropped connection"
+    );
     assert!(seen("POST", "/lfs-upload/", 200), "multipart completion");
+    assert!(seen("POST", "/paths-info/", 200), "copies read paths-info");
+    assert!(seen("GET", "/tree/", 200), "list_repo_files reads the tree");
     assert!(seen("POST", "/info/lfs/objects/verify", 200), "verify");
     assert!(seen("HEAD", "/resolve/", 302), "LFS resolve redirects");
     assert!(seen("GET", "/lfs-objects/", 200), "CDN download");
     assert!(log.iter().all(|l| l.status != 500), "{log:#?}");
 
-    // Four commits: the unchanged re-upload made none.
+    // Five commits: the unchanged re-upload made none.
     let commits = hub.commits("test-org/oracle");
     let sums: Vec<&str> = commits.iter().map(|c| c.summary.as_str()).collect();
     assert_eq!(
         sums,
-        ["first upload", "add and delete", "dev", "a pull request"]
+        [
+            "first upload",
+            "add and delete",
+            "copies",
+            "dev",
+            "a pull request"
+        ]
     );
     let kinds: Vec<(&str, &str)> = commits[0]
         .ops
@@ -213,7 +234,19 @@ fn huggingface_hub_client_accepts_the_test_server() {
             ("file", "sub/nested.txt")
         ]
     );
-    assert_eq!(commits[3].pr.as_deref(), Some("refs/pr/1"));
+    let copies: Vec<(&str, &str)> = commits[2]
+        .ops
+        .iter()
+        .map(|o| (o.kind.as_str(), o.path.as_str()))
+        .collect();
+    assert_eq!(
+        copies,
+        [
+            ("lfsFile", "copy/big.safetensors"),
+            ("file", "copy/hello.txt")
+        ]
+    );
+    assert_eq!(commits[4].pr.as_deref(), Some("refs/pr/1"));
     assert_eq!(
         hub.file("test-org/oracle", "main", "hello.txt").unwrap(),
         b"hello hub\n"

@@ -938,6 +938,11 @@ impl State {
                     ("POST", ["branch", _, ..]) => self.create_branch(req, body, &id, &rev(1)),
                     ("POST", ["preupload", _, ..]) => self.preupload(req, body, &id, &rev(1)),
                     ("POST", ["commit", _, ..]) => self.commit(req, body, &id, &rev(1)),
+                    ("POST", ["paths-info", _, ..]) => self.paths_info(req, body, &id, &rev(1)),
+                    ("GET", ["tree", rest @ ..]) => {
+                        let (rev, path) = split_rev(rest)?;
+                        self.tree(req, &id, &rev, &path.join("/"))
+                    }
                     _ => Err(Response::error(404, None, "Sorry, we can't find the page")),
                 }
             }
@@ -954,12 +959,7 @@ impl State {
             ("POST", ["lfs-upload", oid, size]) => self.lfs_complete(body, oid, size),
             ("GET" | "HEAD", ["lfs-objects", oid]) => self.lfs_object(req, oid),
             ("GET" | "HEAD", [org, name, "resolve", rest @ ..]) => {
-                // A PR ref may come unencoded (refs/pr/N/…) or as one segment.
-                let (rev, path) = match rest {
-                    ["refs", "pr", n, path @ ..] => (format!("refs/pr/{n}"), path),
-                    [rev, path @ ..] => (rev.to_string(), path),
-                    [] => return Err(bad_request("resolve needs a revision and a path")),
-                };
+                let (rev, path) = split_rev(rest)?;
                 self.resolve(req, &format!("{org}/{name}"), &rev, &path.join("/"))
             }
             _ => Err(Response::error(404, None, "Sorry, we can't find the page")),
@@ -1517,6 +1517,53 @@ impl State {
         Ok(Response::json(200, resp))
     }
 
+    /// `tree/{rev}[/{path}]` (`?recursive=1`), in one page (no `Link`).
+    fn tree(&self, req: &Request, id: &str, rev: &str, dir: &str) -> Handled {
+        self.check_read(req, id)?;
+        let inner = self.lock();
+        let sha = self.commit_of(&inner, id, rev)?;
+        let files = &inner.repos[id].commits[&sha].files;
+        let entries = list_tree(files, dir, req.flag("recursive"));
+        if entries.is_empty() && !dir.is_empty() {
+            return Err(Response::error(
+                404,
+                Some("EntryNotFound"),
+                &format!("{dir} does not exist on \"{rev}\""),
+            ));
+        }
+        Ok(Response::json(200, Value::Array(entries)))
+    }
+
+    /// `paths-info/{rev}`, a form body `paths=…&paths=…`: each path that
+    /// exists as a file or folder; missing ones are left out, as the Hub does.
+    fn paths_info(&self, req: &Request, body: &mut Body, id: &str, rev: &str) -> Handled {
+        self.check_read(req, id)?;
+        let form = String::from_utf8_lossy(&body.bytes().map_err(io_error)?).into_owned();
+        let paths: Vec<String> = form
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| percent_decode(k, true) == "paths")
+            .map(|(_, v)| percent_decode(v, true))
+            .collect();
+        let inner = self.lock();
+        let sha = self.commit_of(&inner, id, rev)?;
+        let files = &inner.repos[id].commits[&sha].files;
+        let out: Vec<Value> = paths
+            .iter()
+            .filter_map(|p| match files.get(p) {
+                Some(e) => Some(path_entry(p, Some(e))),
+                None => {
+                    let prefix = format!("{p}/");
+                    let is_dir = files.range(prefix.clone()..).next();
+                    is_dir
+                        .filter(|(k, _)| k.starts_with(&prefix))
+                        .map(|_| path_entry(p, None))
+                }
+            })
+            .collect();
+        Ok(Response::json(200, Value::Array(out)))
+    }
+
     /// `resolve/{rev}/{path}`: a regular file is served here with its git
     /// blob id as ETag; an LFS file is a 302 to the CDN-like `/lfs-objects/`
     /// URL (absolute, on this host), with X-Linked-Etag/X-Linked-Size naming
@@ -1570,6 +1617,63 @@ impl State {
         };
         Ok(ranged(req, file, m.len())?.header("ETag", format!("\"{oid}\"")))
     }
+}
+
+/// The revision and the path after it: a PR ref may come unencoded
+/// (`refs/pr/N/…`), any revision as one percent-encoded segment.
+fn split_rev<'a>(rest: &'a [&'a str]) -> Result<(String, &'a [&'a str]), Response> {
+    match rest {
+        ["refs", "pr", n, path @ ..] => Ok((format!("refs/pr/{n}"), path)),
+        [rev, path @ ..] => Ok((rev.to_string(), path)),
+        [] => Err(bad_request("a revision is required")),
+    }
+}
+
+/// A file or folder as the tree and paths-info endpoints describe it.
+fn path_entry(path: &str, e: Option<&Entry>) -> Value {
+    match e {
+        Some(e) => {
+            let mut v = json!({"type": "file", "oid": e.blob_id, "size": e.size, "path": path});
+            if let Some(oid) = &e.lfs {
+                v["lfs"] = json!({"oid": oid, "size": e.size,
+                                  "pointerSize": lfs_pointer(oid, e.size).len()});
+            }
+            v
+        }
+        // Folders get a stable id (not git's tree hash, which no client checks).
+        None => json!({"type": "directory", "oid": git_blob_id(path.as_bytes()),
+                       "size": 0, "path": path}),
+    }
+}
+
+/// The folders (every ancestor of a file) and files under `dir` ("": the
+/// root), all levels or only the first.
+fn list_tree(files: &BTreeMap<String, Entry>, dir: &str, recursive: bool) -> Vec<Value> {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut folders = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (path, e) in files.range(prefix.clone()..) {
+        let Some(rel) = path.strip_prefix(&prefix) else {
+            break;
+        };
+        let parts: Vec<&str> = rel.split('/').collect();
+        if recursive {
+            for d in 1..parts.len() {
+                folders.insert(format!("{prefix}{}", parts[..d].join("/")));
+            }
+            out.push(path_entry(path, Some(e)));
+        } else if parts.len() == 1 {
+            out.push(path_entry(path, Some(e)));
+        } else {
+            folders.insert(format!("{prefix}{}", parts[0]));
+        }
+    }
+    out.extend(folders.iter().map(|f| path_entry(f, None)));
+    out
 }
 
 /// A file answer honouring `Range: bytes=N-` / `bytes=N-M` (206).

@@ -60,11 +60,13 @@ if getattr(ARGS, "work", None):
 import huggingface_hub  # noqa: E402
 from huggingface_hub import (  # noqa: E402
     CommitOperationAdd,
+    CommitOperationCopy,
     CommitOperationDelete,
     HfApi,
     hf_hub_download,
     snapshot_download,
 )
+from huggingface_hub.hf_api import RepoFolder  # noqa: E402
 from huggingface_hub.utils import (  # noqa: E402
     EntryNotFoundError,
     GatedRepoError,
@@ -160,6 +162,18 @@ def selftest(a):
         sorted([".gitattributes", *files]),
     )
 
+    c.eq("list_repo_files (tree, recursive)", sorted(api.list_repo_files(repo)), sorted([".gitattributes", *files]))
+    c.eq(
+        "list_repo_tree (top level)",
+        sorted((type(e).__name__, e.path) for e in api.list_repo_tree(repo)),
+        sorted([("RepoFolder", "sub")] + [("RepoFile", f) for f in (".gitattributes", "big.safetensors", "hello.txt", "small.safetensors")]),
+    )
+    c.eq(
+        "get_paths_info",
+        [(isinstance(e, RepoFolder), e.path) for e in api.get_paths_info(repo, ["hello.txt", "sub", "missing.txt"])],
+        [(False, "hello.txt"), (True, "sub")],
+    )
+
     # 0.36 drops files whose preupload `oid` matches the local one and, with
     # nothing left, makes no commit: it returns main's current head.
     again = api.upload_folder(folder_path=up, repo_id=repo, commit_message="unchanged")
@@ -181,6 +195,19 @@ def selftest(a):
     files["added.txt"] = b"added by create_commit\n"
     del files["sub/nested.txt"]
 
+    # Copies read paths-info, download the regular source and send the LFS
+    # one as an lfsFile without size.
+    copied = api.create_commit(
+        repo_id=repo,
+        operations=[
+            CommitOperationCopy(src_path_in_repo="big.safetensors", path_in_repo="copy/big.safetensors"),
+            CommitOperationCopy(src_path_in_repo="hello.txt", path_in_repo="copy/hello.txt"),
+        ],
+        commit_message="copies",
+    )
+    files["copy/big.safetensors"] = files["big.safetensors"]
+    files["copy/hello.txt"] = files["hello.txt"]
+
     api.create_branch(repo, branch="dev")
     dev = work / "dev"
     dev.mkdir()
@@ -189,7 +216,7 @@ def selftest(a):
     c.eq("branch head", api.model_info(repo, revision="dev").sha, on_dev.oid)
     c.true("branch has its file", "dev.txt" in [s.rfilename for s in api.model_info(repo, revision="dev").siblings])
     c.true("main does not", "dev.txt" not in [s.rfilename for s in api.model_info(repo).siblings])
-    c.eq("main unmoved by branch upload", api.model_info(repo).sha, second.oid)
+    c.eq("main unmoved by branch upload", api.model_info(repo).sha, copied.oid)
 
     pr = api.create_commit(
         repo_id=repo,
@@ -200,7 +227,7 @@ def selftest(a):
     c.eq("create_pr revision", pr.pr_revision, "refs/pr/1")
     c.true("create_pr url", pr.pr_url is not None and pr.pr_url.endswith("/discussions/1"), str(pr.pr_url))
     c.true("PR ref has its file", "pr.txt" in [s.rfilename for s in api.model_info(repo, revision="refs/pr/1").siblings])
-    c.eq("main unmoved by PR", api.model_info(repo).sha, second.oid)
+    c.eq("main unmoved by PR", api.model_info(repo).sha, copied.oid)
 
     meta = {s.rfilename: s for s in api.model_info(repo, files_metadata=True).siblings}
     big = meta["big.safetensors"]
@@ -211,7 +238,7 @@ def selftest(a):
 
     cache = work / "cache"
     snap = snapshot_download(repo, cache_dir=cache, token=a.token)
-    c.eq("snapshot folder is main's head", Path(snap).name, second.oid)
+    c.eq("snapshot folder is main's head", Path(snap).name, copied.oid)
     got = tree_hashes(snap)
     want = {rel: hashlib.sha256(d).hexdigest() for rel, d in files.items()}
     want[".gitattributes"] = got.get(".gitattributes")
@@ -254,7 +281,7 @@ def selftest(a):
 
     summary = {
         "huggingface_hub": huggingface_hub.__version__,
-        "commits": {"first": first.oid, "second": second.oid, "dev": on_dev.oid, "pr": pr.oid},
+        "commits": {"first": first.oid, "second": second.oid, "copies": copied.oid, "dev": on_dev.oid, "pr": pr.oid},
         "passed": len(c.passed),
         "failures": c.failures,
     }
