@@ -857,8 +857,9 @@ fn serve_connection(state: &State, stream: TcpStream) {
             _ => None,
         };
         let corrupt = fault == Some(FaultKind::CorruptBody);
-        let ok = write_response(&mut writer, &resp, req.method == "HEAD", corrupt, limit);
+        // Logged before answering, so a client that has its answer finds it.
         state.log(&req, resp.status, received);
+        let ok = write_response(&mut writer, &resp, req.method == "HEAD", corrupt, limit);
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -1592,12 +1593,18 @@ impl State {
         match &e.lfs {
             Some(oid) => {
                 let location = format!("{}/lfs-objects/{oid}", self.endpoint);
-                Ok(Response::json(302, json!({}))
-                    .header("Location", location)
-                    .header("X-Repo-Commit", sha)
-                    .header("ETag", format!("\"{}\"", e.blob_id))
-                    .header("X-Linked-Etag", format!("\"{oid}\""))
-                    .header("X-Linked-Size", e.size.to_string()))
+                // Express's redirect text, which the Hub sends.
+                let text = format!("Found. Redirecting to {location}");
+                Ok(Response {
+                    status: 302,
+                    headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+                    body: Payload::Bytes(text.into_bytes()),
+                }
+                .header("Location", location)
+                .header("X-Repo-Commit", sha)
+                .header("ETag", format!("\"{}\"", e.blob_id))
+                .header("X-Linked-Etag", format!("\"{oid}\""))
+                .header("X-Linked-Size", e.size.to_string()))
             }
             None => {
                 let file = self.content_path(e);
