@@ -471,6 +471,11 @@ fn lfs_put_checks_the_sha256() {
     let r = send(&hub, "PUT", &href, &[], b"forged content!!").unwrap();
     assert_eq!(r.status, 400);
     assert!(!dir.path().join("lfs").join(&oid).exists());
+    // Upload URLs name files: anything but a sha256 and a size is refused.
+    for bad in ["/lfs-upload/..%2F..%2Fescape/5", "/lfs-upload/..%2Fx/5/1"] {
+        assert_eq!(send(&hub, "PUT", bad, &[], b"12345").unwrap().status, 400);
+    }
+    assert!(!dir.path().join("x.5").exists());
     // Still missing, so the batch still asks for it; once stored, it does not.
     let r = post_json(&hub, "/o/m.git/info/lfs/objects/batch", &batch);
     assert!(r.json()["objects"][0].get("actions").is_some());

@@ -459,6 +459,11 @@ fn is_lfs_path(path: &str) -> bool {
         .is_some_and(|(_, ext)| LFS_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
 }
 
+/// A sha256 in lower-case hex, as LFS names objects (and as file names here).
+fn is_oid(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -955,6 +960,14 @@ impl State {
                 let id = format!("{org}/{}", repo_git.trim_end_matches(".git"));
                 self.lfs_verify(req, body, &id)
             }
+            // Upload URLs name files on disk: only a sha256 and a size pass.
+            ("PUT" | "POST", ["lfs-upload", oid, size, ..])
+                if !is_oid(oid) || size.parse::<u64>().is_err() =>
+            {
+                Err(bad_request(
+                    "upload URLs are /lfs-upload/SHA256/SIZE[/PART]",
+                ))
+            }
             ("PUT", ["lfs-upload", oid, size]) => self.lfs_put(body, oid, size),
             ("PUT", ["lfs-upload", oid, size, part]) => self.lfs_put_part(body, oid, size, part),
             ("POST", ["lfs-upload", oid, size]) => self.lfs_complete(body, oid, size),
@@ -1184,7 +1197,7 @@ impl State {
             let (Some(oid), Some(size)) = (o["oid"].as_str(), o["size"].as_u64()) else {
                 return Err(bad_request("each object needs \"oid\" and \"size\""));
             };
-            if oid.len() != 64 || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !is_oid(oid) {
                 out.push(json!({"oid": oid, "size": size,
                                 "error": {"code": 422, "message": "oid must be a sha256 in hex"}}));
                 continue;
@@ -1332,7 +1345,7 @@ impl State {
             return Err(bad_request("verify needs \"oid\" and \"size\""));
         };
         match fs::metadata(self.root.join("lfs").join(oid)) {
-            Ok(m) if m.len() == size => Ok(Response::json(200, json!({}))),
+            Ok(m) if is_oid(oid) && m.len() == size => Ok(Response::json(200, json!({}))),
             _ => Err(Response::error(
                 404,
                 None,
@@ -1394,8 +1407,7 @@ impl State {
                         return Err(bad_request(&format!("{path}: lfsFile needs \"oid\"")));
                     };
                     let stored = fs::metadata(self.root.join("lfs").join(oid)).ok();
-                    let Some(m) = stored.filter(|_| oid.bytes().all(|b| b.is_ascii_hexdigit()))
-                    else {
+                    let Some(m) = stored.filter(|_| is_oid(oid)) else {
                         // The Hub refuses a pointer to an object it never received.
                         return Err(bad_request(&format!(
                             "{path}: LFS object {oid} was never uploaded"
@@ -1618,8 +1630,7 @@ impl State {
     /// The CDN: objects by sha256, no token (the Hub's CDN URLs are signed).
     fn lfs_object(&self, req: &Request, oid: &str) -> Handled {
         let file = self.root.join("lfs").join(oid);
-        let hex_oid = oid.bytes().all(|b| b.is_ascii_hexdigit());
-        let Some(m) = fs::metadata(&file).ok().filter(|_| hex_oid) else {
+        let Some(m) = fs::metadata(&file).ok().filter(|_| is_oid(oid)) else {
             return Err(Response::error(404, None, "No such object"));
         };
         Ok(ranged(req, file, m.len())?.header("ETag", format!("\"{oid}\"")))
