@@ -1,10 +1,12 @@
 //! The Hub test server (tests/hub_server.rs) as a standalone process, for
 //! benchmarks and manual tries:
 //!
-//!   cargo run --example hub_server -- --root DIR --token T [--port P]
+//!   cargo run --release --example hub_server -- --root DIR --token T [--port P]
 //!       [--multipart-threshold BYTES] [--chunk-size BYTES]
 //!
-//! Prints its endpoint (for `HF_ENDPOINT`) and serves until killed.
+//! Prints its endpoint (for `HF_ENDPOINT`) and serves until killed. `--token`
+//! may repeat; repos are made through the API (`create_repo`). Build it with
+//! `--release` for benchmarks: it hashes every uploaded byte.
 
 #[path = "../tests/hub_server.rs"]
 mod hub_server;

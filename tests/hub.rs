@@ -254,6 +254,55 @@ fn huggingface_hub_client_accepts_the_test_server() {
     assert!(hub.lfs_bytes_received() >= 3_000_000);
 }
 
+/// `hub_client.py upload` and `download`, which later tests cross with
+/// llmtool: what one stores the other reads back.
+#[test]
+fn hub_client_upload_and_download_subcommands() {
+    let Some(py) = common::hub_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hub = server(&dir.path().join("root"));
+    let folder = dir.path().join("folder");
+    std::fs::create_dir_all(folder.join("d")).unwrap();
+    std::fs::write(folder.join("config.json"), b"{\"a\": 1}\n").unwrap();
+    std::fs::write(folder.join("d/model.safetensors"), vec![3u8; 4096]).unwrap();
+    let run = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(&py)
+            .arg(common::repo().join("tests/oracle/hub_client.py"))
+            .args(args)
+            .args(["--endpoint", &hub.endpoint(), "--token", TOKEN])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let up = run(&["upload", "--folder", common::s(&folder), "--repo", "o/x"]);
+    assert_eq!(
+        up["commit"].as_str(),
+        hub.head("o/x", "main").as_deref(),
+        "{up}"
+    );
+    assert_eq!(
+        hub.file("o/x", "main", "d/model.safetensors").unwrap(),
+        vec![3u8; 4096]
+    );
+    let cache = dir.path().join("cache");
+    let down = run(&["download", "--repo", "o/x", "--cache", common::s(&cache)]);
+    assert_eq!(
+        down["files"]["d/model.safetensors"],
+        common::sha256_hex(&[3u8; 4096])
+    );
+    assert_eq!(
+        down["files"]["config.json"],
+        common::sha256_hex(b"{\"a\": 1}\n")
+    );
+}
+
 #[test]
 fn drop_after_closes_mid_upload_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -394,6 +443,14 @@ fn resolve_answers_as_the_hub_does() {
     )
     .unwrap();
     assert_eq!(r.body, b"{}\n");
+    let pr = hub.put_files("o/m", "refs/pr/1", &[("pr.txt", b"pr\n")]);
+    for rev in ["refs%2Fpr%2F1", "refs/pr/1"] {
+        let r = send(&hub, "GET", &format!("/o/m/resolve/{rev}/pr.txt"), &[], b"").unwrap();
+        assert_eq!(
+            (r.header("x-repo-commit"), &r.body[..]),
+            (Some(pr.as_str()), &b"pr\n"[..])
+        );
+    }
 
     let r = send(&hub, "GET", "/o/m/resolve/main/nope.txt", &[], b"").unwrap();
     assert_eq!(
