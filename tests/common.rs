@@ -56,51 +56,83 @@ pub fn smollm2() -> Option<PathBuf> {
 /// `$LLMTOOL_PYTHON` if set, else a venv made once under the cache directory.
 pub fn gguf_python() -> Option<PathBuf> {
     static P: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let r = P.get_or_init(|| {
-        if let Some(p) = std::env::var_os("LLMTOOL_PYTHON") {
-            return Ok(PathBuf::from(p));
-        }
-        let venv = cache_dir().join("venv-gguf");
-        let py = venv.join("bin/python");
-        if py.is_file() {
-            return Ok(py);
-        }
-        std::fs::create_dir_all(cache_dir()).map_err(|e| e.to_string())?;
-        let tmp = cache_dir().join(format!(".venv-gguf.{}", std::process::id()));
-        let run = |c: &mut Command| -> Result<(), String> {
-            let o = c.output().map_err(|e| e.to_string())?;
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&o.stderr).into_owned())
-            }
-        };
-        run(Command::new("python3").args(["-m", "venv"]).arg(&tmp))?;
-        run(Command::new(tmp.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(repo().join("tests/oracle/requirements-gguf.txt")))?;
-        // `bin/python` finds its site-packages relative to itself, so the
-        // finished venv can be renamed into place; a racing process that
-        // renamed first wins and ours is discarded.
-        if std::fs::rename(&tmp, &venv).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        if py.is_file() {
-            Ok(py)
-        } else {
-            Err("venv creation failed".into())
-        }
-    });
+    let r = P
+        .get_or_init(|| oracle_python("LLMTOOL_PYTHON", "venv-gguf", "requirements-gguf.txt", &[]));
     match r {
         Ok(p) => Some(p.clone()),
         Err(e) => unavailable("python with gguf==0.19.0", e),
+    }
+}
+
+/// A Python interpreter with huggingface_hub 0.36.2 and no hf_xet
+/// (tests/oracle/requirements-hub.txt, every package pinned, installed
+/// without dependency resolution): `$LLMTOOL_HUB_PYTHON` if set, else a
+/// venv made once under the cache directory.
+pub fn hub_python() -> Option<PathBuf> {
+    static P: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = P.get_or_init(|| {
+        oracle_python(
+            "LLMTOOL_HUB_PYTHON",
+            "venv-hub",
+            "requirements-hub.txt",
+            &["--no-deps"],
+        )
+    });
+    match r {
+        Ok(p) => Some(p.clone()),
+        Err(e) => unavailable("python with huggingface_hub==0.36.2", e),
+    }
+}
+
+/// The interpreter `$override_var` names, else the venv `name` under the
+/// cache directory, made once from tests/oracle/`requirements` (with the
+/// extra `pip install` arguments `pip_args`).
+pub fn oracle_python(
+    override_var: &str,
+    name: &str,
+    requirements: &str,
+    pip_args: &[&str],
+) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(override_var) {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = cache_dir().join(name);
+    let py = venv.join("bin/python");
+    if py.is_file() {
+        return Ok(py);
+    }
+    std::fs::create_dir_all(cache_dir()).map_err(|e| e.to_string())?;
+    let tmp = cache_dir().join(format!(".{name}.{}", std::process::id()));
+    let run = |c: &mut Command| -> Result<(), String> {
+        let o = c.output().map_err(|e| e.to_string())?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&tmp))?;
+    run(Command::new(tmp.join("bin/python"))
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(pip_args)
+        .arg("-r")
+        .arg(repo().join("tests/oracle").join(requirements)))?;
+    // `bin/python` finds its site-packages relative to itself, so the
+    // finished venv can be renamed into place; a racing process that
+    // renamed first wins and ours is discarded.
+    if std::fs::rename(&tmp, &venv).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if py.is_file() {
+        Ok(py)
+    } else {
+        Err("venv creation failed".into())
     }
 }
 

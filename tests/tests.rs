@@ -13,6 +13,8 @@ mod engine;
 mod fuzz_parsers;
 mod gguf_store;
 mod gptq_model;
+mod hub;
+mod hub_server;
 mod interrupt;
 mod layers;
 mod lora_merge;
