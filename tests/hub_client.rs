@@ -69,7 +69,7 @@ fn folder(dir: &Path) -> PathBuf {
     let m = dir.join("model");
     std::fs::create_dir_all(m.join("extra")).unwrap();
     for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixture("tiny-llama").join(f), m.join(f)).unwrap();
+        std::fs::copy(fixture("models/tiny-llama").join(f), m.join(f)).unwrap();
     }
     let mut big = vec![0u8; 5 << 20];
     for (i, b) in big.iter_mut().enumerate() {
@@ -124,20 +124,34 @@ fn pushed_folder_downloads_byte_identical_with_huggingface_hub() {
     let tmp = tempfile::tempdir().unwrap();
     let hub = server(&tmp.path().join("hub"));
     let m = folder(tmp.path());
-    let out = ok(tool(&hub, &tmp.path().join("c"))
-        .args(["push", s(&m), "--repo", "org/spinoza", "--json"]));
+    let out = ok(tool(&hub, &tmp.path().join("c")).args([
+        "push",
+        s(&m),
+        "--repo",
+        "org/spinoza",
+        "--json",
+    ]));
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["card"], "kept");
     assert_eq!(r["files"].as_array().unwrap().len(), 5);
     assert_eq!(commits(&hub, "org/spinoza"), 1);
     let Some(got) = hub_py(
         &hub,
-        &["download", "--repo", "org/spinoza", "--cache", s(&tmp.path().join("py"))],
+        &[
+            "download",
+            "--repo",
+            "org/spinoza",
+            "--cache",
+            s(&tmp.path().join("py")),
+        ],
     ) else {
         return;
     };
     let snap = PathBuf::from(got["path"].as_str().unwrap());
-    assert_eq!(tree(&snap), tree(&m));
+    // The Hub adds its .gitattributes to every new repo.
+    let mut remote = tree(&snap);
+    remote.retain(|(p, _)| p != ".gitattributes");
+    assert_eq!(remote, tree(&m));
 }
 
 #[test]
@@ -145,7 +159,12 @@ fn commit_equals_huggingface_hubs_for_the_same_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let hub = server(&tmp.path().join("hub"));
     let m = folder(tmp.path());
-    if hub_py(&hub, &["upload", "--folder", s(&m), "--repo", "org/by-python"]).is_none() {
+    if hub_py(
+        &hub,
+        &["upload", "--folder", s(&m), "--repo", "org/by-python"],
+    )
+    .is_none()
+    {
         return;
     }
     ok(tool(&hub, &tmp.path().join("c")).args(["push", s(&m), "--repo", "org/by-llmtool"]));
@@ -175,7 +194,9 @@ fn python_upload_is_downloaded_by_llmtool_and_read_offline_by_python() {
     let cache = tmp.path().join("c");
     let out = ok(tool(&hub, &cache).args(["inspect-arch", "org/kant", "--json"]));
     assert!(out.contains("\"llama\""), "{out}");
-    let snap = cache.join("models--org--kant/snapshots").join(hub.head("org/kant", "main").unwrap());
+    let snap = cache
+        .join("models--org--kant/snapshots")
+        .join(hub.head("org/kant", "main").unwrap());
     assert_eq!(tree(&snap), tree(&m));
     // The Hub is gone: huggingface_hub finds everything in our cache.
     let endpoint = hub.endpoint();
@@ -183,7 +204,16 @@ fn python_upload_is_downloaded_by_llmtool_and_read_offline_by_python() {
     let py = common::hub_python().unwrap();
     let o = Command::new(py)
         .arg(common::repo().join("tests/oracle/hub_client.py"))
-        .args(["download", "--endpoint", &endpoint, "--repo", "org/kant", "--cache", s(&cache), "--offline"])
+        .args([
+            "download",
+            "--endpoint",
+            &endpoint,
+            "--repo",
+            "org/kant",
+            "--cache",
+            s(&cache),
+            "--offline",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -227,7 +257,10 @@ fn a_dropped_upload_is_retried_and_a_rerun_sends_only_what_is_missing() {
     hub.fail(Fault::new("PUT", "", FaultKind::DropAfter(100_000)));
     ok(tool(&hub, &cache).args(["push", s(&m), "--repo", "org/a"]));
     assert_eq!(commits(&hub, "org/a"), 1);
-    assert_eq!(hub.file("org/a", "main", "extra/blob.bin").unwrap().len(), 5 << 20);
+    assert_eq!(
+        hub.file("org/a", "main", "extra/blob.bin").unwrap().len(),
+        5 << 20
+    );
 
     // Every try (3 with LLMTOOL_HUB_RETRIES=2) of one new object fails:
     // the push stops after the other one went up, and makes no commit.
@@ -238,7 +271,10 @@ fn a_dropped_upload_is_retried_and_a_rerun_sends_only_what_is_missing() {
     let before = hub.lfs_bytes_received();
     let bad = format!("/lfs-upload/{}", sha256_hex(&large));
     hub.fail(Fault::new("PUT", &bad, FaultKind::Status(503)).times(3));
-    fails(tool(&hub, &cache).args(["push", s(&m), "--repo", "org/a"]), "503");
+    fails(
+        tool(&hub, &cache).args(["push", s(&m), "--repo", "org/a"]),
+        "503",
+    );
     assert_eq!(commits(&hub, "org/a"), 1);
     assert_eq!(hub.lfs_bytes_received() - before, 1000);
     // The rerun sends only the missing object, and commits once.
@@ -254,10 +290,17 @@ fn a_503_then_success_and_a_429_retry_after_are_waited_out() {
     let m = folder(tmp.path());
     hub.fail(Fault::new("POST", "/preupload/", FaultKind::Status(503)));
     hub.fail(Fault::new("POST", "/commit/", FaultKind::Status(503)));
-    hub.fail(Fault::new("POST", "objects/batch", FaultKind::RetryAfter(2)));
+    hub.fail(Fault::new(
+        "POST",
+        "objects/batch",
+        FaultKind::RetryAfter(2),
+    ));
     let t0 = std::time::Instant::now();
     ok(tool(&hub, &tmp.path().join("c")).args(["push", s(&m), "--repo", "org/b"]));
-    assert!(t0.elapsed().as_secs_f64() >= 2.0, "Retry-After not honoured");
+    assert!(
+        t0.elapsed().as_secs_f64() >= 2.0,
+        "Retry-After not honoured"
+    );
     assert_eq!(commits(&hub, "org/b"), 1);
     let statuses: Vec<u16> = hub.requests().iter().map(|r| r.status).collect();
     assert!(statuses.contains(&429) && statuses.contains(&503));
@@ -275,7 +318,10 @@ fn auth_and_missing_repos_give_the_hubs_message_and_a_hint() {
             .args(["push", s(&m), "--repo", "org/c"]),
         "401",
     );
-    assert!(t.contains("HF_TOKEN") && !t.contains("hf_wrongWRONGwrong"), "{t}");
+    assert!(
+        t.contains("HF_TOKEN") && !t.contains("hf_wrongWRONGwrong"),
+        "{t}"
+    );
     fails(
         tool(&hub, &cache).args(["inspect-arch", "org/missing"]),
         "RepoNotFound",
@@ -283,7 +329,10 @@ fn auth_and_missing_repos_give_the_hubs_message_and_a_hint() {
     hub.create_repo("org/gated");
     hub.put_files("org/gated", "main", &[("config.json", b"{}")]);
     hub.set_gated("org/gated", &[]);
-    fails(tool(&hub, &cache).args(["inspect-arch", "org/gated"]), "gated");
+    fails(
+        tool(&hub, &cache).args(["inspect-arch", "org/gated"]),
+        "gated",
+    );
     hub.create_repo("org/private");
     hub.put_files("org/private", "main", &[("config.json", b"{}")]);
     hub.set_private("org/private");
@@ -296,13 +345,17 @@ fn auth_and_missing_repos_give_the_hubs_message_and_a_hint() {
 }
 
 fn seed_tiny(hub: &HubServer, repo: &str) -> Vec<u8> {
-    let st = std::fs::read(fixture("tiny-llama/model.safetensors")).unwrap();
-    let cfg = std::fs::read(fixture("tiny-llama/config.json")).unwrap();
+    let st = std::fs::read(fixture("models/tiny-llama/model.safetensors")).unwrap();
+    let cfg = std::fs::read(fixture("models/tiny-llama/config.json")).unwrap();
     hub.create_repo(repo);
     hub.put_files(
         repo,
         "main",
-        &[("config.json", &cfg), ("model.safetensors", &st), ("pytorch_model.bin", b"x")],
+        &[
+            ("config.json", &cfg),
+            ("model.safetensors", &st),
+            ("pytorch_model.bin", b"x"),
+        ],
     );
     st
 }
@@ -315,8 +368,12 @@ fn a_partial_download_resumes_and_a_corrupted_one_is_refused() {
     let cache = tmp.path().join("c");
     let blobs = cache.join("models--org--tiny/blobs");
 
-    hub.fail(Fault::new("GET", "model.safetensors", FaultKind::CorruptBody));
-    let t = fails(tool(&hub, &cache).args(["inspect-arch", "org/tiny"]), "sha256");
+    // LFS files are served by a redirect to the storage URL.
+    hub.fail(Fault::new("GET", "/lfs-objects/", FaultKind::CorruptBody));
+    let t = fails(
+        tool(&hub, &cache).args(["inspect-arch", "org/tiny"]),
+        "sha256",
+    );
     assert!(t.contains("discarded"), "{t}");
     let left: Vec<_> = std::fs::read_dir(&blobs)
         .unwrap()
@@ -326,18 +383,31 @@ fn a_partial_download_resumes_and_a_corrupted_one_is_refused() {
     assert!(left.is_empty(), "{left:?}");
 
     // A partial file from an earlier run, and a connection cut mid-body.
-    std::fs::write(blobs.join(format!("{}.incomplete", sha256_hex(&st))), &st[..1000]).unwrap();
-    hub.fail(Fault::new("GET", "model.safetensors", FaultKind::Truncate(2000)));
+    std::fs::write(
+        blobs.join(format!("{}.incomplete", sha256_hex(&st))),
+        &st[..1000],
+    )
+    .unwrap();
+    hub.fail(Fault::new(
+        "GET",
+        "/lfs-objects/",
+        FaultKind::Truncate(2000),
+    ));
     ok(tool(&hub, &cache).args(["inspect-arch", "org/tiny"]));
     assert_eq!(std::fs::read(blobs.join(sha256_hex(&st))).unwrap(), st);
     let gets: Vec<_> = hub
         .requests()
         .into_iter()
-        .filter(|r| r.method == "GET" && r.path.contains("model.safetensors"))
+        .filter(|r| r.method == "GET" && r.path.contains("/lfs-objects/"))
         .collect();
-    assert!(gets.len() >= 3, "{gets:?}");
+    // Corrupted, then resumed at 1000 and cut at 3000, then resumed at 3000.
+    let statuses: Vec<u16> = gets.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 206, 206], "{gets:?}");
     // Pickle weights are never fetched.
-    assert!(!hub.requests().iter().any(|r| r.path.contains("pytorch_model.bin")));
+    assert!(!hub
+        .requests()
+        .iter()
+        .any(|r| r.path.contains("pytorch_model.bin")));
 }
 
 #[test]
@@ -364,7 +434,9 @@ fn offline_reads_the_cache_only_and_catalog_names_resolve() {
 fn a_gguf_pushes_alone_with_a_generated_card_and_dry_run_sends_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let hub = server(&tmp.path().join("hub"));
-    let Some(gguf) = common::smollm2() else { return };
+    let Some(gguf) = common::smollm2() else {
+        return;
+    };
     let cache = tmp.path().join("c");
     let out = ok(tool(&hub, &cache).args([
         "push",
@@ -377,7 +449,11 @@ fn a_gguf_pushes_alone_with_a_generated_card_and_dry_run_sends_nothing() {
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["card"], "generated");
     let card = r["card_text"].as_str().unwrap();
-    for want in ["library_name: gguf", "base_model_relation: quantized", "| T4 |"] {
+    for want in [
+        "library_name: gguf",
+        "base_model_relation: quantized",
+        "| T4 |",
+    ] {
         assert!(card.contains(want), "{want}: {card}");
     }
     assert!(hub
@@ -391,4 +467,45 @@ fn a_gguf_pushes_alone_with_a_generated_card_and_dry_run_sends_nothing() {
         .map(|o| o.path.clone())
         .collect();
     assert_eq!(files, ["README.md", "SmolLM2-135M-Instruct.Q4_1.gguf"]);
+}
+
+#[test]
+fn card_only_keeps_the_provenance_and_adds_quality_and_vram() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = server(&tmp.path().join("hub"));
+    let m = folder(tmp.path());
+    std::fs::remove_dir_all(m.join("extra")).unwrap();
+    std::fs::write(
+        m.join("README.md"),
+        "---\nbase_model: \"org/base\"\nlibrary_name: transformers\ntags:\n- llmtool\n- lora\n\
+         adapters:\n- path: \"spinoza\"\n  sha256: abc123\n  weight: 1\n---\n\n# Merged model\n\n\
+         Made with:\n\n```sh\nllmtool lora merge --base org/base --adapter spinoza --out m\n```\n",
+    )
+    .unwrap();
+    std::fs::write(
+        m.join("eval-kld.json"),
+        r#"{"kld_mean": 0.0123, "ppl_base": 10.0, "ppl_other": 10.5, "ctx": 512}"#,
+    )
+    .unwrap();
+    let cache = tmp.path().join("c");
+    ok(tool(&hub, &cache).args(["push", s(&m), "--repo", "org/m", "--card-only"]));
+    let card = std::fs::read_to_string(m.join("README.md")).unwrap();
+    for want in [
+        "base_model: \"org/base\"",
+        "pipeline_tag: text-generation",
+        "- lora",
+        "  sha256: abc123",
+        "llmtool lora merge --base org/base",
+        "| eval-kld.json | 10.5000 | 10.0000 | +5.00 % | 0.01230 | 512 |",
+        "| T4 |",
+    ] {
+        assert!(card.contains(want), "{want}:\n{card}");
+    }
+    let c = hub.commits("org/m");
+    let paths: Vec<&str> = c[0].ops.iter().map(|o| o.path.as_str()).collect();
+    assert_eq!(paths, ["README.md"]);
+    // Regenerating again changes nothing: same card, no commit.
+    let out = ok(tool(&hub, &cache).args(["push", s(&m), "--repo", "org/m", "--card-only"]));
+    assert!(out.contains("no commit"), "{out}");
+    assert_eq!(std::fs::read_to_string(m.join("README.md")).unwrap(), card);
 }

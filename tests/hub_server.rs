@@ -935,6 +935,18 @@ impl State {
                 ))
             }
             ("POST", ["api", "repos", "create"]) => self.create_repo_api(req, body),
+            // upload_folder checks a README's front matter here first. The
+            // Hub validates the metadata schema; we only check the block closes.
+            ("POST", ["api", "validate-yaml"]) => {
+                let v = parse_json(body)?;
+                let content = v.get("content").and_then(|c| c.as_str()).unwrap_or("");
+                match content.strip_prefix("---\n") {
+                    Some(rest) if !rest.contains("\n---") => {
+                        Err(bad_request("the README's YAML front matter is not closed"))
+                    }
+                    _ => Ok(Response::json(200, json!({"errors": [], "warnings": []}))),
+                }
+            }
             (_, ["api", "models", org, name, rest @ ..]) => {
                 let id = format!("{org}/{name}");
                 let rev = |from: usize| rest[from..].join("/");

@@ -118,7 +118,7 @@ fn run_case(case: &str) {
     }
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(
-        card.starts_with("---\nbase_model: \"test-base\"\nlibrary_name: transformers\n"),
+        card.starts_with("---\nbase_model: \"test-base\"\nbase_model_relation: finetune\nlibrary_name: transformers\n"),
         "{card}"
     );
     assert!(card.contains("sha256: "), "{card}");

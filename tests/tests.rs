@@ -14,6 +14,7 @@ mod fuzz_parsers;
 mod gguf_store;
 mod gptq_model;
 mod hub;
+mod hub_client;
 mod hub_server;
 mod interrupt;
 mod layers;

@@ -457,9 +457,13 @@ fn model_card(opts: &MergeOptions, adapters: &[WeightedAdapter], sums: &[String]
             wa.weight
         );
     }
+    // One base plus adapters is a fine-tune of the base for the Hub
+    // (`merge` is for several base models).
     ModelCard::new()
         .text("base_model", &opts.base_label)
+        .field("base_model_relation", "finetune")
         .field("library_name", "transformers")
+        .field("pipeline_tag", "text-generation")
         .list("tags", &["llmtool", "lora", "merge"])
         .records("adapters", &records)
         .body(&format!(

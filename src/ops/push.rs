@@ -189,7 +189,10 @@ pub fn push(hub: &Hub, o: &PushOptions) -> Result<PushReport> {
     };
     let mut card_text = None;
     if card_action != CardAction::Kept {
-        let text = model_card(&o.path, &o.repo)?;
+        let old = has_card
+            .then(|| std::fs::read_to_string(&readme).ok())
+            .flatten();
+        let text = model_card(&o.path, &o.repo, old.as_deref())?;
         card_text = Some(text.clone());
         if card_action == CardAction::Written {
             if readme.exists() {
@@ -444,39 +447,134 @@ fn eval_lines(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The card for the model at `path`, pushed to `repo`.
-pub fn model_card(path: &Path, repo: &RepoId) -> Result<String> {
+/// Where the sections `push` generates start; a regenerated card replaces
+/// everything after it and keeps what an earlier writer put before it.
+const GENERATED: &str = "<!-- llmtool push: generated below, replaced by --card-only -->";
+
+/// A card's front matter as top-level entries (key, raw lines), and its body.
+fn split_card(text: &str) -> (Vec<(String, String)>, String) {
+    let Some(rest) = text.strip_prefix("---\n") else {
+        return (vec![], text.to_string());
+    };
+    let Some(end) = rest.find("\n---") else {
+        return (vec![], text.to_string());
+    };
+    let (front, body) = (&rest[..end + 1], &rest[end + 4..]);
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in front.lines() {
+        let top = !line.starts_with([' ', '-', '\t']) && line.contains(':');
+        match entries.last_mut() {
+            Some((_, raw)) if !top => {
+                raw.push_str(line);
+                raw.push('\n');
+            }
+            _ => {
+                let key = line.split(':').next().unwrap_or("").trim().to_string();
+                entries.push((key, format!("{line}\n")));
+            }
+        }
+    }
+    (entries, body.trim_start_matches('\n').to_string())
+}
+
+/// The `- item` values of a list entry.
+fn list_items(raw: &str) -> Vec<String> {
+    raw.lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .collect()
+}
+
+/// The card for the model at `path`, pushed to `repo`. An earlier card
+/// (`old`, e.g. the one `quantize` or `lora merge` wrote, with its
+/// provenance) keeps its text and front matter; the Hub metadata llmtool
+/// knows is set, and the quality and VRAM sections are (re)generated.
+pub fn model_card(path: &Path, repo: &RepoId, old: Option<&str>) -> Result<String> {
     let spec = path.to_string_lossy().into_owned();
     let model = Model::open(&spec)?;
     let f = facts(path, &model);
-    let license = f
-        .license
-        .clone()
-        .or_else(|| f.base_model.as_deref().and_then(cached_license));
+    let (old_front, old_body) = old.map(split_card).unwrap_or_default();
+    let old_entry = |k: &str| {
+        old_front
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, raw)| raw.clone())
+    };
+    let old_value = |k: &str| old.and_then(|o| front_matter_value(o, k));
+    let base = f.base_model.clone().or_else(|| old_value("base_model"));
     let mut c = ModelCard::new();
-    if let Some(b) = &f.base_model {
-        c.text("base_model", b);
+    match (&f.base_model, old_entry("base_model")) {
+        (Some(b), _) => {
+            c.text("base_model", b);
+        }
+        (None, Some(raw)) => {
+            c.raw(&raw);
+        }
+        (None, None) => {}
     }
-    if let Some(r) = f.relation {
+    let relation = f
+        .relation
+        .map(str::to_string)
+        .or_else(|| old_value("base_model_relation"));
+    if let Some(r) = &relation {
         c.field("base_model_relation", r);
     }
     c.field("library_name", f.library)
         .field("pipeline_tag", "text-generation");
-    let tags: Vec<&str> = f.tags.iter().map(String::as_str).collect();
-    c.list("tags", &tags);
-    if let Some(l) = &license {
-        c.text("license", l);
-    }
-    let mut body = format!(
-        "# {repo}\n\n{} weights, {} tensors, {} on disk{}.\n\n",
-        f.format,
-        model.tensors().len(),
-        crate::units::human_bytes(model.bytes_on_disk()),
-        match &f.base_model {
-            Some(b) => format!(", made from [{b}](https://huggingface.co/{b})"),
-            None => String::new(),
+    let mut tags = f.tags.clone();
+    for t in old_entry("tags")
+        .map(|r| list_items(&r))
+        .unwrap_or_default()
+    {
+        if !tags.contains(&t) {
+            tags.push(t);
         }
-    );
+    }
+    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    c.list("tags", &tags);
+    match old_entry("license") {
+        Some(raw) => {
+            c.raw(&raw);
+        }
+        None => {
+            let license = f
+                .license
+                .clone()
+                .or_else(|| base.as_deref().and_then(cached_license));
+            if let Some(l) = &license {
+                c.text("license", l);
+            }
+        }
+    }
+    const SET: &[&str] = &[
+        "base_model",
+        "base_model_relation",
+        "library_name",
+        "pipeline_tag",
+        "tags",
+        "license",
+    ];
+    for (key, raw) in &old_front {
+        if !SET.contains(&key.as_str()) {
+            c.raw(raw);
+        }
+    }
+    let kept = old_body.split(GENERATED).next().unwrap_or("").trim_end();
+    let mut body = if kept.is_empty() {
+        format!(
+            "# {repo}\n\n{} weights, {} tensors, {} on disk{}.",
+            f.format,
+            model.tensors().len(),
+            crate::units::human_bytes(model.bytes_on_disk()),
+            match &base {
+                Some(b) => format!(", made from [{b}](https://huggingface.co/{b})"),
+                None => String::new(),
+            }
+        )
+    } else {
+        kept.to_string()
+    };
+    body += &format!("\n\n{GENERATED}\n\n");
     let evals = if path.is_dir() {
         eval_lines(path)
     } else {
@@ -493,7 +591,7 @@ pub fn model_card(path: &Path, repo: &RepoId) -> Result<String> {
         body += "\n";
     }
     body += &format!(
-        "Card written by llmtool {} for `llmtool push`.\n",
+        "Sections below the marker written by llmtool {}.\n",
         env!("CARGO_PKG_VERSION")
     );
     c.body(&body);
@@ -519,6 +617,18 @@ mod tests {
         assert!(always_ignored("a/.git/x"));
         assert!(always_ignored(".cache/huggingface/upload/x"));
         assert!(!always_ignored("gitignore.txt"));
+    }
+
+    #[test]
+    fn cards_split_into_entries_and_body() {
+        let (front, body) = split_card(
+            "---\nbase_model: \"a/b\"\ntags:\n- x\n- y\nadapters:\n- path: \"p\"\n  sha256: 00\n---\n\n# T\n",
+        );
+        let keys: Vec<&str> = front.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["base_model", "tags", "adapters"]);
+        assert_eq!(list_items(&front[1].1), ["x", "y"]);
+        assert_eq!(front[2].1, "adapters:\n- path: \"p\"\n  sha256: 00\n");
+        assert_eq!(body, "# T\n");
     }
 
     #[test]

@@ -73,6 +73,15 @@ impl ModelCard {
         self
     }
 
+    /// Front matter lines kept verbatim from an earlier card.
+    pub fn raw(&mut self, yaml: &str) -> &mut Self {
+        self.front += yaml;
+        if !yaml.ends_with('\n') {
+            self.front.push('\n');
+        }
+        self
+    }
+
     /// Appends Markdown to the body.
     pub fn body(&mut self, markdown: &str) -> &mut Self {
         self.body += markdown;

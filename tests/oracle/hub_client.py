@@ -9,6 +9,7 @@ a Hub endpoint, through its public API only, unchanged.
       create_repo(exist_ok) + upload_folder; prints {"commit": sha}.
   download --endpoint URL [--token T] --repo R --cache C [--revision B]
       snapshot_download into the HF cache C; prints {"path", "files": {path: sha256}}.
+      --offline: local_files_only=True, the cache alone (as llmtool filled it).
 
 Xet is disabled (HF_HUB_DISABLE_XET=1, and hf_xet is not in the requirements):
 uploads take the LFS path the test server implements.
@@ -43,6 +44,8 @@ def parse_args():
             s.add_argument("--repo", required=True)
             s.add_argument("--cache", required=True)
             s.add_argument("--revision")
+            s.add_argument("--offline", action="store_true",
+                           help="local_files_only: read the cache alone (another tool filled it)")
     return p.parse_args()
 
 
@@ -298,7 +301,8 @@ def upload(a):
 
 
 def download(a):
-    path = snapshot_download(a.repo, revision=a.revision, cache_dir=a.cache, token=a.token)
+    path = snapshot_download(a.repo, revision=a.revision, cache_dir=a.cache, token=a.token,
+                             local_files_only=a.offline)
     print(json.dumps({"path": path, "files": tree_hashes(path)}))
     return 0
 

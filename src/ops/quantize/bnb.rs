@@ -654,7 +654,9 @@ fn model_card(
     };
     ModelCard::new()
         .text("base_model", &opts.model_label)
+        .field("base_model_relation", "quantized")
         .field("library_name", "transformers")
+        .field("pipeline_tag", "text-generation")
         .list("tags", &["llmtool", "bitsandbytes", title])
         .body(&format!(
             "# {} (bitsandbytes {title})\n\n`{}` quantized by llmtool {}: {what}. \

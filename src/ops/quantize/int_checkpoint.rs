@@ -550,7 +550,9 @@ pub fn model_card(
     let format = o.format.name();
     ModelCard::new()
         .text("base_model", label)
+        .field("base_model_relation", "quantized")
         .field("library_name", "transformers")
+        .field("pipeline_tag", "text-generation")
         .list("tags", &["llmtool", &method.to_lowercase(), &format!("{bits}-bit"), format])
         .body(&format!(
             "# {label} ({method} {bits}-bit, {format})\n\n`{label}` quantized with {method} by llmtool {}: {settings}. \
