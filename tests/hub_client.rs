@@ -509,3 +509,54 @@ fn card_only_keeps_the_provenance_and_adds_quality_and_vram() {
     assert!(out.contains("no commit"), "{out}");
     assert_eq!(std::fs::read_to_string(m.join("README.md")).unwrap(), card);
 }
+
+#[test]
+fn adapters_from_the_hub_globs_branches_prs_and_the_token_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = server(&tmp.path().join("hub"));
+    let cache = tmp.path().join("c");
+    // An adapter repo: `lora inspect` takes its id.
+    let ad = fixture("lora/f32-basic/adapter");
+    let cfg = std::fs::read(ad.join("adapter_config.json")).unwrap();
+    let w = std::fs::read(ad.join("adapter_model.safetensors")).unwrap();
+    hub.create_repo("org/spinoza-lora");
+    hub.put_files(
+        "org/spinoza-lora",
+        "main",
+        &[("adapter_config.json", &cfg), ("adapter_model.safetensors", &w)],
+    );
+    let out = ok(tool(&hub, &cache).args(["lora", "inspect", "org/spinoza-lora"]));
+    assert!(out.contains("rank"), "{out}");
+
+    // --include/--exclude, a new branch, then a pull request; the token
+    // read from $HF_HOME/token.
+    let m = folder(tmp.path());
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("token"), format!("{TOKEN}\n")).unwrap();
+    let push = |extra: &[&str]| {
+        let mut c = tool(&hub, &cache);
+        c.env_remove("HF_TOKEN")
+            .env("HF_HOME", &home)
+            .args(["push", s(&m), "--repo", "org/g"])
+            .args(extra);
+        ok(&mut c)
+    };
+    push(&["--include", "*.json", "--include", "*.md", "--exclude", "extra/*"]);
+    let first: Vec<String> = hub.commits("org/g")[0]
+        .ops
+        .iter()
+        .map(|o| o.path.clone())
+        .collect();
+    assert_eq!(first, ["README.md", "config.json"]);
+    push(&["--revision", "nightly"]);
+    assert!(hub.file("org/g", "nightly", "extra/blob.bin").is_some());
+    assert!(hub.file("org/g", "main", "extra/blob.bin").is_none());
+    std::fs::write(m.join("extra/notes.txt"), "changed\n").unwrap();
+    let out = push(&["--create-pr", "-m", "new notes"]);
+    assert!(out.contains("pull request"), "{out}");
+    let pr = hub.commits("org/g").pop().unwrap();
+    assert_eq!(pr.summary, "new notes");
+    assert!(pr.pr.is_some(), "{pr:?}");
+    assert!(hub.file("org/g", "main", "extra/notes.txt").is_none());
+}
