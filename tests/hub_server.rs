@@ -940,6 +940,7 @@ impl State {
                 ))
             }
             ("POST", ["api", "repos", "create"]) => self.create_repo_api(req, body),
+            ("POST", ["api", "validate-yaml"]) => validate_yaml(body),
             (_, ["api", "models", org, name, rest @ ..]) => {
                 let id = format!("{org}/{name}");
                 let rev = |from: usize| rest[from..].join("/");
@@ -1640,6 +1641,26 @@ impl State {
         };
         Ok(ranged(req, file, m.len())?.header("ETag", format!("\"{oid}\"")))
     }
+}
+
+/// `POST /api/validate-yaml`, which huggingface_hub calls before committing
+/// a README.md: `{"content", "repoType"}`. Only the front matter's framing
+/// is checked (an opening `---` line needs a closing one); the YAML itself
+/// is not parsed here.
+fn validate_yaml(body: &mut Body) -> Handled {
+    let v = parse_json(body)?;
+    let content = v["content"].as_str().unwrap_or("").replace("\r\n", "\n");
+    let unclosed = content.strip_prefix("---\n").is_some_and(|rest| {
+        !rest.starts_with("---\n") && !rest.contains("\n---\n") && !rest.ends_with("\n---")
+    });
+    if unclosed {
+        let message = "README.md metadata: the front matter opened by --- is never closed";
+        return Err(Response::json(
+            400,
+            json!({"errors": [{"message": message}], "warnings": []}),
+        ));
+    }
+    Ok(Response::json(200, json!({"errors": [], "warnings": []})))
 }
 
 /// The revision and the path after it: a PR ref may come unencoded
