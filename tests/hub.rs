@@ -202,6 +202,10 @@ fn huggingface_hub_client_accepts_the_test_server() {
     assert!(seen("POST", "/lfs-upload/", 200), "multipart completion");
     assert!(seen("POST", "/paths-info/", 200), "copies read paths-info");
     assert!(seen("GET", "/tree/", 200), "list_repo_files reads the tree");
+    assert!(
+        seen("POST", "/api/validate-yaml", 200),
+        "the card is validated"
+    );
     assert!(seen("POST", "/info/lfs/objects/verify", 200), "verify");
     assert!(seen("HEAD", "/resolve/", 302), "LFS resolve redirects");
     assert!(seen("GET", "/lfs-objects/", 200), "CDN download");
@@ -228,6 +232,7 @@ fn huggingface_hub_client_accepts_the_test_server() {
     assert_eq!(
         kinds,
         [
+            ("file", "README.md"),
             ("lfsFile", "big.safetensors"),
             ("file", "hello.txt"),
             ("lfsFile", "small.safetensors"),
@@ -665,4 +670,25 @@ fn preupload_reports_modes_and_current_oids() {
         "1275430f1765c63e539cb0452565563bd6aef6a6"
     );
     assert!(r["files"][1].get("oid").is_none());
+}
+
+#[test]
+fn validate_yaml_checks_the_front_matter_framing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = server(dir.path());
+    let check = |content: &str| {
+        post_json(
+            &hub,
+            "/api/validate-yaml",
+            &json!({"content": content, "repoType": "model"}),
+        )
+    };
+    assert_eq!(check("---\nlicense: mit\n---\n# Card\n").status, 200);
+    assert_eq!(check("# No metadata\n").status, 200);
+    let r = check("---\nlicense: mit\n# Card\n");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("never closed"));
 }

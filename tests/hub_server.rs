@@ -287,12 +287,13 @@ impl HubServer {
     }
 
     /// Commits `files` to `branch` of `id` (made from main if missing), storing
-    /// them as the Hub would (LFS by extension or size); returns the commit.
+    /// them as LFS objects or regular files as preupload would; returns the commit.
     pub fn put_files(&self, id: &str, branch: &str, files: &[(&str, &[u8])]) -> String {
         let entries: Vec<(String, Entry)> = files
             .iter()
             .map(|(path, bytes)| {
-                let lfs = is_lfs_path(path) || bytes.len() as u64 >= LFS_MIN_SIZE;
+                let sample = &bytes[..bytes.len().min(512)];
+                let lfs = wants_lfs(path, bytes.len() as u64, sample);
                 (
                     path.to_string(),
                     self.state.store_bytes(bytes, lfs).unwrap(),
@@ -453,10 +454,14 @@ fn lfs_pointer(oid: &str, size: u64) -> String {
     format!("version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n")
 }
 
-fn is_lfs_path(path: &str) -> bool {
+/// The Hub's choice of LFS: by extension, by size, or for binary content
+/// (a NUL byte in the first 512 bytes, the sample preupload gets).
+fn wants_lfs(path: &str, size: u64, sample: &[u8]) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
-    name.rsplit_once('.')
-        .is_some_and(|(_, ext)| LFS_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+    let by_ext = name
+        .rsplit_once('.')
+        .is_some_and(|(_, ext)| LFS_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()));
+    by_ext || size >= LFS_MIN_SIZE || sample.contains(&0)
 }
 
 /// A sha256 in lower-case hex, as LFS names objects (and as file names here).
@@ -935,18 +940,7 @@ impl State {
                 ))
             }
             ("POST", ["api", "repos", "create"]) => self.create_repo_api(req, body),
-            // upload_folder checks a README's front matter here first. The
-            // Hub validates the metadata schema; we only check the block closes.
-            ("POST", ["api", "validate-yaml"]) => {
-                let v = parse_json(body)?;
-                let content = v.get("content").and_then(|c| c.as_str()).unwrap_or("");
-                match content.strip_prefix("---\n") {
-                    Some(rest) if !rest.contains("\n---") => {
-                        Err(bad_request("the README's YAML front matter is not closed"))
-                    }
-                    _ => Ok(Response::json(200, json!({"errors": [], "warnings": []}))),
-                }
-            }
+            ("POST", ["api", "validate-yaml"]) => validate_yaml(body),
             (_, ["api", "models", org, name, rest @ ..]) => {
                 let id = format!("{org}/{name}");
                 let rev = |from: usize| rest[from..].join("/");
@@ -1174,7 +1168,7 @@ impl State {
             let sample = base64::engine::general_purpose::STANDARD
                 .decode(f["sample"].as_str().unwrap_or(""))
                 .map_err(|_| bad_request(&format!("{path}: \"sample\" is not base64")))?;
-            let lfs = is_lfs_path(path) || size >= LFS_MIN_SIZE || sample.contains(&0);
+            let lfs = wants_lfs(path, size, &sample);
             let mut o = json!({"path": path, "uploadMode": if lfs {"lfs"} else {"regular"},
                                "shouldIgnore": false});
             if let Some(e) = current.get(path) {
@@ -1647,6 +1641,26 @@ impl State {
         };
         Ok(ranged(req, file, m.len())?.header("ETag", format!("\"{oid}\"")))
     }
+}
+
+/// `POST /api/validate-yaml`, which huggingface_hub calls before committing
+/// a README.md: `{"content", "repoType"}`. Only the front matter's framing
+/// is checked (an opening `---` line needs a closing one); the YAML itself
+/// is not parsed here.
+fn validate_yaml(body: &mut Body) -> Handled {
+    let v = parse_json(body)?;
+    let content = v["content"].as_str().unwrap_or("").replace("\r\n", "\n");
+    let unclosed = content.strip_prefix("---\n").is_some_and(|rest| {
+        !rest.starts_with("---\n") && !rest.contains("\n---\n") && !rest.ends_with("\n---")
+    });
+    if unclosed {
+        let message = "README.md metadata: the front matter opened by --- is never closed";
+        return Err(Response::json(
+            400,
+            json!({"errors": [{"message": message}], "warnings": []}),
+        ));
+    }
+    Ok(Response::json(200, json!({"errors": [], "warnings": []})))
 }
 
 /// The revision and the path after it: a PR ref may come unencoded

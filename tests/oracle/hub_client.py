@@ -145,6 +145,8 @@ def selftest(a):
     up = work / "up"
     (up / "sub").mkdir(parents=True)
     files = {
+        # A model card: the client validates its front matter first.
+        "README.md": b"---\nlicense: apache-2.0\ntags: [test]\n---\n# Oracle\n",
         "hello.txt": b"hello hub\n",
         "sub/nested.txt": b"nested file\n",
         # Deterministic, incompressible-looking bytes above the multipart threshold.
@@ -169,7 +171,10 @@ def selftest(a):
     c.eq(
         "list_repo_tree (top level)",
         sorted((type(e).__name__, e.path) for e in api.list_repo_tree(repo)),
-        sorted([("RepoFolder", "sub")] + [("RepoFile", f) for f in (".gitattributes", "big.safetensors", "hello.txt", "small.safetensors")]),
+        sorted(
+            [("RepoFolder", "sub")]
+            + [("RepoFile", f) for f in (".gitattributes", "README.md", "big.safetensors", "hello.txt", "small.safetensors")]
+        ),
     )
     c.eq(
         "get_paths_info",
