@@ -217,11 +217,16 @@ fn python_upload_is_downloaded_by_llmtool_and_read_offline_by_python() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    // And so does llmtool.
+    // And so does llmtool, offline or with the Hub unreachable.
     let mut c = llmtool();
     c.env("HF_HUB_CACHE", &cache)
         .env("HF_ENDPOINT", &endpoint)
         .env("HF_HUB_OFFLINE", "1");
+    ok(c.args(["inspect-arch", "org/kant"]));
+    let mut c = llmtool();
+    c.env("HF_HUB_CACHE", &cache)
+        .env("HF_ENDPOINT", &endpoint)
+        .env_remove("HF_HUB_OFFLINE");
     ok(c.args(["inspect-arch", "org/kant"]));
 }
 
@@ -423,6 +428,11 @@ fn offline_reads_the_cache_only_and_catalog_names_resolve() {
             .args(["inspect-arch", repo]),
         "HF_HUB_OFFLINE",
     );
+    // A mistyped local path is not a Hub request.
+    fails(
+        tool(&hub, &cache).args(["inspect-arch", "models/smollm2.gguf"]),
+        "models/smollm2.gguf",
+    );
     assert!(hub.requests().is_empty());
     ok(tool(&hub, &cache).args(["inspect-arch", "smollm2-135m"]));
     ok(tool(&hub, &cache)
@@ -523,7 +533,10 @@ fn adapters_from_the_hub_globs_branches_prs_and_the_token_file() {
     hub.put_files(
         "org/spinoza-lora",
         "main",
-        &[("adapter_config.json", &cfg), ("adapter_model.safetensors", &w)],
+        &[
+            ("adapter_config.json", &cfg),
+            ("adapter_model.safetensors", &w),
+        ],
     );
     let out = ok(tool(&hub, &cache).args(["lora", "inspect", "org/spinoza-lora"]));
     assert!(out.contains("rank"), "{out}");
@@ -542,7 +555,14 @@ fn adapters_from_the_hub_globs_branches_prs_and_the_token_file() {
             .args(extra);
         ok(&mut c)
     };
-    push(&["--include", "*.json", "--include", "*.md", "--exclude", "extra/*"]);
+    push(&[
+        "--include",
+        "*.json",
+        "--include",
+        "*.md",
+        "--exclude",
+        "extra/*",
+    ]);
     let first: Vec<String> = hub.commits("org/g")[0]
         .ops
         .iter()

@@ -68,6 +68,9 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let repo = RepoId::parse(&a.repo)?;
     let hub = Hub::from_env(a.token.as_deref())?;
+    if crate::hub::download::offline() && !a.dry_run {
+        anyhow::bail!("HF_HUB_OFFLINE is set: unset it to push (or use --dry-run)");
+    }
     if !a.dry_run && !hub.has_token() {
         anyhow::bail!(
             "pushing needs a Hub token with write access: set HF_TOKEN, pass --token, or log in with `hf auth login`"

@@ -17,7 +17,16 @@ use crate::store::{hf_cache, Model};
 /// The local path (or unchanged spec) to open for `spec`, downloading
 /// what `need` asks for when it is on the Hub.
 pub fn local(spec: &str, need: Need) -> Result<String> {
-    if std::path::Path::new(spec).exists() {
+    let path = std::path::Path::new(spec);
+    // A mistyped local path must not turn into a Hub request: model file
+    // names and paths under an existing directory stay local.
+    let local_looking = path.extension().is_some_and(|e| {
+        ["gguf", "safetensors", "json", "bin", "pt", "pth"]
+            .contains(&e.to_string_lossy().to_ascii_lowercase().as_str())
+    }) || path
+        .parent()
+        .is_some_and(|p| !p.as_os_str().is_empty() && p.is_dir());
+    if path.exists() || local_looking {
         return Ok(spec.to_string());
     }
     let named = catalog::find_model(spec)
@@ -32,8 +41,13 @@ pub fn local(spec: &str, need: Need) -> Result<String> {
     let show = std::io::stderr().is_terminal();
     let bar = crate::progress::bytes_bar(show, 0, "downloading");
     bar.set_message(parsed.repo.to_string());
-    let fetched = download::fetch(&hub, &parsed, need, &hf_cache::cache_dir(), &bar)
-        .with_context(|| format!("cannot fetch '{id}' from {}", hub.endpoint()))?;
+    let fetched =
+        download::fetch(&hub, &parsed, need, &hf_cache::cache_dir(), &bar).with_context(|| {
+            format!(
+                "'{spec}' is no local path, and fetching {id} from {} failed",
+                hub.endpoint()
+            )
+        })?;
     bar.finish_and_clear();
     Ok(fetched.model.to_string_lossy().into_owned())
 }

@@ -233,10 +233,24 @@ pub fn fetch(
             ))
         });
     }
+    // With a cached copy to fall back on, an unreachable Hub is not worth
+    // a minute of retries.
+    let cached = from_cache(spec, need, cache).is_ok();
+    let quick;
+    let hub = if cached {
+        quick = hub.clone().with_retry(super::Retry {
+            retries: 0,
+            ..Default::default()
+        });
+        &quick
+    } else {
+        hub
+    };
     let info = match repo::info(hub, &spec.repo, &spec.revision) {
         Ok(i) => i,
-        // Unreachable Hub: what the cache holds is as good as it gets.
-        Err(e @ HubError::Transport { .. }) => {
+        // Unreachable or failing Hub: what the cache holds is as good as
+        // it gets (as huggingface_hub does).
+        Err(e @ (HubError::Transport { .. } | HubError::Http { status: 500.., .. })) => {
             return from_cache(spec, need, cache).map_err(|_| e);
         }
         Err(e) => return Err(e),
