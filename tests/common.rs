@@ -167,8 +167,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The binary under test. Offline: no test reaches the real Hub (the Hub
+/// tests remove this and point HF_ENDPOINT at the test server).
 pub fn llmtool() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_llmtool"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_llmtool"));
+    c.env("HF_HUB_OFFLINE", "1");
+    c
 }
 
 /// Runs llmtool, requires success and parses its stdout as JSON.

@@ -47,10 +47,10 @@ enum Command {
     #[command(subcommand)]
     Lora(lora::Command),
     VramPlan(vram_plan::Args),
-    Push(push::Args),
     Generate(generate::Args),
     #[command(subcommand)]
     Eval(eval::Command),
+    Push(push::Args),
     Completions(completions::Args),
     Man(man::Args),
 }

@@ -419,4 +419,5 @@ fn plannable(spec: String) -> Result<String> {
         return Ok(spec);
     }
     super::remote::local(&spec, crate::hub::download::Need::Config)
+        .with_context(|| format!("'{spec}' is not in the built-in catalog either (see --list)"))
 }

@@ -253,7 +253,9 @@ impl Hub {
                     if let Some(i) = interrupted(&t) {
                         return Err(i.into());
                     }
-                    if !(retry && attempt < self.retry.retries) {
+                    // A name that does not resolve will not resolve in a second.
+                    let dns = t.kind() == ureq::ErrorKind::Dns;
+                    if !(retry && attempt < self.retry.retries) || dns {
                         return Err(HubError::Transport {
                             url: url.to_string(),
                             msg: transport_msg(&t),
