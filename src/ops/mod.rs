@@ -2,6 +2,7 @@
 //! returns a serialisable report; the command line ([`crate::cli`]), the
 //! tests and the benchmarks call exactly these functions.
 
+pub mod bench;
 pub mod calibration;
 pub mod convert;
 pub mod dequantize;
