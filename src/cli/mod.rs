@@ -12,6 +12,7 @@
 //! `run`; nothing else changes.
 
 mod args;
+mod bench;
 mod completions;
 mod convert;
 mod eval;
@@ -51,6 +52,8 @@ enum Command {
     #[command(subcommand)]
     Eval(eval::Command),
     Push(push::Args),
+    #[command(subcommand)]
+    Bench(bench::Command),
     Completions(completions::Args),
     Man(man::Args),
 }
@@ -63,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lora(c) => lora::run(c),
         Command::VramPlan(a) => vram_plan::run(a),
         Command::Push(a) => push::run(a),
+        Command::Bench(c) => bench::run(c),
         Command::Generate(a) => generate::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Completions(a) => completions::run(a),
@@ -74,6 +78,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 const EXIT_ERROR: u8 = 1;
 /// Exit status of a `vram-plan` whose report shows nothing that fits.
 const EXIT_NOTHING_FITS: u8 = 3;
+/// Exit status of a `bench compare --baseline` that found a regression.
+const EXIT_REGRESSION: u8 = 4;
 
 /// Parses the arguments, runs the command, prints an error and picks the
 /// exit code.
@@ -88,6 +94,10 @@ pub fn main() -> ExitCode {
         Err(e) if e.is::<vram_plan::NothingFits>() => {
             eprintln!("{e}");
             ExitCode::from(EXIT_NOTHING_FITS)
+        }
+        Err(e) if e.is::<bench::Regressed>() => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_REGRESSION)
         }
         Err(e) => {
             eprintln!("error: {}", message(&e));

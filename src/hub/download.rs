@@ -67,6 +67,8 @@ pub enum Need {
     Weights,
     /// `config.json` alone (planning memory from the shapes it gives).
     Config,
+    /// The tokenizer and config files, no weights (counting tokens).
+    Tokenizer,
 }
 
 /// What a fetch left in the cache.
@@ -164,6 +166,16 @@ pub fn wanted<'a>(spec: &Spec, files: &'a [RemoteFile], need: Need) -> Result<Ve
         };
     }
     let meta = META.iter().filter_map(|n| named(n));
+    if need == Need::Tokenizer {
+        let m: Vec<&RemoteFile> = meta.collect();
+        if !m.iter().any(|f| f.path.starts_with("tokenizer")) {
+            return Err(HubError::Invalid(format!(
+                "{}: no tokenizer files in this repo",
+                spec.repo
+            )));
+        }
+        return Ok(m);
+    }
     if named("adapter_config.json").is_some() {
         let w = named("adapter_model.safetensors").ok_or_else(|| {
             HubError::Invalid(format!(
@@ -272,7 +284,7 @@ pub fn fetch(
     }
     let model = match (&spec.select, need) {
         (Some(_), _) | (None, Need::Config) => snapshot.join(&files[0].path),
-        (None, Need::Weights) => snapshot.clone(),
+        (None, Need::Weights | Need::Tokenizer) => snapshot.clone(),
     };
     Ok(Fetched {
         snapshot,

@@ -195,11 +195,7 @@ pub fn push(hub: &Hub, o: &PushOptions) -> Result<PushReport> {
         let text = model_card(&o.path, &o.repo, old.as_deref())?;
         card_text = Some(text.clone());
         if card_action == CardAction::Written {
-            if readme.exists() {
-                replace_file(&readme, text.as_bytes())?;
-            } else {
-                atomic::write_file(&readme, text.as_bytes())?;
-            }
+            atomic::replace_file(&readme, text.as_bytes())?;
         }
         additions.retain(|a| a.path_in_repo != "README.md");
         additions.push(Addition {
@@ -259,18 +255,6 @@ pub fn push(hub: &Hub, o: &PushOptions) -> Result<PushReport> {
         total_bytes,
         changed_bytes,
         pushed,
-    })
-}
-
-/// `--card-only` replaces the card: written beside it, then renamed over
-/// it, so a failure keeps the old one.
-fn replace_file(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = dest.with_file_name(format!(".README.md.{}.tmp", std::process::id()));
-    let io = |e: std::io::Error| Error::Refused(format!("{}: {e}", dest.display()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, dest).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
     })
 }
 

@@ -297,6 +297,28 @@ pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<PathBuf> {
     f.commit()
 }
 
+/// Writes a small file atomically, replacing one that exists (a card
+/// regenerated, a result written again): readers see the old file or the
+/// new one, never a part of either.
+pub fn replace_file(dest: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    use std::io::Write;
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let io = |e: std::io::Error| StoreError::io(dest, e);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    set_mode(tmp.path(), 0o644).map_err(io)?;
+    tmp.persist(dest).map_err(|e| io(e.error))?;
+    Ok(dest.to_path_buf())
+}
+
 /// Checks that `dir` exists (creating it if needed) before a writer starts.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))

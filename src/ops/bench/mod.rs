@@ -3,4 +3,8 @@
 //! does; `local` measures the built-in engine as `llama-bench` measures
 //! llama.cpp; `stats` summarizes samples the way both report them.
 
+pub mod compare;
+pub mod dataset;
+pub mod plot;
+pub mod serve;
 pub mod stats;

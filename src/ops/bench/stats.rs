@@ -39,7 +39,11 @@ pub fn summarize(values: &[f64], ps: &[f64]) -> Summary {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let mean = if n == 0 { 0.0 } else { v.iter().sum::<f64>() / n as f64 };
+    let mean = if n == 0 {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / n as f64
+    };
     let var = if n == 0 {
         0.0
     } else {
