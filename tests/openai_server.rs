@@ -118,8 +118,8 @@ pub enum FaultKind {
     Status(u16),
     /// Answer 429 with `Retry-After: secs`.
     RateLimited(u64),
-    /// Streams: close the connection after this many `data:` chunks (the
-    /// role chunk counts), without ending the HTTP body. Not streamed:
+    /// Streams: close the connection after this many `data:` chunks (at
+    /// least one; the role chunk counts), without ending the HTTP body. Not streamed:
     /// close without answering.
     CloseMidStream(usize),
     /// Streams: a `data:` line that is not JSON after the first chunk, then
