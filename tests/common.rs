@@ -84,6 +84,26 @@ pub fn hub_python() -> Option<PathBuf> {
     }
 }
 
+/// A Python interpreter with the official `openai` client, last 1.x
+/// (tests/oracle/requirements-bench.txt, every package pinned, installed
+/// without dependency resolution): `$LLMTOOL_BENCH_PYTHON` if set, else a
+/// venv made once under the cache directory.
+pub fn bench_python() -> Option<PathBuf> {
+    static P: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let r = P.get_or_init(|| {
+        oracle_python(
+            "LLMTOOL_BENCH_PYTHON",
+            "venv-bench",
+            "requirements-bench.txt",
+            &["--no-deps"],
+        )
+    });
+    match r {
+        Ok(p) => Some(p.clone()),
+        Err(e) => unavailable("python with openai==1.109.1", e),
+    }
+}
+
 /// The interpreter `$override_var` names, else the venv `name` under the
 /// cache directory, made once from tests/oracle/`requirements` (with the
 /// extra `pip install` arguments `pip_args`).

@@ -5,6 +5,7 @@ mod common;
 
 mod arch_fixtures;
 mod awq_model;
+mod bench_server;
 mod bnb_quantize;
 mod cli;
 mod convert;
@@ -19,6 +20,7 @@ mod hub_server;
 mod interrupt;
 mod layers;
 mod lora_merge;
+mod openai_server;
 mod packed_models;
 mod quantize_gguf;
 mod quantize_models;

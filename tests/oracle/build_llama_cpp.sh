@@ -5,14 +5,19 @@
 #   tests/oracle/build_llama_cpp.sh [DEST]     (default: $LLAMA_CPP_DIR, else target/llmtool-cache/llama.cpp)
 #
 # Prints the directory holding the binaries (llama-quantize, llama-perplexity,
-# llama-cli, llama-bench, llama-gguf-split, llama-tokenize) and the converter script. Needs
+# llama-cli, llama-bench, llama-gguf-split, llama-tokenize, llama-server) and the converter script. Needs
 # Debian's cmake and a C++ compiler; about 10 minutes on 2 cores, done once.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 dest="${1:-${LLAMA_CPP_DIR:-$root/target/llmtool-cache/llama.cpp}}"
 version=11434.0.0
 bin="$dest/build/bin"
-if [[ -x "$bin/llama-quantize" && -x "$bin/llama-perplexity" && -f "$dest/.built-$version" ]]; then
+targets=(llama-quantize llama-perplexity llama-gguf-split llama-cli llama-bench llama-tokenize llama-server)
+if [[ -f "$dest/.built-$version" ]]; then
+  # A tree built before a target was added here gets just the missing ones.
+  for t in "${targets[@]}"; do
+    [[ -x "$bin/$t" ]] || cmake --build "$dest/build" -j"$(nproc)" --target "$t" >&2
+  done
   echo "$dest"; exit 0
 fi
 command -v cmake >/dev/null || { echo "cmake missing: apt-get install -y cmake" >&2; exit 1; }
@@ -32,7 +37,6 @@ src="$(dirname "$(find "$dest.src" -name CMakeLists.txt -path '*llama.cpp/CMakeL
 rm -rf "$dest" && mv "$src" "$dest" && rm -rf "$dest.src"
 cmake -S "$dest" -B "$dest/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
   -DLLAMA_BUILD_TESTS=OFF >&2
-cmake --build "$dest/build" -j"$(nproc)" --target llama-quantize llama-perplexity llama-gguf-split \
-  llama-cli llama-bench llama-tokenize >&2
+cmake --build "$dest/build" -j"$(nproc)" --target "${targets[@]}" >&2
 touch "$dest/.built-$version"
 echo "$dest"
