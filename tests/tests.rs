@@ -5,6 +5,7 @@ mod common;
 
 mod arch_fixtures;
 mod awq_model;
+mod bench_serve;
 mod bench_server;
 mod bnb_quantize;
 mod cli;
