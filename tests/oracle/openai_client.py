@@ -6,6 +6,12 @@ JSON: the text, the usage, and the chunks it yielded.
 
 BASE_URL is the server's root (`http://127.0.0.1:PORT`); tests/bench_server.rs
 checks the output against the test server's deterministic answer.
+
+    openai_client.py stream-bench --url BASE_URL --requests N --max-tokens T
+
+reads N chat streams one after another as fast as the client can and prints
+{"chunks", "seconds" (time spent streaming), "mean_ttft_ms"}: the reference
+figure of scripts/bench-client.sh.
 """
 import json
 import sys
@@ -57,5 +63,37 @@ def main():
     }))
 
 
+def stream_bench(argv):
+    import argparse
+    import time
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--requests", type=int, default=10)
+    p.add_argument("--max-tokens", type=int, default=20000)
+    a = p.parse_args(argv)
+    client = openai.OpenAI(base_url=a.url + "/v1", api_key="unused", max_retries=0)
+    model = client.models.list().data[0].id
+    chunks, busy, ttfts = 0, 0.0, []
+    for i in range(a.requests):
+        st = time.perf_counter()
+        first = None
+        stream = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"request {i}"}],
+            max_tokens=a.max_tokens, stream=True, stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True})
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                if first is None:
+                    first = time.perf_counter() - st
+                chunks += 1
+        busy += time.perf_counter() - st
+        ttfts.append((first or 0.0) * 1000)
+    print(json.dumps({"openai_version": openai.__version__, "chunks": chunks,
+                      "seconds": busy, "mean_ttft_ms": sum(ttfts) / len(ttfts)}))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["stream-bench"]:
+        stream_bench(sys.argv[2:])
+    else:
+        main()
