@@ -8,6 +8,7 @@
 # Or source it and call the steps (see the end of the file):
 #   build_llama_server; make_model; start_server; run_reference OUTDIR;
 #   capture_timings OUTDIR; stop_server
+# (run_reference_aiperf OUTDIR is the other reference client.)
 #
 # Environment:
 #   LLAMA_CPP   a llama.cpp tree whose build/ is configured (libllama built):
@@ -15,6 +16,7 @@
 #               tests/oracle/build_llama_cpp.sh builds the pinned tree.
 #   LLMTOOL_BIN an llmtool binary (default: `cargo build --release`).
 #   PORT        llama-server's port (default 8089).
+#   REFERENCE   guidellm (default) or aiperf.
 #   REQUESTS, CONCURRENCY, PROMPT_TOKENS, OUTPUT_TOKENS   the reference run
 #               (default 16 requests, 4 streams, 128 and 64 tokens).
 #
@@ -31,6 +33,7 @@ cache="${LLMTOOL_CACHE:-$root/target/llmtool-cache}"
 port="${PORT:-8089}"
 url="http://127.0.0.1:$port"
 guidellm_version=0.8.1
+aiperf_version=0.13.0
 
 # Sets $llama_bin: the directory with llama-server and llama-bench. The build
 # competes with everything else for the CPUs, so it runs niced.
@@ -89,17 +92,11 @@ stop_server() {
 # synthetic prompts tokenized with the model's own tokenizer. Writes
 # OUTDIR/guidellm.json (and its console log).
 run_reference() {
-  local out="$1" venv="$cache/venv-guidellm"
+  local out="$1" py
+  py="$(reference_venv guidellm "$guidellm_version")"
   mkdir -p "$out"
-  if [ ! -x "$venv/bin/python" ]; then
-    rm -rf "$venv.tmp"
-    python3 -m venv "$venv.tmp"
-    "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check "guidellm==$guidellm_version"
-    # Renamed into place when complete; `python -m guidellm` below, since
-    # the console script's #! line names the temporary path.
-    mv "$venv.tmp" "$venv"
-  fi
-  HF_HUB_OFFLINE=1 "$venv/bin/python" -m guidellm run \
+  # `python -m`: a console script's #! line names the venv's temporary path.
+  HF_HUB_OFFLINE=1 "$py" -m guidellm run \
     --backend "kind=openai_http,target=$url,model=$model,request_format=/v1/chat/completions" \
     --profile "kind=concurrent,streams=${CONCURRENCY:-4}" \
     --constraint "kind=max_requests,count=${REQUESTS:-16}" \
@@ -108,6 +105,35 @@ run_reference() {
     --output "kind=json,path=$out/guidellm.json" \
     --disable-console-interactive >"$out/guidellm.log" 2>&1
   echo "guidellm: $out/guidellm.json" >&2
+}
+
+# A pinned venv under the cache with PACKAGE==VERSION, made once; prints its python.
+reference_venv() {
+  local venv="$cache/venv-$1"
+  if [ ! -x "$venv/bin/python" ]; then
+    rm -rf "$venv.tmp"
+    python3 -m venv "$venv.tmp"
+    "$venv.tmp/bin/pip" install --quiet --disable-pip-version-check "$1==$2" >&2
+    mv "$venv.tmp" "$venv"
+  fi
+  echo "$venv/bin/python"
+}
+
+# AIPerf (pinned; about 3 minutes and 1.2 GB to install, no torch) with the
+# same load as run_reference. It starts a dozen worker processes, so on two
+# cores it slows the server it measures. Writes
+# OUTDIR/aiperf/profile_export_aiperf.json (and .csv, per-request .jsonl).
+# Not under HF_HUB_OFFLINE: aiperf 0.13.0 then takes a local tokenizer path
+# for a Hub id and fails; a local path makes no Hub call either way.
+run_reference_aiperf() {
+  local out="$1" py
+  py="$(reference_venv aiperf "$aiperf_version")"
+  mkdir -p "$out"
+  "$py" -m aiperf profile --model "$model" --url "$url" --endpoint-type chat --streaming \
+    --concurrency "${CONCURRENCY:-4}" --request-count "${REQUESTS:-16}" \
+    --isl "${PROMPT_TOKENS:-128}" --osl "${OUTPUT_TOKENS:-64}" --tokenizer "$hf" \
+    --artifact-dir "$out/aiperf" --ui none >"$out/aiperf.log" 2>&1
+  echo "aiperf: $out/aiperf/profile_export_aiperf.json" >&2
 }
 
 # llama-server's own per-request timings: a streamed chat (include_usage), a
@@ -130,6 +156,6 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   make_model
   trap stop_server EXIT
   start_server
-  run_reference "$out"
+  if [ "${REFERENCE:-guidellm}" = aiperf ]; then run_reference_aiperf "$out"; else run_reference "$out"; fi
   capture_timings "$out"
 fi

@@ -247,10 +247,6 @@ impl OpenAiServer {
         self.state.url.clone()
     }
 
-    pub fn config(&self) -> &Config {
-        &self.state.config
-    }
-
     /// Injects a fault (see [`FaultKind`]); faults match in the order added.
     pub fn fail(&self, fault: Fault) {
         self.state.lock().faults.push(fault);
