@@ -150,6 +150,74 @@ capture_timings() {
   echo "llama-server timings: $out/llama-server-*" >&2
 }
 
+# llmtool bench serve against the running server: a sequential run checked
+# request by request against llama-server's own timings (check_llmtool),
+# and the reference client's load for the side-by-side table.
+run_llmtool() {
+  local out="$1" bin="${LLMTOOL_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/llmtool}"
+  "$bin" bench serve --url "$url" --model "$model" --concurrency 1 --num-prompts "${REQUESTS:-16}" \
+    --input-len "${PROMPT_TOKENS:-128}" --output-len "${OUTPUT_TOKENS:-64}" --ignore-eos \
+    --tokenizer "$hf" --save "$out/llmtool-c1" >"$out/llmtool-c1.txt"
+  "$bin" bench serve --url "$url" --model "$model" --concurrency "${CONCURRENCY:-4}" \
+    --num-prompts "${REQUESTS:-16}" --input-len "${PROMPT_TOKENS:-128}" \
+    --output-len "${OUTPUT_TOKENS:-64}" --ignore-eos --tokenizer "$hf" --seed 1 \
+    --save "$out/llmtool" >"$out/llmtool.txt"
+  echo "llmtool: $out/llmtool-c1/result.json, $out/llmtool/result.json" >&2
+}
+
+# Per request of the sequential run: every request completed, our output
+# count equals the server's predicted_n, our TTFT is not below the server's
+# prompt_ms (and by how much it exceeds it), our TPOT is within 10 % of
+# predicted_per_token_ms. Prints the figures; exits non-zero on a miss.
+check_llmtool() {
+  python3 - "$1/llmtool-c1/result.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["failed"] == 0 and r["completed"] == r["num_prompts"], (r["failed"], r["errors"])
+gaps, tpot_err = [], []
+for i, t in enumerate(r["llmtool"]["server_timings"]):
+    assert t, f"request {i}: no timings from llama-server"
+    assert r["output_lens"][i] == t["predicted_n"], (i, r["output_lens"][i], t["predicted_n"])
+    ttft_ms = r["ttfts"][i] * 1000
+    assert ttft_ms >= t["prompt_ms"], (i, ttft_ms, t["prompt_ms"])
+    gaps.append(ttft_ms - t["prompt_ms"])
+    n = r["output_lens"][i]
+    tpot = (r["latencies"][i] - r["ttfts"][i]) / (n - 1) * 1000
+    tpot_err.append(abs(tpot / t["predicted_per_token_ms"] - 1) * 100)
+    assert tpot_err[-1] <= 10, (i, tpot, t["predicted_per_token_ms"])
+print(json.dumps({
+    "requests": len(gaps),
+    "ttft_minus_prompt_ms": {"min": min(gaps), "mean": sum(gaps) / len(gaps), "max": max(gaps)},
+    "tpot_vs_predicted_per_token_pct": {"mean": sum(tpot_err) / len(tpot_err), "max": max(tpot_err)},
+}, indent=1))
+PY
+}
+
+# llmtool and GuideLLM, same server, same load, side by side (markdown).
+side_by_side() {
+  python3 - "$1/llmtool/result.json" "$1/guidellm.json" <<'PY'
+import json, sys
+ours = json.load(open(sys.argv[1]))
+g = json.load(open(sys.argv[2]))["benchmarks"][0]["metrics"]
+def gm(key, stat="mean"):
+    s = g[key]["successful"]
+    return s["percentiles"][stat] if stat.startswith("p") else s[stat]
+rows = [
+    ("requests completed", ours["completed"], g["request_totals"]["successful"]),
+    ("output tokens", ours["total_output_tokens"], gm("output_token_count", "total_sum")),
+    ("mean TTFT (ms)", ours["mean_ttft_ms"], gm("time_to_first_token_ms")),
+    ("median TTFT (ms)", ours["median_ttft_ms"], gm("time_to_first_token_ms", "median")),
+    ("p95 TTFT (ms)", ours["p95_ttft_ms"], gm("time_to_first_token_ms", "p95")),
+    ("mean ITL (ms)", ours["mean_itl_ms"], gm("inter_token_latency_ms")),
+    ("mean TPOT (ms)", ours["mean_tpot_ms"], gm("time_per_output_token_ms")),
+    ("mean E2E (ms)", ours["mean_e2el_ms"], gm("request_latency") * 1000),
+]
+print("| metric | llmtool bench serve | GuideLLM |\n|---|---|---|")
+for name, a, b in rows:
+    print(f"| {name} | {a:.2f} | {b:.2f} |" if isinstance(a, float) else f"| {name} | {a} | {b} |")
+PY
+}
+
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   out="${1:-$cache/bench-llama-server}"
   build_llama_server
@@ -157,5 +225,8 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   trap stop_server EXIT
   start_server
   if [ "${REFERENCE:-guidellm}" = aiperf ]; then run_reference_aiperf "$out"; else run_reference "$out"; fi
+  run_llmtool "$out"
+  check_llmtool "$out"
+  [ "${REFERENCE:-guidellm}" = aiperf ] || side_by_side "$out"
   capture_timings "$out"
 fi

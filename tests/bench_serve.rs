@@ -340,3 +340,70 @@ fn random_prompts_have_the_asked_length_in_the_models_tokens() {
     }
     let _ = tmp;
 }
+
+#[test]
+fn sharegpt_prompts_under_a_ramp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = OpenAiServer::start();
+    let data = tmp.path().join("sharegpt.json");
+    std::fs::write(
+        &data,
+        r#"[{"conversations": [{"from": "human", "value": "What is substance?"}, {"from": "gpt", "value": "That which is in itself."}]},
+            {"conversations": [{"from": "human", "value": "And duration?"}, {"from": "gpt", "value": "Lived time."}]}]"#,
+    )
+    .unwrap();
+    let mut c = llmtool();
+    c.args([
+        "bench",
+        "serve",
+        "--url",
+        &srv.url(),
+        "--dataset",
+        "sharegpt",
+    ])
+    .args([
+        "--dataset-path",
+        s(&data),
+        "--num-prompts",
+        "6",
+        "--output-len",
+        "3",
+    ])
+    .args([
+        "--ramp-up",
+        "linear",
+        "--ramp-up-start-rps",
+        "5",
+        "--ramp-up-end-rps",
+        "20",
+    ])
+    .arg("--json");
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["completed"], 6, "{r}");
+    assert_eq!(r["request_rate"], "ramp linear 5→20");
+    let starts: Vec<f64> = r["start_times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    // Six arrivals at 5 → 20 req/s take a noticeable while, not all at once.
+    assert!(starts[5] > 0.1, "{starts:?}");
+    let asked: Vec<String> = srv
+        .requests()
+        .iter()
+        .filter_map(|l| {
+            l.body.as_ref()?["messages"][0]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .all(|q| q == "What is substance?" || q == "And duration?"),
+        "{asked:?}"
+    );
+}

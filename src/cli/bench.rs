@@ -31,6 +31,12 @@ enum ApiArg {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
+enum RampArg {
+    Linear,
+    Exponential,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
 enum DatasetArg {
     Random,
     Jsonl,
@@ -86,6 +92,15 @@ pub struct ServeArgs {
     /// Stop starting requests after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
+    /// Ramp the request rate over the run instead of --request-rate (vLLM's --ramp-up-strategy).
+    #[arg(long, value_enum, requires_all = ["ramp_up_start_rps", "ramp_up_end_rps"])]
+    ramp_up: Option<RampArg>,
+    /// Requests per second at the start of the ramp.
+    #[arg(long)]
+    ramp_up_start_rps: Option<f64>,
+    /// Requests per second at the end of the ramp.
+    #[arg(long)]
+    ramp_up_end_rps: Option<f64>,
     /// Unmeasured requests sent first, one at a time.
     #[arg(long, default_value_t = 0)]
     warmups: usize,
@@ -278,6 +293,23 @@ fn serve(a: ServeArgs) -> Result<()> {
         percentiles.push(95.0);
     }
     let levels = levels(&a)?;
+    let ramp = match (a.ramp_up, a.ramp_up_start_rps, a.ramp_up_end_rps) {
+        (None, _, _) => None,
+        (Some(kind), Some(start), Some(end)) => {
+            if !(start > 0.0 && end > 0.0 && start.is_finite() && end.is_finite()) {
+                bail!("--ramp-up-start-rps and --ramp-up-end-rps must be positive");
+            }
+            if !a.request_rate.is_empty() || levels.len() > 1 {
+                bail!("--ramp-up replaces --request-rate and does not sweep");
+            }
+            Some(serve::Ramp {
+                exponential: matches!(kind, RampArg::Exponential),
+                start,
+                end,
+            })
+        }
+        _ => bail!("--ramp-up needs --ramp-up-start-rps and --ramp-up-end-rps"),
+    };
     let tok = a.tokenizer.as_deref().map(load_tokenizer).transpose()?;
     let ds = match (a.dataset, &a.dataset_path) {
         (DatasetArg::Random, _) => Dataset::Random {
@@ -318,6 +350,7 @@ fn serve(a: ServeArgs) -> Result<()> {
                 duration: a.duration,
                 warmups: a.warmups,
                 seed: a.seed,
+                ramp,
             },
             ignore_eos: a.ignore_eos,
             timeout,

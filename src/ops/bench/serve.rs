@@ -65,6 +65,34 @@ pub struct Load {
     /// Unmeasured requests first.
     pub warmups: usize,
     pub seed: u64,
+    /// A request rate that changes over the run instead of `request_rate`.
+    pub ramp: Option<Ramp>,
+}
+
+/// vLLM's `--ramp-up-strategy`: the rate of request i of n goes from
+/// `start` to `end` requests per second.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Ramp {
+    pub exponential: bool,
+    pub start: f64,
+    pub end: f64,
+}
+
+impl Ramp {
+    /// The rate for request `i` of `n` (linear, or geometric as vLLM's
+    /// exponential ramp).
+    pub fn rate(&self, i: usize, n: usize) -> f64 {
+        let f = if n > 1 {
+            i as f64 / (n - 1) as f64
+        } else {
+            1.0
+        };
+        if self.exponential {
+            self.start * (self.end / self.start).powf(f)
+        } else {
+            self.start + (self.end - self.start) * f
+        }
+    }
 }
 
 /// A service-level objective for goodput.
@@ -394,7 +422,7 @@ pub fn run(
         results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
     };
     match (o.load.concurrency, o.load.request_rate) {
-        (Some(n), None) => {
+        (Some(n), None) if o.load.ramp.is_none() => {
             let next = AtomicUsize::new(0);
             std::thread::scope(|s| {
                 for _ in 0..n.max(1) {
@@ -416,8 +444,10 @@ pub fn run(
             };
             let mut rng = Rng::new(o.load.seed);
             let mut at = 0.0;
+            let n = prompts.len();
             std::thread::scope(|s| {
-                for p in prompts {
+                for (i, p) in prompts.iter().enumerate() {
+                    let rate = o.load.ramp.map(|r| r.rate(i, n)).or(rate);
                     if let Some(r) = rate.filter(|r| r.is_finite() && *r > 0.0) {
                         let b = o.load.burstiness;
                         at += rng.gamma(b, 1.0 / (r * b));
@@ -604,7 +634,19 @@ pub fn report(o: &ServeOptions, outcomes: &[Outcome], wall: f64, interrupted: bo
         model_id: o.model.clone(),
         endpoint: endpoint(&o.url, o.api),
         num_prompts: outcomes.len(),
-        request_rate: o.load.request_rate.map_or("inf".into(), |r| r.to_string()),
+        request_rate: match (o.load.ramp, o.load.request_rate) {
+            (Some(r), _) => format!(
+                "ramp {} {}→{}",
+                if r.exponential {
+                    "exponential"
+                } else {
+                    "linear"
+                },
+                r.start,
+                r.end
+            ),
+            (None, rate) => rate.map_or("inf".into(), |r| r.to_string()),
+        },
         burstiness: o.load.burstiness,
         max_concurrency: o.load.concurrency,
         duration,
@@ -656,6 +698,25 @@ mod tests {
         assert_eq!(chunk_text(&usage, Api::Chat), None);
         let text = json!({"choices":[{"text":"a"}]});
         assert_eq!(chunk_text(&text, Api::Completions).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn ramps_go_from_start_to_end() {
+        let lin = Ramp {
+            exponential: false,
+            start: 1.0,
+            end: 5.0,
+        };
+        assert_eq!(
+            [lin.rate(0, 5), lin.rate(2, 5), lin.rate(4, 5)],
+            [1.0, 3.0, 5.0]
+        );
+        let exp = Ramp {
+            exponential: true,
+            start: 1.0,
+            end: 16.0,
+        };
+        assert!((exp.rate(2, 5) - 4.0).abs() < 1e-12);
     }
 
     #[test]
