@@ -197,3 +197,29 @@ fn nothing_to_measure_and_unknown_format_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such-dir.gguf"));
 }
+
+#[test]
+fn a_gguf_is_named_by_its_file_type_as_llama_bench_names_it() {
+    // The safetensors fixture has no file type: its main dtype stands in.
+    let v = json_output(
+        llmtool()
+            .args(["bench", "local", &tiny()])
+            .args(["-p", "8", "-n", "0", "-r", "1", "--json"]),
+    );
+    assert_eq!(v[0]["model_type"], "llama 1M F32");
+    let Some(gguf) = crate::common::smollm2() else {
+        return;
+    };
+    let v = json_output(llmtool().args(["bench", "local"]).arg(&gguf).args([
+        "-p",
+        "8",
+        "-n",
+        "0",
+        "-r",
+        "1",
+        "--no-warmup",
+        "--json",
+    ]));
+    assert_eq!(v[0]["model_type"], "llama 135M Q4_1");
+    assert_eq!(v[0]["model_n_params"], 134_515_008);
+}

@@ -11,9 +11,9 @@
 //!   token; pp+tg does both in one timed sample;
 //! - tokens are `rand() % n_vocab` from C's `rand()` never seeded (glibc's
 //!   generator, seed 1; [`CRand`]), one stream through the whole run;
-//! - a depth `d` first fills the cache with `d` tokens, untimed, once per
-//!   test, and every repetition starts from a copy of that cache (llama-bench
-//!   restores the saved state);
+//! - a depth `d` first fills the cache with `d` tokens, untimed, once for
+//!   the tests at that depth, and every repetition starts from a copy of
+//!   that cache (llama-bench restores the state it saved);
 //! - the warmup (unless turned off) runs the prompt once and one generated
 //!   token, untimed; every repetition starts from an empty (or depth) cache;
 //! - t/s of a sample is `1e9 · (n_prompt + n_gen) / ns`; `avg_ts` and
@@ -31,6 +31,7 @@ use crate::model::arch;
 use crate::model::engine::text::Text;
 use crate::model::engine::{Engine, KvCache, Logits};
 use crate::ops::{EngineOptions, Error, Result};
+use crate::quant::ftype::FileType;
 use crate::store::Model;
 
 /// Tokens per `llama_decode` call in llama-bench (its `-b` default); we
@@ -315,7 +316,7 @@ pub fn bench_local(
         }
     };
     let mut bench = Bench::new(&engine, bos);
-    let model_type = model_type(&a);
+    let model_type = model_type(model, &a);
     let n_threads = rayon::current_num_threads();
     let bar = crate::progress::count_bar(
         opts.progress,
@@ -325,6 +326,7 @@ pub fn bench_local(
     );
     let mut rows = Vec::with_capacity(tests.len());
     let mut cache = engine.new_cache();
+    let mut filled = engine.new_cache();
     for t in &tests {
         bar.set_message(t.name());
         if opts.warmup {
@@ -336,10 +338,11 @@ pub fn bench_local(
                 bench.generate(&mut cache, 1)?;
             }
         }
-        // The depth is filled once; each repetition starts from a copy,
-        // as llama-bench restores its saved state.
-        let mut filled = engine.new_cache();
-        if t.n_depth > 0 {
+        // A depth is filled once for all the tests at that depth; each
+        // repetition starts from a copy, as llama-bench restores the state
+        // it saved.
+        if filled.len() != t.n_depth {
+            filled.clear();
             bench.prompt(&mut filled, t.n_depth)?;
         }
         let mut samples_ns = Vec::with_capacity(opts.repetitions);
@@ -371,9 +374,10 @@ fn context_key(model: &Model) -> &'static str {
     }
 }
 
-/// `family size dtype`: the family as declared, the parameters in M or B,
-/// the dtype holding most bytes.
-fn model_type(a: &arch::Arch) -> String {
+/// `family size type`: the family as declared, the parameters in M or B,
+/// the GGUF file type (`Q4_K_M`, as llama-bench names the model by it) or
+/// else the dtype holding most bytes.
+fn model_type(model: &Model, a: &arch::Arch) -> String {
     let family = a
         .declared_family
         .clone()
@@ -384,8 +388,19 @@ fn model_type(a: &arch::Arch) -> String {
     } else {
         format!("{:.0}M", p / 1e6)
     };
-    match a.dtypes.iter().max_by_key(|d| d.bytes) {
-        Some(d) => format!("{family} {size} {}", d.dtype),
+    let file_type = model
+        .gguf
+        .as_ref()
+        .and_then(|m| m.u64("general.file_type"))
+        .and_then(|id| FileType::from_id(id as u32))
+        .map(|f| f.name().to_string());
+    match file_type.or_else(|| {
+        a.dtypes
+            .iter()
+            .max_by_key(|d| d.bytes)
+            .map(|d| d.dtype.to_string())
+    }) {
+        Some(t) => format!("{family} {size} {t}"),
         None => format!("{family} {size}"),
     }
 }
