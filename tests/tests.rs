@@ -5,6 +5,7 @@ mod common;
 
 mod arch_fixtures;
 mod awq_model;
+mod bench_local;
 mod bench_serve;
 mod bench_server;
 mod bnb_quantize;

@@ -1,6 +1,7 @@
-//! `llmtool bench serve|compare`: arguments → [`crate::ops::bench`] → a
-//! summary table (or JSON), result files and plots; the regression gate's
-//! exit status.
+//! `llmtool bench serve|compare|local`: arguments → [`crate::ops::bench`]
+//! → a summary table (or JSON), result files and plots; the regression
+//! gate's exit status; `local`'s rows printed as llama-bench prints them
+//! (`-o md|json|jsonl`).
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -9,10 +10,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokenizers::Tokenizer;
 
+use super::args::EngineArgs;
 use super::output::{self, align_right, table, Render};
 use crate::hub::download::Need;
 use crate::ops::bench::compare::{self, Comparison, Run};
 use crate::ops::bench::dataset::{self, Dataset};
+use crate::ops::bench::local::{self, LocalOptions, LocalReport, LocalRow};
 use crate::ops::bench::plot;
 use crate::ops::bench::serve::{self, Api, Load, ServeOptions, ServeReport, Slo, SloMetric};
 use crate::store::Model;
@@ -22,6 +25,7 @@ use crate::store::Model;
 pub enum Command {
     Serve(Box<ServeArgs>),
     Compare(CompareArgs),
+    Local(LocalArgs),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy)]
@@ -173,6 +177,7 @@ pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Serve(a) => serve(*a),
         Command::Compare(a) => compare(a),
+        Command::Local(a) => run_local(a),
     }
 }
 
@@ -656,4 +661,184 @@ impl Render for Comparison {
         }
         out
     }
+}
+
+/// How the results are printed (llama-bench's -o).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// llama-bench's markdown table.
+    Md,
+    /// One JSON array of rows.
+    Json,
+    /// One JSON row per line.
+    Jsonl,
+}
+
+/// Benchmark the built-in CPU engine the way llama-bench measures llama.cpp.
+///
+/// pp tests prefill -p random tokens, tg tests decode -n tokens one at a
+/// time, --pg runs both in one sample; -d first fills that many tokens of
+/// context (untimed). Each test runs once untimed (warmup), then -r times;
+/// t/s is the mean ± sample std of the per-repetition speeds. JSON field
+/// names are llama-bench's, so rows from both tools can be compared.
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  \
+    llmtool bench local model.Q4_K_M.gguf\n  \
+    llmtool bench local ./smollm2-hf -p 512 -n 128 -r 3 --threads 2\n  \
+    llmtool bench local model.gguf -p 0 -n 128 -d 0,1024,4096 -o jsonl\n  \
+    llmtool bench local model.gguf --pg 512,128 --json > run.json")]
+pub struct LocalArgs {
+    /// Model directory, file, Hub repo id (org/name[@rev][:QUANT], downloaded into the HF cache) or catalog name.
+    model: String,
+    /// Prompt lengths of the pp tests, comma-separated (0: none).
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    n_prompt: Vec<usize>,
+    /// Generation lengths of the tg tests, comma-separated (0: none).
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    n_gen: Vec<usize>,
+    /// A combined prompt+generation test PP,TG; repeatable.
+    #[arg(long = "pg", value_name = "PP,TG", value_parser = parse_pair)]
+    pg: Vec<(usize, usize)>,
+    /// Tokens of context filled (untimed) before each test, comma-separated.
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        value_delimiter = ',',
+        default_value = "0"
+    )]
+    depth: Vec<usize>,
+    /// Timed repetitions of each test.
+    #[arg(short = 'r', long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    repetitions: u32,
+    /// Skip the untimed warmup run of each test.
+    #[arg(long)]
+    no_warmup: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "md")]
+    output: Format,
+    /// Same as -o json.
+    #[arg(long, conflicts_with = "output")]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+fn parse_pair(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("'{s}' is not PP,TG (two token counts, e.g. 512,128)");
+    let (p, g) = s.split_once(',').ok_or_else(bad)?;
+    Ok((
+        p.trim().parse().map_err(|_| bad())?,
+        g.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+fn run_local(a: LocalArgs) -> Result<()> {
+    let engine = a.engine.options()?;
+    let format = if a.json { Format::Json } else { a.output };
+    let m = super::remote::open(&a.model)?;
+    let opts = LocalOptions {
+        n_prompt: a.n_prompt,
+        n_gen: a.n_gen,
+        pg: a.pg,
+        depth: a.depth,
+        repetitions: a.repetitions as usize,
+        warmup: !a.no_warmup,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        engine,
+    };
+    let report = local::bench_local(&m, &a.model, &opts)?;
+    output::warn(&report.warnings);
+    match format {
+        Format::Md => output::emit(&report, false),
+        Format::Json => output::emit(&report, true),
+        Format::Jsonl => {
+            let mut s = String::new();
+            for r in &report.rows {
+                s.push_str(&serde_json::to_string(r)?);
+                s.push('\n');
+            }
+            output::print(&s)
+        }
+    }
+}
+
+impl Render for LocalReport {
+    /// An array of rows, as `llama-bench -o json`.
+    fn json(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(&self.rows)
+    }
+    /// llama-bench's markdown table.
+    fn text(&self) -> String {
+        // (header, width): negative widths left-align, as llama-bench's.
+        const COLS: [(&str, i32); 7] = [
+            ("model", -30),
+            ("size", 10),
+            ("params", 10),
+            ("backend", -10),
+            ("threads", 7),
+            ("test", 15),
+            ("t/s", 20),
+        ];
+        let mut out = String::from("|");
+        for (h, w) in COLS {
+            out.push_str(&pad(h, w));
+        }
+        out.push_str("\n|");
+        for (_, w) in COLS {
+            let dashes = "-".repeat(w.unsigned_abs() as usize - 1);
+            out.push_str(&format!(" {dashes}{} |", if w > 0 { ':' } else { '-' }));
+        }
+        out.push('\n');
+        for r in &self.rows {
+            out.push('|');
+            for (v, (_, w)) in md_values(r).iter().zip(COLS) {
+                out.push_str(&pad(v, w));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// ` value |` padded to `w` characters, left-aligned when `w` < 0.
+fn pad(v: &str, w: i32) -> String {
+    let n = w.unsigned_abs() as usize;
+    if w < 0 {
+        format!(" {v:<n$} |")
+    } else {
+        format!(" {v:>n$} |")
+    }
+}
+
+/// A row's cells as llama-bench formats them.
+fn md_values(r: &LocalRow) -> [String; 7] {
+    let size = if r.model_size < 1 << 30 {
+        format!("{:.2} MiB", r.model_size as f64 / 1024.0 / 1024.0)
+    } else {
+        format!("{:.2} GiB", r.model_size as f64 / 1024.0 / 1024.0 / 1024.0)
+    };
+    let params = if r.model_n_params < 1_000_000_000 {
+        format!("{:.2} M", r.model_n_params as f64 / 1e6)
+    } else {
+        format!("{:.2} B", r.model_n_params as f64 / 1e9)
+    };
+    [
+        r.model_type.clone(),
+        size,
+        params,
+        r.backends.to_string(),
+        r.n_threads.to_string(),
+        r.test.clone(),
+        format!("{:.2} ± {:.2}", r.avg_ts, r.stddev_ts),
+    ]
 }

@@ -5,6 +5,7 @@
 
 pub mod compare;
 pub mod dataset;
+pub mod local;
 pub mod plot;
 pub mod serve;
 pub mod stats;
