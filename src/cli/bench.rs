@@ -20,7 +20,7 @@ use crate::ops::bench::plot;
 use crate::ops::bench::serve::{self, Api, Load, ServeOptions, ServeReport, Slo, SloMetric};
 use crate::store::Model;
 
-/// Benchmark a server as `vllm bench serve` does, or the built-in engine as `llama-bench` does.
+/// Benchmark a server as vllm bench serve does, or the engine as llama-bench does.
 #[derive(clap::Subcommand)]
 pub enum Command {
     Serve(Box<ServeArgs>),
