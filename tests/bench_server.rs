@@ -533,8 +533,10 @@ fn stream_faults() {
 
     server.fail(Fault::new(path, FaultKind::Stall(1)));
     let r = post(&server, path, chat(3, true));
+    // Read times, not write times: the first chunk may be read late under
+    // load, so the gap seen here can fall a little short of the 1 s stall.
     let gap = r.chunks[1].0 - r.chunks[0].0;
-    assert!(gap >= Duration::from_secs(1), "stalled {gap:?}");
+    assert!(gap >= Duration::from_millis(800), "stalled {gap:?}");
     assert_eq!(r.chunks_json().len(), 5);
 
     server.fail(Fault::new(path, FaultKind::EmptyContent));
