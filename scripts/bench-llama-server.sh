@@ -227,6 +227,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   if [ "${REFERENCE:-guidellm}" = aiperf ]; then run_reference_aiperf "$out"; else run_reference "$out"; fi
   run_llmtool "$out"
   check_llmtool "$out"
+  python3 "$root/tests/oracle/raw_ttft.py" "$port"
   [ "${REFERENCE:-guidellm}" = aiperf ] || side_by_side "$out"
   capture_timings "$out"
 fi
