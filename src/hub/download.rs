@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 use super::repo::{self, RemoteFile, RepoId};
-use super::upload::hex;
 use super::{io_err, Body, Hub, HubError, Result};
-use crate::store::hf_cache;
+use crate::store::{hex, hf_cache};
 
 /// `org/name[@revision][:FILE-SELECTOR]` as typed on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,6 +79,9 @@ pub enum HubError {
     Offline(String),
     #[error("{0}")]
     Interrupted(#[from] cancel::Interrupted),
+    /// A local file could not be read or hashed.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 fn code_suffix(code: &Option<String>) -> String {

@@ -29,6 +29,7 @@ use sha2::Digest;
 
 use super::repo::{self, RepoId};
 use super::{io_err, quote, read_json, Body, Hub, HubError, Result};
+use crate::store::hex;
 
 /// Files per preupload or LFS batch call (huggingface_hub's
 /// `UPLOAD_BATCH_MAX_NUM_FILES`).
@@ -193,27 +194,6 @@ pub fn git_blob_id(content: &[u8]) -> String {
     hex(&h.finalize())
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// sha256 of a file, streamed, advancing `bar`.
-pub fn sha256_file(path: &Path, bar: &indicatif::ProgressBar) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        crate::cancel::check()?;
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        bar.inc(n as u64);
-    }
-    Ok(hex(&h.finalize()))
-}
-
 /// What preupload says of one file: its mode, whether the Hub ignores
 /// it, and the oid the Hub holds at its path.
 type Remote = (Mode, bool, Option<String>);
@@ -304,7 +284,9 @@ pub fn plan(
             let oid = match (mode, &a.source) {
                 (Mode::Regular, s) => Some(git_blob_id(&read_all(s)?)),
                 (Mode::Lfs, _) if !(hash_all || remote_oid.is_some()) => None,
-                (Mode::Lfs, Source::File(p)) => Some(sha256_file(p, bar)?),
+                (Mode::Lfs, Source::File(p)) => {
+                    Some(crate::store::sha256_file(p, &|n| bar.inc(n))?)
+                }
                 (Mode::Lfs, Source::Bytes(b)) => Some(hex(&sha2::Sha256::digest(b))),
             };
             Ok(Planned {

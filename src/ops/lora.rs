@@ -9,8 +9,7 @@
 //! DoRA: `W' = m / ‖W + ΔW‖_row · (W + ΔW)`, norm over the input dimension.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 
@@ -414,28 +413,6 @@ fn write_tensor(
     )
 }
 
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String, StoreError> {
-    use sha2::Digest;
-    let mut f = std::fs::File::open(path).map_err(|e| StoreError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| StoreError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn model_card(opts: &MergeOptions, adapters: &[WeightedAdapter], sums: &[String]) -> String {
     let records: Vec<Vec<(&str, String)>> = adapters
         .iter()
@@ -669,7 +646,7 @@ pub fn merge(
     hfdir::copy_side_files(base, dir)?;
     let sums: Vec<String> = adapters
         .iter()
-        .map(|a| sha256_file(&a.adapter.weights_path))
+        .map(|a| crate::store::sha256_file(&a.adapter.weights_path, &|_| {}))
         .collect::<Result<_, _>>()?;
     atomic::write_file(
         &dir.join("README.md"),

@@ -733,6 +733,31 @@ pub(crate) fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 /// Reads and parses a JSON file, naming it in errors.
+/// Lower-case hex of a digest, as cards, the Hub and GGUF metadata write it.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file, streamed in 1 MiB blocks; `read` hears each block's
+/// length (a progress bar); stops at Ctrl-C.
+pub fn sha256_file(path: &Path, read: &dyn Fn(u64)) -> Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        crate::cancel::check()?;
+        let n = f.read(&mut buf).map_err(|e| StoreError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        read(n as u64);
+    }
+    Ok(hex(&h.finalize()))
+}
+
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     regular_file(path)?;
     let text = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;

@@ -16,6 +16,7 @@ use tokenizers::Tokenizer;
 use super::{keys, pre_table::PRE_BY_HASH, token_type, Result, TokenizerError};
 use crate::model::family::GgufArch;
 use crate::store::gguf::{Array, Value};
+use crate::store::hex;
 
 /// The text whose encoding identifies a BPE pre-tokenizer (`chktxt` of
 /// `get_vocab_base_pre` in llama.cpp's `conversion/base.py`).
@@ -741,10 +742,6 @@ fn gpt2_vocab(hf: &HfDir, pre_override: Option<&str>, kv: &mut Kv) -> Result<()>
     kv.set(keys::TOKENS, strings(tokens));
     kv.set(keys::TOKEN_TYPE, token_types(types));
     special_vocab(hf, true, None, kv)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// gguf-py `SpecialVocab`: merges, special ids, add_*_token, chat template,
