@@ -133,3 +133,48 @@ pub fn command_line() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The serving setup `vram-plan` and `fragment plan` size memory for.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MemoryArgs {
+    /// Context length per sequence (tokens).
+    #[arg(short = 'c', long, default_value_t = 4096)]
+    pub ctx: u64,
+    /// Concurrent sequences.
+    #[arg(long, default_value_t = 1)]
+    pub users: u64,
+    /// Tokens per forward pass (llama.cpp -ub, default 512; vLLM
+    /// --max-num-batched-tokens; transformers: prompt tokens, default --ctx).
+    #[arg(long)]
+    pub ubatch: Option<u64>,
+    /// KV cache type: f16, bf16, q8_0, q4_0 (llama.cpp), fp8 (vLLM).
+    #[arg(long)]
+    pub kv_cache: Option<String>,
+    /// vLLM --gpu-memory-utilization.
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_util: f64,
+    /// llama.cpp without flash attention (bigger compute buffer, no quantized V cache).
+    #[arg(long)]
+    pub no_flash_attn: bool,
+    /// vLLM --enforce-eager (no CUDA graph memory).
+    #[arg(long)]
+    pub enforce_eager: bool,
+}
+
+impl MemoryArgs {
+    pub fn options(&self) -> Result<crate::ops::vram::Options> {
+        Ok(crate::ops::vram::Options {
+            ctx: self.ctx,
+            users: self.users,
+            ubatch: self.ubatch,
+            kv: self
+                .kv_cache
+                .as_deref()
+                .map(crate::ops::vram::KvType::parse)
+                .transpose()?,
+            flash_attn: !self.no_flash_attn,
+            gpu_util: self.gpu_util,
+            cuda_graphs: !self.enforce_eager,
+        })
+    }
+}

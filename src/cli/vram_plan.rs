@@ -4,11 +4,10 @@
 
 use anyhow::{Context, Result};
 
+use super::args::MemoryArgs;
 use super::output::{self, table, Render};
 use crate::ops::vram::request::{self, Answer, Catalogs, Gpus, Report, Request};
-use crate::ops::vram::{
-    DeployFormat, KvType, ModelSpec, Options, PlanRow, Recommendation, Runtime, GIB,
-};
+use crate::ops::vram::{DeployFormat, ModelSpec, Options, PlanRow, Recommendation, Runtime, GIB};
 use crate::units::gib;
 
 /// Will this model fit this GPU, for how many users, at what cost.
@@ -47,19 +46,8 @@ pub struct Args {
     /// transformers for the others).
     #[arg(long)]
     engine: Option<String>,
-    /// Context length per sequence (tokens).
-    #[arg(short = 'c', long, default_value_t = 4096)]
-    ctx: u64,
-    /// Concurrent sequences.
-    #[arg(long, default_value_t = 1)]
-    users: u64,
-    /// Tokens per forward pass (llama.cpp -ub, default 512; vLLM
-    /// --max-num-batched-tokens; transformers: prompt tokens, default --ctx).
-    #[arg(long)]
-    ubatch: Option<u64>,
-    /// KV cache type: f16, bf16, q8_0, q4_0 (llama.cpp), fp8 (vLLM).
-    #[arg(long)]
-    kv_cache: Option<String>,
+    #[command(flatten)]
+    memory: MemoryArgs,
     /// GPUs to compare, comma-separated catalog names or sizes (T4,A10G,16GiB);
     /// default T4,A10G,L4,A100-40GB.
     #[arg(long, conflicts_with_all = ["vram", "gpus", "detect"])]
@@ -76,15 +64,6 @@ pub struct Args {
     /// GPU catalog TOML replacing the built-in one (format: data/gpus.toml).
     #[arg(long)]
     catalog: Option<std::path::PathBuf>,
-    /// vLLM --gpu-memory-utilization.
-    #[arg(long, default_value_t = 0.9)]
-    gpu_util: f64,
-    /// llama.cpp without flash attention (bigger compute buffer, no quantized V cache).
-    #[arg(long)]
-    no_flash_attn: bool,
-    /// vLLM --enforce-eager (no CUDA graph memory).
-    #[arg(long)]
-    enforce_eager: bool,
     /// Pick the best-quality format that fits with --margin to spare.
     #[arg(long)]
     recommend: bool,
@@ -135,15 +114,7 @@ pub fn run(a: Args) -> Result<()> {
         runtime: a.engine.as_deref().map(Runtime::parse).transpose()?,
         gpus,
         catalog,
-        options: Options {
-            ctx: a.ctx,
-            users: a.users,
-            ubatch: a.ubatch,
-            kv: a.kv_cache.as_deref().map(KvType::parse).transpose()?,
-            flash_attn: !a.no_flash_attn,
-            gpu_util: a.gpu_util,
-            cuda_graphs: !a.enforce_eager,
-        },
+        options: a.memory.options()?,
         recommend: a.recommend.then_some(a.margin),
     };
     let report = request::run(&req)?;
@@ -411,7 +382,7 @@ fn command(r: &PlanRow, width: usize) -> String {
 /// A Hub repo that is not a catalog model and not cached whole is planned
 /// from its `config.json` alone (fetched into the cache): the weights are
 /// not needed to know the shapes.
-fn plannable(spec: String) -> Result<String> {
+pub(super) fn plannable(spec: String) -> Result<String> {
     let local = std::path::Path::new(&spec).exists()
         || crate::ops::vram::catalog::find_model(&spec).is_some()
         || crate::store::Model::open(&spec).is_ok();

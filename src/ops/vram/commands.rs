@@ -8,11 +8,11 @@ use crate::model::packed::Packing;
 
 /// What a plan's command loads: the model as it is, or a checkpoint that
 /// must exist first.
-struct Source {
+pub struct Source {
     /// Path or repo id in the command.
-    name: String,
+    pub name: String,
     /// What to make before the command runs, if anything.
-    prerequisite: Option<String>,
+    pub prerequisite: Option<String>,
 }
 
 /// The source the engine loads for format `f`. GGUF formats need a GGUF
@@ -20,7 +20,7 @@ struct Source {
 /// checkpoint (the publisher's repo when the catalog knows one: loading
 /// the 16-bit repo with `--quantization awq` fails); bitsandbytes formats
 /// quantize the 16-bit weights while loading.
-fn source(m: &ModelSpec, f: DeployFormat, e: Runtime) -> Source {
+pub fn source(m: &ModelSpec, f: DeployFormat, e: Runtime) -> Source {
     let name = |suffix: &str| format!("{}-{suffix}", m.shape.name.replace('/', "_"));
     let ready = |name: String| Source {
         name,
@@ -94,8 +94,11 @@ pub(super) fn flags(
                 kv.name()
             );
             if setup.count > 1 {
-                let ts: Vec<String> = split.iter().map(|l| l.to_string()).collect();
-                s += &format!(" --split-mode layer --tensor-split {}", ts.join(","));
+                let output_on_gpu = ngl.is_none_or(|n| n > m.shape.layers);
+                s += &format!(
+                    " --split-mode layer --tensor-split {}",
+                    tensor_split(split, output_on_gpu)
+                );
             }
             s
         }
@@ -154,4 +157,20 @@ pub(super) fn flags(
         }
     };
     (cmd, prerequisite)
+}
+
+/// llama.cpp's `--tensor-split` that puts exactly `split[i]` layers on
+/// device `i`. llama.cpp divides the offloaded layers *plus the output*
+/// (`act_gpu_layers`) by the cumulative fractions (`llama-model.cpp`,
+/// `get_layer_buft_list`), so the output counts as one more layer of the
+/// last device; with integer parts summing to that count, every boundary
+/// lands exactly (the float quotients compare equal).
+pub fn tensor_split(split: &[u64], output_on_gpu: bool) -> String {
+    let n = split.len();
+    split
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (l + u64::from(output_on_gpu && i + 1 == n)).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }

@@ -36,6 +36,7 @@ pub mod request;
 use serde::Serialize;
 
 pub use catalog::{Gpu, GpuSetup};
+pub use commands::{source, tensor_split, Source};
 pub use formats::{
     kv_bytes_per_token, weights_by_tensor, weights_total, DeployFormat, KvType, Runtime,
     QUALITY_ORDER,
@@ -155,9 +156,28 @@ impl Breakdown {
 /// The small coefficients (5, 6.5, 3 hidden-state buffers) were fitted to
 /// llama.cpp's own figures (fixtures/vram/llama_cpp_buffers.json, ≤ 2 %).
 pub fn llama_cpp_compute(s: &Shape, n_ctx: u64, ub: u64, flash_attn: bool) -> u64 {
+    llama_cpp_stage_compute(s, n_ctx, ub, flash_attn, true)
+}
+
+/// [`llama_cpp_compute`] for one device of a pipeline: only the device
+/// holding the output reserves the output stage (measured through RPC,
+/// docs/FRAGMENT.md).
+fn llama_cpp_stage_compute(s: &Shape, n_ctx: u64, ub: u64, flash_attn: bool, output: bool) -> u64 {
     let t = ub.min(n_ctx);
     let h = s.hidden * t * 4;
     let mask = n_ctx * t.div_ceil(KQ_MASK_PAD) * KQ_MASK_PAD * if flash_attn { 2 } else { 4 };
+    if !output {
+        // A stage without the output peaks in the FFN: three ffn-wide and
+        // two hidden-wide f32 buffers per token (measured through RPC on
+        // SmolLM2, exact to 0.1 %: docs/FRAGMENT.md).
+        let ffn = (3 * s.ffn + 2 * s.hidden) * t * 4;
+        let attention = if flash_attn {
+            0
+        } else {
+            s.heads * n_ctx * t * 4 + 13 * h / 2
+        };
+        return mask + ffn.max(attention);
+    }
     let output = s.vocab * t * 4 + 5 * h;
     let attention = if flash_attn {
         0
@@ -288,18 +308,7 @@ fn device_loads(
         let mut b = Breakdown::default();
         match e {
             Runtime::LlamaCpp => {
-                b.weights = layer_w + if last { lb.output } else { 0 };
-                b.kv = cnt * kv_layer_tok * llama_cpp_cells(o.ctx, o.users);
-                b.compute = llama_cpp_compute(
-                    s,
-                    llama_cpp_cells(o.ctx, o.users),
-                    o.ubatch.unwrap_or(LLAMA_CPP_UBATCH),
-                    o.flash_attn,
-                );
-                b.overhead = LLAMA_CPP_FIT_TARGET;
-                if d == 0 {
-                    b.host = lb.input;
-                }
+                b = llama_cpp_device(s, o, lb, layer_w, cnt * kv_layer_tok, d == 0, last);
             }
             Runtime::Transformers => {
                 b.weights =
@@ -326,8 +335,10 @@ fn device_loads(
                 b.overhead = TRANSFORMERS_OVERHEAD;
             }
             Runtime::Vllm => {
-                // Tensor parallel: every rank holds 1/n of the weights and KV.
-                let all: u64 = lb.layers.iter().sum::<u64>() + lb.input + lb.output;
+                // Tensor parallel: every rank holds 1/n of its stage's
+                // weights and KV (one stage unless pipeline-parallel).
+                let all: u64 =
+                    layer_w + if d == 0 { lb.input } else { 0 } + if last { lb.output } else { 0 };
                 // Plus the rotary cos/sin cache every rank keeps in the
                 // model dtype (`get_rope`, `max_position × head_dim`): part
                 // of vLLM's "model weights take" figure (why Llama-3.1-8B
@@ -336,7 +347,8 @@ fn device_loads(
                 let blocks = o.ctx.div_ceil(VLLM_BLOCK) * VLLM_BLOCK;
                 // KV heads are split over ranks, replicated when fewer than ranks.
                 let kv_per_rank = (s.kv_heads / tp).max(1);
-                b.kv = (blocks * o.users * kv_tok).div_ceil(s.kv_heads.max(1)) * kv_per_rank;
+                let stage_kv_tok = kv_tok * cnt / s.layers.max(1);
+                b.kv = (blocks * o.users * stage_kv_tok).div_ceil(s.kv_heads.max(1)) * kv_per_rank;
                 let tokens = o.ubatch.unwrap_or(vllm_default_batched_tokens(setup));
                 b.compute = forward_activations(s, tokens)
                     .div_ceil(tp)
@@ -347,6 +359,34 @@ fn device_loads(
         out.push(b);
     }
     Ok(out)
+}
+
+/// One llama.cpp device holding `layer_w` bytes of layers whose KV takes
+/// `kv_tok` bytes per cell; the first device is charged the token
+/// embedding in host memory, the last one the output.
+fn llama_cpp_device(
+    s: &Shape,
+    o: &Options,
+    lb: &LayerBytes,
+    layer_w: u64,
+    kv_tok: u64,
+    first: bool,
+    last: bool,
+) -> Breakdown {
+    let cells = llama_cpp_cells(o.ctx, o.users);
+    Breakdown {
+        weights: layer_w + if last { lb.output } else { 0 },
+        kv: kv_tok * cells,
+        compute: llama_cpp_stage_compute(
+            s,
+            cells,
+            o.ubatch.unwrap_or(LLAMA_CPP_UBATCH),
+            o.flash_attn,
+            last,
+        ),
+        overhead: LLAMA_CPP_FIT_TARGET,
+        host: if first { lb.input } else { 0 },
+    }
 }
 
 /// The peak of vLLM's profiled sampler step. The profile runs one forward
@@ -372,7 +412,7 @@ fn vllm_default_batched_tokens(setup: &GpuSetup) -> u64 {
 /// Layers per device: proportional to what each device has left after its
 /// fixed costs, largest remainder first (llama.cpp splits by free memory,
 /// `docs/multi-gpu.md`); identical devices get equal shares.
-fn split_layers(n_layers: u64, free: &[u64]) -> Vec<u64> {
+pub fn split_layers(n_layers: u64, free: &[u64]) -> Vec<u64> {
     let total: u128 = free.iter().map(|&f| f as u128).sum::<u128>().max(1);
     let exact: Vec<(usize, u128)> = free
         .iter()
@@ -391,6 +431,111 @@ fn split_layers(n_layers: u64, free: &[u64]) -> Vec<u64> {
         rest -= 1;
     }
     split
+}
+
+/// One device of a llama.cpp pipeline (`--split-mode layer`), in the order
+/// llama.cpp uses it: the head's CPU (layers kept off the GPUs by `-ngl`),
+/// then the RPC devices in `--rpc` order, then the head's own GPUs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PipelineDevice {
+    /// Memory this device may use, bytes.
+    pub capacity: u64,
+    pub kind: DeviceKind,
+}
+
+/// What a pipeline device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceKind {
+    /// A GPU: CUDA context and `--fit-target` margin on top.
+    Gpu,
+    /// A CPU (an `ggml-rpc-server` without GPU).
+    Cpu,
+    /// The head's own CPU: it also computes the token embeddings and holds
+    /// the graph's inputs.
+    HeadCpu,
+}
+
+/// A model laid over a pipeline of devices.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pipeline {
+    /// Consecutive layers per device; the last device also holds the output.
+    pub split: Vec<u64>,
+    pub loads: Vec<Breakdown>,
+    /// What stays in the head's host memory whatever the split: the token
+    /// embedding (llama.cpp looks rows up on the CPU).
+    pub host: u64,
+}
+
+/// llama.cpp's layer split of `m` (format `f`) over `devices`: each device
+/// gets consecutive layers in proportion to what it has left after its
+/// fixed costs (compute buffer, margin, the output on the last),
+/// largest remainder first: llama.cpp's own rule (split by free memory),
+/// with the costs `vram-plan` models for one device.
+pub fn llama_cpp_pipeline(
+    m: &ModelSpec,
+    f: DeployFormat,
+    o: &Options,
+    devices: &[PipelineDevice],
+) -> Result<Pipeline> {
+    validate(m, f, Runtime::LlamaCpp, o)?;
+    let lb = layer_bytes(m, f, Runtime::LlamaCpp)?;
+    let s = &m.shape;
+    let kv_layer_tok = kv_bytes_per_token(s, o.kv.unwrap_or(KvType::F16))? / s.layers.max(1);
+    let loads = |split: &[u64]| -> Vec<Breakdown> {
+        let mut first = 0usize;
+        split
+            .iter()
+            .zip(devices)
+            .enumerate()
+            .map(|(d, (&cnt, dev))| {
+                let range = first..first + cnt as usize;
+                first += cnt as usize;
+                let layer_w = lb.layers[range].iter().sum();
+                let last = d + 1 == split.len();
+                let mut b = llama_cpp_device(s, o, &lb, layer_w, cnt * kv_layer_tok, false, last);
+                if dev.kind != DeviceKind::Gpu {
+                    // No CUDA context and no `--fit-target` margin on a CPU.
+                    b.overhead = 0;
+                }
+                if dev.kind == DeviceKind::HeadCpu {
+                    // Three more hidden-wide f32 buffers per token (measured).
+                    let t = o
+                        .ubatch
+                        .unwrap_or(LLAMA_CPP_UBATCH)
+                        .min(llama_cpp_cells(o.ctx, o.users));
+                    b.compute += 3 * s.hidden * t * 4;
+                }
+                b
+            })
+            .collect()
+    };
+    let fixed = loads(&vec![0; devices.len()]);
+    let free: Vec<u64> = devices
+        .iter()
+        .zip(&fixed)
+        .map(|(d, b)| d.capacity.saturating_sub(b.vram()))
+        .collect();
+    let split = split_layers(s.layers, &free);
+    Ok(Pipeline {
+        loads: loads(&split),
+        split,
+        host: lb.input,
+    })
+}
+
+/// vLLM pipeline parallelism: the memory of each stage (`split` layers per
+/// stage, each stage one node of `setup` GPUs in tensor parallel).
+pub fn vllm_stages(
+    m: &ModelSpec,
+    f: DeployFormat,
+    o: &Options,
+    setup: &GpuSetup,
+    split: &[u64],
+) -> Result<Vec<Breakdown>> {
+    validate(m, f, Runtime::Vllm, o)?;
+    let lb = layer_bytes(m, f, Runtime::Vllm)?;
+    device_loads(m, f, Runtime::Vllm, o, setup, &lb, split)
 }
 
 /// Whether the loads fit their devices, and the smallest per-device headroom.
