@@ -16,6 +16,7 @@ mod bench;
 mod completions;
 mod convert;
 mod eval;
+mod fragment;
 mod generate;
 mod inspect_arch;
 mod lora;
@@ -53,6 +54,8 @@ enum Command {
     Eval(eval::Command),
     Push(push::Args),
     #[command(subcommand)]
+    Fragment(fragment::Command),
+    #[command(subcommand)]
     Bench(bench::Command),
     Completions(completions::Args),
     Man(man::Args),
@@ -66,6 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lora(c) => lora::run(c),
         Command::VramPlan(a) => vram_plan::run(a),
         Command::Push(a) => push::run(a),
+        Command::Fragment(c) => fragment::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Generate(a) => generate::run(a),
         Command::Eval(c) => eval::run(c),

@@ -7,6 +7,7 @@ pub mod calibration;
 pub mod convert;
 pub mod dequantize;
 pub mod eval;
+pub mod fragment;
 pub mod generate;
 pub mod inspect;
 pub mod lora;
