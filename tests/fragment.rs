@@ -121,6 +121,15 @@ fn tiny_shards_are_llama_gguf_splits_byte_for_byte_and_merge_back() {
             .collect();
         assert_eq!(listed, want);
     }
+    // A split input is accepted (its first shard names it): split again,
+    // the same shards.
+    let first = tmp
+        .path()
+        .join("split0")
+        .join(&golden_files(&g["splits"][0]["files"])[0].0);
+    let again = tmp.path().join("again");
+    split(&first, &again, &["--max-size", "1MB"]);
+    assert_eq!(gguf_files(&again), golden_files(&g["splits"][1]["files"]));
     // Our merge of the --max-tensors shards is llama-gguf-split --merge's file.
     let first = tmp
         .path()

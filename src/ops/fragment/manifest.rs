@@ -277,3 +277,34 @@ pub fn verify(dir: &Path, show_progress: bool) -> Result<VerifyReport> {
         files,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_names_files_under_its_directory_only() {
+        assert!(inside("stage-1-of-2/model.safetensors"));
+        assert!(inside("./m-00001-of-00002.gguf"));
+        assert!(!inside("../elsewhere.gguf"));
+        assert!(!inside("/etc/passwd"));
+        assert!(!inside("stage-1-of-2/../../x"));
+    }
+
+    #[test]
+    fn verify_refuses_a_manifest_that_leaves_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = serde_json::json!({
+            "schema": SCHEMA, "llmtool": "0", "plan": null, "parts": [],
+            "source": {"path": "m.gguf", "size": 1, "container": "gguf"},
+            "split": {"mode": "max-tensors", "max_tensors": 1},
+            "files": [{"path": "../secret", "size": 1, "sha256": "00"}],
+        });
+        std::fs::write(dir.path().join(MANIFEST_FILE), m.to_string()).unwrap();
+        let e = verify(dir.path(), false).unwrap_err().to_string();
+        assert!(
+            e.contains("file path '../secret' leaves the manifest's directory"),
+            "{e}"
+        );
+    }
+}
