@@ -36,17 +36,12 @@ fn help_lists_only_working_subcommands() {
             "generate",
             "eval",
             "push",
+            "fragment",
             "bench",
             "completions",
             "man",
             "help"
         ]
-    );
-    let out = llmtool().arg("--help").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !text.contains("fragment"),
-        "--help promises fragment: {text}"
     );
     let out = llmtool().args(["inspect-arch", "--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -233,6 +233,31 @@ fn sigint_stops_writers_and_leaves_nothing() {
 }
 
 #[test]
+fn sigint_stops_fragment_split() {
+    let (base, _) = big_model();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("stages");
+    let d = tmp.path().to_path_buf();
+    let child = spawn(&[
+        "fragment",
+        "split",
+        base.to_str().unwrap(),
+        "--by-layer",
+        "4,4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    interrupt_when(child, "fragment split", move || {
+        !hidden_entries(&d).is_empty()
+    });
+    assert!(!out.exists(), "fragment split left {}", out.display());
+    assert!(
+        hidden_entries(tmp.path()).is_empty(),
+        "fragment split left a temporary"
+    );
+}
+
+#[test]
 fn sigint_stops_generate_and_eval() {
     let Some(gguf) = common::smollm2() else {
         return;

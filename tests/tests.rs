@@ -13,6 +13,7 @@ mod cli;
 mod convert;
 mod defects;
 mod engine;
+mod fragment;
 mod fragment_plan;
 mod fuzz_parsers;
 mod gguf_store;

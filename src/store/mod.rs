@@ -327,7 +327,7 @@ impl serde::Serialize for DType {
 }
 
 /// The container format of a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Container {
     Safetensors,

@@ -381,6 +381,8 @@ pub struct ShardedWriter {
     sequence: TensorSequence,
     current: Option<AtomicFile>,
     done: Vec<AtomicFile>,
+    /// Write the index even for a single `model.safetensors`.
+    always_index: bool,
 }
 
 impl ShardedWriter {
@@ -460,13 +462,26 @@ impl ShardedWriter {
             metadata,
             current: None,
             done: Vec::new(),
+            always_index: false,
         })
+    }
+
+    /// Writes `model.safetensors.index.json` even when everything fits in
+    /// one file: loaders of partial checkpoints (a pipeline stage) find
+    /// their tensors through the index alone.
+    pub fn always_index(mut self) -> ShardedWriter {
+        self.always_index = true;
+        self
+    }
+
+    fn writes_index(&self) -> bool {
+        self.always_index || self.shards.len() > 1
     }
 
     /// The files this writer will produce, in order.
     pub fn file_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.shards.iter().map(|s| s.name.clone()).collect();
-        if self.shards.len() > 1 {
+        if self.writes_index() {
             v.push(INDEX_FILE.to_string());
         }
         v
@@ -569,7 +584,7 @@ impl ShardedWriter {
         for f in done {
             paths.push(f.commit()?);
         }
-        if self.shards.len() > 1 {
+        if self.writes_index() {
             let mut weight_map = BTreeMap::new();
             for s in &self.shards {
                 for (t, _) in &self.plan[s.first..s.end] {
