@@ -329,3 +329,54 @@ fn hosts_file_gives_the_same_plan() {
     let err = fails(&["Qwen2.5-14B", "--hosts", f.to_str().unwrap()]);
     assert!(err.contains("hosts.toml") && err.contains("gpus"), "{err}");
 }
+
+#[test]
+fn split_by_a_saved_plan_cuts_one_piece_per_host() {
+    let Some(model) = common::smollm2() else {
+        return;
+    };
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plan_file = dir.path().join("plan.json");
+    let out = run_ok(llmtool().args([
+        "fragment", "plan", model, "--json", "--host", "a=RAM:1G", "--host", "b=RAM:2G", "--host",
+        "c=RAM:2G",
+    ]));
+    std::fs::write(&plan_file, &out.stdout).unwrap();
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let per_host: Vec<u64> = plan["layers_per_host"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(per_host.iter().sum::<u64>(), 30);
+    let pieces = dir.path().join("pieces");
+    run_ok(
+        llmtool()
+            .args(["fragment", "split", model, "--out"])
+            .arg(&pieces)
+            .arg("--plan")
+            .arg(&plan_file),
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(pieces.join("fragments.json")).unwrap()).unwrap();
+    assert_eq!(manifest["plan"], plan);
+    let parts = manifest["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    // Not a plan: refused by name.
+    std::fs::write(&plan_file, "{}").unwrap();
+    let out = llmtool()
+        .args(["fragment", "split", model, "--out"])
+        .arg(dir.path().join("x"))
+        .arg("--plan")
+        .arg(&plan_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plan.json") && err.contains("layers_per_host"),
+        "{err}"
+    );
+}

@@ -8,10 +8,10 @@ use anyhow::{bail, Result};
 use super::args::JsonArg;
 use super::output::{self, align_right, Render};
 use crate::ops::fragment::{self, FileStatus, MergeReport, SplitMode, SplitOptions, SplitReport};
-use crate::ops::fragment::{VerifyReport, MANIFEST_FILE};
+use crate::ops::fragment::{plan, VerifyReport, MANIFEST_FILE};
 use crate::units::human_bytes;
 
-/// Split a model into pieces for several hosts, merge GGUF shards, verify copies.
+/// Plan a model over several hosts, split it, merge GGUF shards, verify copies.
 #[derive(clap::Subcommand)]
 pub enum Command {
     Plan(super::fragment_plan::Args),
@@ -45,6 +45,8 @@ pub enum Command {
     llmtool fragment split qwen2.5-14b-Q4_K_M.gguf --out ./shards --max-size 2GB\n  \
     llmtool fragment split model.gguf --out ./shards --max-tensors 128\n  \
     llmtool fragment split SmolLM2-135M-Instruct.Q4_1.gguf --out ./hosts --by-layer 10,10,10\n  \
+    llmtool fragment plan model.gguf --host a=T4 --host b=T4 --json > plan.json\n  \
+    llmtool fragment split model.gguf --out ./hosts --plan plan.json\n  \
     llmtool fragment split ./Qwen2.5-14B-Instruct --out ./stages --by-layer 24,24 --json")]
 #[command(group(clap::ArgGroup::new("mode").required(true).multiple(false)))]
 pub struct SplitArgs {
@@ -62,6 +64,10 @@ pub struct SplitArgs {
     /// Decoder layers per piece, in order: 10,10,10.
     #[arg(long, value_delimiter = ',', num_args = 1.., group = "mode")]
     by_layer: Option<Vec<u64>>,
+    /// A placement from `fragment plan --json`: one piece per host with its
+    /// layers; the plan is recorded in fragments.json.
+    #[arg(long, group = "mode")]
+    plan: Option<PathBuf>,
     #[command(flatten)]
     json: JsonArg,
 }
@@ -107,19 +113,24 @@ pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Plan(a) => super::fragment_plan::run(a),
         Command::Split(a) => {
-            let mode = match (a.max_size, a.max_tensors, a.by_layer) {
-                (Some(b), _, _) => SplitMode::MaxSize(b),
-                (_, Some(n), _) => SplitMode::MaxTensors(n),
-                (_, _, Some(c)) => SplitMode::ByLayer(c),
+            let plan = match &a.plan {
+                Some(p) => Some(plan::read_plan(p)?),
+                None => None,
+            };
+            let mode = match (a.max_size, a.max_tensors, a.by_layer, &plan) {
+                (Some(b), ..) => SplitMode::MaxSize(b),
+                (_, Some(n), ..) => SplitMode::MaxTensors(n),
+                (_, _, Some(c), _) => SplitMode::ByLayer(c),
+                (.., Some((counts, _))) => SplitMode::ByLayer(counts.clone()),
                 // The "mode" group is required.
-                (None, None, None) => bail!("pass --max-size, --max-tensors or --by-layer"),
+                _ => bail!("pass --max-size, --max-tensors, --by-layer or --plan"),
             };
             let m = super::remote::open(&a.model)?;
             let opts = SplitOptions {
                 out: a.out,
                 mode,
                 progress: !a.json.json,
-                plan: None,
+                plan: plan.map(|(_, v)| v),
             };
             let report = fragment::split(&m, &opts)?;
             output::warn(&report.warnings);

@@ -777,6 +777,30 @@ fn vllm_plan(m: &ModelSpec, req: &Request, asked: bool) -> Result<VllmSide> {
     }))
 }
 
+/// Reads a saved plan (`fragment plan --json > FILE`): the layers per host
+/// (`fragment split --plan` cuts one piece per host) and the whole plan,
+/// for the manifest.
+pub fn read_plan(path: &std::path::Path) -> Result<(Vec<u64>, serde_json::Value)> {
+    let bad = |why: String| {
+        refused(format!(
+            "--plan {}: {why} (make it with `llmtool fragment plan … --json > FILE`)",
+            path.display()
+        ))
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let counts = v["layers_per_host"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .map(serde_json::Value::as_u64)
+                .collect::<Option<Vec<u64>>>()
+        })
+        .ok_or_else(|| bad("no layers_per_host (a plan with llama.cpp's side)".into()))?;
+    Ok((counts, v))
+}
+
 /// Joins arguments for a shell, quoting those that need it.
 fn shell_join(args: &[String]) -> String {
     args.iter()
