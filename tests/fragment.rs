@@ -172,7 +172,17 @@ fn by_layer_shards_hold_their_layers_and_load_as_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tiny_gguf(tmp.path());
     let out = tmp.path().join("hosts");
-    let r = split(&src, &out, &["--by-layer", "1,1"]);
+    // The counts are one comma list: MODEL may follow them.
+    let r = common::json_output(llmtool().args([
+        "fragment",
+        "split",
+        "--by-layer",
+        "1,1",
+        s(&src),
+        "--out",
+        s(&out),
+        "--json",
+    ]));
     let parts = r["manifest"]["parts"].as_array().unwrap();
     assert_eq!(
         parts[0]["layers"],

@@ -62,7 +62,7 @@ pub struct SplitArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), group = "mode")]
     max_tensors: Option<u64>,
     /// Decoder layers per piece, in order: 10,10,10.
-    #[arg(long, value_delimiter = ',', num_args = 1.., group = "mode")]
+    #[arg(long, value_delimiter = ',', value_name = "COUNTS", group = "mode")]
     by_layer: Option<Vec<u64>>,
     /// A placement from `fragment plan --json`: one piece per host with its
     /// layers; the plan is recorded in fragments.json.
@@ -181,7 +181,10 @@ impl Render for SplitReport {
         for p in &m.parts {
             let layers = p
                 .layers
-                .map_or("-".to_string(), |r| format!("{}–{}", r.first, r.last));
+                .map_or("-".to_string(), |r| match r.last - r.first {
+                    0 => r.first.to_string(),
+                    _ => format!("{}–{}", r.first, r.last),
+                });
             t.add_row(vec![
                 p.path.clone(),
                 layers,
