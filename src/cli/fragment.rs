@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::args::JsonArg;
+use super::args::{self, JsonArg};
 use super::output::{self, align_right, Render};
 use crate::ops::fragment::{self, FileStatus, MergeReport, SplitMode, SplitOptions, SplitReport};
 use crate::ops::fragment::{VerifyReport, MANIFEST_FILE};
@@ -53,7 +53,7 @@ pub struct SplitArgs {
     #[arg(short = 'o', long)]
     out: PathBuf,
     /// Largest shard's tensor bytes, each tensor padded to 32 (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰).
-    #[arg(long, value_parser = parse_size, group = "mode")]
+    #[arg(long, value_parser = args::parse_shard_size, group = "mode")]
     max_size: Option<u64>,
     /// Most tensors per shard.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), group = "mode")]
@@ -95,11 +95,6 @@ pub struct VerifyArgs {
     dir: PathBuf,
     #[command(flatten)]
     json: JsonArg,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    crate::units::parse_size(s)
-        .ok_or_else(|| format!("'{s}' is not a size like 2GB, 500MB or 2GiB"))
 }
 
 pub fn run(c: Command) -> Result<()> {
