@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::args::{self, JsonArg};
+use super::args::{self, JsonArg, WriteArgs};
 use super::output::{self, align_right, Render};
 use crate::ops::fragment::{self, FileStatus, MergeReport, SplitMode, SplitOptions, SplitReport};
 use crate::ops::fragment::{VerifyReport, MANIFEST_FILE};
@@ -44,6 +44,7 @@ pub enum Command {
     llmtool fragment split qwen2.5-14b-Q4_K_M.gguf --out ./shards --max-size 2GB\n  \
     llmtool fragment split model.gguf --out ./shards --max-tensors 128\n  \
     llmtool fragment split SmolLM2-135M-Instruct.Q4_1.gguf --out ./hosts --by-layer 10,10,10\n  \
+    llmtool fragment split model.gguf --out ./shards --max-size 4GB --dry-run\n  \
     llmtool fragment split ./Qwen2.5-14B-Instruct --out ./stages --by-layer 24,24 --json")]
 #[command(group(clap::ArgGroup::new("mode").required(true).multiple(false)))]
 pub struct SplitArgs {
@@ -62,7 +63,7 @@ pub struct SplitArgs {
     #[arg(long, value_delimiter = ',', value_name = "COUNTS", group = "mode")]
     by_layer: Option<Vec<u64>>,
     #[command(flatten)]
-    json: JsonArg,
+    write: WriteArgs,
 }
 
 /// Merge GGUF shards into one file, byte-identical to `llama-gguf-split --merge`.
@@ -111,12 +112,13 @@ pub fn run(c: Command) -> Result<()> {
             let opts = SplitOptions {
                 out: a.out,
                 mode,
-                progress: !a.json.json,
+                progress: !a.write.json,
+                dry_run: a.write.dry_run,
                 plan: None,
             };
             let report = fragment::split(&m, &opts)?;
             output::warn(&report.warnings);
-            output::emit(&report, a.json.json)
+            output::emit(&report, a.write.json)
         }
         Command::Merge(a) => {
             let m = super::remote::open(&a.first)?;
@@ -175,6 +177,13 @@ impl Render for SplitReport {
             ]);
         }
         align_right(&mut t, &[2, 3]);
+        if self.dry_run {
+            return format!(
+                "{t}\nwould write {}: {} pieces and {MANIFEST_FILE}\n",
+                self.out.display(),
+                m.parts.len()
+            );
+        }
         format!(
             "{t}\nwrote {}: {} pieces, {} files; manifest {}\n",
             self.out.display(),
