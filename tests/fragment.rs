@@ -183,6 +183,13 @@ fn by_layer_shards_hold_their_layers_and_load_as_the_model() {
         s(&out),
         "--json",
     ]));
+    // A dry run reports the same pieces and writes nothing.
+    let planned = tmp.path().join("planned");
+    let d = split(&src, &planned, &["--by-layer", "1,1", "--dry-run"]);
+    assert!(!planned.exists());
+    assert_eq!(d["dry_run"], true);
+    assert_eq!(d["manifest"]["parts"], r["manifest"]["parts"]);
+    assert_eq!(d["manifest"]["files"], serde_json::json!([]));
     let parts = r["manifest"]["parts"].as_array().unwrap();
     assert_eq!(
         parts[0]["layers"],

@@ -68,7 +68,8 @@ pub struct ShardArg {
     pub max_shard_size: u64,
 }
 
-fn parse_shard_size(s: &str) -> Result<u64, String> {
+/// A shard size flag's value (`units::parse_size`), with the forms in the error.
+pub fn parse_shard_size(s: &str) -> Result<u64, String> {
     crate::units::parse_size(s)
         .ok_or_else(|| format!("'{s}' is not a size like 5GB, 500MB or 2GiB"))
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use super::args::JsonArg;
+use super::args::{self, JsonArg, WriteArgs};
 use super::output::{self, align_right, Render};
 use crate::ops::fragment::{self, FileStatus, MergeReport, SplitMode, SplitOptions, SplitReport};
 use crate::ops::fragment::{plan, VerifyReport, MANIFEST_FILE};
@@ -47,6 +47,7 @@ pub enum Command {
     llmtool fragment split SmolLM2-135M-Instruct.Q4_1.gguf --out ./hosts --by-layer 10,10,10\n  \
     llmtool fragment plan model.gguf --host a=T4 --host b=T4 --json > plan.json\n  \
     llmtool fragment split model.gguf --out ./hosts --plan plan.json\n  \
+    llmtool fragment split model.gguf --out ./shards --max-size 4GB --dry-run\n  \
     llmtool fragment split ./Qwen2.5-14B-Instruct --out ./stages --by-layer 24,24 --json")]
 #[command(group(clap::ArgGroup::new("mode").required(true).multiple(false)))]
 pub struct SplitArgs {
@@ -56,7 +57,7 @@ pub struct SplitArgs {
     #[arg(short = 'o', long)]
     out: PathBuf,
     /// Largest shard's tensor bytes, each tensor padded to 32 (5GB = 5·10⁹ bytes, 2GiB = 2·2³⁰).
-    #[arg(long, value_parser = parse_size, group = "mode")]
+    #[arg(long, value_parser = args::parse_shard_size, group = "mode")]
     max_size: Option<u64>,
     /// Most tensors per shard.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), group = "mode")]
@@ -69,7 +70,7 @@ pub struct SplitArgs {
     #[arg(long, group = "mode")]
     plan: Option<PathBuf>,
     #[command(flatten)]
-    json: JsonArg,
+    write: WriteArgs,
 }
 
 /// Merge GGUF shards into one file, byte-identical to `llama-gguf-split --merge`.
@@ -104,11 +105,6 @@ pub struct VerifyArgs {
     json: JsonArg,
 }
 
-fn parse_size(s: &str) -> Result<u64, String> {
-    crate::units::parse_size(s)
-        .ok_or_else(|| format!("'{s}' is not a size like 2GB, 500MB or 2GiB"))
-}
-
 pub fn run(c: Command) -> Result<()> {
     match c {
         Command::Plan(a) => super::fragment_plan::run(a),
@@ -129,12 +125,13 @@ pub fn run(c: Command) -> Result<()> {
             let opts = SplitOptions {
                 out: a.out,
                 mode,
-                progress: !a.json.json,
+                progress: !a.write.json,
+                dry_run: a.write.dry_run,
                 plan: plan.map(|(_, v)| v),
             };
             let report = fragment::split(&m, &opts)?;
             output::warn(&report.warnings);
-            output::emit(&report, a.json.json)
+            output::emit(&report, a.write.json)
         }
         Command::Merge(a) => {
             let m = super::remote::open(&a.first)?;
@@ -193,6 +190,13 @@ impl Render for SplitReport {
             ]);
         }
         align_right(&mut t, &[2, 3]);
+        if self.dry_run {
+            return format!(
+                "{t}\nwould write {}: {} pieces and {MANIFEST_FILE}\n",
+                self.out.display(),
+                m.parts.len()
+            );
+        }
         format!(
             "{t}\nwrote {}: {} pieces, {} files; manifest {}\n",
             self.out.display(),

@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{LayerRange, SplitOptions};
+use super::{LayerRange, SplitMode, SplitOptions};
 use crate::ops::{Error, Result};
 use crate::progress;
 use crate::store::{atomic, read_json, sha256_file, Container, Model, StoreError};
@@ -59,28 +59,17 @@ pub struct SplitInfo {
 }
 
 impl SplitInfo {
-    pub(super) fn max_size(bytes: u64) -> SplitInfo {
+    pub(super) fn of(mode: &SplitMode) -> SplitInfo {
+        let (name, max_size, max_tensors, layers) = match mode {
+            SplitMode::MaxSize(b) => ("max-size", Some(*b), None, None),
+            SplitMode::MaxTensors(n) => ("max-tensors", None, Some(*n), None),
+            SplitMode::ByLayer(c) => ("by-layer", None, None, Some(c.clone())),
+        };
         SplitInfo {
-            mode: "max-size".into(),
-            max_size: Some(bytes),
-            max_tensors: None,
-            layers: None,
-        }
-    }
-    pub(super) fn max_tensors(n: u64) -> SplitInfo {
-        SplitInfo {
-            mode: "max-tensors".into(),
-            max_size: None,
-            max_tensors: Some(n),
-            layers: None,
-        }
-    }
-    pub(super) fn by_layer(counts: &[u64]) -> SplitInfo {
-        SplitInfo {
-            mode: "by-layer".into(),
-            max_size: None,
-            max_tensors: None,
-            layers: Some(counts.to_vec()),
+            mode: name.into(),
+            max_size,
+            max_tensors,
+            layers,
         }
     }
 }
@@ -105,22 +94,38 @@ pub struct FileEntry {
 }
 
 impl Manifest {
-    /// Hashes `files` (relative to `dir`) in parallel and writes the
-    /// manifest into `dir`.
+    /// The manifest of a split of `model` into `parts`, before any file is
+    /// written (what a dry run reports).
+    pub(super) fn planned(model: &Model, opts: &SplitOptions, parts: Vec<Part>) -> Manifest {
+        Manifest {
+            schema: SCHEMA.into(),
+            llmtool: env!("CARGO_PKG_VERSION").into(),
+            source: Source {
+                path: model.root.display().to_string(),
+                size: model.bytes_on_disk(),
+                container: model.container,
+            },
+            split: SplitInfo::of(&opts.mode),
+            plan: opts.plan.clone(),
+            parts,
+            files: Vec::new(),
+        }
+    }
+
+    /// Hashes `files` (relative to `dir`) in parallel, records them and
+    /// writes the manifest into `dir`.
     pub(super) fn write(
-        model: &Model,
+        mut self,
         dir: &Path,
-        split: SplitInfo,
-        opts: &SplitOptions,
-        parts: Vec<Part>,
         files: Vec<String>,
+        show_progress: bool,
     ) -> Result<Manifest> {
         let total = files
             .iter()
             .map(|f| std::fs::metadata(dir.join(f)).map_or(0, |m| m.len()))
             .sum();
-        let bar = progress::bytes_bar(opts.progress, total, "hashing");
-        let files = files
+        let bar = progress::bytes_bar(show_progress, total, "hashing");
+        self.files = files
             .into_par_iter()
             .map(|f| {
                 let p = dir.join(&f);
@@ -136,23 +141,10 @@ impl Manifest {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         bar.finish_and_clear();
-        let m = Manifest {
-            schema: SCHEMA.into(),
-            llmtool: env!("CARGO_PKG_VERSION").into(),
-            source: Source {
-                path: model.root.display().to_string(),
-                size: model.bytes_on_disk(),
-                container: model.container,
-            },
-            split,
-            plan: opts.plan.clone(),
-            parts,
-            files,
-        };
-        let mut text = serde_json::to_string_pretty(&m).expect("the manifest serializes");
+        let mut text = serde_json::to_string_pretty(&self).expect("the manifest serializes");
         text.push('\n');
         atomic::write_file(&dir.join(MANIFEST_FILE), text.as_bytes())?;
-        Ok(m)
+        Ok(self)
     }
 
     /// Reads `dir/fragments.json`.

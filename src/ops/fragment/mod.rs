@@ -59,6 +59,8 @@ pub struct SplitOptions {
     pub out: PathBuf,
     pub mode: SplitMode,
     pub progress: bool,
+    /// Check everything and report the pieces without writing.
+    pub dry_run: bool,
     /// The placement plan the pieces are for, recorded in the manifest.
     pub plan: Option<serde_json::Value>,
 }
@@ -80,6 +82,8 @@ impl LayerRange {
 #[derive(Debug, Clone, Serialize)]
 pub struct SplitReport {
     pub out: PathBuf,
+    /// Nothing was written; the manifest lists no files.
+    pub dry_run: bool,
     pub manifest: Manifest,
     pub warnings: Vec<String>,
 }

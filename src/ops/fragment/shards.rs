@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::manifest::{Manifest, Part, SplitInfo};
+use super::manifest::{Manifest, Part};
 use super::{
     assign, layer_count, layer_ranges, stage_ranges, SplitMode, SplitOptions, SplitReport,
 };
@@ -71,6 +71,31 @@ pub(super) fn split(model: &Model, opts: &SplitOptions) -> Result<SplitReport> {
     let names: Vec<String> = (1..=n)
         .map(|i| format!("{prefix}-{i:05}-of-{n:05}.gguf"))
         .collect();
+    let shards: Vec<Vec<&TensorInfo>> = groups
+        .iter()
+        .map(|g| g.iter().map(|&i| &tensors[i]).collect())
+        .collect();
+    let parts = shards
+        .iter()
+        .zip(&names)
+        .zip(layer_ranges(&shards))
+        .map(|((shard, name), layers)| Part {
+            path: name.clone(),
+            layers,
+            tensors: shard.len(),
+            bytes: shard.iter().map(|t| t.len).sum(),
+        })
+        .collect();
+    let planned = Manifest::planned(model, opts, parts);
+    if opts.dry_run {
+        AtomicDir::check_dest(&opts.out)?;
+        return Ok(SplitReport {
+            out: opts.out.clone(),
+            dry_run: true,
+            manifest: planned,
+            warnings: Vec::new(),
+        });
+    }
     let dir = AtomicDir::create(&opts.out)?;
     let total: u64 = tensors.iter().map(|t| t.len).sum();
     let bar = progress::bytes_bar(opts.progress, total, "splitting");
@@ -80,39 +105,19 @@ pub(super) fn split(model: &Model, opts: &SplitOptions) -> Result<SplitReport> {
         .filter(|(k, _)| ![KEY_SPLIT_NO, KEY_SPLIT_COUNT, KEY_SPLIT_TENSORS].contains(&k.as_str()))
         .cloned()
         .collect();
-    let shards: Vec<Vec<&TensorInfo>> = groups
-        .iter()
-        .map(|g| g.iter().map(|&i| &tensors[i]).collect())
-        .collect();
-    let mut parts = Vec::with_capacity(n);
-    for (k, ((shard, name), layers)) in shards
-        .iter()
-        .zip(&names)
-        .zip(layer_ranges(&shards))
-        .enumerate()
-    {
+    for (k, (shard, name)) in shards.iter().zip(&names).enumerate() {
         let mut kv = if k == 0 { others.clone() } else { Vec::new() };
         kv.push((KEY_SPLIT_NO.into(), Value::U16(k as u16)));
         kv.push((KEY_SPLIT_TENSORS.into(), Value::I32(tensors.len() as i32)));
         kv.push((KEY_SPLIT_COUNT.into(), Value::U16(n as u16)));
         write_gguf(model, &dir.path().join(name), kv, shard, &bar)?;
-        parts.push(Part {
-            path: name.clone(),
-            layers,
-            tensors: shard.len(),
-            bytes: shard.iter().map(|t| t.len).sum(),
-        });
     }
     bar.finish_and_clear();
-    let split = match &opts.mode {
-        SplitMode::MaxSize(b) => SplitInfo::max_size(*b),
-        SplitMode::MaxTensors(t) => SplitInfo::max_tensors(*t),
-        SplitMode::ByLayer(c) => SplitInfo::by_layer(c),
-    };
-    let manifest = Manifest::write(model, dir.path(), split, opts, parts, names)?;
+    let manifest = planned.write(dir.path(), names, opts.progress)?;
     dir.commit()?;
     Ok(SplitReport {
         out: opts.out.clone(),
+        dry_run: false,
         manifest,
         warnings: Vec::new(),
     })

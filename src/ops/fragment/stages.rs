@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::manifest::{Manifest, Part, SplitInfo};
+use super::manifest::{Manifest, Part};
 use super::{assign, layer_count, layer_ranges, stage_ranges, SplitOptions, SplitReport};
 use crate::model::arch::{role, Role};
 use crate::ops::Result;
@@ -49,17 +49,37 @@ pub(super) fn split(model: &Model, counts: &[u64], opts: &SplitOptions) -> Resul
             e.name
         ));
     }
+    let names: Vec<String> = (1..=n).map(|k| format!("stage-{k}-of-{n}")).collect();
+    let parts = stages
+        .iter()
+        .zip(&names)
+        .zip(layer_ranges(&stages))
+        .map(|((stage, name), layers)| Part {
+            path: name.clone(),
+            layers,
+            tensors: stage.len(),
+            bytes: stage.iter().map(|t| t.len).sum(),
+        })
+        .collect();
+    let planned = Manifest::planned(model, opts, parts);
+    if opts.dry_run {
+        AtomicDir::check_dest(&opts.out)?;
+        return Ok(SplitReport {
+            out: opts.out.clone(),
+            dry_run: true,
+            manifest: planned,
+            warnings,
+        });
+    }
     let src_dir = hfdir::source_dir(model);
     let dir = AtomicDir::create(&opts.out)?;
     let total = stages.iter().flatten().map(|t| t.len).sum();
     let bar = progress::bytes_bar(opts.progress, total, "splitting");
-    let mut parts = Vec::with_capacity(n);
     let mut files = Vec::new();
-    for (k, (stage, layers)) in stages.iter().zip(layer_ranges(&stages)).enumerate() {
-        let name = format!("stage-{}-of-{n}", k + 1);
-        let sdir = dir.path().join(&name);
+    for (stage, name) in stages.iter().zip(&names) {
+        let sdir = dir.path().join(name);
         std::fs::create_dir(&sdir).map_err(|e| StoreError::Io {
-            path: opts.out.join(&name),
+            path: opts.out.join(name),
             source: e,
         })?;
         let plan = stage.iter().map(|&t| SafetensorsTensor::from(t)).collect();
@@ -73,34 +93,22 @@ pub(super) fn split(model: &Model, counts: &[u64], opts: &SplitOptions) -> Resul
         w.finish()?;
         copy_config(&src_dir, &sdir)?;
         hfdir::copy_side_files(model, &sdir)?;
-        let mut names: Vec<String> = std::fs::read_dir(&sdir)
+        let mut listed: Vec<String> = std::fs::read_dir(&sdir)
             .map_err(|e| StoreError::Io {
                 path: sdir.clone(),
                 source: e,
             })?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect();
-        names.sort();
-        files.extend(names.into_iter().map(|f| format!("{name}/{f}")));
-        parts.push(Part {
-            path: name,
-            layers,
-            tensors: stage.len(),
-            bytes: stage.iter().map(|t| t.len).sum(),
-        });
+        listed.sort();
+        files.extend(listed.into_iter().map(|f| format!("{name}/{f}")));
     }
     bar.finish_and_clear();
-    let manifest = Manifest::write(
-        model,
-        dir.path(),
-        SplitInfo::by_layer(counts),
-        opts,
-        parts,
-        files,
-    )?;
+    let manifest = planned.write(dir.path(), files, opts.progress)?;
     dir.commit()?;
     Ok(SplitReport {
         out: opts.out.clone(),
+        dry_run: false,
         manifest,
         warnings,
     })
