@@ -28,9 +28,12 @@ run() { # name, extra flags
     --calib "$ids" "$@" > "$out/$name.log" 2> "$out/$name.time"
   echo "$name: $(grep -E 'Elapsed' "$out/$name.time" | awk '{print $NF}') wall, $(grep -E 'Maximum resident' "$out/$name.time" | awk '{print $NF}') KB peak RSS"
 }
-run gptq-g64 --no-true-sequential
+# Like for like with llm-compressor (scales from the original weights):
+run gptq-g64 --no-true-sequential --static-groups
 run gptq-g64-act --no-true-sequential --desc-act
-run gptq-g64-ts
+run gptq-g64-ts --static-groups
+# llmtool's default (GPTQModel's): scales from the updated weights.
+run gptq-g64-dyn
 ppl() { # label, model
   printf '%s: ' "$1"
   "$llmtool" eval ppl "$2" --tokenizer "$hf" --text "$text" --ctx 512 --chunks "$chunks" --json \
@@ -41,6 +44,7 @@ ppl "f32" "$hf"
 ppl "llmtool GPTQ g64" "$out/gptq-g64"
 ppl "llmtool GPTQ g64 act-order" "$out/gptq-g64-act"
 ppl "llmtool GPTQ g64 true-sequential" "$out/gptq-g64-ts"
+ppl "llmtool GPTQ g64 (default: true-sequential, scales from the updated weights)" "$out/gptq-g64-dyn"
 if [ -n "$ref" ]; then
   ppl "llm-compressor GPTQ g64" "$ref/smollm2-gptq-g64-none"
   ppl "llm-compressor GPTQ g64 act-order" "$ref/smollm2-gptq-g64-weight"

@@ -85,6 +85,8 @@ fn check_model(
     let cfg = GptqConfig {
         group_size: Some(meta.group_size),
         act_order: meta.actorder.as_deref() == Some("weight"),
+        // llm-compressor's observer: scales from the original weights.
+        static_groups: true,
         ..GptqConfig::default()
     };
     let mut out: Vec<LayerCheck> = Vec::new();

@@ -133,6 +133,9 @@ struct CalibratedArgs {
     /// gptq: asymmetric codes with a zero point per group (vLLM then cannot use Marlin).
     #[arg(long)]
     asym: bool,
+    /// gptq: each group's scale from its original weights (llm-compressor's observer, GPTQModel's static_groups) instead of from the weights as GPTQ has updated them when it reaches the group (GPTQModel's default); always so with --desc-act.
+    #[arg(long)]
+    static_groups: bool,
     /// gptq: damp fraction of mean(diag H) added to the Hessian; raised by 0.01 while Cholesky fails.
     #[arg(long)]
     damp: Option<f32>,
@@ -287,6 +290,7 @@ fn gptq_options(a: &Args, m: &Model) -> Result<GptqOptions> {
             sym: !g.asym,
             act_order: g.desc_act,
             damp: g.damp.unwrap_or(defaults.damp),
+            static_groups: g.static_groups,
             ..defaults
         },
         true_sequential: !g.no_true_sequential,
@@ -305,6 +309,7 @@ fn awq_options(a: &Args, m: &Model) -> Result<AwqOptions> {
             ),
             (g.damp.is_some(), "--damp"),
             (g.no_true_sequential, "--no-true-sequential"),
+            (g.static_groups, "--static-groups"),
         ],
     )?;
     let defaults = AwqConfig::default();

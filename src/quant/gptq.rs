@@ -19,9 +19,9 @@
 //!   *original* weights (the min-max observer), before any GPTQ update, as
 //!   GPTQModel's `static_groups=True` does (its min/max formulas differ from
 //!   compressed-tensors' only in corner cases: all-zero groups, symmetric
-//!   groups without a negative weight). GPTQModel's default (a group's
-//!   scale taken from the partly updated weights when GPTQ reaches the
-//!   group) is not implemented.
+//!   groups without a negative weight). With `static_groups` off
+//!   (GPTQModel's default), a group's scale comes instead from the weights
+//!   as GPTQ has updated them when it reaches the group.
 //! * Symmetric: scale = max(|min|, |max|) / ((qmax − qmin)/2), zero 0; codes
 //!   are the signed range [−2^(b−1), 2^(b−1) − 1]. Asymmetric: scale =
 //!   (max − min)/(qmax − qmin), zero = round(clamp(qmin − min/scale)).
@@ -107,8 +107,9 @@ pub enum GptqError {
     },
 }
 
-/// How to quantize. `Default` is 4-bit, group 128, symmetric, no act-order,
-/// damp 0.01 raised by 0.01 on failure, lazy blocks of 128 columns.
+/// How to quantize. `Default` is GPTQModel's: 4-bit, group 128, symmetric,
+/// no act-order, damp 0.01 raised by 0.01 on failure, lazy blocks of 128
+/// columns, group scales from the updated weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GptqConfig {
     /// Bits per code: 4 or 8.
@@ -125,6 +126,11 @@ pub struct GptqConfig {
     pub damp_increment: f32,
     /// Columns per lazy block update.
     pub block: usize,
+    /// Scales from each group's original weights (llm-compressor's
+    /// observer, GPTQModel's `static_groups=True`) rather than from the
+    /// weights as GPTQ has updated them when it reaches the group
+    /// (GPTQModel's default). Act-order always uses static groups.
+    pub static_groups: bool,
 }
 
 impl Default for GptqConfig {
@@ -137,6 +143,7 @@ impl Default for GptqConfig {
             damp: 0.01,
             damp_increment: 0.01,
             block: 128,
+            static_groups: false,
         }
     }
 }
@@ -385,6 +392,9 @@ pub fn quantize_prepared(
     }
     let groups = cols / gs;
     let (perm, dead, hinv) = (&prep.perm, &prep.dead, &prep.hinv);
+    // A group must lie inside one lazy block to be read fully updated
+    // (true of 32, 64 and 128 with blocks of 128, and of one group per row).
+    let dynamic = !cfg.static_groups && !cfg.act_order && (gs == cols || cfg.block % gs == 0);
 
     // Scales from the original weights, before dead columns are zeroed.
     let mut scale = vec![0f32; rows * groups];
@@ -427,12 +437,25 @@ pub fn quantize_prepared(
             .zip(err.par_chunks_mut(bw))
             .zip(codes.par_chunks_mut(cols))
             .zip(row_loss.par_iter_mut())
-            .enumerate()
-            .for_each(|(r, (((wr, er), code_row), loss))| {
+            .zip(
+                scale
+                    .par_chunks_mut(groups)
+                    .zip(zero.par_chunks_mut(groups)),
+            )
+            .for_each(|((((wr, er), code_row), loss), (sr, zr))| {
                 let mut block_loss = 0f32;
                 for i in i1..i2 {
                     let g = group_of[i];
-                    let (s, z) = (scale[r * groups + g], zero[r * groups + g]);
+                    if dynamic && i % gs == 0 {
+                        // GPTQModel's default: the group's scale from its
+                        // weights as GPTQ has updated them so far (every
+                        // earlier block's lazy update and this block's
+                        // columns before it are in).
+                        let (s, z) = qparams(&wr[i..i + gs], cfg.bits, cfg.sym);
+                        sr[g] = s;
+                        zr[g] = z;
+                    }
+                    let (s, z) = (sr[g], zr[g]);
                     let x = wr[i];
                     let qi = code(x, s, z, cfg.sym, (qmin, qmax));
                     let q = value(qi, s, z, cfg.sym);
@@ -740,6 +763,8 @@ mod tests {
             act_order: meta["act_order"].as_bool().unwrap(),
             damp: meta["damp"].as_f64().unwrap() as f32,
             block: meta["block"].as_u64().unwrap() as usize,
+            // llm-compressor's observer: scales from the original weights.
+            static_groups: true,
             ..GptqConfig::default()
         };
         let out = quantize(&w, ROWS, COLS, &h, &cfg).unwrap();
@@ -923,6 +948,30 @@ mod tests {
         let rtn = quantize(&w, rows, cols, &identity(cols), &cfg).unwrap();
         assert_ne!(gptq.codes, rtn.codes);
         assert!(objective(&deq(&gptq)) < objective(&deq(&rtn)));
+
+        // Static groups: every scale from the original weights. Dynamic
+        // (the default): the first group's too (nothing is updated before
+        // it), the second group's from the weights as updated by the first.
+        let fixed = quantize(
+            &w,
+            rows,
+            cols,
+            &h,
+            &GptqConfig {
+                static_groups: true,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        for r in 0..rows {
+            for g in 0..2 {
+                let (s, _) = qparams(&w[r * cols + g * 32..r * cols + (g + 1) * 32], 4, true);
+                assert_eq!(fixed.scales[g * rows + r], s);
+            }
+            assert_eq!(gptq.scales[r], fixed.scales[r]);
+        }
+        assert_ne!(gptq.scales[rows..], fixed.scales[rows..]);
+        assert!(objective(&deq(&fixed)) < objective(&deq(&rtn)));
     }
 
     /// [[1, 1.015], [1.015, 1]] is indefinite; damp 0.01 of the mean diagonal

@@ -326,8 +326,8 @@ pub struct GptqReport {
 }
 
 /// `config.json`'s `quantization_config`. GPTQ v1 as AutoGPTQ's
-/// `BaseQuantizeConfig.to_dict` (GPTQModel adds `meta`); scales come from
-/// each group's original weights, which AutoGPTQ calls `static_groups`.
+/// `BaseQuantizeConfig.to_dict` (GPTQModel adds `meta`); `static_groups`
+/// says whether scales came from each group's original weights.
 /// compressed-tensors as llm-compressor 0.14 / compressed-tensors 0.19
 /// write it for a W4A16-style group scheme.
 fn quantization_config(
@@ -344,7 +344,7 @@ fn quantization_config(
                 "group_size": group,
                 "damp_percent": json_f32(cfg.damp),
                 "desc_act": cfg.act_order,
-                "static_groups": true,
+                "static_groups": cfg.static_groups || cfg.act_order,
                 "sym": cfg.sym,
                 "true_sequential": true_sequential,
                 "lm_head": false,
