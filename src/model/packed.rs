@@ -829,21 +829,12 @@ fn bnb_weight<'m>(model: &'m Model, module: &str) -> Result<PackedWeight<'m>, St
             )))
         }
     };
-    let shape: Vec<u64> = json
-        .get("shape")
-        .and_then(|s| s.as_array())
-        .and_then(|a| a.iter().map(|d| d.as_u64()).collect())
-        .ok_or_else(|| bad("the quant state has no integer 'shape'".into()))?;
-    let (&[rows, cols], Some(numel)) = (shape.as_slice(), crate::store::checked_numel(&shape))
-    else {
+    let (shape, _) = bnb4(model, state, w, kind.name()).map_err(bad)?;
+    let &[rows, cols] = shape.as_slice() else {
         return Err(bad(format!("shape {shape:?}; a Linear weight is 2-D")));
     };
-    if numel == 0 || numel.div_ceil(2) != w.len {
-        return Err(bad(format!(
-            "shape {shape:?} holds {numel} elements, but '{name}' ({} bytes) packs {}",
-            w.len,
-            w.len * 2
-        )));
+    if rows == 0 || cols == 0 {
+        return Err(bad(format!("shape {shape:?} has a zero dimension")));
     }
     let absmax_t = side("absmax").ok_or_else(|| {
         error(
