@@ -56,6 +56,7 @@ fixtures python="python3":
     cargo build --release && python3 tests/oracle/llama_ppl_golden.py "$(tests/oracle/build_llama_cpp.sh)" "$(scripts/smollm2.sh)" target/release/llmtool target/llmtool-cache/ppl-oracle
     cargo run --release --example reshard_golden
     {{python}} tests/oracle/bnb_goldens.py
+    {{python}} tests/oracle/bnb_dequant_goldens.py
     # GPTQ: PYTHONPATH must also reach llmcompressor + compressed-tensors (--no-deps, see fixtures/README.md).
     {{python}} tests/oracle/gptq_goldens.py
     # GPTQ over whole models: PYTHONPATH must reach transformers 5.17 + datasets, then llmcompressor (see fixtures/README.md).

@@ -3,8 +3,7 @@
 # "AWQ"), and every 4-bit format llmtool makes in one quality table: wall
 # time and peak RSS of our AWQ on the given calibration ids, then file size,
 # perplexity and KL divergence from f32 of each artifact on the same text
-# with the same harness (`eval ppl` / `eval kld`, ctx 512). NF4 is not in
-# the table: the engine does not read bitsandbytes checkpoints.
+# with the same harness (`eval ppl` / `eval kld`, ctx 512).
 #
 #   scripts/bench-awq.sh SMOL_HF CALIB_IDS.json TEXT [REF_DIR] [CHUNKS]
 #
@@ -32,6 +31,7 @@ run() { # name, command...
 run awq-g64 quantize awq "$hf" --group-size 64 "${calib[@]}"
 run awq-g64-noclip quantize awq "$hf" --group-size 64 --no-clip --format compressed-tensors "${calib[@]}"
 run gptq-g64 quantize gptq "$hf" --group-size 64 "${calib[@]}"
+run nf4 quantize nf4 "$hf"
 run q4_k_m.gguf quantize q4_k_m "$hf"
 row() { # label, model
   local size ppl kld
@@ -50,4 +50,5 @@ row "llmtool AWQ g64 (GEMM)" "$out/awq-g64"
 row "llmtool AWQ g64 --no-clip" "$out/awq-g64-noclip"
 [ -n "$ref" ] && row "llm-compressor AWQ g64" "$ref/awq-g64"
 row "llmtool GPTQ g64" "$out/gptq-g64"
+row "llmtool NF4 (bitsandbytes)" "$out/nf4"
 row "llmtool Q4_K_M" "$out/q4_k_m.gguf"

@@ -398,7 +398,7 @@ fn unreadable_quantization_configs_are_refused_by_key() {
         ),
         (
             &|q| *q = serde_json::json!({"quant_method": "fp8"}),
-            "tensor 'model.layers.0.self_attn.q_proj.qweight': a packed weight, but config.json has no quantization_config declaring gptq, awq or compressed-tensors packing",
+            "tensor 'model.layers.0.self_attn.q_proj.qweight': a packed weight, but config.json has no quantization_config declaring gptq, awq, compressed-tensors or bitsandbytes packing",
         ),
     ];
     for (edit, want) in cases {

@@ -9,6 +9,7 @@ mod bench_local;
 mod bench_serve;
 mod bench_server;
 mod bnb_quantize;
+mod bnb_read;
 mod cli;
 mod convert;
 mod defects;

@@ -27,15 +27,21 @@
 //! a warning naming the tensor.
 //!
 //! Reading the packed weights back ([`packed_format`] from config.json,
-//! [`packed_weight`] per module) is for GPTQ, AWQ GEMM and compressed-tensors
-//! only, through [`crate::quant::int4pack::PackedRef`], which owns the bit
-//! layouts and the dequantization.
+//! [`packed_module`] to find them, [`packed_weight`] per module) goes
+//! through [`crate::quant::int4pack::PackedRef`] for GPTQ, AWQ GEMM and
+//! compressed-tensors, and through [`crate::quant::bnb`]'s [`FourBitRef`]
+//! and [`Int8Ref`] for bitsandbytes; those own the bit layouts and the
+//! dequantization. A bitsandbytes weight keeps its name `W.weight`: it is
+//! packed when its quant state or `W.SCB` is beside it.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
+use std::ops::Range;
+
+use crate::quant::bnb::{self, FourBit, FourBitRef, Int8Ref, OutType};
 use crate::quant::int4pack::{Layout, PackError, PackedRef, Part, Parts, ScaleType};
 use crate::store::{DType, Model, StoreError, TensorInfo};
 
@@ -371,9 +377,28 @@ fn awq_gptq(
 /// How a checkpoint's packed Linear layers are to be read back, from
 /// config.json's `quantization_config`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PackedFormat {
-    pub layout: Layout,
-    pub bits: u32,
+pub enum PackedFormat {
+    /// GPTQ, AWQ GEMM or compressed-tensors integer codes.
+    Int { layout: Layout, bits: u32 },
+    /// bitsandbytes 4-bit (NF4/FP4) or LLM.int8, told apart per weight by
+    /// its side tensors.
+    Bitsandbytes,
+}
+
+impl PackedFormat {
+    /// How people name it (`GPTQ 4-bit`, `bitsandbytes`).
+    pub fn label(self) -> String {
+        let Self::Int { layout, bits } = self else {
+            return "bitsandbytes".into();
+        };
+        let name = match layout {
+            Layout::Gptq { v2: false } => "GPTQ",
+            Layout::Gptq { v2: true } => "GPTQ v2",
+            Layout::Awq => "AWQ GEMM",
+            Layout::Compressed => "compressed-tensors pack-quantized",
+        };
+        format!("{name} {bits}-bit")
+    }
 }
 
 /// The suffix of the main packed tensor of a module in `layout`.
@@ -385,17 +410,56 @@ fn main_suffix(layout: Layout) -> &'static str {
 }
 
 /// The module a packed layer's main tensor belongs to
-/// (`….q_proj.qweight` or `….q_proj.weight_packed` → `….q_proj`).
-pub fn packed_module(name: &str) -> Option<&str> {
-    name.strip_suffix(".qweight")
+/// (`….q_proj.qweight` or `….q_proj.weight_packed` → `….q_proj`; a
+/// bitsandbytes `….q_proj.weight` with its `.absmax` or the module's `SCB`
+/// beside it → `….q_proj`).
+pub fn packed_module<'n>(model: &Model, name: &'n str) -> Option<&'n str> {
+    if let Some(m) = name
+        .strip_suffix(".qweight")
         .or_else(|| name.strip_suffix(".weight_packed"))
+    {
+        return Some(m);
+    }
+    let module = name.strip_suffix(".weight")?;
+    let bnb = model.tensor(&format!("{name}.absmax")).is_some()
+        || model.tensor(&format!("{module}.SCB")).is_some();
+    bnb.then_some(module)
+}
+
+/// Whether `name` is a side tensor of a packed layer of `model` (folded
+/// into the weight [`packed_weight`] reads).
+pub fn is_side(model: &Model, name: &str) -> bool {
+    const INT_SIDES: &[&str] = &[
+        "qzeros",
+        "scales",
+        "g_idx",
+        "weight_scale",
+        "weight_zero_point",
+        "weight_shape",
+        "weight_g_idx",
+    ];
+    let Some((module, suffix)) = name.rsplit_once('.') else {
+        return false;
+    };
+    let int = INT_SIDES.contains(&suffix)
+        && (model.tensor(&format!("{module}.qweight")).is_some()
+            || model.tensor(&format!("{module}.weight_packed")).is_some());
+    let int8 = matches!(suffix, "SCB" | "weight_format")
+        && model.tensor(&format!("{module}.weight")).is_some()
+        && model.tensor(&format!("{module}.SCB")).is_some();
+    // `W.weight.absmax`, `W.weight.quant_state.bitsandbytes__nf4`, …
+    let four_bit = name.split_once(".weight.").is_some_and(|(m, rest)| {
+        (BNB4_SIDES.contains(&&*format!(".{rest}")) || rest.starts_with(&BNB4_STATE[1..]))
+            && model.tensor(&format!("{m}.weight")).is_some()
+    });
+    int || int8 || four_bit
 }
 
 /// The packed format config.json declares: `quant_method` `gptq`
 /// (`checkpoint_format`/`format` `gptq`, the default, or `gptq_v2`), `awq`
-/// (`version` `gemm`) or `compressed-tensors` (`format` `pack-quantized`,
-/// integer weights). `None` for a checkpoint that declares none of these
-/// (plain weights, bitsandbytes); an error naming the key for one of them in
+/// (`version` `gemm`), `compressed-tensors` (`format` `pack-quantized`,
+/// integer weights) or `bitsandbytes`. `None` for a checkpoint that declares
+/// none of these (plain weights); an error naming the key for one of them in
 /// a variant that cannot be read (GPTQ `marlin`, AWQ `gemv`, 3-bit, …).
 pub fn packed_format(model: &Model) -> Result<Option<PackedFormat>, StoreError> {
     let Some(q) = model
@@ -419,6 +483,7 @@ pub fn packed_format(model: &Model) -> Result<Option<PackedFormat>, StoreError> 
         })
     };
     let (layout, bits) = match text(q.get("quant_method")).as_deref() {
+        Some("bitsandbytes") => return Ok(Some(PackedFormat::Bitsandbytes)),
         Some("gptq") => {
             let fmt = text(q.get("checkpoint_format").or_else(|| q.get("format")));
             let v2 = match fmt.as_deref() {
@@ -489,7 +554,58 @@ pub fn packed_format(model: &Model) -> Result<Option<PackedFormat>, StoreError> 
     layout
         .check_bits(bits)
         .map_err(|e| bad(format!("quantization_config: {e}")))?;
-    Ok(Some(PackedFormat { layout, bits }))
+    Ok(Some(PackedFormat::Int { layout, bits }))
+}
+
+/// One packed Linear weight, read in place and decoded a range of rows
+/// at a time to f32.
+pub enum PackedWeight<'m> {
+    Int(PackedRef<'m>),
+    FourBit(FourBitRef<'m>),
+    Int8(Int8Ref<'m>),
+}
+
+impl PackedWeight<'_> {
+    pub fn rows(&self) -> usize {
+        match self {
+            PackedWeight::Int(p) => p.rows(),
+            PackedWeight::FourBit(p) => p.rows(),
+            PackedWeight::Int8(p) => p.rows(),
+        }
+    }
+    pub fn cols(&self) -> usize {
+        match self {
+            PackedWeight::Int(p) => p.cols(),
+            PackedWeight::FourBit(p) => p.cols(),
+            PackedWeight::Int8(p) => p.cols(),
+        }
+    }
+    /// Writes rows `rows` dequantized into `out` (`rows.len() · cols`).
+    pub fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        match self {
+            PackedWeight::Int(p) => p.decode_rows(rows, out),
+            PackedWeight::FourBit(p) => p.decode_rows(rows, out),
+            PackedWeight::Int8(p) => p.decode_rows(rows, out),
+        }
+    }
+    /// The narrowest dtype that holds every decoded value exactly: the
+    /// scales' dtype for integer codes, for 4-bit the quant state's
+    /// `dtype` (bitsandbytes rounds to it), F32 for LLM.int8.
+    pub fn exact_dtype(&self) -> DType {
+        match self {
+            PackedWeight::Int(p) => match p.scale_type() {
+                ScaleType::F16 => DType::F16,
+                ScaleType::Bf16 => DType::BF16,
+                ScaleType::F32 => DType::F32,
+            },
+            PackedWeight::FourBit(p) => match p.out_type() {
+                OutType::F16 => DType::F16,
+                OutType::Bf16 => DType::BF16,
+                OutType::F32 => DType::F32,
+            },
+            PackedWeight::Int8(_) => DType::F32,
+        }
+    }
 }
 
 /// The packed weight of `module` (e.g. `model.layers.0.self_attn.q_proj`),
@@ -499,12 +615,26 @@ pub fn packed_weight<'m>(
     model: &'m Model,
     module: &str,
     f: PackedFormat,
+) -> Result<PackedWeight<'m>, StoreError> {
+    match f {
+        PackedFormat::Int { layout, bits } => {
+            int_weight(model, module, layout, bits).map(PackedWeight::Int)
+        }
+        PackedFormat::Bitsandbytes => bnb_weight(model, module),
+    }
+}
+
+fn int_weight<'m>(
+    model: &'m Model,
+    module: &str,
+    layout: Layout,
+    bits: u32,
 ) -> Result<PackedRef<'m>, StoreError> {
-    let ct = f.layout == Layout::Compressed;
+    let ct = layout == Layout::Compressed;
     let name = |suffix: &str| format!("{module}.{suffix}");
     let error =
         |t: &TensorInfo, msg: String| StoreError::tensor(&model.files[t.file].path, &t.name, msg);
-    let main = model.get(&format!("{module}{}", main_suffix(f.layout)))?;
+    let main = model.get(&format!("{module}{}", main_suffix(layout)))?;
     let find = |suffix: &str| model.tensor(&name(suffix));
     let need = |suffix: &str| {
         find(suffix).ok_or_else(|| {
@@ -539,7 +669,7 @@ pub fn packed_weight<'m>(
             ))
         }
     };
-    let zeros = match f.layout {
+    let zeros = match layout {
         Layout::Compressed => find("weight_zero_point").map(int32).transpose()?,
         _ => Some(int32(need("qzeros")?)?),
     };
@@ -583,7 +713,7 @@ pub fn packed_weight<'m>(
         g_idx,
         shape,
     };
-    PackedRef::new(f.layout, f.bits, parts).map_err(|e| {
+    PackedRef::new(layout, bits, parts).map_err(|e| {
         // Name the tensor the error is about, in its own file.
         let suffix = match &e {
             PackError::Shape { tensor, .. }
@@ -597,4 +727,169 @@ pub fn packed_weight<'m>(
             None => error(main, e.to_string()),
         }
     })
+}
+
+/// The bitsandbytes weight `{module}.weight`: LLM.int8 when `{module}.SCB`
+/// is beside it, else 4-bit from its quant state (`QuantState.from_dict`:
+/// the JSON's `quant_type`, `blocksize`, `dtype`, `shape`, and with double
+/// quantization `nested_blocksize`, `nested_offset`).
+fn bnb_weight<'m>(model: &'m Model, module: &str) -> Result<PackedWeight<'m>, StoreError> {
+    let name = format!("{module}.weight");
+    let w = model.get(&name)?;
+    let error =
+        |t: &TensorInfo, msg: String| StoreError::tensor(&model.files[t.file].path, &t.name, msg);
+    // Names the side tensor a kernel check is about, else the weight.
+    let read_error = |e: bnb::ReadError, sides: &[(&str, &TensorInfo)]| {
+        let part = match &e {
+            bnb::ReadError::Length { tensor, .. } | bnb::ReadError::NotFinite { tensor, .. } => {
+                *tensor
+            }
+        };
+        let t = sides.iter().find(|(s, _)| *s == part).map_or(w, |(_, t)| t);
+        error(t, e.to_string())
+    };
+    let floats = |t: &TensorInfo| -> Result<Vec<f32>, StoreError> {
+        match t.dtype {
+            DType::F32 | DType::F16 | DType::BF16 => model.read_f32(t),
+            other => Err(error(t, format!("dtype {other} where floats are stored"))),
+        }
+    };
+    if let Some(scb) = model.tensor(&format!("{module}.SCB")) {
+        let &[rows, cols] = w.shape.as_slice() else {
+            return Err(error(
+                w,
+                format!("shape {:?}; an LLM.int8 weight is 2-D", w.shape),
+            ));
+        };
+        if w.dtype != DType::I8 || rows == 0 || cols == 0 {
+            return Err(error(
+                w,
+                format!(
+                    "{} {:?} beside an SCB; LLM.int8 stores a non-empty I8 weight",
+                    w.dtype, w.shape
+                ),
+            ));
+        }
+        if let Some(f) = model.tensor(&format!("{module}.weight_format")) {
+            // bitsandbytes saves 0 for "row", the only format it loads.
+            if model.bytes(f).iter().any(|&b| b != 0) {
+                return Err(error(
+                    f,
+                    "is not 0 (\"row\"), the only LLM.int8 weight format bitsandbytes reads".into(),
+                ));
+            }
+        }
+        return Int8Ref::new(model.bytes(w), floats(scb)?, cols as usize)
+            .map(PackedWeight::Int8)
+            .map_err(|e| read_error(e, &[("SCB", scb)]));
+    }
+    let side = |suffix: &str| model.tensor(&format!("{name}.{suffix}"));
+    let Some((state, kind)) = [FourBit::Nf4, FourBit::Fp4]
+        .into_iter()
+        .find_map(|k| side(&format!("{}{}", &BNB4_STATE[1..], k.name())).map(|t| (t, k)))
+    else {
+        return Err(error(
+            w,
+            "no quant_state.bitsandbytes__nf4 or __fp4 tensor beside it; the 4-bit layer is incomplete".into(),
+        ));
+    };
+    let bad = |msg: String| error(state, msg);
+    let json: serde_json::Value = serde_json::from_slice(model.bytes(state))
+        .map_err(|e| bad(format!("the quant state is not JSON ({e})")))?;
+    let uint = |key: &str| {
+        json.get(key)
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| bad(format!("the quant state has no integer '{key}'")))
+    };
+    let text = |key: &str| {
+        json.get(key)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| bad(format!("the quant state has no '{key}' string")))
+    };
+    let quant_type = text("quant_type")?;
+    if quant_type != kind.name() {
+        return Err(bad(format!(
+            "quant_type '{quant_type}' in a quant state named for {}; nf4 and fp4 are the 4-bit types",
+            kind.name()
+        )));
+    }
+    let blocksize = uint("blocksize")?;
+    if !(32..=4096).contains(&blocksize) || !blocksize.is_power_of_two() {
+        return Err(bad(format!(
+            "blocksize {blocksize}; bitsandbytes dequantizes blocks of 32, 64, …, 4096"
+        )));
+    }
+    let out = match text("dtype")? {
+        "float32" => OutType::F32,
+        "float16" => OutType::F16,
+        "bfloat16" => OutType::Bf16,
+        other => {
+            return Err(bad(format!(
+                "dtype '{other}'; 4-bit weights dequantize to float32, float16 or bfloat16"
+            )))
+        }
+    };
+    let (shape, _) = bnb4(model, state, w, kind.name()).map_err(bad)?;
+    let &[rows, cols] = shape.as_slice() else {
+        return Err(bad(format!("shape {shape:?}; a Linear weight is 2-D")));
+    };
+    if rows == 0 || cols == 0 {
+        return Err(bad(format!("shape {shape:?} has a zero dimension")));
+    }
+    let absmax_t = side("absmax").ok_or_else(|| {
+        error(
+            w,
+            format!("no '{name}.absmax' tensor beside it; the 4-bit layer is incomplete"),
+        )
+    })?;
+    let absmax = match side("nested_absmax") {
+        None => floats(absmax_t)?,
+        Some(nested) => {
+            let map = side("nested_quant_map")
+                .ok_or_else(|| error(nested, format!("no '{name}.nested_quant_map' beside it")))?;
+            if absmax_t.dtype != DType::U8 {
+                return Err(error(
+                    absmax_t,
+                    format!(
+                        "dtype {}; double-quantized maxima are U8 codes",
+                        absmax_t.dtype
+                    ),
+                ));
+            }
+            let nested_blocksize = uint("nested_blocksize")?;
+            if nested_blocksize == 0 {
+                return Err(bad("nested_blocksize 0".into()));
+            }
+            // `QuantState.from_dict`: torch.tensor(float(...)), an f32.
+            let offset = json
+                .get("nested_offset")
+                .and_then(|v| v.as_f64())
+                .ok_or_else(|| bad("the quant state has no 'nested_offset' number".into()))?
+                as f32;
+            if !offset.is_finite() || text("nested_dtype")? != "float32" {
+                return Err(bad(format!(
+                    "nested_offset {offset} / nested_dtype '{}'; expected a finite offset and float32",
+                    text("nested_dtype")?
+                )));
+            }
+            bnb::nested_absmax(
+                model.bytes(absmax_t),
+                &floats(nested)?,
+                &floats(map)?,
+                nested_blocksize as usize,
+                offset,
+            )
+            .map_err(|e| read_error(e, &[("nested_absmax", nested), ("nested_quant_map", map)]))?
+        }
+    };
+    FourBitRef::new(
+        kind,
+        model.bytes(w),
+        absmax,
+        blocksize as usize,
+        [rows as usize, cols as usize],
+        out,
+    )
+    .map(PackedWeight::FourBit)
+    .map_err(|e| read_error(e, &[("absmax", absmax_t)]))
 }

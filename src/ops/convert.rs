@@ -66,7 +66,7 @@ pub fn convert(model: &Model, opts: &HfOptions, dry_run: bool) -> Result<HfRepor
     }
     let (Container::Gguf, Some(meta)) = (model.container, model.gguf.as_ref()) else {
         return Err(Error::Refused(format!(
-            "{file}: not a GGUF file nor a GPTQ, AWQ or compressed-tensors checkpoint; convert turns those into HF safetensors"
+            "{file}: not a GGUF file nor a GPTQ, AWQ, compressed-tensors or bitsandbytes checkpoint; convert turns those into HF safetensors"
         )));
     };
     let arch_name = meta.str("general.architecture").unwrap_or("");

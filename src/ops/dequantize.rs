@@ -1,15 +1,19 @@
-//! Packed checkpoint → plain Hugging Face: `llmtool convert GPTQ_DIR --out
-//! DIR` on a GPTQ (v1/v2), AWQ GEMM or compressed-tensors `pack-quantized`
-//! checkpoint writes the model those codes stand for.
+//! Packed checkpoint → plain Hugging Face: `llmtool convert PACKED_DIR
+//! --out DIR` on a GPTQ (v1/v2), AWQ GEMM, compressed-tensors
+//! `pack-quantized` or bitsandbytes (NF4/FP4, LLM.int8) checkpoint writes
+//! the model those codes stand for.
 //!
-//! Each packed layer (`qweight` / `weight_packed` and its side tensors)
-//! becomes one `….weight`, dequantized as [`crate::quant::int4pack`]
-//! documents (`(q − z)·s` in f32), tile of rows by tile of rows; every
-//! other tensor is copied through f32. The default output dtype is the
-//! scales' dtype when it is the same for every packed layer and the
-//! unpacked tensors': the one rounding of the product to that dtype then
-//! gives what runtimes that keep the scales in it (vLLM, compressed-tensors'
-//! `decompress`) compute. Else F32, which keeps the products exactly. config.json loses its
+//! Each packed layer (`qweight` / `weight_packed` / bitsandbytes' `weight`
+//! and its side tensors) becomes one `….weight`, dequantized as
+//! [`crate::quant::int4pack`] (`(q − z)·s` in f32) or [`crate::quant::bnb`]
+//! (bitsandbytes' own dequantization) documents, tile of rows by tile of
+//! rows; every other tensor is copied through f32. The default output dtype
+//! is the one every packed layer's values are exact in
+//! ([`PackedWeight::exact_dtype`]: the scales' dtype, bitsandbytes 4-bit's
+//! quant-state dtype) when the unpacked tensors share it: the one rounding
+//! of the product to that dtype then gives what runtimes that keep the
+//! scales in it (vLLM, compressed-tensors' `decompress`, bitsandbytes)
+//! compute. Else F32, which keeps the products exactly. config.json loses its
 //! `quantization_config`; the tokenizer and generation files are copied;
 //! the directory appears only when complete. `quantize` to GGUF takes a
 //! packed checkpoint through this (see [`crate::cli`]'s quantize command).
@@ -17,31 +21,19 @@
 use std::collections::BTreeMap;
 
 use crate::model::family::GgufArch;
-use crate::model::packed::{packed_module, packed_weight, PackedFormat};
+use crate::model::packed::{is_side, packed_module, packed_weight, PackedFormat, PackedWeight};
 use crate::ops::convert::{HfOptions, HfReport};
 use crate::ops::Error;
-use crate::quant::int4pack::{PackedRef, ScaleType};
 use crate::store::atomic::{self, AtomicDir};
 use crate::store::card::ModelCard;
 use crate::store::hfdir;
 use crate::store::safetensors::{SafetensorsTensor, ShardedWriter};
 use crate::store::{DType, Model, StoreError, TensorInfo};
 
-/// Side tensors of a packed layer, folded into its weight.
-const SIDES: &[&str] = &[
-    "qzeros",
-    "scales",
-    "g_idx",
-    "weight_scale",
-    "weight_zero_point",
-    "weight_shape",
-    "weight_g_idx",
-];
-
 /// Where an output tensor comes from.
 enum Source<'m> {
     Tensor(&'m TensorInfo),
-    Packed(PackedRef<'m>),
+    Packed(PackedWeight<'m>),
 }
 
 /// Writes the dequantized model of the packed checkpoint `model` (packed
@@ -67,7 +59,7 @@ pub fn to_hf(
     })?;
     let mut items: Vec<(String, Vec<u64>, Source)> = Vec::new();
     for t in model.tensors() {
-        if let Some(module) = packed_module(&t.name) {
+        if let Some(module) = packed_module(model, &t.name) {
             let p = packed_weight(model, module, f)?;
             let shape = vec![p.rows() as u64, p.cols() as u64];
             items.push((format!("{module}.weight"), shape, Source::Packed(p)));
@@ -148,12 +140,15 @@ pub fn to_hf(
         .field("library_name", "transformers")
         .list("tags", &["llmtool", "dequantized"])
         .body(&format!(
-            "# Dequantized model\n\n`{file}` ({} checkpoint, {}-bit) dequantized to \
-             Hugging Face safetensors ({dtype}) by llmtool {}: W = (q − z)·s, stored \
+            "# Dequantized model\n\n`{file}` ({} checkpoint) dequantized to \
+             Hugging Face safetensors ({dtype}) by llmtool {}: {}, stored \
              in {dtype}.\n\n",
-            layout_name(f),
-            f.bits,
+            f.label(),
             env!("CARGO_PKG_VERSION"),
+            match f {
+                PackedFormat::Int { .. } => "W = (q − z)·s",
+                PackedFormat::Bitsandbytes => "W = code·absmax (4-bit) or q·SCB/127 (LLM.int8)",
+            },
         ))
         .made_with(&opts.command)
         .render();
@@ -162,35 +157,12 @@ pub fn to_hf(
     Ok(report(files))
 }
 
-fn layout_name(f: PackedFormat) -> &'static str {
-    use crate::quant::int4pack::Layout;
-    match f.layout {
-        Layout::Gptq { v2: false } => "GPTQ",
-        Layout::Gptq { v2: true } => "GPTQ v2",
-        Layout::Awq => "AWQ GEMM",
-        Layout::Compressed => "compressed-tensors pack-quantized",
-    }
-}
-
-/// Whether `name` is a side tensor of a packed layer in `model`.
-fn is_side(model: &Model, name: &str) -> bool {
-    name.rsplit_once('.').is_some_and(|(module, suffix)| {
-        SIDES.contains(&suffix)
-            && (model.tensor(&format!("{module}.qweight")).is_some()
-                || model.tensor(&format!("{module}.weight_packed")).is_some())
-    })
-}
-
-/// The scales' dtype when every packed layer and every other float tensor
-/// share it, else F32.
+/// The dtype every packed layer is exact in when every packed layer and
+/// every other float tensor share it and it is 16-bit, else F32.
 fn default_dtype(items: &[(String, Vec<u64>, Source)]) -> DType {
     let mut dtypes = items.iter().map(|(_, _, s)| match s {
         Source::Tensor(t) => t.dtype,
-        Source::Packed(p) => match p.scale_type() {
-            ScaleType::F16 => DType::F16,
-            ScaleType::Bf16 => DType::BF16,
-            ScaleType::F32 => DType::F32,
-        },
+        Source::Packed(p) => p.exact_dtype(),
     });
     let first = dtypes.next().unwrap_or(DType::F32);
     if matches!(first, DType::F16 | DType::BF16) && dtypes.all(|d| d == first) {

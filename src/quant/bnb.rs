@@ -30,11 +30,22 @@
 //! * LLM.int8 converts the weight to f16 first and scales by
 //!   `127 · (1/rowmax)` with round-half-even.
 //!
+//! Reading back ([`FourBitRef`], [`Int8Ref`], [`nested_absmax`]) is
+//! `dequantize_4bit` / `dequantize_blockwise` (`functional.py`,
+//! `backends/cpu/ops.py` and the wheel's `dequantize_blockwise_cpu`
+//! kernels) and `int8_vectorwise_dequant` (`_ops.py`): one f32 product of
+//! the code and its block's (or row's) scale, then for 4-bit the rounding
+//! to the quant state's `dtype` that the kernel writes. The 4-bit code is
+//! the built-in table for `quant_type`, as in every bitsandbytes kernel:
+//! the stored `quant_map` is not read; the nested one is.
+//! `tests/oracle/bnb_dequant_goldens.py` holds this to bitsandbytes' bits.
+//!
 //! bitsandbytes 0.48 differed in the first three (a nearest-value search,
 //! FP4 against a 4-decimal table, bf16/f16 rounding in partial blocks, a
 //! nested binary search with the map's first entry forced to −1.0); only
 //! the current release is reproduced.
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -483,6 +494,192 @@ pub fn quantize_int8_row(row: &[f32], out: &mut [u8]) -> Result<f32, usize> {
         *o = crate::quant::nearest_int(round_to_f16(*v) * s) as i8 as u8;
     }
     Ok(m)
+}
+
+/// Why stored bitsandbytes tensors cannot be read back; `tensor` is the
+/// suffix of the side tensor at fault (`absmax`, `SCB`, …).
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ReadError {
+    #[error("{tensor} holds {got} values where the weight needs {expected}")]
+    Length {
+        tensor: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{tensor}[{index}] is {value}, not a finite scale")]
+    NotFinite {
+        tensor: &'static str,
+        index: usize,
+        value: f32,
+    },
+}
+
+fn check_len(tensor: &'static str, got: usize, expected: usize) -> Result<(), ReadError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(ReadError::Length {
+            tensor,
+            expected,
+            got,
+        })
+    }
+}
+
+fn check_finite(tensor: &'static str, v: &[f32]) -> Result<(), ReadError> {
+    match v.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(ReadError::NotFinite {
+            tensor,
+            index,
+            value: v[index],
+        }),
+    }
+}
+
+/// The dtype a 4-bit weight is dequantized to (the quant state's `dtype`):
+/// bitsandbytes' kernel rounds the f32 product to it (round half to even).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutType {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl OutType {
+    fn round(self, v: f32) -> f32 {
+        match self {
+            OutType::F32 => v,
+            OutType::F16 => round_to_f16(v),
+            OutType::Bf16 => f32::from_bits(u32::from(crate::quant::f32_to_bf16_bits(v)) << 16),
+        }
+    }
+}
+
+/// The block maxima of a double-quantized weight: `dequantize_blockwise`
+/// (`map[code] · nested_absmax[i / blocksize]` in f32) and then `+ offset`
+/// in f32, as `dequantize_4bit` does before using them.
+pub fn nested_absmax(
+    codes: &[u8],
+    nested: &[f32],
+    map: &[f32],
+    blocksize: usize,
+    offset: f32,
+) -> Result<Vec<f32>, ReadError> {
+    check_len("nested_quant_map", map.len(), 256)?;
+    check_len(
+        "nested_absmax",
+        nested.len(),
+        codes.len().div_ceil(blocksize),
+    )?;
+    check_finite("nested_absmax", nested)?;
+    check_finite("nested_quant_map", map)?;
+    Ok(codes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| map[c as usize] * nested[i / blocksize] + offset)
+        .collect())
+}
+
+/// A bitsandbytes 4-bit weight `[rows, cols]` read in place: codes packed
+/// two a byte over the flattened weight (first in the high nibble), one
+/// f32 maximum per `blocksize` elements.
+pub struct FourBitRef<'a> {
+    code: [f32; 16],
+    packed: &'a [u8],
+    absmax: Vec<f32>,
+    blocksize: usize,
+    rows: usize,
+    cols: usize,
+    out: OutType,
+}
+
+impl<'a> FourBitRef<'a> {
+    /// Checks that `packed` and `absmax` (already un-nested) cover the
+    /// weight and that every maximum is finite.
+    pub fn new(
+        kind: FourBit,
+        packed: &'a [u8],
+        absmax: Vec<f32>,
+        blocksize: usize,
+        [rows, cols]: [usize; 2],
+        out: OutType,
+    ) -> Result<FourBitRef<'a>, ReadError> {
+        let n = rows * cols;
+        check_len("weight", packed.len(), n.div_ceil(2))?;
+        check_len("absmax", absmax.len(), n.div_ceil(blocksize))?;
+        check_finite("absmax", &absmax)?;
+        Ok(FourBitRef {
+            code: kind.quant_map(),
+            packed,
+            absmax,
+            blocksize,
+            rows,
+            cols,
+            out,
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    pub fn out_type(&self) -> OutType {
+        self.out
+    }
+
+    /// Writes rows `rows` dequantized into `out` (`rows.len() · cols`).
+    pub fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        let start = rows.start * self.cols;
+        for (k, o) in out[..rows.len() * self.cols].iter_mut().enumerate() {
+            let i = start + k;
+            let byte = self.packed[i / 2];
+            let q = if i % 2 == 0 { byte >> 4 } else { byte & 0xF };
+            *o = self
+                .out
+                .round(self.code[q as usize] * self.absmax[i / self.blocksize]);
+        }
+    }
+}
+
+/// `int8_vectorwise_dequant`'s `7.874015718698502e-3` (1/127), as the f32
+/// torch multiplies by.
+const INV_127: f32 = 7.874_015_718_698_502e-3_f64 as f32;
+
+/// An LLM.int8 weight `[rows, cols]` read in place: `(q · SCB[row]) ·
+/// (1/127)` in f32, as `int8_vectorwise_dequant` (what transformers'
+/// `dequantize` calls).
+pub struct Int8Ref<'a> {
+    codes: &'a [u8],
+    scb: Vec<f32>,
+    cols: usize,
+}
+
+impl<'a> Int8Ref<'a> {
+    pub fn new(codes: &'a [u8], scb: Vec<f32>, cols: usize) -> Result<Int8Ref<'a>, ReadError> {
+        check_len("SCB", scb.len() * cols, codes.len())?;
+        check_finite("SCB", &scb)?;
+        Ok(Int8Ref { codes, scb, cols })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.scb.len()
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Writes rows `rows` dequantized into `out` (`rows.len() · cols`).
+    pub fn decode_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        for (r, o) in rows.zip(out.chunks_exact_mut(self.cols)) {
+            let codes = &self.codes[r * self.cols..(r + 1) * self.cols];
+            for (o, &q) in o.iter_mut().zip(codes) {
+                *o = (f32::from(q as i8) * self.scb[r]) * INV_127;
+            }
+        }
+    }
 }
 
 /// Python's `repr` of a float (shortest round-trip digits; exponent form

@@ -477,8 +477,9 @@ impl<'m> Engine<'m> {
         let format = packed_format(model)?;
         for t in model.tensors() {
             // A packed layer is found by its main tensor (`qweight`,
-            // `weight_packed`), in the role of the weight it replaces.
-            let role = match packed_module(&t.name) {
+            // `weight_packed`, bitsandbytes' `weight`), in the role of the
+            // weight it replaces.
+            let role = match packed_module(model, &t.name) {
                 Some(module) => arch::role(&format!("{module}.weight")),
                 None => arch::role(&t.name),
             };
@@ -492,8 +493,9 @@ impl<'m> Engine<'m> {
                 _ => continue,
             }
             used.push(t);
-            // A packed layer's NaN/Inf can only be in its scales.
-            if let Some(module) = packed_module(&t.name) {
+            // A packed layer's NaN/Inf can only be in its scales
+            // (bitsandbytes' are checked as they are read).
+            if let Some(module) = packed_module(model, &t.name) {
                 used.extend(
                     ["scales", "weight_scale"]
                         .iter()

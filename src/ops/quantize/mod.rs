@@ -93,7 +93,7 @@ pub fn run(model: &Model, job: &Job, dry_run: bool) -> Result<Report> {
     }
 }
 
-/// A GGUF of a GPTQ / AWQ / compressed-tensors checkpoint: the checkpoint
+/// A GGUF of a GPTQ / AWQ / compressed-tensors / bitsandbytes checkpoint: the checkpoint
 /// is dequantized exactly ([`crate::ops::dequantize`]) into a scratch
 /// directory beside the output, removed afterwards (and on Ctrl-C), and
 /// that model is quantized as any other.
