@@ -79,8 +79,20 @@ pub fn run(graph: &Graph, view: View) -> Result<Report> {
             .num_threads(n)
             .build_global();
     }
+    sweep_stamp_temporaries(&graph::Layout(&graph.recipe.out).stamps());
     let outcomes = exec::execute(graph, view);
     let report = report::build(graph, &outcomes);
     report.write(&graph.recipe.out)?;
     Ok(report)
+}
+
+/// A run killed while writing a stamp leaves its hidden temporary; only
+/// runs write there, so what is left at the start is stale.
+fn sweep_stamp_temporaries(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with('.') && n.ends_with(".partial") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

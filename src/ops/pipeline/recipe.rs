@@ -371,10 +371,10 @@ impl Validator<'_> {
             self.hub_names(h, raw.hub.as_ref()?, b, &adapters, &formats);
         }
         let resources = self.resources(&raw.resources);
-        if adapters.is_empty() {
+        if raw.adapters.is_empty() {
             self.at(0..0, "the recipe has no [adapters]: name at least one, e.g. `kant = { path = \"adapters/kant\" }`".into());
         }
-        if formats.is_empty() {
+        if raw.formats.is_empty() {
             self.at(
                 0..0,
                 "the recipe has no [formats]: add one, e.g. `[formats.q4_k_m]`".into(),
@@ -537,7 +537,17 @@ impl Validator<'_> {
         let mut parts = Vec::new();
         let mut ok = true;
         for item in b.get_ref().split(',').map(str::trim) {
-            let (n, w) = item.rsplit_once(':').unwrap_or((item, "1"));
+            let Some((n, w)) = item.rsplit_once(':') else {
+                self.at(
+                    b.span(),
+                    format!(
+                        "blend `{}`: `{item}` has no weight; write NAME:WEIGHT pairs separated by commas, with a decimal point (e.g. `kant:0.7,hume:0.3`)",
+                        b.get_ref()
+                    ),
+                );
+                ok = false;
+                continue;
+            };
             let weight = match w.trim().parse::<f64>() {
                 Ok(w) if w.is_finite() => w,
                 _ => {
