@@ -24,6 +24,7 @@ bench:
     scripts/bench-inspect.sh
     scripts/bench-merge.sh
     scripts/bench-quantize.sh
+    scripts/bench-run.sh
 
 # quantize gptq against llm-compressor on SmolLM2 (needs its HF form, the
 # calibration ids and the reference's outputs: docs/PERFORMANCE.md, "GPTQ").

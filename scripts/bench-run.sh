@@ -8,7 +8,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 cargo build --release --quiet --bin llmtool
-bin="$root/target/release/llmtool"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/llmtool"
 base="$(scripts/smollm2.sh)"
 recipe=examples/demo/recipe.toml
 out=target/demo-run
@@ -18,7 +18,7 @@ t="$(mktemp)"
 trap 'rm -f "$t"' EXIT
 echo "| run | command | wall (m:ss) | peak RSS | memory_budget |"
 echo "|---|---|---|---|---|"
-for label in "from scratch (21 steps)" "rerun (all up to date)"; do
+for label in "from scratch (27 steps)" "rerun"; do
   status=0
   /usr/bin/time -v "$bin" run "$recipe" --base "$base" --json >/dev/null 2>"$t" || status=$?
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/{print $2}' "$t")

@@ -314,7 +314,7 @@ fn assert_outputs_whole(out: &Path) {
         if merged.exists() {
             llmtool::store::Model::open(s(&merged)).unwrap_or_else(|e| panic!("{merged:?}: {e}"));
         }
-        for f in ["q8_0", "q4_k_m"] {
+        for f in ["q8_0", "q4_k_m", "gptq"] {
             let art = out.join(a).join(f);
             if art.exists() {
                 let m =
@@ -533,4 +533,50 @@ fn pushes_each_artifact_with_its_card_through_the_test_hub() {
     let r = run(&[]);
     assert!(statuses(&r).iter().all(|(_, s)| s == "up_to_date"));
     assert_eq!(hub.commits("org/kant-m-q8_0").len(), commits);
+}
+
+#[test]
+fn ctrl_c_stops_the_run_with_130_and_the_report_and_the_rerun_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    // GPTQ calibrates for a while even on tiny-llama: the run is still going
+    // when the first step has finished.
+    let recipe = setup(dir.path(), &["gptq", "q8_0"], "");
+    let text = std::fs::read_to_string(&recipe)
+        .unwrap()
+        .replace("jobs = 2", "jobs = 1");
+    std::fs::write(&recipe, text).unwrap();
+    let out = dir.path().join("out");
+    let mut child = llmtool()
+        .arg("run")
+        .arg(&recipe)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while stamp_count(&out) < 1 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before Ctrl-C"
+        );
+        assert!(t.elapsed() < Duration::from_secs(120), "never started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["interrupted"], true);
+    assert!(report["counts"]["interrupted"].as_u64().unwrap() > 0);
+    assert_outputs_whole(&out);
+    let (code, r, err) = run_json(&recipe, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(r["counts"]["up_to_date"].as_u64().unwrap() >= 1);
 }

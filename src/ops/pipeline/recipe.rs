@@ -337,14 +337,26 @@ impl Validator<'_> {
         }
     }
 
-    /// A path in the recipe, relative to its directory.
+    /// A path in the recipe, relative to its directory; `dir/../x` is
+    /// written `x` (reports and cards show these paths).
     fn path(dir: &Path, s: &str) -> PathBuf {
-        let p = Path::new(s);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            dir.join(p)
+        use std::path::Component;
+        let mut out = PathBuf::new();
+        for c in dir.join(s).components() {
+            match c {
+                Component::ParentDir
+                    if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+                {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                c => out.push(c),
+            }
         }
+        if out.as_os_str().is_empty() {
+            out.push(".");
+        }
+        out
     }
 
     fn recipe(&mut self, raw: Raw, file: &Path, dir: &Path, resolve: &Resolve) -> Option<Recipe> {
@@ -359,7 +371,7 @@ impl Validator<'_> {
         }
         let out = match &raw.out {
             Some(o) => Self::path(dir, o.get_ref()),
-            None => dir.join("llmtool-out"),
+            None => Self::path(dir, "llmtool-out"),
         };
         let base = self.base(&raw.base, dir, resolve);
         let adapters = self.adapters(&raw.adapters, dir);
@@ -960,6 +972,19 @@ mod tests {
             with_suggestion("unknown field `jbos`, expected one of `jobs`, `memory_budget`, `threads`"),
             "unknown field `jbos`, expected one of `jobs`, `memory_budget`, `threads`; did you mean `jobs`?"
         );
+    }
+
+    #[test]
+    fn recipe_paths_are_written_plainly() {
+        let p = |d: &str, s: &str| Validator::path(Path::new(d), s);
+        assert_eq!(
+            p("examples/demo", "../../target/x"),
+            PathBuf::from("target/x")
+        );
+        assert_eq!(p("", "./a"), PathBuf::from("a"));
+        assert_eq!(p("a", ".."), PathBuf::from("."));
+        assert_eq!(p("../a", "../../b"), PathBuf::from("../../b"));
+        assert_eq!(p("/r", "/abs/x"), PathBuf::from("/abs/x"));
     }
 
     #[test]
