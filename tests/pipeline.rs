@@ -543,7 +543,11 @@ fn ctrl_c_stops_the_run_with_130_and_the_report_and_the_rerun_finishes() {
     let recipe = setup(dir.path(), &["gptq", "q8_0"], "");
     let text = std::fs::read_to_string(&recipe)
         .unwrap()
-        .replace("jobs = 2", "jobs = 1");
+        .replace("jobs = 2", "jobs = 1")
+        .replace(
+            "[formats.gptq]\n",
+            "[formats.gptq]\ncalib_samples = 16\ncalib_seqlen = 128\n",
+        );
     std::fs::write(&recipe, text).unwrap();
     let out = dir.path().join("out");
     let mut child = llmtool()
