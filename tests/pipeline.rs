@@ -584,3 +584,36 @@ fn ctrl_c_stops_the_run_with_130_and_the_report_and_the_rerun_finishes() {
     assert_eq!(code, Some(0), "{err}");
     assert!(r["counts"]["up_to_date"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn a_blend_merges_the_weighted_adapters_as_lora_merge_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = setup(dir.path(), &["q8_0"], "");
+    let text = std::fs::read_to_string(&recipe).unwrap().replace(
+        "hume = { path = \"hume\" }\n",
+        "hume = { path = \"hume\" }\nmix = { blend = \"kant:0.7,hume:0.3\" }\n",
+    );
+    std::fs::write(&recipe, text).unwrap();
+    let (code, r, err) = run_json(&recipe, &["--only", "mix"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(r["rows"][0]["adapter"], "mix");
+    // The same merge by hand: identical tensors.
+    let by_hand = dir.path().join("by-hand");
+    common::run_ok(llmtool().args([
+        "lora",
+        "merge",
+        "--base",
+        s(&dir.path().join("m")),
+        "--adapter",
+        &format!("{}:0.7", s(&dir.path().join("kant"))),
+        "--adapter",
+        &format!("{}:0.3", s(&dir.path().join("hume"))),
+        "--dtype",
+        "bf16",
+        "--out",
+        s(&by_hand),
+    ]));
+    let ours = std::fs::read(dir.path().join("out/merged/mix/model.safetensors")).unwrap();
+    let theirs = std::fs::read(by_hand.join("model.safetensors")).unwrap();
+    assert!(ours == theirs, "the blend differs from lora merge's");
+}
