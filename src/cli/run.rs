@@ -12,8 +12,7 @@ use crate::hub::download::Need;
 use crate::ops::pipeline::{self, graph, PlanReport, Report, Resolve, Selection, View};
 use crate::units::human_bytes;
 
-/// Run a recipe: merge each adapter, quantize to each format, evaluate,
-/// plan VRAM, write the cards, push; only what changed.
+/// Run a recipe: merge, quantize, evaluate, push every adapter; only what changed.
 ///
 /// The recipe (TOML, docs/PIPELINE.md) names the base, the adapters, the
 /// formats, the evaluation text, the GPUs, the Hub repo pattern and the
