@@ -513,6 +513,20 @@ fn pushes_each_artifact_with_its_card_through_the_test_hub() {
         assert_eq!(o.status.code(), Some(0), "{err}");
         serde_json::from_slice::<Value>(&o.stdout).unwrap()
     };
+    // No token: refused before anything runs.
+    let o = llmtool()
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_TOKEN")
+        .env("HF_HOME", dir.path().join("no-home"))
+        .env("HF_ENDPOINT", hub.endpoint())
+        .arg("run")
+        .arg(&recipe)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no Hub token"), "{err}");
+    assert!(!dir.path().join("out").exists());
     // --no-push stops before the Hub.
     let r = run(&["--no-push"]);
     assert!(statuses(&r).iter().all(|(id, _)| !id.starts_with("push/")));

@@ -474,6 +474,16 @@ pub fn expand(recipe: Recipe, sel: &Selection) -> Result<Graph> {
             }
         }
     }
+    // A push without a token would fail after everything else ran.
+    let pushes = steps
+        .iter()
+        .any(|s| matches!(s.action, Action::Push { .. }));
+    if pushes && !crate::hub::Hub::from_env(None)?.has_token() {
+        return Err(Error::Refused(format!(
+            "{}: [hub] pushes, but no Hub token was found (HF_TOKEN, HF_TOKEN_PATH, $HF_HOME/token); set one, or run with --no-push",
+            recipe.file.display()
+        )));
+    }
     for s in &mut steps {
         s.up_to_date = read_stamp(&layout.stamp(&s.id)).is_some_and(|st| st.key == s.key)
             && s.output.as_ref().is_none_or(|o| o.exists());
