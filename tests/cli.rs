@@ -36,6 +36,7 @@ fn help_lists_only_working_subcommands() {
             "generate",
             "eval",
             "push",
+            "run",
             "fragment",
             "bench",
             "completions",

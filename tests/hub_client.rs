@@ -494,7 +494,7 @@ fn card_only_keeps_the_provenance_and_adds_quality_and_vram() {
     .unwrap();
     std::fs::write(
         m.join("eval-kld.json"),
-        r#"{"kld_mean": 0.0123, "ppl_base": 10.0, "ppl_other": 10.5, "ctx": 512}"#,
+        r#"{"kld_mean": 0.0123, "ppl_base": 10.0, "ppl_other": 10.5, "top1_agreement": 0.97, "ctx": 512}"#,
     )
     .unwrap();
     let cache = tmp.path().join("c");
@@ -506,7 +506,7 @@ fn card_only_keeps_the_provenance_and_adds_quality_and_vram() {
         "- lora",
         "  sha256: abc123",
         "llmtool lora merge --base org/base",
-        "| eval-kld.json | 10.5000 | 10.0000 | +5.00 % | 0.01230 | 512 |",
+        "| eval-kld.json | 10.5000 | 10.0000 | +5.00 % | 0.01230 | 97.00 % | 512 |",
         "| T4 |",
     ] {
         assert!(card.contains(want), "{want}:\n{card}");

@@ -27,6 +27,7 @@ mod layers;
 mod lora_merge;
 mod openai_server;
 mod packed_models;
+mod pipeline;
 mod quantize_gguf;
 mod quantize_models;
 mod safetensors_store;

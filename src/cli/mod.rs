@@ -3,8 +3,8 @@
 //! [`crate::ops`] and rendering its report through `output`. Argument
 //! groups several commands share live in `args`.
 //!
-//! Exit codes: 0 success, 1 error, 2 usage (clap), 3 `vram-plan` found
-//! nothing that fits, 130 interrupted (Ctrl-C or SIGTERM; see
+//! Exit codes: 0 success, 1 error (for `run`: a step failed), 2 usage
+//! (clap), 3 `vram-plan` found nothing that fits, 130 interrupted (Ctrl-C or SIGTERM; see
 //! [`crate::cancel`]).
 //!
 //! Adding a command: a `cli/<command>.rs` with its `Args` and `run`, its
@@ -26,6 +26,7 @@ mod output;
 mod push;
 mod quantize;
 mod remote;
+mod run;
 mod vram_plan;
 
 use std::process::ExitCode;
@@ -54,6 +55,7 @@ enum Command {
     #[command(subcommand)]
     Eval(eval::Command),
     Push(push::Args),
+    Run(run::Args),
     #[command(subcommand)]
     Fragment(fragment::Command),
     #[command(subcommand)]
@@ -70,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lora(c) => lora::run(c),
         Command::VramPlan(a) => vram_plan::run(a),
         Command::Push(a) => push::run(a),
+        Command::Run(a) => run::run(a),
         Command::Fragment(c) => fragment::run(c),
         Command::Bench(c) => bench::run(c),
         Command::Generate(a) => generate::run(a),

@@ -7,13 +7,12 @@ use super::args::{self, DTypeArg, ShardArg, WriteArgs};
 use super::output::{self, WrittenLine};
 use crate::ops::calibration;
 use crate::ops::quantize::awq::AwqOptions;
-use crate::ops::quantize::bnb::{self, BnbFormat, BnbOptions};
+use crate::ops::quantize::bnb::{self, BnbOptions};
 use crate::ops::quantize::gguf::GgufOptions;
 use crate::ops::quantize::gptq::GptqOptions;
 use crate::ops::quantize::int_checkpoint::{Format, Output, Written};
-use crate::ops::quantize::{self, GgufTokenizer, Job, Report};
+use crate::ops::quantize::{self, GgufTokenizer, Job, Report, Target};
 use crate::quant::awq::AwqConfig;
-use crate::quant::ftype::FileType;
 use crate::quant::gptq::GptqConfig;
 use crate::store::{card, Model};
 use crate::units::human_bytes;
@@ -57,7 +56,8 @@ use crate::units::human_bytes;
     llmtool quantize awq ./smollm2 --out ./smollm2-awq --group-size 64 --format compressed-tensors --calib chats.jsonl")]
 pub struct Args {
     /// Output format.
-    format: QuantFormat,
+    #[arg(value_parser = format_parser())]
+    format: String,
     /// HF model directory, Hub repo id (downloaded into the HF cache), catalog name, or a float GGUF.
     model: String,
     /// Output: a .gguf file for GGUF formats, a directory for bitsandbytes ones.
@@ -213,61 +213,13 @@ impl From<LayoutArg> for Format {
     }
 }
 
-/// Formats `quantize` writes.
-#[allow(non_camel_case_types)]
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum QuantFormat {
-    /// GGUF Q4_K_M: Q4_K, with Q6_K for the output and some attn_v/ffn_down layers (llama-quantize's mix).
-    #[value(name = "q4_k_m", alias = "Q4_K_M")]
-    Q4_k_m,
-    /// GGUF Q5_K_M: Q5_K with Q6_K where llama-quantize puts it.
-    #[value(name = "q5_k_m", alias = "Q5_K_M")]
-    Q5_k_m,
-    /// GGUF Q6_K.
-    #[value(name = "q6_k", alias = "Q6_K")]
-    Q6_k,
-    /// GGUF Q8_0.
-    #[value(name = "q8_0", alias = "Q8_0")]
-    Q8_0,
-    /// GGUF Q4_0 (output tensor Q6_K).
-    #[value(name = "q4_0", alias = "Q4_0")]
-    Q4_0,
-    /// GGUF, 2-D weights in IEEE half.
-    F16,
-    /// GGUF, 2-D weights in bfloat16.
-    Bf16,
-    /// GGUF, everything in f32.
-    F32,
-    /// bitsandbytes 4-bit NormalFloat (QLoRA's format).
-    Nf4,
-    /// bitsandbytes 4-bit float.
-    Fp4,
-    /// bitsandbytes LLM.int8 (8-bit rows with per-row scales).
-    Int8,
-    /// GPTQ int4/int8, calibrated layer by layer (checkpoint for vLLM, transformers).
-    Gptq,
-    /// AWQ int4, activation-aware scales searched layer by layer (checkpoint for vLLM, transformers).
-    Awq,
-}
-
-impl QuantFormat {
-    /// The GGUF file type, or the bitsandbytes format (`None`: GPTQ or AWQ).
-    fn target(self) -> Result<FileType, Option<BnbFormat>> {
-        Ok(match self {
-            QuantFormat::Q4_k_m => FileType::Q4_K_M,
-            QuantFormat::Q5_k_m => FileType::Q5_K_M,
-            QuantFormat::Q6_k => FileType::Q6_K,
-            QuantFormat::Q8_0 => FileType::Q8_0,
-            QuantFormat::Q4_0 => FileType::Q4_0,
-            QuantFormat::F16 => FileType::F16,
-            QuantFormat::Bf16 => FileType::BF16,
-            QuantFormat::F32 => FileType::F32,
-            QuantFormat::Nf4 => return Err(Some(BnbFormat::Nf4)),
-            QuantFormat::Fp4 => return Err(Some(BnbFormat::Fp4)),
-            QuantFormat::Int8 => return Err(Some(BnbFormat::Int8)),
-            QuantFormat::Gptq | QuantFormat::Awq => return Err(None),
-        })
-    }
+/// `FORMAT`'s values: [`quantize::FORMATS`] and their aliases.
+fn format_parser() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(quantize::FORMATS.iter().map(|f| {
+        clap::builder::PossibleValue::new(f.name)
+            .help(f.help)
+            .aliases(f.alias)
+    }))
 }
 
 fn gptq_options(a: &Args, m: &Model) -> Result<GptqOptions> {
@@ -332,8 +284,11 @@ fn awq_options(a: &Args, m: &Model) -> Result<AwqOptions> {
 pub fn run(a: Args) -> Result<()> {
     let m = super::remote::open(&a.model)?;
     let progress = !a.write.json;
-    let job = match a.format.target() {
-        Ok(ftype) => Job::Gguf {
+    let target = quantize::format(&a.format)
+        .expect("clap checked the name")
+        .target;
+    let job = match target {
+        Target::Gguf(ftype) => Job::Gguf {
             ftype,
             tokenizer: match &a.tokenizer_from {
                 Some(t) => GgufTokenizer::FromGguf(Box::new(
@@ -347,11 +302,9 @@ pub fn run(a: Args) -> Result<()> {
                 progress,
             },
         },
-        Err(None) if matches!(a.format, QuantFormat::Awq) => {
-            Job::Awq(Box::new(awq_options(&a, &m)?))
-        }
-        Err(None) => Job::Gptq(Box::new(gptq_options(&a, &m)?)),
-        Err(Some(format)) => {
+        Target::Awq => Job::Awq(Box::new(awq_options(&a, &m)?)),
+        Target::Gptq => Job::Gptq(Box::new(gptq_options(&a, &m)?)),
+        Target::Bnb(format) => {
             let defaults = BnbOptions::new(a.out);
             Job::Bnb {
                 format,

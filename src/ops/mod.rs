@@ -11,6 +11,7 @@ pub mod fragment;
 pub mod generate;
 pub mod inspect;
 pub mod lora;
+pub mod pipeline;
 pub mod push;
 pub mod quantize;
 pub mod vram;
@@ -42,6 +43,8 @@ pub enum Error {
     TypeRule(#[from] TypeRuleError),
     #[error("{0}")]
     Hub(#[from] crate::hub::HubError),
+    #[error("{0}")]
+    Recipe(#[from] pipeline::RecipeError),
     /// A well-formed input or option the operation refuses; the message
     /// names the file or tensor and the way out.
     #[error("{0}")]

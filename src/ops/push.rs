@@ -192,7 +192,12 @@ pub fn push(hub: &Hub, o: &PushOptions) -> Result<PushReport> {
         let old = has_card
             .then(|| std::fs::read_to_string(&readme).ok())
             .flatten();
-        let text = model_card(&o.path, &o.repo, old.as_deref())?;
+        let text = model_card(
+            &o.path,
+            &o.repo.to_string(),
+            old.as_deref(),
+            &CardPlan::default(),
+        )?;
         card_text = Some(text.clone());
         if card_action == CardAction::Written {
             atomic::replace_file(&readme, text.as_bytes())?;
@@ -363,23 +368,31 @@ fn front_matter_value(card: &str, key: &str) -> Option<String> {
     })
 }
 
-/// The vram-plan rows for the usual GPUs at 4k context.
-fn vram_table(spec: &str) -> Option<String> {
+/// The vram-plan rows for `plan`'s GPUs and context.
+fn vram_table(spec: &str, plan: &CardPlan) -> Option<String> {
     let req = request::Request {
         model: spec.to_string(),
         formats: vec![vram::DeployFormat::Native],
         runtime: None,
-        gpus: request::Gpus::Named(request::DEFAULT_GPUS.into()),
+        gpus: request::Gpus::Named(plan.gpus.clone()),
         catalog: None,
-        options: vram::Options::default(),
+        options: vram::Options {
+            ctx: plan.ctx,
+            ..vram::Options::default()
+        },
         recommend: None,
     };
     let report = request::run(&req).ok()?;
     let request::Answer::Plans { plans, .. } = report.answer else {
         return None;
     };
-    let mut t = String::from(
-        "| GPU | engine | fits at 4k context | users at 4k | longest context (1 user) |\n|---|---|---|---|---|\n",
+    let ctx = if plan.ctx % 1024 == 0 {
+        format!("{}k", plan.ctx / 1024)
+    } else {
+        plan.ctx.to_string()
+    };
+    let mut t = format!(
+        "| GPU | engine | fits at {ctx} context | users at {ctx} | longest context (1 user) |\n|---|---|---|---|---|\n",
     );
     for p in &plans {
         t += &format!(
@@ -420,12 +433,13 @@ fn eval_lines(dir: &Path) -> Vec<String> {
         let file = p.file_name().unwrap_or_default().to_string_lossy();
         if let (Some(kld), Some(base), Some(other)) = (f("kld_mean"), f("ppl_base"), f("ppl_other"))
         {
+            let top1 = f("top1_agreement").map_or(String::new(), |t| format!("{:.2} %", t * 100.0));
             out.push(format!(
-                "| {file} | {other:.4} | {base:.4} | {:+.2} % | {kld:.5} | {ctx} |",
+                "| {file} | {other:.4} | {base:.4} | {:+.2} % | {kld:.5} | {top1} | {ctx} |",
                 (other / base - 1.0) * 100.0
             ));
         } else if let Some(ppl) = f("ppl") {
-            out.push(format!("| {file} | {ppl:.4} | | | | {ctx} |"));
+            out.push(format!("| {file} | {ppl:.4} | | | | | {ctx} |"));
         }
     }
     out
@@ -469,11 +483,30 @@ fn list_items(raw: &str) -> Vec<String> {
         .collect()
 }
 
-/// The card for the model at `path`, pushed to `repo`. An earlier card
-/// (`old`, e.g. the one `quantize` or `lora merge` wrote, with its
-/// provenance) keeps its text and front matter; the Hub metadata llmtool
-/// knows is set, and the quality and VRAM sections are (re)generated.
-pub fn model_card(path: &Path, repo: &RepoId, old: Option<&str>) -> Result<String> {
+/// The GPUs and context of a card's VRAM table.
+#[derive(Debug, Clone)]
+pub struct CardPlan {
+    /// Comma-separated GPU names as `vram-plan --gpu` takes them.
+    pub gpus: String,
+    pub ctx: u64,
+}
+
+impl Default for CardPlan {
+    /// The usual GPUs at 4k context.
+    fn default() -> Self {
+        CardPlan {
+            gpus: request::DEFAULT_GPUS.into(),
+            ctx: 4096,
+        }
+    }
+}
+
+/// The card for the model at `path`, titled `repo` (the repo it goes to).
+/// An earlier card (`old`, e.g. the one `quantize` or `lora merge` wrote,
+/// with its provenance) keeps its text and front matter; the Hub metadata
+/// llmtool knows is set, and the quality and VRAM sections are
+/// (re)generated, the VRAM table for `plan`'s GPUs and context.
+pub fn model_card(path: &Path, repo: &str, old: Option<&str>, plan: &CardPlan) -> Result<String> {
     let spec = path.to_string_lossy().into_owned();
     let model = Model::open(&spec)?;
     let f = facts(path, &model);
@@ -565,11 +598,11 @@ pub fn model_card(path: &Path, repo: &RepoId, old: Option<&str>) -> Result<Strin
         vec![]
     };
     if !evals.is_empty() {
-        body += "## Quality\n\n| result | perplexity | base perplexity | vs base | KLD vs base | context |\n|---|---|---|---|---|---|\n";
+        body += "## Quality\n\n| result | perplexity | base perplexity | vs base | KLD vs base | top-1 agreement | context |\n|---|---|---|---|---|---|---|\n";
         body += &evals.join("\n");
         body += "\n\n";
     }
-    if let Some(t) = vram_table(&spec) {
+    if let Some(t) = vram_table(&spec, plan) {
         body += "## Will it fit (llmtool vram-plan)\n\n";
         body += &t;
         body += "\n";

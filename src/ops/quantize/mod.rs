@@ -50,6 +50,116 @@ pub enum Job {
     Awq(Box<awq::AwqOptions>),
 }
 
+/// What a format name makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Gguf(FileType),
+    Bnb(BnbFormat),
+    Gptq,
+    Awq,
+}
+
+/// One format `quantize` makes: its name (as typed on the command line and
+/// in recipes), a help line, and what it makes.
+#[derive(Debug)]
+pub struct FormatName {
+    pub name: &'static str,
+    /// llama.cpp's spelling, accepted too (`Q4_K_M`).
+    pub alias: Option<&'static str>,
+    pub help: &'static str,
+    pub target: Target,
+}
+
+/// Every format this build makes, in `--help` order: the one list that
+/// `quantize`'s argument and `run`'s recipe validation read.
+pub const FORMATS: &[FormatName] = &[
+    FormatName {
+        name: "q4_k_m",
+        alias: Some("Q4_K_M"),
+        help: "GGUF Q4_K_M: Q4_K, with Q6_K for the output and some attn_v/ffn_down layers (llama-quantize's mix).",
+        target: Target::Gguf(FileType::Q4_K_M),
+    },
+    FormatName {
+        name: "q5_k_m",
+        alias: Some("Q5_K_M"),
+        help: "GGUF Q5_K_M: Q5_K with Q6_K where llama-quantize puts it.",
+        target: Target::Gguf(FileType::Q5_K_M),
+    },
+    FormatName {
+        name: "q6_k",
+        alias: Some("Q6_K"),
+        help: "GGUF Q6_K.",
+        target: Target::Gguf(FileType::Q6_K),
+    },
+    FormatName {
+        name: "q8_0",
+        alias: Some("Q8_0"),
+        help: "GGUF Q8_0.",
+        target: Target::Gguf(FileType::Q8_0),
+    },
+    FormatName {
+        name: "q4_0",
+        alias: Some("Q4_0"),
+        help: "GGUF Q4_0 (output tensor Q6_K).",
+        target: Target::Gguf(FileType::Q4_0),
+    },
+    FormatName {
+        name: "f16",
+        alias: None,
+        help: "GGUF, 2-D weights in IEEE half.",
+        target: Target::Gguf(FileType::F16),
+    },
+    FormatName {
+        name: "bf16",
+        alias: None,
+        help: "GGUF, 2-D weights in bfloat16.",
+        target: Target::Gguf(FileType::BF16),
+    },
+    FormatName {
+        name: "f32",
+        alias: None,
+        help: "GGUF, everything in f32.",
+        target: Target::Gguf(FileType::F32),
+    },
+    FormatName {
+        name: "nf4",
+        alias: None,
+        help: "bitsandbytes 4-bit NormalFloat (QLoRA's format).",
+        target: Target::Bnb(BnbFormat::Nf4),
+    },
+    FormatName {
+        name: "fp4",
+        alias: None,
+        help: "bitsandbytes 4-bit float.",
+        target: Target::Bnb(BnbFormat::Fp4),
+    },
+    FormatName {
+        name: "int8",
+        alias: None,
+        help: "bitsandbytes LLM.int8 (8-bit rows with per-row scales).",
+        target: Target::Bnb(BnbFormat::Int8),
+    },
+    FormatName {
+        name: "gptq",
+        alias: None,
+        help: "GPTQ int4/int8, calibrated layer by layer (checkpoint for vLLM, transformers).",
+        target: Target::Gptq,
+    },
+    FormatName {
+        name: "awq",
+        alias: None,
+        help: "AWQ int4, activation-aware scales searched layer by layer (checkpoint for vLLM, transformers).",
+        target: Target::Awq,
+    },
+];
+
+/// The format called `name` or its alias.
+pub fn format(name: &str) -> Option<&'static FormatName> {
+    FORMATS
+        .iter()
+        .find(|f| f.name == name || f.alias == Some(name))
+}
+
 /// What was written (or, on a dry run, would be).
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
