@@ -631,3 +631,80 @@ fn a_blend_merges_the_weighted_adapters_as_lora_merge_does() {
     let theirs = std::fs::read(by_hand.join("model.safetensors")).unwrap();
     assert!(ours == theirs, "the blend differs from lora merge's");
 }
+
+#[test]
+fn an_adapter_may_be_a_hub_repo_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = crate::hub_server::HubServer::start(&dir.path().join("hub"));
+    let recipe = setup(dir.path(), &["q8_0"], "");
+    // The kant adapter only on the Hub.
+    let files: Vec<(String, Vec<u8>)> = ["adapter_config.json", "adapter_model.safetensors"]
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                std::fs::read(dir.path().join("kant").join(f)).unwrap(),
+            )
+        })
+        .collect();
+    hub.create_repo("org/kant-lora");
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    hub.put_files("org/kant-lora", "main", &refs);
+    let text = std::fs::read_to_string(&recipe).unwrap().replace(
+        "kant = { path = \"kant\" }",
+        "kant = { path = \"org/kant-lora\" }",
+    );
+    std::fs::write(&recipe, text).unwrap();
+    let run = |endpoint: &str| {
+        llmtool()
+            .env_remove("HF_HUB_OFFLINE")
+            .env("HF_ENDPOINT", endpoint)
+            .env("HF_HOME", dir.path().join("hf-home"))
+            .env("LLMTOOL_HUB_RETRIES", "0")
+            .args(["run", "--json", "--only", "kant"])
+            .arg(&recipe)
+            .output()
+            .unwrap()
+    };
+    let o = run(&hub.endpoint());
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        statuses(&r)
+            .iter()
+            .any(|(id, s)| id == "merge/kant" && s == "done"),
+        "{r}"
+    );
+    // The merge equals the one from the local copy of the same adapter.
+    let merged_hub = std::fs::read(dir.path().join("out/merged/kant/model.safetensors")).unwrap();
+    let local = dir.path().join("local-merge");
+    common::run_ok(
+        llmtool()
+            .args(["lora", "merge", "--base"])
+            .arg(dir.path().join("m"))
+            .arg("--adapter")
+            .arg(dir.path().join("kant"))
+            .args(["--dtype", "bf16", "--out"])
+            .arg(&local),
+    );
+    assert_eq!(
+        merged_hub,
+        std::fs::read(local.join("model.safetensors")).unwrap()
+    );
+    // A repo id the Hub does not have: refused at validation, naming it.
+    let text = std::fs::read_to_string(&recipe)
+        .unwrap()
+        .replace("org/kant-lora", "org/no-such-lora");
+    std::fs::write(&recipe, text).unwrap();
+    let o = run(&hub.endpoint());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("recipe.toml:") && err.contains("org/no-such-lora"),
+        "{err}"
+    );
+}

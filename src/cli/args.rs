@@ -135,6 +135,18 @@ pub fn command_line() -> String {
         .join(" ")
 }
 
+/// `--catalog FILE` of `vram-plan` and `fragment plan`: (label, TOML text).
+pub fn read_catalog(path: Option<&std::path::Path>) -> Result<Option<(String, String)>> {
+    path.map(|p| {
+        Ok((
+            p.display().to_string(),
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read --catalog {}", p.display()))?,
+        ))
+    })
+    .transpose()
+}
+
 /// The serving setup `vram-plan` and `fragment plan` size memory for.
 #[derive(clap::Args, Debug, Clone)]
 pub struct MemoryArgs {

@@ -66,14 +66,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let catalog = match &a.catalog {
-        Some(p) => Some((
-            p.display().to_string(),
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read --catalog {}", p.display()))?,
-        )),
-        None => None,
-    };
+    let catalog = super::args::read_catalog(a.catalog.as_deref())?;
     let gpus = vram::request::gpu_catalog(catalog.as_ref())?;
     let hosts = match &a.hosts {
         Some(p) => {

@@ -79,14 +79,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let catalog = match &a.catalog {
-        Some(p) => Some((
-            p.display().to_string(),
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read --catalog {}", p.display()))?,
-        )),
-        None => None,
-    };
+    let catalog = super::args::read_catalog(a.catalog.as_deref())?;
     if a.list {
         return output::emit(&request::catalogs(catalog.as_ref())?, a.json);
     }

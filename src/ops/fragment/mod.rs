@@ -206,6 +206,44 @@ fn assign(tensors: &[TensorInfo], ranges: &[LayerRange]) -> Vec<usize> {
 /// holds any of those layers. Pieces cut by size or tensor count from a
 /// file whose tensors are not in layer order (`blk.1`, `blk.10`, …) get
 /// none.
+/// The manifest a split into `pieces` named `names` will write (hashes
+/// filled in as the files are written).
+fn planned(
+    model: &Model,
+    opts: &SplitOptions,
+    pieces: &[Vec<&TensorInfo>],
+    names: &[String],
+) -> manifest::Manifest {
+    let parts = pieces
+        .iter()
+        .zip(names)
+        .zip(layer_ranges(pieces))
+        .map(|((piece, name), layers)| manifest::Part {
+            path: name.clone(),
+            layers,
+            tensors: piece.len(),
+            bytes: piece.iter().map(|t| t.len).sum(),
+        })
+        .collect();
+    manifest::Manifest::planned(model, opts, parts)
+}
+
+/// What `--dry-run` reports: the planned pieces, once the destination is
+/// known to be writable.
+fn dry_run(
+    opts: &SplitOptions,
+    manifest: manifest::Manifest,
+    warnings: Vec<String>,
+) -> Result<SplitReport> {
+    crate::store::atomic::AtomicDir::check_dest(&opts.out)?;
+    Ok(SplitReport {
+        out: opts.out.clone(),
+        dry_run: true,
+        manifest,
+        warnings,
+    })
+}
+
 fn layer_ranges(pieces: &[Vec<&TensorInfo>]) -> Vec<Option<LayerRange>> {
     let sets: Vec<BTreeSet<u64>> = pieces
         .iter()

@@ -22,9 +22,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::manifest::{Manifest, Part};
 use super::{
-    assign, layer_count, layer_ranges, stage_ranges, SplitMode, SplitOptions, SplitReport,
+    assign, dry_run, layer_count, planned, stage_ranges, SplitMode, SplitOptions, SplitReport,
 };
 use crate::ops::{Error, Result};
 use crate::progress;
@@ -75,26 +74,9 @@ pub(super) fn split(model: &Model, opts: &SplitOptions) -> Result<SplitReport> {
         .iter()
         .map(|g| g.iter().map(|&i| &tensors[i]).collect())
         .collect();
-    let parts = shards
-        .iter()
-        .zip(&names)
-        .zip(layer_ranges(&shards))
-        .map(|((shard, name), layers)| Part {
-            path: name.clone(),
-            layers,
-            tensors: shard.len(),
-            bytes: shard.iter().map(|t| t.len).sum(),
-        })
-        .collect();
-    let planned = Manifest::planned(model, opts, parts);
+    let planned = planned(model, opts, &shards, &names);
     if opts.dry_run {
-        AtomicDir::check_dest(&opts.out)?;
-        return Ok(SplitReport {
-            out: opts.out.clone(),
-            dry_run: true,
-            manifest: planned,
-            warnings: Vec::new(),
-        });
+        return dry_run(opts, planned, Vec::new());
     }
     let dir = AtomicDir::create(&opts.out)?;
     let total: u64 = tensors.iter().map(|t| t.len).sum();

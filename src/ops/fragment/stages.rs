@@ -13,8 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::manifest::{Manifest, Part};
-use super::{assign, layer_count, layer_ranges, stage_ranges, SplitOptions, SplitReport};
+use super::{assign, dry_run, layer_count, planned, stage_ranges, SplitOptions, SplitReport};
 use crate::model::arch::{role, Role};
 use crate::ops::Result;
 use crate::progress;
@@ -50,26 +49,9 @@ pub(super) fn split(model: &Model, counts: &[u64], opts: &SplitOptions) -> Resul
         ));
     }
     let names: Vec<String> = (1..=n).map(|k| format!("stage-{k}-of-{n}")).collect();
-    let parts = stages
-        .iter()
-        .zip(&names)
-        .zip(layer_ranges(&stages))
-        .map(|((stage, name), layers)| Part {
-            path: name.clone(),
-            layers,
-            tensors: stage.len(),
-            bytes: stage.iter().map(|t| t.len).sum(),
-        })
-        .collect();
-    let planned = Manifest::planned(model, opts, parts);
+    let planned = planned(model, opts, &stages, &names);
     if opts.dry_run {
-        AtomicDir::check_dest(&opts.out)?;
-        return Ok(SplitReport {
-            out: opts.out.clone(),
-            dry_run: true,
-            manifest: planned,
-            warnings,
-        });
+        return dry_run(opts, planned, warnings);
     }
     let src_dir = hfdir::source_dir(model);
     let dir = AtomicDir::create(&opts.out)?;

@@ -276,8 +276,9 @@ pub struct Resolve<'a> {
     /// `--base`: replaces the recipe's base model (a path relative to the
     /// working directory, a Hub id or a catalog name).
     pub base: Option<String>,
-    /// Turns a base that is no local path (a Hub repo id, a catalog name)
-    /// into one (the command line downloads it into the HF cache).
+    /// Turns a base or an adapter that is no local path (a Hub repo id, a
+    /// catalog name) into one (the command line downloads it into the HF
+    /// cache).
     pub remote: &'a dyn Fn(&str) -> Result<String, String>,
 }
 
@@ -374,7 +375,7 @@ impl Validator<'_> {
             None => Self::path(dir, "llmtool-out"),
         };
         let base = self.base(&raw.base, dir, resolve);
-        let adapters = self.adapters(&raw.adapters, dir);
+        let adapters = self.adapters(&raw.adapters, dir, resolve);
         let formats = self.formats(&raw.formats, dir);
         let eval = raw.eval.as_ref().and_then(|e| self.eval(e, dir));
         let vram = self.vram(&raw.vram);
@@ -476,6 +477,7 @@ impl Validator<'_> {
         &mut self,
         raw: &BTreeMap<Spanned<String>, RawAdapter>,
         dir: &Path,
+        resolve: &Resolve,
     ) -> Vec<AdapterSpec> {
         // In file order, so reports follow the recipe.
         let mut entries: Vec<(&Spanned<String>, &RawAdapter)> = raw.iter().collect();
@@ -485,7 +487,19 @@ impl Validator<'_> {
         for (name, a) in &entries {
             self.name(name, "adapter");
             let Some(p) = &a.path else { continue };
-            let path = Self::path(dir, p.get_ref());
+            let mut path = Self::path(dir, p.get_ref());
+            if !path.exists() {
+                // Not a directory beside the recipe: a Hub repo id, fetched
+                // into the HF cache (a mistyped path fails here by name).
+                match (resolve.remote)(p.get_ref()) {
+                    Ok(local) => path = PathBuf::from(local),
+                    Err(e) => {
+                        self.at(p.span(), format!("adapter `{}`: {e}", name.get_ref()));
+                        plain.insert(name.get_ref().clone(), (path, false));
+                        continue;
+                    }
+                }
+            }
             let ok = match Adapter::open(&path) {
                 Ok(_) => true,
                 Err(e) => {
