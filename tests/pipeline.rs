@@ -708,3 +708,70 @@ fn an_adapter_may_be_a_hub_repo_id() {
         "{err}"
     );
 }
+
+/// The README's first command, on a copy of examples/demo: every step
+/// succeeds and the report is printed; the second run does nothing.
+#[test]
+fn the_readme_demo_runs_end_to_end_then_reruns_nothing() {
+    let Some(base) = common::smollm2() else {
+        return;
+    };
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let first = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -- "))
+        .unwrap();
+    assert_eq!(
+        first,
+        "cargo run --release -- run examples/demo/recipe.toml --base \"$(scripts/smollm2.sh)\""
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let demo = common::repo().join("examples/demo");
+    for f in ["recipe.toml", "text.txt"] {
+        std::fs::copy(demo.join(f), dir.path().join(f)).unwrap();
+    }
+    for a in ["kant", "hume"] {
+        let d = dir.path().join("adapters").join(a);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::copy(demo.join("adapters").join(a).join(f), d.join(f)).unwrap();
+        }
+    }
+    let recipe = dir.path().join("recipe.toml");
+    let text = std::fs::read_to_string(&recipe)
+        .unwrap()
+        .replace("out = \"../../target/demo-run\"", "out = \"out\"");
+    std::fs::write(&recipe, text).unwrap();
+    let run = || {
+        let t = Instant::now();
+        let o = llmtool()
+            .arg("run")
+            .arg(&recipe)
+            .arg("--base")
+            .arg(&base)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (out, t.elapsed())
+    };
+    let (out, _) = run();
+    for f in ["q4_k_m", "q8_0", "nf4"] {
+        for a in ["kant", "hume"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.starts_with(&format!("| {a} | {f} |")) && l.ends_with("| ok |")),
+                "{a} {f}: {out}"
+            );
+        }
+    }
+    assert!(out.contains("27 steps: 27 done"), "{out}");
+    let (out, took) = run();
+    assert!(out.contains("27 steps: 0 done, 27 up to date"), "{out}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
