@@ -395,7 +395,9 @@ fn estimate(
     let kvd = (c.kv_heads * c.head_dim) as u64;
     let activations = batch * (2 * d + 2 * qd + 2 * kvd + 2 * ffn + d) * 4;
     let hessians = (3 * d * d + qd * qd + ffn * ffn) * 4;
-    let layer_bytes = hessians + layer_params * 4 + activations;
+    // The largest input's factorization in f64 (`kernels::Prepared`).
+    let factor = d.max(qd).max(ffn).pow(2) * 8;
+    let layer_bytes = hessians + factor + layer_params * 4 + activations;
     // Layer passes (capture and propagation), Hessians (half of XᵀX each),
     // GPTQ updates (rows·cols²/2 per projection).
     let passes = if true_sequential { 3.5 } else { 2.0 };
