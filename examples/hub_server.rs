@@ -8,6 +8,8 @@
 //! may repeat; repos are made through the API (`create_repo`). Build it with
 //! `--release` for benchmarks: it hashes every uploaded byte.
 
+#[path = "../tests/http_accept.rs"]
+mod http_accept;
 #[path = "../tests/hub_server.rs"]
 mod hub_server;
 

@@ -10,6 +10,8 @@
 //! fast as it can, the client-overhead benchmark's setting. Build it with
 //! `--release` for benchmarks.
 
+#[path = "../tests/http_accept.rs"]
+mod http_accept;
 #[path = "../tests/openai_server.rs"]
 mod openai_server;
 

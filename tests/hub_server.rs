@@ -23,11 +23,12 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
+
+use crate::http_accept::{reason, Accept};
 use sha1::Digest as _;
 
 /// Extensions the Hub's default `.gitattributes` sends to LFS (plus .gguf,
@@ -211,14 +212,14 @@ struct State {
     config: Config,
     inner: Mutex<Inner>,
     lfs_bytes: AtomicU64,
-    shutdown: AtomicBool,
+    shutdown: Arc<AtomicBool>,
     tmp_counter: AtomicU64,
 }
 
 /// A running test Hub; stops when dropped.
 pub struct HubServer {
     state: Arc<State>,
-    accept: Option<JoinHandle<()>>,
+    _accept: Accept,
 }
 
 impl HubServer {
@@ -239,23 +240,16 @@ impl HubServer {
             config,
             inner: Mutex::new(Inner::default()),
             lfs_bytes: AtomicU64::new(0),
-            shutdown: AtomicBool::new(false),
+            shutdown: Arc::new(AtomicBool::new(false)),
             tmp_counter: AtomicU64::new(0),
         });
         let st = state.clone();
-        let accept = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if st.shutdown.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || serve_connection(&st, stream));
-            }
+        let accept = Accept::spawn(listener, state.shutdown.clone(), move |stream| {
+            serve_connection(&st, stream)
         });
         HubServer {
             state,
-            accept: Some(accept),
+            _accept: accept,
         }
     }
 
@@ -355,17 +349,6 @@ impl HubServer {
     /// Bytes received by LFS PUTs (single and part uploads) so far.
     pub fn lfs_bytes_received(&self) -> u64 {
         self.state.lfs_bytes.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for HubServer {
-    fn drop(&mut self) {
-        self.state.shutdown.store(true, Ordering::SeqCst);
-        // Wakes the blocking accept so its loop sees the flag.
-        let _ = TcpStream::connect(self.state.endpoint.trim_start_matches("http://"));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
     }
 }
 
@@ -723,26 +706,6 @@ impl Response {
             Payload::Bytes(b) => b.len() as u64,
             Payload::File { len, .. } => *len,
         }
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        206 => "Partial Content",
-        302 => "Found",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        409 => "Conflict",
-        412 => "Precondition Failed",
-        416 => "Range Not Satisfiable",
-        422 => "Unprocessable Entity",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Status",
     }
 }
 

@@ -40,10 +40,11 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+
+use crate::http_accept::{reason, Accept};
 
 /// The output vocabulary: token `i` is `WORDS[i % WORDS.len()]`. Plain ASCII,
 /// so frames need no JSON escaping.
@@ -198,14 +199,14 @@ struct State {
     config: Config,
     inner: Mutex<Inner>,
     idle: Condvar,
-    shutdown: AtomicBool,
+    shutdown: Arc<AtomicBool>,
     counter: AtomicU64,
 }
 
 /// A running server; stops accepting when dropped.
 pub struct OpenAiServer {
     state: Arc<State>,
-    accept: Option<JoinHandle<()>>,
+    _accept: Accept,
 }
 
 impl OpenAiServer {
@@ -222,23 +223,16 @@ impl OpenAiServer {
             config,
             inner: Mutex::new(Inner::default()),
             idle: Condvar::new(),
-            shutdown: AtomicBool::new(false),
+            shutdown: Arc::new(AtomicBool::new(false)),
             counter: AtomicU64::new(0),
         });
         let st = state.clone();
-        let accept = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if st.shutdown.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || serve_connection(&st, stream));
-            }
+        let accept = Accept::spawn(listener, state.shutdown.clone(), move |stream| {
+            serve_connection(&st, stream)
         });
         OpenAiServer {
             state,
-            accept: Some(accept),
+            _accept: accept,
         }
     }
 
@@ -268,17 +262,6 @@ impl OpenAiServer {
             };
         }
         inner.log.clone()
-    }
-}
-
-impl Drop for OpenAiServer {
-    fn drop(&mut self) {
-        self.state.shutdown.store(true, Ordering::SeqCst);
-        // Wakes the blocking accept so its loop sees the flag.
-        let _ = TcpStream::connect(self.state.url.trim_start_matches("http://"));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
-        }
     }
 }
 
@@ -367,19 +350,6 @@ fn read_head(r: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
         }
     }
     Ok(Some(req))
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        411 => "Length Required",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Status",
-    }
 }
 
 fn write_whole(

@@ -19,6 +19,7 @@ mod fragment_plan;
 mod fuzz_parsers;
 mod gguf_store;
 mod gptq_model;
+mod http_accept;
 mod hub;
 mod hub_client;
 mod hub_server;
