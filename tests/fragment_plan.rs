@@ -380,3 +380,29 @@ fn split_by_a_saved_plan_cuts_one_piece_per_host() {
         "{err}"
     );
 }
+
+#[test]
+fn a_new_user_s_wrong_paths_get_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = llmtool()
+        .args(["fragment", "verify"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no fragments.json here") && err.contains("fragment split"),
+        "{err}"
+    );
+    let err = fails(&["no-such-model.gguf", "--host", "a=T4"]);
+    assert!(err.contains("llmtool vram-plan --list"), "{err}");
+    let recipe = dir.path().join("missing.toml");
+    let out = llmtool().arg("run").arg(&recipe).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("missing.toml: cannot read the recipe"),
+        "{err}"
+    );
+}

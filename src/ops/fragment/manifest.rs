@@ -150,6 +150,12 @@ impl Manifest {
     /// Reads `dir/fragments.json`.
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = dir.join(MANIFEST_FILE);
+        if !path.is_file() {
+            return Err(Error::Refused(format!(
+                "{}: no {MANIFEST_FILE} here; verify takes the directory `llmtool fragment split` wrote",
+                dir.display()
+            )));
+        }
         let v = read_json(&path)?;
         let m: Manifest = serde_json::from_value(v).map_err(|e| {
             Error::Refused(format!(

@@ -44,7 +44,7 @@ const CALIBRATED_OPTIONS: &[&str] = &[
 /// Recipe errors, each at its place in the file; all of them are reported
 /// at once.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", .errors.iter().map(|e| format!("{}:{}:{}: {}", .file.display(), e.line, e.col, e.msg)).collect::<Vec<_>>().join("\n"))]
+#[error("{}", .errors.iter().map(|e| e.display(.file)).collect::<Vec<_>>().join("\n"))]
 pub struct RecipeError {
     pub file: PathBuf,
     pub errors: Vec<Located>,
@@ -56,6 +56,24 @@ pub struct Located {
     pub line: usize,
     pub col: usize,
     pub msg: String,
+}
+
+impl Located {
+    /// `FILE:LINE:COL: message`, or `FILE: message` where no place applies
+    /// (line 0: the file itself could not be read).
+    fn display(&self, file: &Path) -> String {
+        if self.line == 0 {
+            format!("{}: {}", file.display(), self.msg)
+        } else {
+            format!(
+                "{}:{}:{}: {}",
+                file.display(),
+                self.line,
+                self.col,
+                self.msg
+            )
+        }
+    }
 }
 
 #[derive(Deserialize)]

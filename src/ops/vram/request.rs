@@ -198,7 +198,7 @@ pub fn open_model(spec: &str) -> Result<ModelSpec> {
     }
     let m = Model::open(spec).map_err(|e| {
         Error::Refused(format!(
-            "cannot open model '{spec}' (and it is not in the built-in catalog: see --list): {e}"
+            "cannot open model '{spec}' (and it is not in the built-in catalog: `llmtool vram-plan --list`): {e}"
         ))
     })?;
     ModelSpec::from_model(&m, spec)
