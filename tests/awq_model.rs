@@ -33,6 +33,12 @@ fn cli_writes_both_layouts_and_the_engine_runs_them() {
                 .args(SMALL),
         );
         assert_eq!(r["quantized"], 14, "{r}");
+        // The card's quality line, from the checkpoint read back.
+        let h = &r["held_out"];
+        assert!(h["chunks"].as_u64().unwrap() > 0, "{r}");
+        assert!(h["kld_mean"].as_f64().unwrap() > 0.0, "{r}");
+        let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+        assert!(card.contains("## Quality against the base model"), "{card}");
         let stats = r["layer_stats"].as_array().unwrap();
         assert_eq!(stats.len(), 2);
         // tiny-llama has grouped-query attention: no v → o mapping.

@@ -120,6 +120,16 @@ pub fn role(name: &str) -> Role {
     }
 }
 
+/// The decoder layer a tensor belongs to: `blk.N.…` (GGUF) or
+/// `model.layers.N.…` (Hugging Face), whatever its part (packed
+/// `qweight`/`scales` tensors included).
+pub fn layer_of(name: &str) -> Option<u64> {
+    let rest = name
+        .strip_prefix("blk.")
+        .or_else(|| name.strip_prefix("model.layers."))?;
+    rest.split_once('.')?.0.parse().ok()
+}
+
 /// The same tensor under the other naming: HF → GGUF or GGUF → HF
 /// (`model.layers.3.mlp.down_proj.weight` ↔ `blk.3.ffn_down.weight`).
 /// `None` for names outside the llama/mistral/qwen2 tensor set.

@@ -17,6 +17,10 @@
 //! BASE's log-probabilities as 16-bit and skips p < e⁻¹⁶; the differences
 //! are far below the reported digits), plus the share of positions where
 //! the two models' top-1 tokens agree.
+//!
+//! [`held_out_kld`] is the same comparison run layer by layer over whole
+//! windows of ids, in the memory of one layer: the quality line that
+//! `quantize gptq|awq` put in their model cards.
 
 use std::time::Instant;
 
@@ -245,9 +249,7 @@ pub fn kl_divergence(
     let first = ctx / 2;
     let t0 = Instant::now();
     let pb = bar(o.progress, n_chunks, "kl-divergence");
-    let (mut nb, mut nb2, mut no, mut no2) = (0f64, 0f64, 0f64, 0f64);
-    let mut klds = Vec::new();
-    let mut same = 0usize;
+    let mut sums = KldSums::default();
     let (mut cb, mut co) = (base.new_cache(), other.new_cache());
     for i in 0..n_chunks {
         let c = chunk(tokens, i, ctx, bos);
@@ -259,57 +261,147 @@ pub fn kl_divergence(
         let lo = other
             .forward(&mut [&mut co], &[&c], Logits::From(first))?
             .remove(0);
+        sums.add(&lb, &lo, &c, first, vocab);
+        pb.inc(1);
+        pb.set_message(format!("mean KLD {:.6}", sums.mean()));
+    }
+    pb.finish_and_clear();
+    Ok(sums.report(tokens.len(), ctx, n_chunks, t0))
+}
+
+/// [`kl_divergence`] over whole windows of token ids, run layer by layer
+/// (each layer over every window, in batches of `batch_tokens`, then its
+/// mapped pages released) so that memory holds one layer of each model
+/// plus the windows' hidden states, however large the models: how
+/// `quantize gptq|awq` measure a checkpoint against its base on held-out
+/// calibration text. Each window is one chunk (`ctx` = its length, BOS in
+/// front when the tokenizer adds one, the second half scored).
+pub fn held_out_kld(
+    base: &Engine,
+    other: &Engine,
+    windows: &[Vec<u32>],
+    bos: Option<u32>,
+    batch_tokens: usize,
+    progress: bool,
+) -> Result<KldReport, EngineError> {
+    let (b, o) = (&base.config, &other.config);
+    if (b.layers, b.hidden, b.vocab) != (o.layers, o.hidden, o.vocab) {
+        return Err(EngineError::Unsupported(format!(
+            "the models differ in shape ({} and {} layers, hidden {} and {}, vocabulary {} and {})",
+            b.layers, o.layers, b.hidden, o.hidden, b.vocab, o.vocab
+        )));
+    }
+    let ctx = windows.first().map_or(0, Vec::len);
+    if ctx < 4 || windows.iter().any(|w| w.len() != ctx) {
+        return Err(EngineError::Unsupported(
+            "held-out windows must all have one length of at least 4 tokens".into(),
+        ));
+    }
+    let t0 = Instant::now();
+    let (d, first) = (b.hidden, ctx / 2);
+    let all = windows.concat();
+    let chunks: Vec<Vec<u32>> = (0..windows.len())
+        .map(|i| chunk(&all, i, ctx, bos))
+        .collect();
+    let flat = chunks.concat();
+    let (mut hb, mut ho) = (base.embed(&flat)?, other.embed(&flat)?);
+    let per_batch = (batch_tokens / ctx).max(1);
+    let pb = crate::progress::count_bar(progress, b.layers as u64, "held-out", "layers");
+    for li in 0..b.layers {
+        crate::cancel::check()?;
+        for (engine, h) in [(base, &mut hb), (other, &mut ho)] {
+            let w = engine.layer_weights(li);
+            for rows in h.chunks_mut(per_batch * ctx * d) {
+                let lens = vec![ctx; rows.len() / (ctx * d)];
+                let _ = engine.layer_pass(li, &w, rows, &lens, &mut |_, _| {
+                    std::ops::ControlFlow::Continue(())
+                });
+            }
+            engine.release_layer(li);
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let mut sums = KldSums::default();
+    for (i, c) in chunks.iter().enumerate() {
+        let rows = (i * ctx + first) * d..(i + 1) * ctx * d;
+        let lb = base.head_logits(&hb[rows.clone()])?;
+        let lo = other.head_logits(&ho[rows])?;
+        sums.add(&lb, &lo, c, first, b.vocab);
+    }
+    Ok(sums.report(flat.len(), ctx, chunks.len(), t0))
+}
+
+/// Running sums of a comparison of two models' next-token distributions.
+#[derive(Default)]
+struct KldSums {
+    /// Σ NLL and Σ NLL² of the base and of the other model.
+    nb: f64,
+    nb2: f64,
+    no: f64,
+    no2: f64,
+    klds: Vec<f64>,
+    /// Positions where the two most likely tokens agree.
+    same: usize,
+}
+
+impl KldSums {
+    /// Adds one chunk `c` whose logits `lb`, `lo` (`[rows, vocab]`) start at
+    /// position `first`; the last position predicts nothing and is skipped.
+    fn add(&mut self, lb: &[f32], lo: &[f32], c: &[u32], first: usize, vocab: usize) {
         for (j, (rb, ro)) in lb
             .chunks_exact(vocab)
             .zip(lo.chunks_exact(vocab))
-            .take(ctx - 1 - first)
+            .take(c.len() - 1 - first)
             .enumerate()
         {
-            let (pb_, po) = (log_softmax(rb), log_softmax(ro));
+            let (pb, po) = (log_softmax(rb), log_softmax(ro));
             let tok = c[first + j + 1] as usize;
-            nb += -pb_[tok];
-            nb2 += pb_[tok] * pb_[tok];
-            no += -po[tok];
-            no2 += po[tok] * po[tok];
-            let kl: f64 = pb_.iter().zip(&po).map(|(a, b)| a.exp() * (a - b)).sum();
-            klds.push(kl.max(0.0));
-            same += usize::from(
+            self.nb += -pb[tok];
+            self.nb2 += pb[tok] * pb[tok];
+            self.no += -po[tok];
+            self.no2 += po[tok] * po[tok];
+            let kl: f64 = pb.iter().zip(&po).map(|(a, b)| a.exp() * (a - b)).sum();
+            self.klds.push(kl.max(0.0));
+            self.same += usize::from(
                 crate::model::engine::generate::argmax(rb)
                     == crate::model::engine::generate::argmax(ro),
             );
         }
-        pb.inc(1);
-        pb.set_message(format!(
-            "mean KLD {:.6}",
-            klds.iter().sum::<f64>() / klds.len() as f64
-        ));
     }
-    pb.finish_and_clear();
-    let n = klds.len();
-    let (sum, sum2) = klds
-        .iter()
-        .fold((0.0, 0.0), |(s, s2), k| (s + k, s2 + k * k));
-    let (kld_mean, kld_error) = mean_err(sum, sum2, n);
-    let mut sorted = klds.clone();
-    sorted.sort_by(f64::total_cmp);
-    let pct = |p: f64| sorted[((p / 100.0) * (n - 1) as f64).round() as usize];
-    Ok(KldReport {
-        tokens: tokens.len(),
-        ctx,
-        chunks: n_chunks,
-        scored: n,
-        ppl_base: mean_err(nb, nb2, n).0.exp(),
-        ppl_other: mean_err(no, no2, n).0.exp(),
-        kld_mean,
-        kld_error,
-        kld_percentiles: [99.9, 99.0, 95.0, 90.0, 50.0, 10.0, 5.0, 1.0]
+
+    fn mean(&self) -> f64 {
+        self.klds.iter().sum::<f64>() / self.klds.len().max(1) as f64
+    }
+
+    fn report(self, tokens: usize, ctx: usize, chunks: usize, t0: Instant) -> KldReport {
+        let n = self.klds.len();
+        let (sum, sum2) = self
+            .klds
             .iter()
-            .map(|&p| (p, pct(p)))
-            .collect(),
-        kld_max: sorted[n - 1],
-        top1_agreement: same as f64 / n as f64,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+            .fold((0.0, 0.0), |(s, s2), k| (s + k, s2 + k * k));
+        let (kld_mean, kld_error) = mean_err(sum, sum2, n);
+        let mut sorted = self.klds;
+        sorted.sort_by(f64::total_cmp);
+        let pct = |p: f64| sorted[((p / 100.0) * (n - 1) as f64).round() as usize];
+        KldReport {
+            tokens,
+            ctx,
+            chunks,
+            scored: n,
+            ppl_base: mean_err(self.nb, self.nb2, n).0.exp(),
+            ppl_other: mean_err(self.no, self.no2, n).0.exp(),
+            kld_mean,
+            kld_error,
+            kld_percentiles: [99.9, 99.0, 95.0, 90.0, 50.0, 10.0, 5.0, 1.0]
+                .iter()
+                .map(|&p| (p, pct(p)))
+                .collect(),
+            kld_max: sorted[n - 1],
+            top1_agreement: self.same as f64 / n as f64,
+            seconds: t0.elapsed().as_secs_f64(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -707,20 +707,7 @@ impl<'m> Engine<'m> {
                     Logits::All => 0,
                     Logits::From(i) => i.min(n),
                 };
-                let rows = n - from;
-                let mut h = vec![0f32; rows * d];
-                rms_norm(
-                    &x[(o + from) * d..(o + n) * d],
-                    &self.norm,
-                    c.norm_eps,
-                    &mut h,
-                );
-                let mut logits = vec![0f32; rows * c.vocab];
-                matmul(self.head(), &h, rows, &mut logits, self.activations);
-                if logits.par_iter().any(|v| !v.is_finite()) {
-                    return Err(self.non_finite_logits());
-                }
-                out.push(logits);
+                out.push(self.head_logits(&x[(o + from) * d..(o + n) * d])?);
             }
             Ok(out)
         })
@@ -786,6 +773,33 @@ impl<'m> Engine<'m> {
         matmul(w.down, &s.gate, total, &mut s.proj, acts);
         x.iter_mut().zip(&s.proj).for_each(|(a, b)| *a += b);
         ControlFlow::Continue(())
+    }
+
+    /// The final norm and the output head over hidden states `x`
+    /// (`[rows, hidden]`, the last layer's output): logits `[rows, vocab]`,
+    /// refused with the weight to blame when any is not finite.
+    pub fn head_logits(&self, x: &[f32]) -> Result<Vec<f32>, EngineError> {
+        let c = &self.config;
+        let rows = x.len() / c.hidden;
+        let mut h = vec![0f32; x.len()];
+        rms_norm(x, &self.norm, c.norm_eps, &mut h);
+        let mut logits = vec![0f32; rows * c.vocab];
+        matmul(self.head(), &h, rows, &mut logits, self.activations);
+        if logits.par_iter().any(|v| !v.is_finite()) {
+            return Err(self.non_finite_logits());
+        }
+        Ok(logits)
+    }
+
+    /// Lets the kernel drop the mapped pages of decoder layer `li`'s
+    /// tensors: a layer-by-layer pass that is done with a layer calls it so
+    /// that resident memory stays at one layer however deep the model.
+    pub fn release_layer(&self, li: usize) {
+        for t in self.model.tensors() {
+            if arch::layer_of(&t.name) == Some(li as u64) {
+                self.model.release(t);
+            }
+        }
     }
 
     /// The matrices decoder layer `li` is stored with.

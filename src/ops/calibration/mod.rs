@@ -12,6 +12,12 @@
 //! so no token is counted twice in a Hessian; a stream shorter than
 //! `samples × seqlen` tokens is refused with the count that is needed.
 //!
+//! The shuffle goes on past the calibration windows to draw `held_out`
+//! more (as many as the text has left, up to the number asked for): text
+//! of the same kind that calibration never saw, on which `quantize`
+//! measures the checkpoint against its base for the model card. Drawing
+//! them leaves the calibration windows exactly as without them.
+//!
 //! A file is plain text (one document) or, when named `*.jsonl` /
 //! `*.ndjson`, one JSON object per line with a `text` string or a chat
 //! `messages` list rendered through the model's chat template (a user's
@@ -35,6 +41,8 @@ pub const DEFAULT_SAMPLES: usize = 128;
 pub const DEFAULT_SEQLEN: usize = 512;
 /// Default seed of the window draw.
 pub const DEFAULT_SEED: u64 = 0;
+/// Default number of held-out windows for the model card's quality line.
+pub const DEFAULT_HELD_OUT: usize = 8;
 
 /// Where the calibration text comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +60,8 @@ pub struct Options {
     pub samples: usize,
     pub seqlen: usize,
     pub seed: u64,
+    /// Windows to keep out of calibration and measure on (0: none).
+    pub held_out: usize,
 }
 
 impl Default for Options {
@@ -61,6 +71,7 @@ impl Default for Options {
             samples: DEFAULT_SAMPLES,
             seqlen: DEFAULT_SEQLEN,
             seed: DEFAULT_SEED,
+            held_out: DEFAULT_HELD_OUT,
         }
     }
 }
@@ -71,6 +82,9 @@ pub struct Calibration {
     /// `samples` windows of `seqlen` token ids.
     #[serde(skip)]
     pub windows: Vec<Vec<u32>>,
+    /// Windows of the same text that calibration does not see.
+    #[serde(skip)]
+    pub held_out_windows: Vec<Vec<u32>>,
     /// `bundled` or the file's path.
     pub source: String,
     /// Documents read (lines of a JSONL file).
@@ -80,6 +94,9 @@ pub struct Calibration {
     pub samples: usize,
     pub seqlen: usize,
     pub seed: u64,
+    /// Held-out windows drawn (fewer than asked when the text ran out;
+    /// none from an ids file, whose windows are all for calibration).
+    pub held_out: usize,
 }
 
 impl Source {
@@ -125,13 +142,15 @@ pub fn load(model: &Model, vocab: usize, opts: &Options) -> Result<Calibration, 
         )));
     }
     let whole = stream.len() / opts.seqlen;
-    let picks = draw(whole, opts.samples, opts.seed);
-    let windows = picks
+    let mut windows: Vec<Vec<u32>> = draw(whole, opts.samples + opts.held_out, opts.seed)
         .into_iter()
         .map(|i| stream[i * opts.seqlen..(i + 1) * opts.seqlen].to_vec())
         .collect();
+    let held_out_windows = windows.split_off(opts.samples);
     Ok(Calibration {
         windows,
+        held_out: held_out_windows.len(),
+        held_out_windows,
         source: opts.source.label(),
         documents: docs.len(),
         tokens_available: stream.len(),
@@ -192,6 +211,8 @@ fn read_ids(path: &Path, vocab: usize, seed: u64) -> Result<Calibration, Error> 
         seqlen,
         seed,
         windows,
+        held_out_windows: Vec::new(),
+        held_out: 0,
     })
 }
 
@@ -272,5 +293,8 @@ mod tests {
         assert_eq!(s.len(), 20);
         assert!(a.iter().all(|&i| i < 100));
         assert_eq!(draw(5, 5, 1).len(), 5);
+        // Drawing further (the held-out windows) keeps the first picks.
+        assert_eq!(draw(100, 28, 7)[..20], a[..]);
+        assert_eq!(draw(5, 9, 1).len(), 5);
     }
 }

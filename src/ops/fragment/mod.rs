@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::model::arch::{role, Role};
+use crate::model::arch::{layer_of, role, Role};
 use crate::ops::{Error, Result};
 use crate::store::{Container, Model, TensorInfo};
 
@@ -103,15 +103,6 @@ pub fn split(model: &Model, opts: &SplitOptions) -> Result<SplitReport> {
             ))),
         },
     }
-}
-
-/// The decoder layer a tensor belongs to: `blk.N.…` (GGUF) or
-/// `model.layers.N.…` (Hugging Face), whatever its part.
-pub fn layer_of(name: &str) -> Option<u64> {
-    let rest = name
-        .strip_prefix("blk.")
-        .or_else(|| name.strip_prefix("model.layers."))?;
-    rest.split_once('.')?.0.parse().ok()
 }
 
 /// The number of decoder layers the tensor names show (highest index + 1).

@@ -582,6 +582,9 @@ fn calibrated(
     }
     out.calibration.samples = o.calib_samples.unwrap_or(out.calibration.samples);
     out.calibration.seqlen = o.calib_seqlen.unwrap_or(out.calibration.seqlen);
+    // The recipe's eval steps measure every artifact on the recipe's text,
+    // and the card step writes those numbers: no second measurement here.
+    out.calibration.held_out = 0;
     out.command = command;
     out.model_label = label;
     out.progress = progress;

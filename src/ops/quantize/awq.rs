@@ -889,13 +889,15 @@ pub fn quantize(model: &Model, opts: &AwqOptions, dry_run: bool) -> Result<AwqRe
         config,
         &qconfig,
         None,
-        &model_card(opts, &report),
+        o,
+        &mut report.written,
+        &|w| model_card(opts, w),
     )?;
     report.written.files = tmp.commit()?;
     Ok(report)
 }
 
-fn model_card(opts: &AwqOptions, r: &AwqReport) -> String {
+fn model_card(opts: &AwqOptions, w: &Written) -> String {
     let cfg = &opts.algorithm;
     let settings = format!(
         "4-bit, group size {}, {}, {} grid points{}, clip search {}",
@@ -915,7 +917,7 @@ fn model_card(opts: &AwqOptions, r: &AwqReport) -> String {
     );
     int_checkpoint::model_card(
         &opts.output,
-        &r.written,
+        w,
         "AWQ",
         4,
         &settings,

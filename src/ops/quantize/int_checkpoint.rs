@@ -16,7 +16,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use crate::model::arch::{self, LayerPart, Role};
+use crate::model::engine::text::Text;
+use crate::model::engine::Engine;
 use crate::ops::calibration::{self, Calibration};
+use crate::ops::eval::{self, KldReport};
 use crate::ops::Error;
 use crate::quant::int4pack::{self, Data, IntWeights};
 use crate::store::atomic::{self, AtomicDir};
@@ -379,13 +382,21 @@ pub fn check_input(model: &Model, command: &str) -> Result<serde_json::Value, Er
 /// `quantization_config`, `qconfig` again in `side` (GPTQ's
 /// `quantize_config.json`), the tokenizer and generation files, the model
 /// card.
+///
+/// Then the finished checkpoint, read back from `dir` as any consumer
+/// reads it, is measured against `model` on the held-out calibration
+/// windows ([`eval::held_out_kld`]) into `written.held_out`, and `card`
+/// makes the model card from the report so completed.
+#[allow(clippy::too_many_arguments)]
 pub fn finish(
     dir: &AtomicDir,
     model: &Model,
     mut config: serde_json::Value,
     qconfig: &serde_json::Value,
     side: Option<&str>,
-    card: &str,
+    opts: &Output,
+    written: &mut Written,
+    card: &dyn Fn(&Written) -> String,
 ) -> Result<(), Error> {
     config["quantization_config"] = qconfig.clone();
     hfdir::write_config(dir.path(), &hfdir::sort_keys(config))?;
@@ -394,7 +405,20 @@ pub fn finish(
         atomic::write_file(&dir.path().join(name), body.as_bytes())?;
     }
     hfdir::copy_side_files(model, dir.path())?;
-    atomic::write_file(&dir.path().join("README.md"), card.as_bytes())?;
+    let held_out = &written.calibration.held_out_windows;
+    if !held_out.is_empty() {
+        let quantized = Model::open(&dir.path().to_string_lossy())?;
+        let bos = Text::load(model, None)?.bos_for(model)?;
+        written.held_out = Some(eval::held_out_kld(
+            &Engine::new(model)?,
+            &Engine::new(&quantized)?,
+            held_out,
+            bos,
+            opts.batch_tokens,
+            opts.progress,
+        )?);
+    }
+    atomic::write_file(&dir.path().join("README.md"), card(written).as_bytes())?;
     Ok(())
 }
 
@@ -468,6 +492,9 @@ pub struct Written {
     pub quantization_config: serde_json::Value,
     pub estimate: Estimate,
     pub warnings: Vec<String>,
+    /// The checkpoint against its base on the held-out calibration
+    /// windows (none on a dry run or when the text had none left).
+    pub held_out: Option<KldReport>,
 }
 
 impl Written {
@@ -510,6 +537,7 @@ impl Written {
             quantization_config,
             estimate,
             warnings,
+            held_out: None,
         })
     }
 
@@ -548,16 +576,21 @@ pub fn model_card(
     let c = &w.calibration;
     let label = &o.model_label;
     let format = o.format.name();
+    let (method_tag, bits_tag) = (method.to_lowercase(), format!("{bits}-bit"));
+    let mut tags = vec!["llmtool", &method_tag, &bits_tag];
+    if format != method_tag {
+        tags.push(format);
+    }
     ModelCard::new()
         .text("base_model", label)
         .field("base_model_relation", "quantized")
         .field("library_name", "transformers")
         .field("pipeline_tag", "text-generation")
-        .list("tags", &["llmtool", &method.to_lowercase(), &format!("{bits}-bit"), format])
+        .list("tags", &tags)
         .body(&format!(
             "# {label} ({method} {bits}-bit, {format})\n\n`{label}` quantized with {method} by llmtool {}: {settings}. \
              {} projections quantized; kept in their original dtype: {}; {note}\n\n\
-             Calibration: {} windows of {} tokens (seed {}) from {}, {} tokens available.\n\n",
+             Calibration: {} windows of {} tokens (seed {}) from {}, {} tokens available.\n\n{}",
             env!("CARGO_PKG_VERSION"),
             w.quantized,
             if w.kept.is_empty() { "none".to_string() } else { w.kept.join(", ") },
@@ -566,7 +599,38 @@ pub fn model_card(
             c.seed,
             c.source,
             c.tokens_available,
+            quality(w),
         ))
         .made_with(&o.command)
         .render()
+}
+
+/// The card's quality section: the held-out measurement, or why there is
+/// none.
+fn quality(w: &Written) -> String {
+    let Some(r) = &w.held_out else {
+        return "Quality: not measured here (no held-out calibration text: the text was used up \
+                by the calibration windows, the windows were given as ids, or \
+                `--held-out-samples 0`); measure it with `llmtool eval ppl` and `llmtool eval kld`.\n\n"
+            .to_string();
+    };
+    format!(
+        "## Quality against the base model\n\n\
+         Measured by llmtool on {} windows of the calibration text that calibration did not see \
+         ({} tokens each, the second half of each scored as llama-perplexity does, {} tokens), \
+         this checkpoint read back as its consumers read it:\n\n\
+         | | base | this checkpoint |\n|---|---|---|\n\
+         | perplexity | {:.4} | {:.4} ({:+.2} %) |\n\
+         | mean KL divergence from the base | | {:.5} ± {:.5} |\n\
+         | top-1 token agreement with the base | | {:.2} % |\n\n",
+        r.chunks,
+        r.ctx,
+        r.scored,
+        r.ppl_base,
+        r.ppl_other,
+        (r.ppl_other / r.ppl_base - 1.0) * 100.0,
+        r.kld_mean,
+        r.kld_error,
+        r.top1_agreement * 100.0,
+    )
 }
