@@ -36,6 +36,11 @@ bench-gptq smol_hf calib_ids ref_dir:
 bench-awq smol_hf calib_ids text ref_dir:
     scripts/bench-awq.sh {{smol_hf}} {{calib_ids}} {{text}} {{ref_dir}}
 
+# GPTQ (each column order), RTN and AWQ measured on held-out windows of the
+# calibration text, as the model cards measure (docs/PERFORMANCE.md).
+bench-held-out smol_hf:
+    scripts/bench-held-out.sh {{smol_hf}}
+
 # lora merge against PEFT's merge_and_unload on SmolLM2 (needs a venv with
 # tests/oracle/requirements.txt: `just bench-peft /path/to/venv/bin/python`).
 bench-peft python:

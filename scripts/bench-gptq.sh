@@ -28,11 +28,13 @@ run() { # name, extra flags
     --calib "$ids" "$@" > "$out/$name.log" 2> "$out/$name.time"
   echo "$name: $(grep -E 'Elapsed' "$out/$name.time" | awk '{print $NF}') wall, $(grep -E 'Maximum resident' "$out/$name.time" | awk '{print $NF}') KB peak RSS"
 }
-# Like for like with llm-compressor (scales from the original weights):
-run gptq-g64 --no-true-sequential --static-groups
+# Like for like with llm-compressor (natural column order, scales from the
+# original weights):
+run gptq-g64 --no-true-sequential --static-groups --no-group-aware
 run gptq-g64-act --no-true-sequential --desc-act
-run gptq-g64-ts --static-groups
-# llmtool's default (GPTQModel's): scales from the updated weights.
+run gptq-g64-ts --static-groups --no-group-aware
+# llmtool's default (GPTQModel's): group-aware order, scales from the
+# updated weights.
 run gptq-g64-dyn
 ppl() { # label, model
   printf '%s: ' "$1"
@@ -44,7 +46,7 @@ ppl "f32" "$hf"
 ppl "llmtool GPTQ g64" "$out/gptq-g64"
 ppl "llmtool GPTQ g64 act-order" "$out/gptq-g64-act"
 ppl "llmtool GPTQ g64 true-sequential" "$out/gptq-g64-ts"
-ppl "llmtool GPTQ g64 (default: true-sequential, scales from the updated weights)" "$out/gptq-g64-dyn"
+ppl "llmtool GPTQ g64 (default: true-sequential, group-aware order, scales from the updated weights)" "$out/gptq-g64-dyn"
 if [ -n "$ref" ]; then
   ppl "llm-compressor GPTQ g64" "$ref/smollm2-gptq-g64-none"
   ppl "llm-compressor GPTQ g64 act-order" "$ref/smollm2-gptq-g64-weight"

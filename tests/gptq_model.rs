@@ -85,13 +85,16 @@ fn check_model(
     let cfg = GptqConfig {
         group_size: Some(meta.group_size),
         act_order: meta.actorder.as_deref() == Some("weight"),
-        // llm-compressor's observer: scales from the original weights.
+        // llm-compressor's observer: scales from the original weights, and
+        // its plain column order.
         static_groups: true,
+        group_aware: false,
         ..GptqConfig::default()
     };
     let mut out: Vec<LayerCheck> = Vec::new();
     let pipeline = Pipeline {
         config: &cfg,
+        round_to_nearest: false,
         true_sequential: false,
         propagate_quantized: propagate,
         batch_tokens: 4096,
@@ -259,6 +262,102 @@ fn cli_writes_both_layouts_from_text_and_the_engine_runs_them() {
             .unwrap();
         assert!(logits[0].iter().all(|v| v.is_finite()));
     }
+}
+
+/// The quality line of the report and the card: the checkpoint, read back
+/// from disk, against its base on calibration windows that calibration did
+/// not see, with the numbers `eval kld` computes on the same windows.
+#[test]
+fn the_card_measures_held_out_windows_as_eval_kld_does() {
+    use llmtool::model::engine::text::Text;
+    use llmtool::ops::calibration;
+    use llmtool::ops::eval::{kl_divergence, EvalOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let m = with_tokenizer(tmp.path(), None);
+    let out = tmp.path().join("out");
+    let r = crate::common::json_output(crate::common::llmtool().args([
+        "quantize",
+        "gptq",
+        s(&m),
+        "--out",
+        s(&out),
+        "--calib-samples",
+        "4",
+        "--calib-seqlen",
+        "32",
+        "--held-out-samples",
+        "3",
+        "--json",
+    ]));
+    let h = &r["held_out"];
+    assert_eq!(
+        (h["chunks"].as_u64(), h["ctx"].as_u64()),
+        (Some(3), Some(32)),
+        "{r}"
+    );
+    assert_eq!(r["calibration"]["held_out"], 3);
+
+    let base = Model::open(s(&m)).unwrap();
+    let quantized = Model::open(s(&out)).unwrap();
+    let (eb, eq) = (
+        Engine::new(&base).unwrap(),
+        Engine::new(&quantized).unwrap(),
+    );
+    let opts = calibration::Options {
+        samples: 4,
+        seqlen: 32,
+        held_out: 3,
+        ..calibration::Options::default()
+    };
+    let cal = calibration::load(&base, eb.config.vocab, &opts).unwrap();
+    let bos = Text::load(&base, None).unwrap().bos_for(&base).unwrap();
+    let o = EvalOptions {
+        ctx: 32,
+        max_chunks: None,
+        progress: false,
+    };
+    let want = kl_divergence(&eb, &eq, &cal.held_out_windows.concat(), bos, &o).unwrap();
+    let close = |k: &str, v: f64| {
+        let got = h[k].as_f64().unwrap();
+        assert!(
+            (got - v).abs() <= 1e-4 * v.abs().max(1e-3),
+            "{k}: {got} vs eval's {v}"
+        );
+    };
+    close("ppl_base", want.ppl_base);
+    close("ppl_other", want.ppl_other);
+    close("kld_mean", want.kld_mean);
+    close("top1_agreement", want.top1_agreement);
+    assert!(want.kld_mean > 0.0, "4-bit codes change the distribution");
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains("## Quality against the base model"), "{card}");
+    assert!(
+        card.contains(&format!(
+            "| perplexity | {:.4} | {:.4} (",
+            want.ppl_base, want.ppl_other
+        )),
+        "{card}"
+    );
+
+    // Without held-out text the card says so and where to measure.
+    let out2 = tmp.path().join("out2");
+    let r = crate::common::json_output(crate::common::llmtool().args([
+        "quantize",
+        "gptq",
+        s(&m),
+        "--out",
+        s(&out2),
+        "--calib-samples",
+        "4",
+        "--calib-seqlen",
+        "32",
+        "--held-out-samples",
+        "0",
+        "--json",
+    ]));
+    assert!(r["held_out"].is_null(), "{r}");
+    let card = std::fs::read_to_string(out2.join("README.md")).unwrap();
+    assert!(card.contains("Quality: not measured here"), "{card}");
 }
 
 #[test]

@@ -124,12 +124,21 @@ struct CalibratedArgs {
     /// gptq/awq: seed of the window draw.
     #[arg(long, default_value_t = calibration::DEFAULT_SEED)]
     calib_seed: u64,
+    /// gptq/awq: more windows of the calibration text, kept out of calibration, on which the finished checkpoint is measured against the base (perplexity, KL divergence, top-1) for the report and the model card; 0 skips it. Fewer are used when the text runs out; none with an ids file.
+    #[arg(long, default_value_t = calibration::DEFAULT_HELD_OUT)]
+    held_out_samples: usize,
     /// gptq/awq: keep layers whose shape the group size or the packing does not fit in their dtype instead of refusing.
     #[arg(long)]
     allow_unquantized: bool,
     /// gptq: process columns by descending Hessian diagonal (act-order); groups keep their natural columns, so g_idx stays trivial.
     #[arg(long, alias = "act-order")]
     desc_act: bool,
+    /// gptq: plain column order instead of group-aware act-order (GPTQModel's act_group_aware, its default: columns by descending Hessian diagonal inside each group, groups by their largest; g_idx stays trivial).
+    #[arg(long)]
+    no_group_aware: bool,
+    /// gptq: plain round-to-nearest with min-max group scales instead of GPTQ, in the same layouts: the baseline GPTQ is measured against (fast: no calibration pass; the held-out measurement still runs).
+    #[arg(long)]
+    rtn: bool,
     /// gptq: asymmetric codes with a zero point per group (vLLM then cannot use Marlin).
     #[arg(long)]
     asym: bool,
@@ -177,6 +186,7 @@ impl CalibratedArgs {
                 samples: self.calib_samples,
                 seqlen: self.calib_seqlen,
                 seed: self.calib_seed,
+                held_out: self.held_out_samples,
             },
             allow_unquantized: self.allow_unquantized,
             max_shard_size: a.shard.max_shard_size,
@@ -241,11 +251,13 @@ fn gptq_options(a: &Args, m: &Model) -> Result<GptqOptions> {
             group_size: g.group_size()?,
             sym: !g.asym,
             act_order: g.desc_act,
+            group_aware: !g.no_group_aware,
             damp: g.damp.unwrap_or(defaults.damp),
             static_groups: g.static_groups,
             ..defaults
         },
         true_sequential: !g.no_true_sequential,
+        round_to_nearest: g.rtn,
     })
 }
 
@@ -262,6 +274,8 @@ fn awq_options(a: &Args, m: &Model) -> Result<AwqOptions> {
             (g.damp.is_some(), "--damp"),
             (g.no_true_sequential, "--no-true-sequential"),
             (g.static_groups, "--static-groups"),
+            (g.no_group_aware, "--no-group-aware"),
+            (g.rtn, "--rtn"),
         ],
     )?;
     let defaults = AwqConfig::default();
@@ -376,7 +390,7 @@ impl WrittenLine for Report {
 
 /// The summary line of `quantize gptq` / `quantize awq`.
 fn calibrated_line(verb: &str, method: &str, r: &Written) -> String {
-    format!(
+    let mut line = format!(
         "{} {}: {} projections {method} ({}), {} kept; calibration {} × {} tokens; {} → {}; files: {}\n",
         verb,
         r.out.display(),
@@ -388,5 +402,18 @@ fn calibrated_line(verb: &str, method: &str, r: &Written) -> String {
         human_bytes(r.source_bytes),
         human_bytes(r.bytes),
         r.files.join(", ")
-    )
+    );
+    if let Some(h) = &r.held_out {
+        line += &format!(
+            "held out ({} windows, {} scored tokens): perplexity {:.4} (base {:.4}, {:+.2} %), mean KL divergence {:.5}, top-1 agreement {:.2} %\n",
+            h.chunks,
+            h.scored,
+            h.ppl_other,
+            h.ppl_base,
+            (h.ppl_other / h.ppl_base - 1.0) * 100.0,
+            h.kld_mean,
+            h.top1_agreement * 100.0
+        );
+    }
+    line
 }

@@ -30,6 +30,13 @@
 //! * Act-order is llm-compressor's `actorder="weight"`: columns processed by
 //!   descending H diagonal, each keeping its own group's scale, so g_idx is
 //!   column / group size (what vLLM's Marlin kernel wants).
+//! * Group-aware act-order (GPTQModel's `act_group_aware`, its default
+//!   since 5.0; `gptqmodel/quantization/gar.py`, Gafni et al., CVPRW 2025):
+//!   inside each group the columns go by descending H diagonal, and the
+//!   groups by their largest diagonal (a stable sort). Each group's columns
+//!   stay together, so its scale is still taken when GPTQ reaches it and
+//!   g_idx stays column / group size: most of act-order's gain with no
+//!   reordering at inference.
 //! * Dead columns (H[i,i] = 0) get H[i,i] = 1 and zero weights; damp is
 //!   `damp` × mean(diag H) (default 0.01, llm-compressor's
 //!   `dampening_frac`). Where Cholesky fails, llm-compressor falls back to
@@ -120,6 +127,10 @@ pub struct GptqConfig {
     pub sym: bool,
     /// Process columns by descending H diagonal (`desc_act`).
     pub act_order: bool,
+    /// Group-aware act-order (GPTQModel's `act_group_aware`): columns by
+    /// descending H diagonal inside each group, groups by their largest.
+    /// Ignored under `act_order` and with one group per row.
+    pub group_aware: bool,
     /// Damp fraction of mean(diag H) added to the diagonal.
     pub damp: f32,
     /// Added to `damp` each time Cholesky fails (0: fail at once).
@@ -140,6 +151,7 @@ impl Default for GptqConfig {
             group_size: Some(128),
             sym: true,
             act_order: false,
+            group_aware: true,
             damp: 0.01,
             damp_increment: 0.01,
             block: 128,
@@ -303,9 +315,28 @@ pub struct Prepared {
     hinv: Vec<f32>,
     damp: f32,
     damp_increases: u32,
+    /// [`Prepared::round_to_nearest`]: the identity factor (`hinv` left
+    /// empty), no updates.
+    rtn: bool,
 }
 
 impl Prepared {
+    /// The factor of an identity Hessian: every column's error stays its
+    /// own, so [`quantize_prepared`] rounds each weight to the nearest code
+    /// of its group's min-max scale — plain round-to-nearest (RTN), the
+    /// baseline GPTQ is measured against, in the same layout.
+    pub fn round_to_nearest(cols: usize) -> Prepared {
+        Prepared {
+            cols,
+            perm: (0..cols).collect(),
+            dead: vec![false; cols],
+            hinv: Vec::new(),
+            damp: 0.0,
+            damp_increases: 0,
+            rtn: true,
+        }
+    }
+
     /// Checks `h` (`cols` × `cols`) and factorizes it for `cfg`.
     pub fn new(h: &[f32], cols: usize, cfg: &GptqConfig) -> Result<Prepared, GptqError> {
         if h.len() != cols * cols {
@@ -321,8 +352,23 @@ impl Prepared {
         // Processing order: descending diagonal under act-order (a stable
         // sort; only dead columns tie, and they do not interact).
         let mut perm: Vec<usize> = (0..cols).collect();
-        if cfg.act_order {
-            perm.sort_by(|&a, &b| h[b * cols + b].total_cmp(&h[a * cols + a]));
+        let diag = |c: usize| h[c * cols + c];
+        let by_diag = |a: &usize, b: &usize| diag(*b).total_cmp(&diag(*a));
+        match cfg.group_size {
+            _ if cfg.act_order => perm.sort_by(by_diag),
+            Some(gs) if cfg.group_aware && gs < cols && cols % gs == 0 => {
+                let mut groups: Vec<Vec<usize>> = perm
+                    .chunks(gs)
+                    .map(|g| {
+                        let mut g = g.to_vec();
+                        g.sort_by(by_diag);
+                        g
+                    })
+                    .collect();
+                groups.sort_by(|a, b| by_diag(&a[0], &b[0]));
+                perm = groups.concat();
+            }
+            _ => {}
         }
         let mut hp: Vec<f32> = (0..cols * cols)
             .map(|k| h[perm[k / cols] * cols + perm[k % cols]])
@@ -339,6 +385,7 @@ impl Prepared {
             hinv,
             damp,
             damp_increases,
+            rtn: false,
         })
     }
 }
@@ -460,9 +507,16 @@ pub fn quantize_prepared(
                     let qi = code(x, s, z, cfg.sym, (qmin, qmax));
                     let q = value(qi, s, z, cfg.sym);
                     code_row[perm[i]] = (qi + half) as u8;
-                    let e = (x - q) / hinv[i * cols + i];
+                    let e = if prep.rtn {
+                        x - q
+                    } else {
+                        (x - q) / hinv[i * cols + i]
+                    };
                     er[i - i1] = e;
                     block_loss += e * e;
+                    if prep.rtn {
+                        continue;
+                    }
                     let hrow = &hinv[i * cols + i..i * cols + i2];
                     for (wj, &hj) in wr[i..i2].iter_mut().zip(hrow) {
                         *wj -= e * hj;
@@ -473,7 +527,7 @@ pub fn quantize_prepared(
         // Lazy update of the columns after the block, all rows at once:
         // W[:, i2:] −= Err · Hinv[i1:i2, i2:] (the reference's matmul), as
         // one SGEMM per band of rows, bands in parallel.
-        if i2 < cols {
+        if i2 < cols && !prep.rtn {
             const BAND: usize = 32;
             wp.par_chunks_mut(BAND * cols)
                 .zip(err.par_chunks(BAND * bw))
@@ -763,8 +817,10 @@ mod tests {
             act_order: meta["act_order"].as_bool().unwrap(),
             damp: meta["damp"].as_f64().unwrap() as f32,
             block: meta["block"].as_u64().unwrap() as usize,
-            // llm-compressor's observer: scales from the original weights.
+            // llm-compressor's observer: scales from the original weights,
+            // and its plain column order.
             static_groups: true,
+            group_aware: false,
             ..GptqConfig::default()
         };
         let out = quantize(&w, ROWS, COLS, &h, &cfg).unwrap();
@@ -1083,5 +1139,64 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Group-aware act-order: each group's columns stay together, by
+    /// descending diagonal inside, groups by their largest diagonal.
+    #[test]
+    fn group_aware_order_keeps_groups_whole() {
+        let cols = 12;
+        let diag = [1.0, 9.0, 2.0, 3.0, 0.5, 4.0, 8.0, 7.0, 0.1, 10.0, 5.0, 2.5];
+        let mut h = vec![0f32; cols * cols];
+        for (i, d) in diag.iter().enumerate() {
+            h[i * cols + i] = *d;
+        }
+        let cfg = GptqConfig {
+            group_size: Some(4),
+            ..GptqConfig::default()
+        };
+        let p = Prepared::new(&h, cols, &cfg).unwrap();
+        // Groups: [8..12] max 10, [0..4] max 9, [4..8] max 8.
+        assert_eq!(p.perm, [9, 10, 11, 8, 1, 3, 2, 0, 6, 7, 5, 4]);
+        let plain = Prepared::new(
+            &h,
+            cols,
+            &GptqConfig {
+                group_aware: false,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(plain.perm, (0..cols).collect::<Vec<_>>());
+        let full = Prepared::new(
+            &h,
+            cols,
+            &GptqConfig {
+                act_order: true,
+                ..cfg
+            },
+        )
+        .unwrap();
+        assert_eq!(full.perm, [9, 1, 6, 7, 10, 5, 3, 11, 2, 0, 4, 8]);
+    }
+
+    /// `Prepared::round_to_nearest` (`quantize gptq --rtn`) is GPTQ with an
+    /// identity Hessian, and the min-max quantizer's codes and scales.
+    #[test]
+    fn the_identity_factor_rounds_to_nearest() {
+        let (rows, cols, gs) = (8, 128, 32);
+        let w = weight(rows, cols);
+        let want = crate::quant::minmax::round_to_nearest(&w, rows, cols, gs, 4, true);
+        let cfg = GptqConfig {
+            group_size: Some(gs),
+            ..GptqConfig::default()
+        };
+        let got = quantize_prepared(&w, rows, &Prepared::round_to_nearest(cols), &cfg).unwrap();
+        let via_h = quantize(&w, rows, cols, &identity(cols), &cfg).unwrap();
+        assert_eq!(got.codes, via_h.codes);
+        assert_eq!(got.codes, want.codes);
+        assert_eq!(got.scales, want.scales);
+        assert_eq!(got.zeros, want.zeros);
+        assert_eq!(got.g_idx, want.g_idx);
     }
 }

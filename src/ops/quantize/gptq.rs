@@ -19,12 +19,12 @@
 //! activations of one batch of windows; the model's weights stay in their
 //! memory maps.
 
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::path::PathBuf;
 
 use crate::model::arch::LayerPart;
 use crate::model::engine::weights::Dense;
-use crate::model::engine::{Engine, WeightMatrix};
+use crate::model::engine::{Engine, LayerWeights, WeightMatrix};
 use crate::ops::calibration;
 use crate::ops::quantize::int_checkpoint::{
     self, projections, read_weight, Estimate, Format, Output, Plan, Scheme, Written,
@@ -74,6 +74,10 @@ pub struct Pipeline<'a> {
     pub propagate_quantized: bool,
     /// Tokens run through a layer at once (rounded to whole windows).
     pub batch_tokens: usize,
+    /// Plain round-to-nearest with the same scales and layout, no Hessian
+    /// (the baseline GPTQ is measured against): nothing is captured and no
+    /// layer is run.
+    pub round_to_nearest: bool,
     /// Projections to keep as they are (their input width is not a
     /// multiple of the group size), by layer and part.
     pub keep: &'a dyn Fn(usize, LayerPart) -> bool,
@@ -120,13 +124,13 @@ pub fn calibrate<'m>(
         ));
     }
     let per_batch = (p.batch_tokens / seqlen).max(1);
-    let batches: Vec<std::ops::Range<usize>> = (0..windows.len())
+    let batches: Vec<Range<usize>> = (0..windows.len())
         .step_by(per_batch)
         .map(|s| s..(s + per_batch).min(windows.len()))
         .collect();
     let flat: Vec<u32> = windows.iter().flatten().copied().collect();
     let mut hidden = engine.embed(&flat)?;
-    let rows = |r: &std::ops::Range<usize>| r.start * seqlen * d..r.end * seqlen * d;
+    let rows = |r: &Range<usize>| r.start * seqlen * d..r.end * seqlen * d;
     let all = projections(model, c.layers);
 
     for (li, parts) in all.iter().enumerate() {
@@ -168,59 +172,20 @@ pub fn calibrate<'m>(
             }
             let order = [LayerPart::Q, LayerPart::O, LayerPart::Gate, LayerPart::Down];
             inputs.sort_by_key(|i| order.iter().position(|o| o == i));
-            let last = *inputs.last().expect("non-empty");
-            let mut weights = base;
-            for (part, m) in &dense {
-                weights.set(*part, m as &dyn WeightMatrix);
-            }
-            let mut hess: Vec<(LayerPart, Hessian)> = inputs
-                .iter()
-                .map(|&i| {
-                    let cols = match i {
-                        LayerPart::O => c.heads * c.head_dim,
-                        LayerPart::Down => c.ffn,
-                        _ => d,
-                    };
-                    (i, Hessian::new(cols))
-                })
-                .collect();
-            for b in &batches {
-                crate::cancel::check()?;
-                let mut x = hidden[rows(b)].to_vec();
-                let lens = vec![seqlen; b.len()];
-                let mut failed: Option<(LayerPart, GptqError)> = None;
-                let _ = engine.layer_pass(li, &weights, &mut x, &lens, &mut |part, xs| {
-                    if let Some((_, h)) = hess.iter_mut().find(|(i, _)| *i == part) {
-                        if let Err(e) = h.add(xs, lens.len()) {
-                            failed = Some((part, e));
-                            return ControlFlow::Break(());
-                        }
-                    }
-                    if part == last {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                });
-                if let Some((part, e)) = failed {
-                    return Err(Error::Refused(format!(
-                        "{}: layer {li}: the input of its {} projection: {e} (the layers before it produce non-finite activations; check the weights with `llmtool eval`)",
-                        model.root.display(),
-                        part_name(part)
-                    )));
+            let prepared: Vec<(LayerPart, kernels::Prepared)> = if p.round_to_nearest {
+                inputs
+                    .iter()
+                    .map(|&i| (i, kernels::Prepared::round_to_nearest(input_cols(c, i))))
+                    .collect()
+            } else {
+                let mut weights = base;
+                for (part, m) in &dense {
+                    weights.set(*part, m as &dyn WeightMatrix);
                 }
-            }
-            // One factorization per input, shared by the projections that read it.
-            let prepared: Vec<(LayerPart, kernels::Prepared)> = hess
-                .into_iter()
-                .map(|(i, h)| {
-                    let cols = h.cols();
-                    Ok((i, kernels::Prepared::new(&h.finish()?, cols, p.config)?))
-                })
-                .collect::<Result<_, GptqError>>()
-                .map_err(|e| {
-                    Error::Refused(format!("{}: layer {li}: {e}", model.root.display()))
-                })?;
+                capture(
+                    model, engine, li, &weights, &hidden, &inputs, &batches, seqlen, p.config,
+                )?
+            };
             for &part in &group {
                 if (p.keep)(li, part) {
                     continue;
@@ -256,7 +221,7 @@ pub fn calibrate<'m>(
                 weights.set(*part, m as &dyn WeightMatrix);
             }
         }
-        for b in &batches {
+        for b in batches.iter().filter(|_| !p.round_to_nearest) {
             crate::cancel::check()?;
             let lens = vec![seqlen; b.len()];
             let _ = engine.layer_pass(li, &weights, &mut hidden[rows(b)], &lens, &mut |_, _| {
@@ -274,6 +239,72 @@ pub fn calibrate<'m>(
         }
     }
     Ok(())
+}
+
+/// Input features of the projections that read `input`.
+fn input_cols(c: &crate::model::engine::Config, input: LayerPart) -> usize {
+    match input {
+        LayerPart::O => c.heads * c.head_dim,
+        LayerPart::Down => c.ffn,
+        _ => c.hidden,
+    }
+}
+
+/// Runs layer `li` with `weights` over every batch of windows (`hidden`,
+/// `seqlen` tokens each), accumulating the Hessians of `inputs` (in the
+/// order the pass meets them; it stops after the last), and factorizes
+/// each once for the projections that read it.
+#[allow(clippy::too_many_arguments)]
+fn capture(
+    model: &Model,
+    engine: &Engine<'_>,
+    li: usize,
+    weights: &LayerWeights<'_>,
+    hidden: &[f32],
+    inputs: &[LayerPart],
+    batches: &[Range<usize>],
+    seqlen: usize,
+    cfg: &GptqConfig,
+) -> Result<Vec<(LayerPart, kernels::Prepared)>, Error> {
+    let d = engine.config.hidden;
+    let last = *inputs.last().expect("non-empty");
+    let mut hess: Vec<(LayerPart, Hessian)> = inputs
+        .iter()
+        .map(|&i| (i, Hessian::new(input_cols(&engine.config, i))))
+        .collect();
+    for b in batches {
+        crate::cancel::check()?;
+        let mut x = hidden[b.start * seqlen * d..b.end * seqlen * d].to_vec();
+        let lens = vec![seqlen; b.len()];
+        let mut failed: Option<(LayerPart, GptqError)> = None;
+        let _ = engine.layer_pass(li, weights, &mut x, &lens, &mut |part, xs| {
+            if let Some((_, h)) = hess.iter_mut().find(|(i, _)| *i == part) {
+                if let Err(e) = h.add(xs, lens.len()) {
+                    failed = Some((part, e));
+                    return ControlFlow::Break(());
+                }
+            }
+            if part == last {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        if let Some((part, e)) = failed {
+            return Err(Error::Refused(format!(
+                "{}: layer {li}: the input of its {} projection: {e} (the layers before it produce non-finite activations; check the weights with `llmtool eval`)",
+                model.root.display(),
+                part_name(part)
+            )));
+        }
+    }
+    hess.into_iter()
+        .map(|(i, h)| {
+            let cols = h.cols();
+            Ok((i, kernels::Prepared::new(&h.finish()?, cols, cfg)?))
+        })
+        .collect::<Result<_, GptqError>>()
+        .map_err(|e| Error::Refused(format!("{}: layer {li}: {e}", model.root.display())))
 }
 
 /// The module name of a projection, as in Hugging Face checkpoints.
@@ -296,6 +327,8 @@ pub struct GptqOptions {
     pub algorithm: GptqConfig,
     /// Re-capture inputs after each group of a layer (GPTQModel's default).
     pub true_sequential: bool,
+    /// Round to nearest instead of GPTQ ([`Pipeline::round_to_nearest`]).
+    pub round_to_nearest: bool,
 }
 
 impl GptqOptions {
@@ -306,6 +339,7 @@ impl GptqOptions {
             output: Output::new(out, Format::Gptq),
             algorithm: GptqConfig::default(),
             true_sequential: true,
+            round_to_nearest: false,
         }
     }
 }
@@ -320,6 +354,8 @@ pub struct GptqReport {
     pub sym: bool,
     pub act_order: bool,
     pub true_sequential: bool,
+    /// Round-to-nearest codes (`--rtn`), not GPTQ's.
+    pub round_to_nearest: bool,
     pub damp: serde_json::Value,
     /// Per layer (empty on a dry run).
     pub layer_stats: Vec<LayerStats>,
@@ -344,6 +380,7 @@ fn quantization_config(
                 "group_size": group,
                 "damp_percent": json_f32(cfg.damp),
                 "desc_act": cfg.act_order,
+                "act_group_aware": cfg.group_aware && !cfg.act_order,
                 "static_groups": cfg.static_groups || cfg.act_order,
                 "sym": cfg.sym,
                 "true_sequential": true_sequential,
@@ -478,6 +515,7 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
         sym: cfg.sym,
         act_order: cfg.act_order,
         true_sequential: opts.true_sequential,
+        round_to_nearest: opts.round_to_nearest,
         damp: json_f32(cfg.damp),
         layer_stats: Vec::new(),
     };
@@ -494,6 +532,7 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
         true_sequential: opts.true_sequential,
         propagate_quantized: true,
         batch_tokens: o.batch_tokens,
+        round_to_nearest: opts.round_to_nearest,
         keep: &keep_fn,
         on_layer: &on_layer,
     };
@@ -551,22 +590,37 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
         config,
         &qconfig,
         side,
-        &model_card(opts, &report),
+        o,
+        &mut report.written,
+        &|w| model_card(opts, w),
     )?;
     report.written.files = tmp.commit()?;
     Ok(report)
 }
 
-fn model_card(opts: &GptqOptions, r: &GptqReport) -> String {
+fn model_card(opts: &GptqOptions, w: &Written) -> String {
     let cfg = &opts.algorithm;
     let group = cfg
         .group_size
         .map_or("-1 (per row)".to_string(), |g| g.to_string());
+    if opts.round_to_nearest {
+        let settings = format!(
+            "{}-bit, group size {group}, {}, round to nearest with min-max group scales (no GPTQ error feedback; `--rtn`)",
+            cfg.bits,
+            if cfg.sym { "symmetric" } else { "asymmetric" },
+        );
+        let note = "embeddings, norms and the output head are unchanged; calibration text served only the quality measurement.";
+        return int_checkpoint::model_card(&opts.output, w, "RTN", cfg.bits, &settings, note);
+    }
     let settings = format!(
         "{}-bit, group size {group}, {}, act-order {}, damp {}, {}",
         cfg.bits,
         if cfg.sym { "symmetric" } else { "asymmetric" },
-        if cfg.act_order { "on" } else { "off" },
+        match (cfg.act_order, cfg.group_aware && cfg.group_size.is_some()) {
+            (true, _) => "on",
+            (false, true) => "group-aware",
+            (false, false) => "off",
+        },
         cfg.damp,
         if opts.true_sequential {
             "true-sequential"
@@ -576,7 +630,7 @@ fn model_card(opts: &GptqOptions, r: &GptqReport) -> String {
     );
     int_checkpoint::model_card(
         &opts.output,
-        &r.written,
+        w,
         "GPTQ",
         cfg.bits,
         &settings,
