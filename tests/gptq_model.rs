@@ -275,20 +275,7 @@ fn the_card_measures_held_out_windows_as_eval_kld_does() {
     let tmp = tempfile::tempdir().unwrap();
     let m = with_tokenizer(tmp.path(), None);
     let out = tmp.path().join("out");
-    let r = crate::common::json_output(crate::common::llmtool().args([
-        "quantize",
-        "gptq",
-        s(&m),
-        "--out",
-        s(&out),
-        "--calib-samples",
-        "4",
-        "--calib-seqlen",
-        "32",
-        "--held-out-samples",
-        "3",
-        "--json",
-    ]));
+    let r = quantize_small(&m, &out, &["--held-out-samples", "3"]);
     let h = &r["held_out"];
     assert_eq!(
         (h["chunks"].as_u64(), h["ctx"].as_u64()),
@@ -341,23 +328,21 @@ fn the_card_measures_held_out_windows_as_eval_kld_does() {
 
     // Without held-out text the card says so and where to measure.
     let out2 = tmp.path().join("out2");
-    let r = crate::common::json_output(crate::common::llmtool().args([
-        "quantize",
-        "gptq",
-        s(&m),
-        "--out",
-        s(&out2),
-        "--calib-samples",
-        "4",
-        "--calib-seqlen",
-        "32",
-        "--held-out-samples",
-        "0",
-        "--json",
-    ]));
+    let r = quantize_small(&m, &out2, &["--held-out-samples", "0"]);
     assert!(r["held_out"].is_null(), "{r}");
     let card = std::fs::read_to_string(out2.join("README.md")).unwrap();
     assert!(card.contains("Quality: not measured here"), "{card}");
+}
+
+/// `quantize gptq` on `m` with 4 × 32 calibration tokens and `extra`
+/// flags, its `--json` report.
+fn quantize_small(m: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    crate::common::json_output(
+        crate::common::llmtool()
+            .args(["quantize", "gptq", s(m), "--out", s(out)])
+            .args(["--calib-samples", "4", "--calib-seqlen", "32", "--json"])
+            .args(extra),
+    )
 }
 
 #[test]
@@ -365,19 +350,7 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let m = with_tokenizer(tmp.path(), None);
     let out = tmp.path().join("out");
-    let r = crate::common::json_output(crate::common::llmtool().args([
-        "quantize",
-        "gptq",
-        s(&m),
-        "--out",
-        s(&out),
-        "--calib-samples",
-        "4",
-        "--calib-seqlen",
-        "32",
-        "--dry-run",
-        "--json",
-    ]));
+    let r = quantize_small(&m, &out, &["--dry-run"]);
     assert_eq!(r["layers"], 2);
     assert_eq!(r["quantized"], 14);
     assert!(r["estimate"]["peak_bytes"].as_u64().unwrap() > 0);
