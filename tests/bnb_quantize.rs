@@ -32,16 +32,6 @@ fn torch_dtype(d: DType) -> &'static str {
     }
 }
 
-fn parse_format(f: &str) -> (BnbFormat, bool) {
-    match f {
-        "nf4" => (BnbFormat::Nf4, true),
-        "fp4" => (BnbFormat::Fp4, true),
-        "fp4-nodq" => (BnbFormat::Fp4, false),
-        "int8" => (BnbFormat::Int8, false),
-        other => panic!("unknown case format {other}"),
-    }
-}
-
 /// Quantizes a fixture model into a temporary directory.
 fn run(model_dir: &str, format: BnbFormat, blocksize: usize, dq: bool, out: &Path) -> Model {
     let model = Model::open(common::fixture(model_dir).to_str().unwrap()).unwrap();
@@ -58,7 +48,7 @@ fn run(model_dir: &str, format: BnbFormat, blocksize: usize, dq: bool, out: &Pat
 fn check_case(key: &str) {
     let exp = expected();
     let case = &exp["cases"][key];
-    let (format, dq) = parse_format(case["format"].as_str().unwrap());
+    let (format, dq) = common::bnb_case_format(case["format"].as_str().unwrap());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q");
     let got = run(case["model"].as_str().unwrap(), format, 64, dq, &out);

@@ -62,16 +62,6 @@ fn check_weights(model: &Model, weights: &serde_json::Value, what: &str) {
     }
 }
 
-fn format_of(f: &str) -> (BnbFormat, bool) {
-    match f {
-        "nf4" => (BnbFormat::Nf4, true),
-        "fp4" => (BnbFormat::Fp4, true),
-        "fp4-nodq" => (BnbFormat::Fp4, false),
-        "int8" => (BnbFormat::Int8, false),
-        other => panic!("unknown case format {other}"),
-    }
-}
-
 /// Every case transformers saves (f32, f16 and bf16 models; NF4 and FP4
 /// with and without double quantization, LLM.int8; partial last blocks).
 #[test]
@@ -79,7 +69,7 @@ fn checkpoints_dequantize_as_bitsandbytes_does() {
     let g = goldens();
     for (key, case) in g["cases"].as_object().unwrap() {
         let tmp = tempfile::tempdir().unwrap();
-        let (format, dq) = format_of(case["format"].as_str().unwrap());
+        let (format, dq) = common::bnb_case_format(case["format"].as_str().unwrap());
         let model = quantized(
             case["model"].as_str().unwrap(),
             format,

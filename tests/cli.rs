@@ -740,12 +740,7 @@ fn same_tensors(a: &std::path::Path, b: &std::path::Path) {
         llmtool::store::Model::open(a.to_str().unwrap()).unwrap(),
         llmtool::store::Model::open(b.to_str().unwrap()).unwrap(),
     );
-    assert_eq!(a.tensors().len(), b.tensors().len());
-    for t in a.tensors() {
-        let u = b.get(&t.name).unwrap();
-        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
-        assert!(a.bytes(t) == b.bytes(u), "{} differs", t.name);
-    }
+    common::same_tensors(&a, &b);
 }
 
 /// A GPTQ checkpoint goes through eval (no divergence from its dequantized
@@ -775,18 +770,7 @@ fn packed_checkpoints_evaluate_convert_and_quantize_as_their_dequantized_model()
 
     // GGUF needs a convertible tokenizer: tiny-sp's SentencePiece files.
     std::fs::remove_file(packed.path().join("tokenizer.json")).unwrap();
-    for f in [
-        "tokenizer.model",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-    ] {
-        std::fs::copy(
-            common::fixture("tokenizer/tiny-sp").join(f),
-            packed.path().join(f),
-        )
-        .unwrap();
-    }
+    common::copy_tiny_sp_tokenizer(packed.path());
     // Converted under the packed model's directory name (a GGUF's
     // general.name comes from it).
     let hf = out.path().join(packed.path().file_name().unwrap());

@@ -443,3 +443,40 @@ pub fn assert_transformers_logits(dir: &Path) {
         );
     }
 }
+
+/// Copies tiny-sp's SentencePiece tokenizer files (what a GGUF conversion
+/// needs) into the model directory `dir`.
+pub fn copy_tiny_sp_tokenizer(dir: &Path) {
+    for f in [
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+    ] {
+        std::fs::copy(fixture("tokenizer/tiny-sp").join(f), dir.join(f)).unwrap();
+    }
+}
+
+/// Tensor names, dtypes, shapes and bytes of `a` and `b` are the same,
+/// whatever their metadata.
+pub fn same_tensors(a: &llmtool::store::Model, b: &llmtool::store::Model) {
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for t in a.tensors() {
+        let u = b.get(&t.name).unwrap();
+        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
+        assert!(a.bytes(t) == b.bytes(u), "{} differs", t.name);
+    }
+}
+
+/// A bitsandbytes golden case's `format`: the format and whether the
+/// absmax is double-quantized.
+pub fn bnb_case_format(f: &str) -> (llmtool::ops::quantize::bnb::BnbFormat, bool) {
+    use llmtool::ops::quantize::bnb::BnbFormat;
+    match f {
+        "nf4" => (BnbFormat::Nf4, true),
+        "fp4" => (BnbFormat::Fp4, true),
+        "fp4-nodq" => (BnbFormat::Fp4, false),
+        "int8" => (BnbFormat::Int8, false),
+        other => panic!("unknown case format {other}"),
+    }
+}

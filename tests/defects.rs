@@ -48,14 +48,7 @@ fn variant(
     let m = dir.join("m");
     std::fs::create_dir(&m).unwrap();
     tiny_llama_variant(&m, edit, config);
-    for f in [
-        "tokenizer.model",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-    ] {
-        std::fs::copy(common::fixture("tokenizer/tiny-sp").join(f), m.join(f)).unwrap();
-    }
+    common::copy_tiny_sp_tokenizer(&m);
     m
 }
 

@@ -53,14 +53,7 @@ fn tiny_gguf(dir: &Path) -> PathBuf {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(common::fixture("models/tiny-llama").join(f), m.join(f)).unwrap();
     }
-    for f in [
-        "tokenizer.model",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-    ] {
-        std::fs::copy(common::fixture("tokenizer/tiny-sp").join(f), m.join(f)).unwrap();
-    }
+    common::copy_tiny_sp_tokenizer(&m);
     let out = dir.join("tiny-llama-f32.gguf");
     common::run_ok(llmtool().args(["quantize", "f32", s(&m), "--out", s(&out)]));
     let g = golden("tiny-llama-split");
@@ -78,16 +71,6 @@ fn split(model: &Path, out: &Path, mode: &[&str]) -> serde_json::Value {
             .args(["fragment", "split", s(model), "--out", s(out), "--json"])
             .args(mode),
     )
-}
-
-/// Tensor names, dtypes, shapes and bytes of `a` and `b` are the same.
-fn same_tensors(a: &Model, b: &Model) {
-    assert_eq!(a.tensors().len(), b.tensors().len());
-    for t in a.tensors() {
-        let u = b.get(&t.name).unwrap();
-        assert_eq!((t.dtype, &t.shape), (u.dtype, &u.shape), "{}", t.name);
-        assert!(a.bytes(t) == b.bytes(u), "{} differs", t.name);
-    }
 }
 
 #[test]
@@ -149,7 +132,7 @@ fn tiny_shards_are_llama_gguf_splits_byte_for_byte_and_merge_back() {
         Model::open(s(&src)).unwrap(),
         Model::open(s(&merged)).unwrap(),
     );
-    same_tensors(&a, &b);
+    common::same_tensors(&a, &b);
     let (ma, mb) = (a.gguf.as_ref().unwrap(), b.gguf.as_ref().unwrap());
     assert_eq!(&mb.entries()[..ma.entries().len()], ma.entries());
     let extra: Vec<(&str, &Value)> = mb.entries()[ma.entries().len()..]
@@ -203,7 +186,7 @@ fn by_layer_shards_hold_their_layers_and_load_as_the_model() {
     let first = out.join("tiny-llama-f32-00001-of-00002.gguf");
     let whole = Model::open(s(&first)).unwrap();
     let orig = Model::open(s(&src)).unwrap();
-    same_tensors(&orig, &whole);
+    common::same_tensors(&orig, &whole);
     // Each shard alone: the embedding and layer 0 first; layer 1, the
     // final norm and the head last; the file's order kept within each.
     let names = |p: &Path| -> Vec<String> {
@@ -471,7 +454,7 @@ fn smollm2_shards_match_llama_gguf_split() {
         g["llama_merge_of_ours"]["sha256"].as_str().unwrap()
     );
     drop(b);
-    same_tensors(
+    common::same_tensors(
         &Model::open(s(&src)).unwrap(),
         &Model::open(s(&merged)).unwrap(),
     );
