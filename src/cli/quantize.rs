@@ -376,7 +376,12 @@ impl WrittenLine for Report {
             ),
             Report::Gptq(r) => calibrated_line(
                 verb,
-                &format!("GPTQ {}-bit group {}", r.bits, r.group_size),
+                &format!(
+                    "{} {}-bit group {}",
+                    if r.round_to_nearest { "RTN" } else { "GPTQ" },
+                    r.bits,
+                    r.group_size
+                ),
                 &r.written,
             ),
             Report::Awq(r) => calibrated_line(

@@ -129,7 +129,12 @@ pub fn calibrate<'m>(
         .map(|s| s..(s + per_batch).min(windows.len()))
         .collect();
     let flat: Vec<u32> = windows.iter().flatten().copied().collect();
-    let mut hidden = engine.embed(&flat)?;
+    // Round-to-nearest runs no layer: no hidden states to hold.
+    let mut hidden = if p.round_to_nearest {
+        Vec::new()
+    } else {
+        engine.embed(&flat)?
+    };
     let rows = |r: &Range<usize>| r.start * seqlen * d..r.end * seqlen * d;
     let all = projections(model, c.layers);
 
