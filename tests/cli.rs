@@ -474,6 +474,47 @@ fn generate_and_eval_ppl_run_end_to_end() {
         ],
         "needs at least 128",
     );
+
+    // The same tokens as windows of ids: the same chunks, the same number.
+    let tokens: Vec<u64> = p["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    let windows: Vec<&[u64]> = tokens.chunks_exact(16).collect();
+    let ids = dir.path().join("ids.json");
+    std::fs::write(&ids, serde_json::json!({ "ids": windows }).to_string()).unwrap();
+    let ids = ids.to_str().unwrap();
+    let v = common::json_output(llmtool().args(["eval", "ppl", model, "--ids", ids, "--json"]));
+    assert_eq!(
+        v["ppl"],
+        common::json_output(
+            llmtool()
+                .args(["eval", "ppl", model, "--ctx", "16", "--json", "--text"])
+                .arg(&text),
+        )["ppl"]
+    );
+    assert_eq!(
+        (v["chunks"].as_u64(), v["ctx"].as_u64()),
+        (Some(windows.len() as u64), Some(16))
+    );
+    let one = dir.path().join("one.json");
+    std::fs::write(&one, serde_json::json!({ "ids": [windows[0]] }).to_string()).unwrap();
+    fails_with(
+        &["eval", "ppl", model, "--ids", one.to_str().unwrap()],
+        "one window of ids; evaluation takes at least 2",
+    );
+    std::fs::write(&one, r#"{"ids": [[1, 2, 3, 4], [5, 6, 7, 99999]]}"#).unwrap();
+    fails_with(
+        &["eval", "ppl", model, "--ids", one.to_str().unwrap()],
+        "99999",
+    );
+    let out = llmtool()
+        .args(["eval", "ppl", model, "--ids", ids, "--ctx", "16"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--ids sets the chunk length");
     fails_with(
         &["generate", model, "--prompt", "w1", "--top-p", "0"],
         "--top-p must be in (0, 1]",

@@ -275,7 +275,12 @@ fn the_card_measures_held_out_windows_as_eval_kld_does() {
     let tmp = tempfile::tempdir().unwrap();
     let m = with_tokenizer(tmp.path(), None);
     let out = tmp.path().join("out");
-    let r = quantize_small(&m, &out, &["--held-out-samples", "3"]);
+    let windows = tmp.path().join("windows.json");
+    let r = quantize_small(
+        &m,
+        &out,
+        &["--held-out-samples", "3", "--save-windows", s(&windows)],
+    );
     let h = &r["held_out"];
     assert_eq!(
         (h["chunks"].as_u64(), h["ctx"].as_u64()),
@@ -284,6 +289,8 @@ fn the_card_measures_held_out_windows_as_eval_kld_does() {
     );
     assert_eq!(r["calibration"]["held_out"], 3);
 
+    // The saved windows are the draw's: calibration under "ids", the
+    // held-out ones under "held_out".
     let base = Model::open(s(&m)).unwrap();
     let quantized = Model::open(s(&out)).unwrap();
     let (eb, eq) = (
@@ -297,6 +304,13 @@ fn the_card_measures_held_out_windows_as_eval_kld_does() {
         ..calibration::Options::default()
     };
     let cal = calibration::load(&base, eb.config.vocab, &opts).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&windows).unwrap()).unwrap();
+    assert_eq!(saved["ids"], serde_json::json!(cal.windows));
+    assert_eq!(saved["held_out"], serde_json::json!(cal.held_out_windows));
+
+    // The card's numbers are eval's full-forward KLD on those windows, in
+    // the library and from `eval kld|ppl --ids` on the saved file.
     let bos = Text::load(&base, None).unwrap().bos_for(&base).unwrap();
     let o = EvalOptions {
         ctx: 32,
@@ -304,17 +318,47 @@ fn the_card_measures_held_out_windows_as_eval_kld_does() {
         progress: false,
     };
     let want = kl_divergence(&eb, &eq, &cal.held_out_windows.concat(), bos, &o).unwrap();
-    let close = |k: &str, v: f64| {
-        let got = h[k].as_f64().unwrap();
+    let cli = crate::common::json_output(crate::common::llmtool().args([
+        "eval",
+        "kld",
+        s(&m),
+        s(&out),
+        "--ids",
+        s(&windows),
+        "--json",
+    ]));
+    let ppl = crate::common::json_output(crate::common::llmtool().args([
+        "eval",
+        "ppl",
+        s(&out),
+        "--ids",
+        s(&windows),
+        "--json",
+    ]));
+    let close = |what: &str, got: f64, v: f64| {
         assert!(
             (got - v).abs() <= 1e-4 * v.abs().max(1e-3),
-            "{k}: {got} vs eval's {v}"
+            "{what}: {got} vs eval's {v}"
         );
     };
-    close("ppl_base", want.ppl_base);
-    close("ppl_other", want.ppl_other);
-    close("kld_mean", want.kld_mean);
-    close("top1_agreement", want.top1_agreement);
+    for (k, v) in [
+        ("ppl_base", want.ppl_base),
+        ("ppl_other", want.ppl_other),
+        ("kld_mean", want.kld_mean),
+        ("top1_agreement", want.top1_agreement),
+    ] {
+        close(k, h[k].as_f64().unwrap(), v);
+        close(k, cli[k].as_f64().unwrap(), v);
+    }
+    close(
+        "eval ppl --ids",
+        ppl["ppl"].as_f64().unwrap(),
+        want.ppl_other,
+    );
+    assert_eq!(
+        (cli["chunks"].as_u64(), cli["ctx"].as_u64()),
+        (Some(3), Some(32))
+    );
     assert!(want.kld_mean > 0.0, "4-bit codes change the distribution");
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(card.contains("## Quality against the base model"), "{card}");

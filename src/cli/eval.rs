@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use super::args::{EngineArgs, JsonArg};
 use super::output::{self, table, Render};
-use crate::ops::eval::{self, EvalOptions, EvalRequest, KldReport, PplReport};
+use crate::ops::eval::{self, EvalOptions, EvalRequest, Input, KldReport, PplReport};
 use crate::store::Model;
 
 /// Measure a model's quality on a text: perplexity, KL divergence.
@@ -15,14 +15,18 @@ pub enum Command {
     Kld(KldArgs),
 }
 
-/// Chunking options shared by the evaluations.
+/// What to evaluate on, and the chunking, shared by the evaluations.
 #[derive(clap::Args)]
+#[group(id = "input", required = true, multiple = false, args = ["text", "ids"])]
 pub struct TextArgs {
     /// Text file to evaluate on.
     #[arg(short = 'f', long)]
-    text: std::path::PathBuf,
-    /// Tokens per chunk (llama-perplexity's -c).
-    #[arg(short = 'c', long, default_value_t = 512)]
+    text: Option<std::path::PathBuf>,
+    /// Windows of token ids to evaluate on, one chunk each: {"ids": [[…], …]}, or the held-out windows of a file `quantize gptq|awq --save-windows` wrote (what its model card measured).
+    #[arg(long, value_name = "FILE")]
+    ids: Option<std::path::PathBuf>,
+    /// Tokens per chunk (llama-perplexity's -c); with --ids, the windows' length.
+    #[arg(short = 'c', long, default_value_t = 512, conflicts_with = "ids")]
     ctx: usize,
     /// Evaluate only the first N chunks.
     #[arg(long)]
@@ -39,7 +43,8 @@ pub struct TextArgs {
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     llmtool eval ppl ./smollm2-hf --text wiki.test.raw\n  \
-    llmtool eval ppl model.Q4_K_M.gguf --tokenizer ./hf --text corpus.txt --ctx 512 --json")]
+    llmtool eval ppl model.Q4_K_M.gguf --tokenizer ./hf --text corpus.txt --ctx 512 --json\n  \
+    llmtool eval ppl ./other-gptq --ids windows.json   # held-out windows of quantize --save-windows")]
 pub struct PplArgs {
     /// Model directory, file, Hub repo id (org/name[@rev][:QUANT], downloaded into the HF cache) or catalog name.
     model: String,
@@ -58,7 +63,8 @@ pub struct PplArgs {
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     llmtool eval kld ./smollm2-hf model.Q4_K_M.gguf --text corpus.txt\n  \
-    llmtool eval kld model-f16.gguf model.Q4_K_M.gguf --tokenizer ./hf --text corpus.txt --json")]
+    llmtool eval kld model-f16.gguf model.Q4_K_M.gguf --tokenizer ./hf --text corpus.txt --json\n  \
+    llmtool eval kld ./smollm2 ./smollm2-gptq --ids windows.json")]
 pub struct KldArgs {
     /// The reference model.
     base: String,
@@ -77,7 +83,11 @@ fn request(t: TextArgs, e: &EngineArgs) -> Result<EvalRequest> {
             max_chunks: t.chunks,
             progress: !t.json.json,
         },
-        text: t.text,
+        input: match (t.text, t.ids) {
+            (Some(text), _) => Input::Text(text),
+            (None, Some(ids)) => Input::Ids(ids),
+            (None, None) => anyhow::bail!("give --text FILE or --ids FILE"),
+        },
         engine: e.options()?,
     })
 }

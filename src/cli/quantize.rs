@@ -127,6 +127,9 @@ struct CalibratedArgs {
     /// gptq/awq: more windows of the calibration text, kept out of calibration, on which the finished checkpoint is measured against the base (perplexity, KL divergence, top-1) for the report and the model card; 0 skips it. Fewer are used when the text runs out; none with an ids file.
     #[arg(long, default_value_t = calibration::DEFAULT_HELD_OUT)]
     held_out_samples: usize,
+    /// gptq/awq: write the drawn windows' token ids to FILE as {"ids": calibration, "held_out": held-out} (also with --dry-run): `--calib FILE` gives another tool, or another run, the same calibration, and `eval ppl|kld --ids FILE` scores the held-out windows.
+    #[arg(long, value_name = "FILE")]
+    save_windows: Option<std::path::PathBuf>,
     /// gptq/awq: keep layers whose shape the group size or the packing does not fit in their dtype instead of refusing.
     #[arg(long)]
     allow_unquantized: bool,
@@ -187,6 +190,7 @@ impl CalibratedArgs {
                 seqlen: self.calib_seqlen,
                 seed: self.calib_seed,
                 held_out: self.held_out_samples,
+                save: self.save_windows.clone(),
             },
             allow_unquantized: self.allow_unquantized,
             max_shard_size: a.shard.max_shard_size,

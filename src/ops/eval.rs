@@ -20,7 +20,11 @@
 //!
 //! [`held_out_kld`] is the same comparison run layer by layer over whole
 //! windows of ids, in the memory of one layer: the quality line that
-//! `quantize gptq|awq` put in their model cards.
+//! `quantize gptq|awq` put in their model cards. [`Input::Ids`] gives
+//! `eval` such windows (from `quantize --save-windows`): each window is one
+//! chunk, treated exactly as a chunk of text, so `eval kld --ids` on a
+//! checkpoint repeats its card's numbers and measures one made by another
+//! tool on the same windows.
 
 use std::time::Instant;
 
@@ -41,33 +45,68 @@ pub struct EvalOptions {
     pub progress: bool,
 }
 
-/// The text an evaluation reads, and how the engine runs.
+/// What an evaluation reads.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A text file, tokenized whole and cut into `ctx`-token chunks.
+    Text(std::path::PathBuf),
+    /// Windows of token ids, one chunk each (`ctx` is their length):
+    /// `{"ids": [[…], …]}`, or the `held_out` windows of a file
+    /// `quantize --save-windows` wrote.
+    Ids(std::path::PathBuf),
+}
+
+/// The input an evaluation reads, and how the engine runs.
 #[derive(Debug, Clone)]
 pub struct EvalRequest {
-    /// Text file to evaluate on.
-    pub text: std::path::PathBuf,
+    pub input: Input,
     pub options: EvalOptions,
     pub engine: EngineOptions,
 }
 
-/// `eval ppl`: perplexity of `model` on the request's text.
+/// `eval ppl`: perplexity of `model` on the request's input.
 pub fn ppl(model: &Model, req: &EvalRequest) -> Result<PplReport> {
-    let raw = read_text(&req.text)?;
-    let text = Text::load(model, req.engine.tokenizer.as_deref())?;
+    let (tokens, bos, o) = chunked(model, req)?;
     let engine = req.engine.engine(model)?;
-    let (tokens, bos) = tokens(&raw, &text, model)?;
-    Ok(perplexity(&engine, &tokens, bos, &req.options)?)
+    Ok(perplexity(&engine, &tokens, bos, &o)?)
 }
 
-/// `eval kld`: KL divergence of `other` from `base` on the request's text,
+/// `eval kld`: KL divergence of `other` from `base` on the request's input,
 /// tokenized with `base`'s tokenizer.
 pub fn kld(base: &Model, other: &Model, req: &EvalRequest) -> Result<KldReport> {
-    let raw = read_text(&req.text)?;
-    let text = Text::load(base, req.engine.tokenizer.as_deref())?;
+    let (tokens, bos, o) = chunked(base, req)?;
     let eb = req.engine.engine(base)?;
     let eo = req.engine.engine(other)?;
-    let (tokens, bos) = tokens(&raw, &text, base)?;
-    Ok(kl_divergence(&eb, &eo, &tokens, bos, &req.options)?)
+    Ok(kl_divergence(&eb, &eo, &tokens, bos, &o)?)
+}
+
+/// The request's tokens with `model`'s tokenizer (BOS in front when
+/// llama.cpp would put it there) and the chunking: `--ctx` for text, the
+/// window length for ids.
+fn chunked(model: &Model, req: &EvalRequest) -> Result<(Vec<u32>, Option<u32>, EvalOptions)> {
+    let load = || Text::load(model, req.engine.tokenizer.as_deref());
+    match &req.input {
+        Input::Text(path) => {
+            let raw = read_text(path)?;
+            let text = load()?;
+            let bos = text.bos_for(model)?;
+            Ok((text.encode_with_bos(&raw, bos)?, bos, req.options.clone()))
+        }
+        Input::Ids(path) => {
+            let windows = crate::ops::calibration::read_eval_windows(path)?;
+            if windows.len() < 2 {
+                return Err(Error::Refused(format!(
+                    "{}: one window of ids; evaluation takes at least 2 (as llama-perplexity takes 2 chunks)",
+                    path.display()
+                )));
+            }
+            let o = EvalOptions {
+                ctx: windows[0].len(),
+                ..req.options.clone()
+            };
+            Ok((windows.concat(), load()?.bos_for(model)?, o))
+        }
+    }
 }
 
 /// Reads the evaluation text, before any model is loaded. Only a regular
@@ -83,13 +122,6 @@ fn read_text(path: &std::path::Path) -> Result<String> {
         ));
     }
     std::fs::read_to_string(path).map_err(|e| cannot(e.to_string()))
-}
-
-/// Tokenizes the text, BOS in front when llama.cpp would put it there for
-/// `model`.
-fn tokens(raw: &str, text: &Text, model: &Model) -> Result<(Vec<u32>, Option<u32>)> {
-    let bos = text.bos_for(model)?;
-    Ok((text.encode_with_bos(raw, bos)?, bos))
 }
 
 /// Result of `eval ppl`.

@@ -24,6 +24,12 @@
 //! own fine-tuning data, seen as the model saw it). A `*.json` file
 //! `{"ids": [[…], …]}` gives the windows' token ids verbatim (all of one
 //! length), to calibrate on exactly what another tool was given.
+//!
+//! `save` writes the drawn windows in that form, the held-out ones under
+//! `held_out` (`{"ids": …, "held_out": …}`): the same file calibrates
+//! another tool on llmtool's windows, and [`read_eval_windows`] gives
+//! `eval ppl|kld --ids` the held-out ones, so a checkpoint made elsewhere
+//! is measured on exactly what the model card's line measured.
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +68,8 @@ pub struct Options {
     pub seed: u64,
     /// Windows to keep out of calibration and measure on (0: none).
     pub held_out: usize,
+    /// Where to write the drawn windows as ids (`--save-windows`).
+    pub save: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -72,6 +80,7 @@ impl Default for Options {
             seqlen: DEFAULT_SEQLEN,
             seed: DEFAULT_SEED,
             held_out: DEFAULT_HELD_OUT,
+            save: None,
         }
     }
 }
@@ -112,6 +121,14 @@ impl Source {
 /// Reads `opts.source`, tokenizes it with `model`'s tokenizer and draws
 /// the windows; ids files need no tokenizer, only ids below `vocab`.
 pub fn load(model: &Model, vocab: usize, opts: &Options) -> Result<Calibration, Error> {
+    let cal = draw_windows(model, vocab, opts)?;
+    if let Some(p) = &opts.save {
+        save(p, &cal)?;
+    }
+    Ok(cal)
+}
+
+fn draw_windows(model: &Model, vocab: usize, opts: &Options) -> Result<Calibration, Error> {
     if opts.samples == 0 || opts.seqlen == 0 {
         return Err(Error::Refused(
             "--calib-samples and --calib-seqlen must be at least 1".into(),
@@ -182,29 +199,16 @@ fn draw(n: usize, k: usize, seed: u64) -> Vec<usize> {
 
 /// Windows given as token ids (`{"ids": [[…], …]}`).
 fn read_ids(path: &Path, vocab: usize, seed: u64) -> Result<Calibration, Error> {
-    let shown = path.display();
-    let v = crate::store::read_json(path)?;
-    let windows: Vec<Vec<u32>> = v
-        .get("ids")
-        .and_then(|ids| serde_json::from_value(ids.clone()).ok())
-        .ok_or_else(|| {
-            Error::Refused(format!(
-                "{shown}: expected {{\"ids\": [[token ids], …]}} (a JSON calibration file holds token ids; give text as .txt or .jsonl)"
-            ))
-        })?;
-    let seqlen = windows.first().map_or(0, Vec::len);
-    if seqlen == 0 || windows.iter().any(|w| w.len() != seqlen) {
-        return Err(Error::Refused(format!(
-            "{shown}: the id windows must be non-empty and all of one length"
-        )));
-    }
+    let windows = ids_under(path, &crate::store::read_json(path)?, "ids")?;
     if let Some(&t) = windows.iter().flatten().find(|&&t| t as usize >= vocab) {
         return Err(Error::Refused(format!(
-            "{shown}: token id {t} is outside the tokenizer's vocabulary of {vocab}"
+            "{}: token id {t} is outside the tokenizer's vocabulary of {vocab}",
+            path.display()
         )));
     }
+    let seqlen = windows[0].len();
     Ok(Calibration {
-        source: shown.to_string(),
+        source: path.display().to_string(),
         documents: windows.len(),
         tokens_available: windows.len() * seqlen,
         samples: windows.len(),
@@ -214,6 +218,56 @@ fn read_ids(path: &Path, vocab: usize, seed: u64) -> Result<Calibration, Error> 
         held_out_windows: Vec::new(),
         held_out: 0,
     })
+}
+
+/// The windows `eval ppl|kld --ids FILE` scores: the `held_out` windows of
+/// a file `--save-windows` wrote, else its `ids` (the engine checks them
+/// against its vocabulary).
+pub fn read_eval_windows(path: &Path) -> Result<Vec<Vec<u32>>, Error> {
+    let v = crate::store::read_json(path)?;
+    let key = if v
+        .get("held_out")
+        .is_some_and(|h| h.as_array().is_some_and(|a| !a.is_empty()))
+    {
+        "held_out"
+    } else {
+        "ids"
+    };
+    ids_under(path, &v, key)
+}
+
+/// `v[key]` as non-empty windows of one length.
+fn ids_under(path: &Path, v: &serde_json::Value, key: &str) -> Result<Vec<Vec<u32>>, Error> {
+    let shown = path.display();
+    let windows: Vec<Vec<u32>> = v
+        .get(key)
+        .and_then(|ids| serde_json::from_value(ids.clone()).ok())
+        .ok_or_else(|| {
+            Error::Refused(format!(
+                "{shown}: expected {{\"{key}\": [[token ids], …]}} (a JSON calibration file holds token ids; give text as .txt or .jsonl)"
+            ))
+        })?;
+    let seqlen = windows.first().map_or(0, Vec::len);
+    if seqlen == 0 || windows.iter().any(|w| w.len() != seqlen) {
+        return Err(Error::Refused(format!(
+            "{shown}: the id windows must be non-empty and all of one length"
+        )));
+    }
+    Ok(windows)
+}
+
+/// Writes `cal`'s windows as `{"ids": …, "held_out": …}` plus where they
+/// came from, atomically.
+fn save(path: &Path, cal: &Calibration) -> Result<(), Error> {
+    let body = serde_json::json!({
+        "source": cal.source,
+        "seed": cal.seed,
+        "seqlen": cal.seqlen,
+        "ids": cal.windows,
+        "held_out": cal.held_out_windows,
+    });
+    crate::store::atomic::replace_file(path, body.to_string().as_bytes())?;
+    Ok(())
 }
 
 /// The documents of a calibration file.

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::graph::{eval_file, gguf_name, read_stamp, Action, Graph, Layout, Stamp};
 use crate::model::adapter::Adapter;
 use crate::ops::convert::HfOptions;
-use crate::ops::eval::{EvalOptions, EvalRequest};
+use crate::ops::eval::{EvalOptions, EvalRequest, Input};
 use crate::ops::lora::{MergeOptions, WeightedAdapter};
 use crate::ops::quantize::awq::AwqOptions;
 use crate::ops::quantize::bnb::BnbOptions;
@@ -468,7 +468,7 @@ fn perform(graph: &Graph, i: usize, progress: bool) -> Result<serde_json::Value>
             let dir = layout.artifact(a, f);
             let model = open(&dir)?;
             let req = EvalRequest {
-                text: e.text.clone(),
+                input: Input::Text(e.text.clone()),
                 options: EvalOptions {
                     ctx: e.ctx,
                     max_chunks: e.max_chunks,
