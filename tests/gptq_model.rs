@@ -404,6 +404,14 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
         .iter()
         .any(|f| f == "quantize_config.json"));
     assert!(!out.exists());
+
+    // Round to nearest runs no layer: no hidden states, a fraction of the work.
+    let rtn = quantize_small(&m, &out, &["--dry-run", "--rtn"]);
+    let e = |r: &serde_json::Value, k: &str| r["estimate"][k].as_f64().unwrap();
+    assert_eq!(e(&rtn, "hidden_state_bytes"), 0.0, "{rtn}");
+    assert!(e(&rtn, "flops") * 10.0 < e(&r, "flops"), "{rtn} vs {r}");
+    assert!(e(&rtn, "peak_bytes") < e(&r, "peak_bytes"), "{rtn} vs {r}");
+    assert!(!out.exists());
 }
 
 #[test]

@@ -429,7 +429,18 @@ fn estimate(
     seqlen: usize,
     batch_tokens: usize,
     true_sequential: bool,
+    round_to_nearest: bool,
 ) -> Estimate {
+    if round_to_nearest {
+        // No layer runs: a layer's weights in f32 and their rounded copy,
+        // a few operations per weight.
+        return Estimate {
+            hidden_state_bytes: 0,
+            layer_bytes: layer_params * 4,
+            peak_bytes: layer_params * 8,
+            flops: c.layers as f64 * layer_params as f64 * 4.0,
+        };
+    }
     let tokens = (windows * seqlen) as u64;
     let (d, qd, ffn) = (c.hidden as u64, (c.heads * c.head_dim) as u64, c.ffn as u64);
     let hidden_state_bytes = tokens * d * 4;
@@ -510,6 +521,7 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
         calib.seqlen,
         o.batch_tokens,
         opts.true_sequential,
+        opts.round_to_nearest,
     );
     let side = (o.format == Format::Gptq).then_some("quantize_config.json");
     let written = Written::plan(model, o, &plan, calib, qconfig.clone(), est, side, warnings)?;
