@@ -480,3 +480,24 @@ pub fn bnb_case_format(f: &str) -> (llmtool::ops::quantize::bnb::BnbFormat, bool
         other => panic!("unknown case format {other}"),
     }
 }
+
+/// `config` as transformers 5 writes it (`rope_theta` and `rope_scaling`
+/// folded into one `rope_parameters` object) in `dst`, beside a copy of
+/// `weights`' model.safetensors.
+pub fn with_rope_parameters(config: &Path, weights: &Path, dst: &Path) {
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    let o = c.as_object_mut().unwrap();
+    let mut rope = match o.remove("rope_scaling") {
+        Some(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::from_iter([("rope_type".into(), "default".into())]),
+    };
+    rope.insert("rope_theta".into(), o.remove("rope_theta").unwrap());
+    o.insert("rope_parameters".into(), rope.into());
+    std::fs::write(dst.join("config.json"), c.to_string()).unwrap();
+    std::fs::copy(
+        weights.join("model.safetensors"),
+        dst.join("model.safetensors"),
+    )
+    .unwrap();
+}

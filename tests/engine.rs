@@ -142,6 +142,34 @@ fn rope_linear_scaling() {
     with_config("tiny-llama-rope-linear");
 }
 
+/// The same configs as transformers 5 writes them: `rope_theta` and
+/// `rope_scaling` folded into one `rope_parameters` object. tiny-qwen2's
+/// theta is 10⁶, so a theta read as the default 10⁴ fails it.
+#[test]
+fn rope_parameters_of_transformers_5() {
+    for (case, config, weights) in [
+        (
+            "tiny-llama-rope-llama3",
+            "engine/tiny-llama-rope-llama3",
+            "models/tiny-llama",
+        ),
+        (
+            "tiny-llama-rope-linear",
+            "engine/tiny-llama-rope-linear",
+            "models/tiny-llama",
+        ),
+        ("tiny-qwen2", "models/tiny-qwen2", "models/tiny-qwen2"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        common::with_rope_parameters(
+            &common::fixture(config).join("config.json"),
+            &common::fixture(weights),
+            dir.path(),
+        );
+        check(case, dir.path());
+    }
+}
+
 /// A batch of sequences of different lengths gives each sequence the
 /// logits it gets alone, and prefill then decode equals one long prefill.
 #[test]

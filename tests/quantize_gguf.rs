@@ -232,3 +232,40 @@ fn bad_values_are_refused_by_name_and_leave_no_output() {
         assert_eq!(left, ["src"], "output or temporary left behind");
     }
 }
+
+/// A config as transformers 5 writes it (`rope_parameters`) gives the GGUF
+/// the same metadata, RoPE base included (tiny-qwen2's is 10⁶, not the
+/// default), as llama.cpp's converter reads either form.
+#[test]
+fn rope_parameters_of_transformers_5_give_the_same_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let v5 = tmp.path().join("v5");
+    std::fs::create_dir(&v5).unwrap();
+    let src = common::fixture("models/tiny-qwen2");
+    common::with_rope_parameters(&src.join("config.json"), &src, &v5);
+    let gguf = |dir: &std::path::Path, name: &str| {
+        let m = Model::open(dir.to_str().unwrap()).unwrap();
+        let opts = GgufOptions {
+            out: tmp.path().join(name),
+            name: Some("tiny".into()),
+            progress: false,
+        };
+        let vocab = llmtool::ops::quantize::gguf::tokenizer_metadata(&m, None).unwrap();
+        to_gguf(&m, FileType::Q8_0, vocab, &opts, false).unwrap();
+        Model::open(tmp.path().join(name).to_str().unwrap()).unwrap()
+    };
+    let (a, b) = (gguf(&src, "a.gguf"), gguf(&v5, "b.gguf"));
+    let (ma, mb) = (a.gguf.as_ref().unwrap(), b.gguf.as_ref().unwrap());
+    let show = |m: &llmtool::store::gguf::Metadata| {
+        m.entries()
+            .iter()
+            .map(|(k, v)| format!("{k}={}", value_json(v)))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(show(ma), show(mb));
+    assert!(
+        show(mb).contains(&"qwen2.rope.freq_base=1000000.0".to_string()),
+        "{:?}",
+        show(mb)
+    );
+}

@@ -265,6 +265,7 @@ pub fn declared_from_config(c: &serde_json::Value) -> Declared {
     let c = c.get("text_config").unwrap_or(c);
     let u = |k: &str| c.get(k).and_then(|v| v.as_u64());
     let f = |k: &str| c.get(k).and_then(|v| v.as_f64());
+    let (rope_theta, rope_scaling) = rope_of_config(c);
     Declared {
         source: "config.json",
         family: c
@@ -279,11 +280,35 @@ pub fn declared_from_config(c: &serde_json::Value) -> Declared {
         ffn: u("intermediate_size"),
         vocab: u("vocab_size"),
         tied: c.get("tie_word_embeddings").and_then(|v| v.as_bool()),
-        rope_theta: f("rope_theta"),
-        rope_scaling: c.get("rope_scaling").filter(|v| !v.is_null()).cloned(),
+        rope_theta,
+        rope_scaling: rope_scaling.cloned(),
         eps: f("rms_norm_eps"),
         ctx: u("max_position_embeddings"),
     }
+}
+
+/// The RoPE base and scaling object of a config.json. transformers 5
+/// writes one `rope_parameters` object (theta, type and the scaling's
+/// fields), older versions `rope_theta` and `rope_scaling`; where both
+/// exist `rope_parameters` wins, as in llama.cpp's converter
+/// (`TextModel.__init__` of `convert_hf_to_gguf.py`). Scaling of type
+/// `default` is none.
+pub fn rope_of_config(c: &serde_json::Value) -> (Option<f64>, Option<&serde_json::Value>) {
+    let params = c.get("rope_parameters").filter(|v| v.is_object());
+    let theta = params
+        .and_then(|p| p.get("rope_theta"))
+        .or_else(|| c.get("rope_theta"))
+        .and_then(|v| v.as_f64());
+    let scaling = params.or_else(|| c.get("rope_scaling")).filter(|s| {
+        s.is_object()
+            && !matches!(
+                s.get("rope_type")
+                    .or_else(|| s.get("type"))
+                    .and_then(|t| t.as_str()),
+                None | Some("default")
+            )
+    });
+    (theta, scaling)
 }
 
 fn declared_from_gguf(m: &crate::store::gguf::Metadata) -> Declared {

@@ -149,8 +149,8 @@ fn model_card_metadata(dir: &Path) -> Vec<(String, Value)> {
 }
 
 fn rope_type_is_llama3(config: &serde_json::Value) -> bool {
-    config
-        .get("rope_scaling")
+    arch::rope_of_config(config)
+        .1
         .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
         .and_then(|v| v.as_str())
         .is_some_and(|t| t.eq_ignore_ascii_case("llama3"))
@@ -375,7 +375,7 @@ fn layout_hf(
             meta.push((key(suffix), v));
         }
     }
-    let scaling = config.get("rope_scaling").filter(|v| !v.is_null());
+    let (theta, scaling) = arch::rope_of_config(config);
     let rope_type = scaling
         .and_then(|s| s.get("rope_type").or_else(|| s.get("type")))
         .and_then(|v| v.as_str())
@@ -419,12 +419,8 @@ fn layout_hf(
         }
         Some("llama3") if garch == GgufArch::Llama => {
             let [factor, low, high, old] = LLAMA3_DEFAULTS;
-            let theta = config
-                .get(ROPE_THETA.0)
-                .and_then(|v| v.as_f64())
-                .unwrap_or(10000.0);
             rope_freqs = Some(llama3_rope_factors(
-                theta,
+                theta.unwrap_or(10000.0),
                 head_dim,
                 sf("factor").unwrap_or(factor),
                 sf("low_freq_factor").unwrap_or(low),
@@ -439,7 +435,7 @@ fn layout_hf(
             )))
         }
     }
-    if let Some(v) = config.get(ROPE_THETA.0).and_then(|v| v.as_f64()) {
+    if let Some(v) = theta {
         meta.push((key(ROPE_THETA.1), Value::F32(v as f32)));
     }
     if let Some(v) = config.get(RMS_EPS.0).and_then(|v| v.as_f64()) {
