@@ -239,10 +239,17 @@ fn bad_values_are_refused_by_name_and_leave_no_output() {
 #[test]
 fn rope_parameters_of_transformers_5_give_the_same_gguf() {
     let tmp = tempfile::tempdir().unwrap();
-    let v5 = tmp.path().join("v5");
-    std::fs::create_dir(&v5).unwrap();
-    let src = common::fixture("models/tiny-qwen2");
-    common::with_rope_parameters(&src.join("config.json"), &src, &v5);
+    let (src, v5) = (tmp.path().join("v4"), tmp.path().join("v5"));
+    let fixture = common::fixture("models/tiny-qwen2");
+    for d in [&src, &v5] {
+        std::fs::create_dir(d).unwrap();
+        // A GGUF is only written with a vocabulary.
+        common::copy_tiny_sp_tokenizer(d);
+    }
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), src.join(f)).unwrap();
+    }
+    common::with_rope_parameters(&fixture.join("config.json"), &fixture, &v5);
     let gguf = |dir: &std::path::Path, name: &str| {
         let m = Model::open(dir.to_str().unwrap()).unwrap();
         let opts = GgufOptions {

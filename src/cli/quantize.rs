@@ -145,7 +145,7 @@ struct CalibratedArgs {
     /// gptq: asymmetric codes with a zero point per group (vLLM then cannot use Marlin).
     #[arg(long)]
     asym: bool,
-    /// gptq: each group's scale from its original weights (llm-compressor's observer, GPTQModel's static_groups) instead of from the weights as GPTQ has updated them when it reaches the group (GPTQModel's default); always so with --desc-act.
+    /// gptq: each group's scale from its original weights (llm-compressor's observer, GPTQModel's static_groups) instead of from the weights as GPTQ has updated them when it reaches the group's lazy block (GPTQModel's default); always so with --desc-act.
     #[arg(long)]
     static_groups: bool,
     /// gptq: damp fraction of mean(diag H) added to the Hessian; raised by 0.01 while Cholesky fails.

@@ -20,8 +20,11 @@
 //!   GPTQModel's `static_groups=True` does (its min/max formulas differ from
 //!   compressed-tensors' only in corner cases: all-zero groups, symmetric
 //!   groups without a negative weight). With `static_groups` off
-//!   (GPTQModel's default), a group's scale comes instead from the weights
-//!   as GPTQ has updated them when it reaches the group.
+//!   (GPTQModel's default, `gptqmodel/quantization/gptq.py` 7.6.0), a
+//!   group's scale comes instead from the weights as GPTQ has updated them
+//!   when it reaches the lazy block holding the group: earlier blocks'
+//!   updates are in, the updates from the columns of the group's own block
+//!   are not (GPTQModel reads `W`, not the block's working copy `W1`).
 //! * Symmetric: scale = max(|min|, |max|) / ((qmax − qmin)/2), zero 0; codes
 //!   are the signed range [−2^(b−1), 2^(b−1) − 1]. Asymmetric: scale =
 //!   (max − min)/(qmax − qmin), zero = round(clamp(qmin − min/scale)).
@@ -439,8 +442,9 @@ pub fn quantize_prepared(
     }
     let groups = cols / gs;
     let (perm, dead, hinv) = (&prep.perm, &prep.dead, &prep.hinv);
-    // A group must lie inside one lazy block to be read fully updated
-    // (true of 32, 64 and 128 with blocks of 128, and of one group per row).
+    // A group must lie inside one lazy block to take its scale as GPTQModel
+    // does (true of 32, 64 and 128 with blocks of 128, and of one group per
+    // row).
     let dynamic = !cfg.static_groups && !cfg.act_order && (gs == cols || cfg.block % gs == 0);
 
     // Scales from the original weights, before dead columns are zeroed.
@@ -490,18 +494,21 @@ pub fn quantize_prepared(
                     .zip(zero.par_chunks_mut(groups)),
             )
             .for_each(|((((wr, er), code_row), loss), (sr, zr))| {
+                if dynamic {
+                    // GPTQModel's default: each group starting in this
+                    // block takes its scale from the weights as the block
+                    // starts (every earlier block's lazy update is in, none
+                    // of this block's own columns: GPTQModel reads W, not
+                    // the block's working copy W1).
+                    for i in (i1..i2).filter(|i| i % gs == 0) {
+                        let (s, z) = qparams(&wr[i..i + gs], cfg.bits, cfg.sym);
+                        sr[group_of[i]] = s;
+                        zr[group_of[i]] = z;
+                    }
+                }
                 let mut block_loss = 0f32;
                 for i in i1..i2 {
                     let g = group_of[i];
-                    if dynamic && i % gs == 0 {
-                        // GPTQModel's default: the group's scale from its
-                        // weights as GPTQ has updated them so far (every
-                        // earlier block's lazy update and this block's
-                        // columns before it are in).
-                        let (s, z) = qparams(&wr[i..i + gs], cfg.bits, cfg.sym);
-                        sr[g] = s;
-                        zr[g] = z;
-                    }
                     let (s, z) = (sr[g], zr[g]);
                     let x = wr[i];
                     let qi = code(x, s, z, cfg.sym, (qmin, qmax));
@@ -1006,8 +1013,10 @@ mod tests {
         assert!(objective(&deq(&gptq)) < objective(&deq(&rtn)));
 
         // Static groups: every scale from the original weights. Dynamic
-        // (the default): the first group's too (nothing is updated before
-        // it), the second group's from the weights as updated by the first.
+        // (the default): from the weights as the group's lazy block starts,
+        // so with one block of 128 columns the original weights' too, and
+        // with blocks of 32 the second group's from the weights as the
+        // first block left them (GPTQModel reads W, not the block's copy).
         let fixed = quantize(
             &w,
             rows,
@@ -1024,9 +1033,22 @@ mod tests {
                 let (s, _) = qparams(&w[r * cols + g * 32..r * cols + (g + 1) * 32], 4, true);
                 assert_eq!(fixed.scales[g * rows + r], s);
             }
-            assert_eq!(gptq.scales[r], fixed.scales[r]);
         }
-        assert_ne!(gptq.scales[rows..], fixed.scales[rows..]);
+        assert_eq!(gptq.scales, fixed.scales);
+        let blocked = quantize(
+            &w,
+            rows,
+            cols,
+            &h,
+            &GptqConfig {
+                block: 32,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        assert_eq!(blocked.scales[..rows], fixed.scales[..rows]);
+        assert_ne!(blocked.scales[rows..], fixed.scales[rows..]);
+        assert!(objective(&deq(&blocked)) < objective(&deq(&rtn)));
         assert!(objective(&deq(&fixed)) < objective(&deq(&rtn)));
     }
 
