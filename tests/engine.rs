@@ -341,6 +341,43 @@ fn observer_sees_linear_inputs() {
     }
 }
 
+/// A layer taken a stage at a time (GPTQ's true-sequential calibration)
+/// gives every projection input and the layer output bit for bit as one
+/// `layer_pass` over the same batch: the stages are its arithmetic, split.
+#[test]
+fn staged_layer_equals_one_pass() {
+    use llmtool::model::arch::LayerPart;
+    use std::ops::ControlFlow;
+    let model = Model::open(common::fixture("models/tiny-qwen2").to_str().unwrap()).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let d = engine.config.hidden;
+    let lens = [5usize, 5];
+    let vocab = engine.config.vocab as u32;
+    let toks: Vec<u32> = (0..10).map(|i| (i * 37 + 11) % vocab).collect();
+    let input = engine.embed(&toks).unwrap();
+    for li in 0..engine.config.layers {
+        let w = engine.layer_weights(li);
+        let mut seen: Vec<(LayerPart, Vec<f32>)> = Vec::new();
+        let mut whole = input.clone();
+        let _ = engine.layer_pass(li, &w, &mut whole, &lens, &mut |p, x| {
+            seen.push((p, x.to_vec()));
+            ControlFlow::Continue(())
+        });
+        let mut st = engine.layer_stages(&lens);
+        assert_eq!(st.rows(), 10);
+        let mut x = input.clone();
+        assert_eq!(st.q_input(li, &x), &seen[0].1[..]);
+        let att = st.o_input(li, &w, &x).to_vec();
+        assert_eq!(att, seen[1].1);
+        assert_eq!(st.gate_input(li, &w, &mut x, &att), &seen[2].1[..]);
+        let act = st.down_input(li, &w, &x).to_vec();
+        assert_eq!(act, seen[3].1);
+        st.output(&w, &mut x, &act);
+        assert_eq!(x, whole, "layer {li}");
+        assert_eq!(x.len(), 10 * d);
+    }
+}
+
 /// `eval ppl` computing as llama.cpp does (8-bit activations for quantized
 /// weights, the default) against llama-perplexity itself on the same files
 /// and text (fixtures/engine/llama-ppl.json, tests/oracle/llama_ppl_golden.py):

@@ -15,7 +15,7 @@
 use std::ops::ControlFlow;
 
 use llmtool::model::engine::Engine;
-use llmtool::ops::quantize::gptq::{calibrate, Pipeline};
+use llmtool::ops::quantize::gptq::{calibrate, Pipeline, KEEP_ACTIVATIONS_UP_TO};
 use llmtool::quant::gptq::GptqConfig;
 use llmtool::store::Model;
 
@@ -121,6 +121,7 @@ fn check_with(
         true_sequential,
         propagate_quantized: propagate,
         batch_tokens: 4096,
+        keep_activations_up_to: KEEP_ACTIVATIONS_UP_TO,
         keep: &|_, _| false,
         on_layer: &|_| {},
     };
@@ -188,6 +189,53 @@ fn tiny_llama_layer_by_layer_equals_llm_compressor() {
         assert_codes(&layers, variant);
         assert_scales(&layers, variant);
     }
+}
+
+/// True-sequential runs each layer once, in stages; when the MLP
+/// activations of every window may not be kept between stages, gate/up run
+/// again for the layer's output. Both give the same codes and scales, in
+/// one batch and in batches of two sizes (tiny-llama, the defaults).
+#[test]
+fn staged_calibration_is_the_same_with_or_without_kept_activations() {
+    let model = Model::open(s(&fixture("models/tiny-llama"))).unwrap();
+    let engine = Engine::new(&model).unwrap();
+    let ids: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture("gptq_model/tiny-llama/ids.json")).unwrap())
+            .unwrap();
+    let windows: Vec<Vec<u32>> = serde_json::from_value(ids["ids"].clone()).unwrap();
+    let cfg = GptqConfig {
+        group_size: Some(32),
+        ..GptqConfig::default()
+    };
+    let run = |keep_activations_up_to: u64, batch_tokens: usize| {
+        let pipeline = Pipeline {
+            config: &cfg,
+            round_to_nearest: false,
+            true_sequential: true,
+            propagate_quantized: true,
+            batch_tokens,
+            keep_activations_up_to,
+            keep: &|_, _| false,
+            on_layer: &|_| {},
+        };
+        let mut out: Vec<(String, Vec<u8>, Vec<f32>)> = Vec::new();
+        calibrate(&model, &engine, &windows, &pipeline, &mut |done, _| {
+            for q in done {
+                let r = q.result.unwrap();
+                out.push((q.tensor.name.clone(), r.codes, r.scales));
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+        .unwrap();
+        out
+    };
+    let kept = run(u64::MAX, 1 << 20);
+    assert_eq!(kept.len(), 7 * engine.config.layers);
+    assert!(kept == run(0, 1 << 20), "gate/up run again");
+    // Batches of 5, 5, 5 and 1 windows (16): two sizes of stage buffers.
+    // The Hessians then sum in another order, so compare within the size.
+    let fives = 5 * windows[0].len();
+    assert!(run(u64::MAX, fives) == run(0, fives), "batches of five");
 }
 
 /// SmolLM2 (the HF form `convert` writes from the PyPI GGUF, float32),

@@ -385,6 +385,8 @@ impl<'a> LayerWeights<'a> {
 /// The activations of one layer pass over `total` tokens, allocated once
 /// per forward.
 struct Scratch {
+    /// Tokens the buffers hold.
+    rows: usize,
     xn: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
@@ -399,6 +401,7 @@ impl Scratch {
     fn new(c: &Config, total: usize) -> Scratch {
         let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         Scratch {
+            rows: total,
             xn: vec![0.0; total * c.hidden],
             q: vec![0.0; total * qd],
             k: vec![0.0; total * kvd],
@@ -408,6 +411,89 @@ impl Scratch {
             gate: vec![0.0; total * c.ffn],
             up: vec![0.0; total * c.ffn],
         }
+    }
+}
+
+/// A batch of whole sequences (positions from 0, no cache kept) taken
+/// through a decoder layer one stage at a time, the stages ending where
+/// the projections' inputs are ready: q/k/v's, o's, gate/up's, down's, then
+/// the layer's output. GPTQ's true-sequential calibration quantizes a group
+/// of projections between two stages, over every batch, so a layer runs
+/// once instead of once per group ([`Engine::layer_pass`] from the start).
+/// Each stage gives the result the next projections read; the caller keeps
+/// o's and down's inputs for the stage after, which reads them back.
+/// The arithmetic is `layer_pass`'s, in the same order: the same bits.
+pub struct LayerStages<'e, 'm> {
+    engine: &'e Engine<'m>,
+    spans: Vec<(usize, usize, usize)>,
+    positions: Vec<usize>,
+    s: Scratch,
+}
+
+impl LayerStages<'_, '_> {
+    /// Tokens in the batch.
+    pub fn rows(&self) -> usize {
+        self.positions.len()
+    }
+
+    /// q/k/v's input: the attention norm of the layer input `x`.
+    pub fn q_input(&mut self, li: usize, x: &[f32]) -> &[f32] {
+        self.engine.attention_norm(li, x, &mut self.s);
+        &self.s.xn
+    }
+
+    /// o's input: attention with `w`'s q/k/v over the layer input `x`.
+    pub fn o_input(&mut self, li: usize, w: &LayerWeights<'_>, x: &[f32]) -> &[f32] {
+        let e = self.engine;
+        let mut owned: Vec<KvCache> = self.spans.iter().map(|_| e.new_cache()).collect();
+        let mut caches: Vec<&mut KvCache> = owned.iter_mut().collect();
+        rayon::scope(|_| {
+            e.attention_norm(li, x, &mut self.s);
+            e.attention(
+                li,
+                w,
+                &self.spans,
+                &self.positions,
+                &mut caches,
+                &mut self.s,
+            );
+        });
+        &self.s.att
+    }
+
+    /// gate/up's input: `x` (the layer input) += o(`att`, the `o_input` of
+    /// the same `x`), then its MLP norm. `x` is then the attention block's
+    /// output, which the later stages take.
+    pub fn gate_input(
+        &mut self,
+        li: usize,
+        w: &LayerWeights<'_>,
+        x: &mut [f32],
+        att: &[f32],
+    ) -> &[f32] {
+        self.s.att.copy_from_slice(att);
+        let e = self.engine;
+        rayon::scope(|_| e.attention_residual(li, w, x, &mut self.s));
+        &self.s.xn
+    }
+
+    /// down's input, from the attention block's output `x`.
+    pub fn down_input(&mut self, li: usize, w: &LayerWeights<'_>, x: &[f32]) -> &[f32] {
+        let e = self.engine;
+        let c = &e.config;
+        rayon::scope(|_| {
+            rms_norm(x, &e.layers[li].ffn_norm, c.norm_eps, &mut self.s.xn);
+            e.activation(w, &mut self.s);
+        });
+        &self.s.gate
+    }
+
+    /// The layer's output: `x` (the attention block's output) += down(`act`,
+    /// the `down_input` of the same `x`).
+    pub fn output(&mut self, w: &LayerWeights<'_>, x: &mut [f32], act: &[f32]) {
+        self.s.gate.copy_from_slice(act);
+        let e = self.engine;
+        rayon::scope(|_| e.mlp_residual(w, x, &mut self.s));
     }
 }
 
@@ -731,13 +817,44 @@ impl<'m> Engine<'m> {
         s: &mut Scratch,
         observe: &mut dyn FnMut(LayerPart, &[f32]) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
+        self.attention_norm(li, x, s);
+        observe(LayerPart::Q, &s.xn)?;
+        self.attention(li, w, spans, positions, caches, s);
+        observe(LayerPart::O, &s.att)?;
+        self.attention_residual(li, w, x, s);
+        observe(LayerPart::Gate, &s.xn)?;
+        self.activation(w, s);
+        observe(LayerPart::Down, &s.gate)?;
+        self.mlp_residual(w, x, s);
+        ControlFlow::Continue(())
+    }
+
+    // The five stages of a decoder layer, each ending where a projection's
+    // input is ready; `run_layer` runs them in a row, a staged pass
+    // ([`LayerStages`]) one at a time over every batch.
+
+    /// `s.xn` = the attention norm of `x`: q/k/v's input.
+    fn attention_norm(&self, li: usize, x: &[f32], s: &mut Scratch) {
+        let c = &self.config;
+        rms_norm(x, &self.layers[li].attn_norm, c.norm_eps, &mut s.xn);
+    }
+
+    /// `s.att` = attention over q/k/v of `s.xn`, keys and values appended to
+    /// the caches: o's input.
+    fn attention(
+        &self,
+        li: usize,
+        w: &LayerWeights<'_>,
+        spans: &[(usize, usize, usize)],
+        positions: &[usize],
+        caches: &mut [&mut KvCache],
+        s: &mut Scratch,
+    ) {
         let c = &self.config;
         let l = &self.layers[li];
         let total = positions.len();
         let (qd, kvd) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let acts = self.activations;
-        rms_norm(x, &l.attn_norm, c.norm_eps, &mut s.xn);
-        observe(LayerPart::Q, &s.xn)?;
         matmul(w.q, &s.xn, total, &mut s.q, acts);
         matmul(w.k, &s.xn, total, &mut s.k, acts);
         matmul(w.v, &s.xn, total, &mut s.v, acts);
@@ -751,7 +868,7 @@ impl<'m> Engine<'m> {
             caches[i].v[li].extend_from_slice(&s.v[o * kvd..(o + n) * kvd]);
         }
         for (i, &(o, n, p0)) in spans.iter().enumerate() {
-            self.attention(
+            self.attention_heads(
                 &s.q[o * qd..(o + n) * qd],
                 &caches[i].k[li],
                 &caches[i].v[li],
@@ -759,20 +876,29 @@ impl<'m> Engine<'m> {
                 &mut s.att[o * qd..(o + n) * qd],
             );
         }
-        observe(LayerPart::O, &s.att)?;
-        matmul(w.o, &s.att, total, &mut s.proj, acts);
+    }
+
+    /// `x` += o(`s.att`), then `s.xn` = its MLP norm: gate/up's input.
+    fn attention_residual(&self, li: usize, w: &LayerWeights<'_>, x: &mut [f32], s: &mut Scratch) {
+        let c = &self.config;
+        matmul(w.o, &s.att, s.rows, &mut s.proj, self.activations);
         x.iter_mut().zip(&s.proj).for_each(|(a, b)| *a += b);
-        rms_norm(x, &l.ffn_norm, c.norm_eps, &mut s.xn);
-        observe(LayerPart::Gate, &s.xn)?;
-        matmul(w.gate, &s.xn, total, &mut s.gate, acts);
-        matmul(w.up, &s.xn, total, &mut s.up, acts);
+        rms_norm(x, &self.layers[li].ffn_norm, c.norm_eps, &mut s.xn);
+    }
+
+    /// `s.gate` = SiLU(gate(`s.xn`)) · up(`s.xn`): down's input.
+    fn activation(&self, w: &LayerWeights<'_>, s: &mut Scratch) {
+        matmul(w.gate, &s.xn, s.rows, &mut s.gate, self.activations);
+        matmul(w.up, &s.xn, s.rows, &mut s.up, self.activations);
         s.gate.par_iter_mut().zip(&s.up).for_each(|(g, u)| {
             *g = *g / (1.0 + (-*g).exp()) * u;
         });
-        observe(LayerPart::Down, &s.gate)?;
-        matmul(w.down, &s.gate, total, &mut s.proj, acts);
+    }
+
+    /// `x` += down(`s.gate`).
+    fn mlp_residual(&self, w: &LayerWeights<'_>, x: &mut [f32], s: &mut Scratch) {
+        matmul(w.down, &s.gate, s.rows, &mut s.proj, self.activations);
         x.iter_mut().zip(&s.proj).for_each(|(a, b)| *a += b);
-        ControlFlow::Continue(())
     }
 
     /// The final norm and the output head over hidden states `x`
@@ -859,6 +985,24 @@ impl<'m> Engine<'m> {
         })
     }
 
+    /// Buffers for taking batches of `lens` whole sequences through
+    /// decoder layers a stage at a time ([`LayerStages`]).
+    pub fn layer_stages(&self, lens: &[usize]) -> LayerStages<'_, 'm> {
+        let mut spans = Vec::with_capacity(lens.len());
+        let mut off = 0;
+        for &n in lens {
+            spans.push((off, n, 0));
+            off += n;
+        }
+        let positions: Vec<usize> = lens.iter().flat_map(|&n| 0..n).collect();
+        LayerStages {
+            engine: self,
+            s: Scratch::new(&self.config, positions.len()),
+            spans,
+            positions,
+        }
+    }
+
     fn check_vocab<'t>(
         &self,
         mut tokens: impl Iterator<Item = &'t u32>,
@@ -936,7 +1080,7 @@ impl<'m> Engine<'m> {
 
     /// Causal attention of `n` new queries at positions `p0..p0+n` over the
     /// cache (which already holds them), written into `out`.
-    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], p0: usize, out: &mut [f32]) {
+    fn attention_heads(&self, q: &[f32], kc: &[f32], vc: &[f32], p0: usize, out: &mut [f32]) {
         let c = &self.config;
         let (hd, kvd) = (c.head_dim, c.kv_heads * c.head_dim);
         let group = c.heads / c.kv_heads;

@@ -13,18 +13,22 @@
 //! the inputs are re-captured after each group of the layer is quantized:
 //! [q, k, v], [o], [gate, up], [down]; without it, one capture with the
 //! original weights serves the whole layer, as llm-compressor does.
+//! GPTQModel re-runs the layer for every group; here the layer runs once,
+//! a stage at a time over every batch ([`LayerStages`]), each stage with
+//! the groups quantized before it: the same numbers from about half the
+//! layer work (`staged_layer`).
 //!
 //! Memory holds the windows' hidden states (`samples × seqlen × hidden`
-//! f32), one layer's Hessians, one layer's quantized weights and the
-//! activations of one batch of windows; the model's weights stay in their
-//! memory maps.
+//! f32), one layer's Hessians, one layer's quantized weights, the
+//! activations of one batch of windows and, between stages, o's or down's
+//! inputs for every window; the model's weights stay in their memory maps.
 
 use std::ops::{ControlFlow, Range};
 use std::path::PathBuf;
 
 use crate::model::arch::LayerPart;
 use crate::model::engine::weights::Dense;
-use crate::model::engine::{Engine, LayerWeights, WeightMatrix};
+use crate::model::engine::{Engine, LayerStages, LayerWeights, WeightMatrix};
 use crate::ops::calibration;
 use crate::ops::quantize::int_checkpoint::{
     self, projections, read_weight, Estimate, Format, Output, Plan, Scheme, Written,
@@ -74,6 +78,11 @@ pub struct Pipeline<'a> {
     pub propagate_quantized: bool,
     /// Tokens run through a layer at once (rounded to whole windows).
     pub batch_tokens: usize,
+    /// True-sequential keeps the MLP activations of every window between
+    /// the down projection's capture and the layer's output when they take
+    /// at most this many bytes; above, gate/up run once more (half a layer
+    /// pass). [`KEEP_ACTIVATIONS_UP_TO`] by default.
+    pub keep_activations_up_to: u64,
     /// Plain round-to-nearest with the same scales and layout, no Hessian
     /// (the baseline GPTQ is measured against): nothing is captured and no
     /// layer is run.
@@ -137,103 +146,103 @@ pub fn calibrate<'m>(
     };
     let rows = |r: &Range<usize>| r.start * seqlen * d..r.end * seqlen * d;
     let all = projections(model, c.layers);
+    // One capture per group, the layer run once over every batch in stages
+    // (see `staged_layer`); the other modes run whole passes.
+    let staged = p.true_sequential && p.propagate_quantized && !p.round_to_nearest;
+    let act_bytes = (windows.len() * seqlen * c.ffn * 4) as u64;
+    let mut stages: Vec<LayerStages<'_, 'm>> = Vec::new();
+    if staged {
+        for b in &batches {
+            if !stages.iter().any(|s| s.rows() == b.len() * seqlen) {
+                stages.push(engine.layer_stages(&vec![seqlen; b.len()]));
+            }
+        }
+    }
 
     for (li, parts) in all.iter().enumerate() {
         crate::cancel::check()?;
         (p.on_layer)(li);
         let base = engine.layer_weights(li);
-        let mut dense: Vec<(LayerPart, Dense)> = Vec::new();
-        let mut done: Vec<Quantized<'m>> = Vec::new();
-        let mut stats = LayerStats {
-            layer: li,
-            ..LayerStats::default()
+        let mut layer = Layer {
+            model,
+            li,
+            parts,
+            p,
+            dense: Vec::new(),
+            done: Vec::new(),
+            stats: LayerStats {
+                layer: li,
+                ..LayerStats::default()
+            },
         };
-        let groups: Vec<Vec<LayerPart>> = if p.true_sequential {
-            GROUPS.iter().map(|g| g.to_vec()).collect()
+        if staged {
+            let keep_act = act_bytes <= p.keep_activations_up_to;
+            staged_layer(
+                &mut layer,
+                engine,
+                &mut hidden,
+                &batches,
+                seqlen,
+                &mut stages,
+                keep_act,
+            )?;
         } else {
-            vec![GROUPS.concat()]
-        };
-        for group in groups {
-            // The inputs this group needs, in the order the pass meets them.
-            let mut inputs: Vec<LayerPart> = Vec::new();
-            for &part in &group {
-                let kept = (p.keep)(li, part);
-                let Some(&(_, t)) = parts.iter().find(|(q, _)| *q == part) else {
-                    continue;
-                };
-                if kept {
-                    done.push(Quantized {
-                        layer: li,
-                        part,
-                        tensor: t,
-                        result: None,
-                    });
-                } else if !inputs.contains(&input_of(part)) {
-                    inputs.push(input_of(part));
-                }
-            }
-            if inputs.is_empty() {
-                continue;
-            }
-            let order = [LayerPart::Q, LayerPart::O, LayerPart::Gate, LayerPart::Down];
-            inputs.sort_by_key(|i| order.iter().position(|o| o == i));
-            let prepared: Vec<(LayerPart, kernels::Prepared)> = if p.round_to_nearest {
-                inputs
-                    .iter()
-                    .map(|&i| (i, kernels::Prepared::round_to_nearest(input_cols(c, i))))
-                    .collect()
+            let groups: Vec<Vec<LayerPart>> = if p.true_sequential {
+                GROUPS.iter().map(|g| g.to_vec()).collect()
             } else {
-                let mut weights = base;
-                for (part, m) in &dense {
-                    weights.set(*part, m as &dyn WeightMatrix);
-                }
-                capture(
-                    model, engine, li, &weights, &hidden, &inputs, &batches, seqlen, p.config,
-                )?
+                vec![GROUPS.concat()]
             };
-            for &part in &group {
-                if (p.keep)(li, part) {
+            for group in groups {
+                // The inputs this group needs, in the order the pass meets them.
+                let mut inputs: Vec<LayerPart> = Vec::new();
+                for part in layer.take_group(&group) {
+                    if !inputs.contains(&input_of(part)) {
+                        inputs.push(input_of(part));
+                    }
+                }
+                if inputs.is_empty() {
                     continue;
                 }
-                let Some(&(_, t)) = parts.iter().find(|(q, _)| *q == part) else {
-                    continue;
+                let order = [LayerPart::Q, LayerPart::O, LayerPart::Gate, LayerPart::Down];
+                inputs.sort_by_key(|i| order.iter().position(|o| o == i));
+                let prepared: Vec<(LayerPart, kernels::Prepared)> = if p.round_to_nearest {
+                    inputs
+                        .iter()
+                        .map(|&i| (i, kernels::Prepared::round_to_nearest(input_cols(c, i))))
+                        .collect()
+                } else {
+                    capture(
+                        model,
+                        engine,
+                        li,
+                        &layer.weights(base),
+                        &hidden,
+                        &inputs,
+                        &batches,
+                        seqlen,
+                        p.config,
+                    )?
                 };
-                let prep = &prepared
-                    .iter()
-                    .find(|(i, _)| *i == input_of(part))
-                    .expect("captured above")
-                    .1;
-                let w = read_weight(model, t)?;
-                let (r, k) = (t.rows() as usize, t.row_len() as usize);
-                let out = kernels::quantize_prepared(&w, r, prep, p.config)
-                    .map_err(|e| gptq_error(model, t, e))?;
-                stats.loss += out.loss;
-                stats.damp_increases += out.damp_increases;
-                stats.dead_columns += out.dead_columns;
-                dense.push((part, Dense::new(r, k, out.dequantize())));
-                done.push(Quantized {
-                    layer: li,
-                    part,
-                    tensor: t,
-                    result: Some(out),
-                });
+                for (input, prep) in &prepared {
+                    layer.quantize(&group, *input, prep)?;
+                }
+            }
+            // The next layer's inputs come from this layer as it is stored.
+            let weights = if p.propagate_quantized {
+                layer.weights(base)
+            } else {
+                base
+            };
+            for b in batches.iter().filter(|_| !p.round_to_nearest) {
+                crate::cancel::check()?;
+                let lens = vec![seqlen; b.len()];
+                let _ =
+                    engine.layer_pass(li, &weights, &mut hidden[rows(b)], &lens, &mut |_, _| {
+                        ControlFlow::Continue(())
+                    });
             }
         }
-        // The next layer's inputs come from this layer as it is stored.
-        let mut weights = base;
-        if p.propagate_quantized {
-            for (part, m) in &dense {
-                weights.set(*part, m as &dyn WeightMatrix);
-            }
-        }
-        for b in batches.iter().filter(|_| !p.round_to_nearest) {
-            crate::cancel::check()?;
-            let lens = vec![seqlen; b.len()];
-            let _ = engine.layer_pass(li, &weights, &mut hidden[rows(b)], &lens, &mut |_, _| {
-                ControlFlow::Continue(())
-            });
-        }
-        drop(dense);
+        let Layer { done, stats, .. } = layer;
         // The layer's mapped pages are done with: resident memory stays at
         // one layer however deep the model.
         for (_, t) in parts {
@@ -244,6 +253,188 @@ pub fn calibrate<'m>(
         }
     }
     Ok(())
+}
+
+/// The default bound on the MLP activations kept between stages
+/// ([`Pipeline::keep_activations_up_to`]): a 7B's 128 × 512 windows
+/// (2.9 GB) fit under it, a 14B's (3.6 GB) too.
+pub const KEEP_ACTIVATIONS_UP_TO: u64 = 4 << 30;
+
+/// One decoder layer in calibration: what is quantized so far.
+struct Layer<'a, 'm> {
+    model: &'m Model,
+    li: usize,
+    parts: &'a [(LayerPart, &'m TensorInfo)],
+    p: &'a Pipeline<'a>,
+    /// Quantized projections, dequantized for the passes after them.
+    dense: Vec<(LayerPart, Dense)>,
+    done: Vec<Quantized<'m>>,
+    stats: LayerStats,
+}
+
+impl<'m> Layer<'_, 'm> {
+    /// The projections of `group` this layer has and quantizes; kept ones
+    /// are recorded as done, unquantized.
+    fn take_group(&mut self, group: &[LayerPart]) -> Vec<LayerPart> {
+        let mut out = Vec::new();
+        for &part in group {
+            let Some(&(_, t)) = self.parts.iter().find(|(q, _)| *q == part) else {
+                continue;
+            };
+            if (self.p.keep)(self.li, part) {
+                self.done.push(Quantized {
+                    layer: self.li,
+                    part,
+                    tensor: t,
+                    result: None,
+                });
+            } else {
+                out.push(part);
+            }
+        }
+        out
+    }
+
+    /// `base` with the projections quantized so far.
+    fn weights<'w>(&'w self, base: LayerWeights<'w>) -> LayerWeights<'w> {
+        let mut w = base;
+        for (part, m) in &self.dense {
+            w.set(*part, m as &dyn WeightMatrix);
+        }
+        w
+    }
+
+    /// Quantizes the projections of `group` that read `input`, with its
+    /// factorized Hessian.
+    fn quantize(
+        &mut self,
+        group: &[LayerPart],
+        input: LayerPart,
+        prep: &kernels::Prepared,
+    ) -> Result<(), Error> {
+        for &part in group {
+            if input_of(part) != input || (self.p.keep)(self.li, part) {
+                continue;
+            }
+            let Some(&(_, t)) = self.parts.iter().find(|(q, _)| *q == part) else {
+                continue;
+            };
+            let w = read_weight(self.model, t)?;
+            let (r, k) = (t.rows() as usize, t.row_len() as usize);
+            let out = kernels::quantize_prepared(&w, r, prep, self.p.config)
+                .map_err(|e| gptq_error(self.model, t, e))?;
+            self.stats.loss += out.loss;
+            self.stats.damp_increases += out.damp_increases;
+            self.stats.dead_columns += out.dead_columns;
+            self.dense.push((part, Dense::new(r, k, out.dequantize())));
+            self.done.push(Quantized {
+                layer: self.li,
+                part,
+                tensor: t,
+                result: Some(out),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// True-sequential calibration of one layer in a single pass: each stage
+/// of the layer runs over every batch, giving the Hessian of one group's
+/// input; the group is quantized; the next stage runs with it. The
+/// attention output and (`keep_act`) the MLP activations are kept between
+/// stages; `hidden` ends as the layer's
+/// quantized output. The same arithmetic as a capture pass per group.
+fn staged_layer(
+    layer: &mut Layer<'_, '_>,
+    engine: &Engine<'_>,
+    hidden: &mut [f32],
+    batches: &[Range<usize>],
+    seqlen: usize,
+    stages: &mut [LayerStages<'_, '_>],
+    keep_act: bool,
+) -> Result<(), Error> {
+    let (model, li, d) = (layer.model, layer.li, engine.config.hidden);
+    let base = engine.layer_weights(li);
+    let mut att: Vec<Vec<f32>> = Vec::new();
+    let mut act: Vec<Vec<f32>> = Vec::new();
+    for group in GROUPS {
+        let input = input_of(group[0]);
+        let quantize = !layer.take_group(group).is_empty();
+        let mut hess = quantize.then(|| Hessian::new(input_cols(&engine.config, input)));
+        {
+            let weights = layer.weights(base);
+            for (bi, b) in batches.iter().enumerate() {
+                crate::cancel::check()?;
+                let x = &mut hidden[b.start * seqlen * d..b.end * seqlen * d];
+                let st = stage_for(stages, b.len() * seqlen);
+                let xs: &[f32] = match input {
+                    LayerPart::Q => st.q_input(li, x),
+                    LayerPart::O => {
+                        let a = st.o_input(li, &weights, x);
+                        att.push(a.to_vec());
+                        a
+                    }
+                    LayerPart::Gate => st.gate_input(li, &weights, x, &att[bi]),
+                    _ => {
+                        let a = st.down_input(li, &weights, x);
+                        if keep_act {
+                            act.push(a.to_vec());
+                        }
+                        a
+                    }
+                };
+                if let Some(h) = &mut hess {
+                    h.add(xs, b.len())
+                        .map_err(|e| input_error(model, li, input, e))?;
+                }
+            }
+        }
+        if input == LayerPart::Gate {
+            att = Vec::new();
+        }
+        if let Some(h) = hess {
+            let cols = h.cols();
+            let prep = h
+                .finish()
+                .and_then(|h| kernels::Prepared::new(&h, cols, layer.p.config))
+                .map_err(|e| {
+                    Error::Refused(format!("{}: layer {li}: {e}", model.root.display()))
+                })?;
+            layer.quantize(group, input, &prep)?;
+        }
+    }
+    let weights = layer.weights(base);
+    for (bi, b) in batches.iter().enumerate() {
+        crate::cancel::check()?;
+        let x = &mut hidden[b.start * seqlen * d..b.end * seqlen * d];
+        let st = stage_for(stages, b.len() * seqlen);
+        if keep_act {
+            st.output(&weights, x, &act[bi]);
+        } else {
+            let a = st.down_input(li, &weights, x).to_vec();
+            st.output(&weights, x, &a);
+        }
+    }
+    Ok(())
+}
+
+/// The stage buffers sized for a batch of `rows` tokens.
+fn stage_for<'s, 'e, 'm>(
+    stages: &'s mut [LayerStages<'e, 'm>],
+    rows: usize,
+) -> &'s mut LayerStages<'e, 'm> {
+    stages
+        .iter_mut()
+        .find(|s| s.rows() == rows)
+        .expect("a stage for every batch size")
+}
+
+fn input_error(model: &Model, li: usize, input: LayerPart, e: GptqError) -> Error {
+    Error::Refused(format!(
+        "{}: layer {li}: the input of its {} projection: {e} (the layers before it produce non-finite activations; check the weights with `llmtool eval`)",
+        model.root.display(),
+        part_name(input)
+    ))
 }
 
 /// Input features of the projections that read `input`.
@@ -296,11 +487,7 @@ fn capture(
             }
         });
         if let Some((part, e)) = failed {
-            return Err(Error::Refused(format!(
-                "{}: layer {li}: the input of its {} projection: {e} (the layers before it produce non-finite activations; check the weights with `llmtool eval`)",
-                model.root.display(),
-                part_name(part)
-            )));
+            return Err(input_error(model, li, part, e));
         }
     }
     hess.into_iter()
@@ -450,11 +637,26 @@ fn estimate(
     let hessians = (3 * d * d + qd * qd + ffn * ffn) * 4;
     // The largest input's factorization in f64 (`kernels::Prepared`).
     let factor = d.max(qd).max(ffn).pow(2) * 8;
-    let layer_bytes = hessians + factor + layer_params * 4 + activations;
-    // Layer passes (capture and propagation), Hessians (half of XᵀX each),
-    // GPTQ updates (rows·cols²/2 per projection).
-    let passes = if true_sequential { 3.5 } else { 2.0 };
+    // True-sequential runs the layer once, in stages, keeping o's inputs
+    // and then (up to a bound) down's between stages; above the bound
+    // gate/up run again. One capture runs it twice, whole.
+    let keep_act = tokens * ffn * 4 <= KEEP_ACTIVATIONS_UP_TO;
+    let kept = if !true_sequential {
+        0
+    } else if keep_act {
+        tokens * qd.max(ffn) * 4
+    } else {
+        tokens * qd * 4
+    };
+    let layer_bytes = hessians + factor + layer_params * 4 + activations + kept;
+    // Layer passes, Hessians (half of XᵀX each), GPTQ updates
+    // (rows·cols²/2 per projection).
     let pass = 2.0 * layer_params as f64 * tokens as f64;
+    let passes = match (true_sequential, keep_act) {
+        (false, _) => 2.0,
+        (true, true) => 1.0,
+        (true, false) => 1.0 + (2 * d * ffn) as f64 / layer_params as f64,
+    };
     let hess = tokens as f64 * (3 * d * d + qd * qd + ffn * ffn) as f64;
     let gptq =
         (d * d * (qd + 2 * kvd) + d * qd * qd + 2.0 as u64 * ffn * d * d + d * ffn * ffn) as f64;
@@ -549,6 +751,7 @@ pub fn quantize(model: &Model, opts: &GptqOptions, dry_run: bool) -> Result<Gptq
         true_sequential: opts.true_sequential,
         propagate_quantized: true,
         batch_tokens: o.batch_tokens,
+        keep_activations_up_to: KEEP_ACTIVATIONS_UP_TO,
         round_to_nearest: opts.round_to_nearest,
         keep: &keep_fn,
         on_layer: &on_layer,
