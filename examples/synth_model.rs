@@ -2,7 +2,7 @@
 //! safetensors) with llmtool's own streaming writer, for memory and speed
 //! benchmarks on model sizes we cannot download here.
 //!
-//! `cargo run --release --example synth_model -- OUT_DIR [7b|1b|tiny] [LAYERS]`
+//! `cargo run --release --example synth_model -- OUT_DIR [7b|14b|1b|tiny] [LAYERS]`
 //! (LAYERS overrides the size's layer count: a 2- and a 4-layer 7B show
 //! whether a command's memory grows with depth).
 
@@ -22,10 +22,10 @@ struct Shape {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let out = std::path::PathBuf::from(
-        args.get(1)
-            .ok_or_else(|| anyhow::anyhow!("usage: synth_model OUT_DIR [7b|1b|tiny] [LAYERS]"))?,
-    );
+    let out =
+        std::path::PathBuf::from(args.get(1).ok_or_else(|| {
+            anyhow::anyhow!("usage: synth_model OUT_DIR [7b|14b|1b|tiny] [LAYERS]")
+        })?);
     let mut s = match args.get(2).map(String::as_str).unwrap_or("7b") {
         // Llama-2-7B / Mistral-7B-like dimensions.
         "7b" => Shape {
@@ -35,6 +35,16 @@ fn main() -> anyhow::Result<()> {
             heads: 32,
             kv_heads: 32,
             vocab: 32000,
+        },
+        // Qwen2.5-14B's dimensions (llama layout, no biases): for memory
+        // plans (`quantize gptq --dry-run`), one layer is enough.
+        "14b" => Shape {
+            layers: 48,
+            hidden: 5120,
+            ffn: 13824,
+            heads: 40,
+            kv_heads: 8,
+            vocab: 152064,
         },
         "1b" => Shape {
             layers: 16,

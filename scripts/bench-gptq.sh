@@ -28,6 +28,23 @@ run() { # name, extra flags
     --calib "$ids" "$@" > "$out/$name.log" 2> "$out/$name.time"
   echo "$name: $(grep -E 'Elapsed' "$out/$name.time" | awk '{print $NF}') wall, $(grep -E 'Maximum resident' "$out/$name.time" | awk '{print $NF}') KB peak RSS"
 }
+# The references first, timed the same way, when their Python is given:
+#   REF_PYTHON="env PYTHONPATH=T5DIR:DIR python"        llm-compressor's GPTQ
+#   GPTQMODEL_PYTHON="env PYTHONPATH=GMDIR:T5DIR python" GPTQModel's (its defaults)
+# (environments: tests/oracle/gptq_model_goldens.py, gptqmodel_goldens.py).
+reference() { # name, script, args...
+  local name="$1" script="$2"; shift 2
+  rm -rf "${out:?}/$name"
+  /usr/bin/time -v -o "$out/$name.time" $python "$root/tests/oracle/$script" "$@" \
+    > "$out/$name.log" 2>&1
+  echo "$name: $(grep -E 'Elapsed' "$out/$name.time" | awk '{print $NF}') wall, $(grep -E 'Maximum resident' "$out/$name.time" | awk '{print $NF}') KB peak RSS"
+}
+if [ -n "${REF_PYTHON:-}" ]; then
+  python="$REF_PYTHON" reference ref-gptq gptq_model_goldens.py reference "$hf" "$ids" "$out/ref-gptq" --group 64
+fi
+if [ -n "${GPTQMODEL_PYTHON:-}" ]; then
+  python="$GPTQMODEL_PYTHON" reference ref-gptqmodel gptqmodel_goldens.py run "$hf" "$ids" "$out/ref-gptqmodel"
+fi
 # Like for like with llm-compressor (natural column order, scales from the
 # original weights):
 run gptq-g64 --no-true-sequential --static-groups --no-group-aware
