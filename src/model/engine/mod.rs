@@ -961,13 +961,7 @@ impl<'m> Engine<'m> {
     ) -> ControlFlow<()> {
         let total: usize = lens.iter().sum();
         debug_assert_eq!(x.len(), total * self.config.hidden);
-        let mut spans = Vec::with_capacity(lens.len());
-        let mut off = 0;
-        for &n in lens {
-            spans.push((off, n, 0));
-            off += n;
-        }
-        let positions: Vec<usize> = lens.iter().flat_map(|&n| 0..n).collect();
+        let (spans, positions) = whole_sequences(lens);
         let mut owned: Vec<KvCache> = lens.iter().map(|_| self.new_cache()).collect();
         let mut caches: Vec<&mut KvCache> = owned.iter_mut().collect();
         let mut scratch = Scratch::new(&self.config, total);
@@ -988,13 +982,7 @@ impl<'m> Engine<'m> {
     /// Buffers for taking batches of `lens` whole sequences through
     /// decoder layers a stage at a time ([`LayerStages`]).
     pub fn layer_stages(&self, lens: &[usize]) -> LayerStages<'_, 'm> {
-        let mut spans = Vec::with_capacity(lens.len());
-        let mut off = 0;
-        for &n in lens {
-            spans.push((off, n, 0));
-            off += n;
-        }
-        let positions: Vec<usize> = lens.iter().flat_map(|&n| 0..n).collect();
+        let (spans, positions) = whole_sequences(lens);
         LayerStages {
             engine: self,
             s: Scratch::new(&self.config, positions.len()),
@@ -1114,6 +1102,18 @@ impl<'m> Engine<'m> {
 
 /// transformers' `LlamaRMSNorm` in f32: `w · x / sqrt(mean(x²) + eps)`, one
 /// row of `w.len()` at a time.
+/// The spans (first row, tokens, first position 0) and positions of
+/// sequences of `lens` tokens packed one after the other, with no cache.
+fn whole_sequences(lens: &[usize]) -> (Vec<(usize, usize, usize)>, Vec<usize>) {
+    let mut spans = Vec::with_capacity(lens.len());
+    let mut off = 0;
+    for &n in lens {
+        spans.push((off, n, 0));
+        off += n;
+    }
+    (spans, lens.iter().flat_map(|&n| 0..n).collect())
+}
+
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     out.par_chunks_mut(d)
