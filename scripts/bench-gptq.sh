@@ -14,9 +14,10 @@
 # tests/oracle/gptq_model_goldens.py reference, see fixtures/README.md).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-hf="$1"; ids="$2"; ref="${3:-}"; chunks="${4:-12}"
+hf="$(realpath "$1")"; ids="$(realpath "$2")"; ref="${3:-}"; chunks="${4:-12}"
 out="${BENCH_OUT:-$root/target/bench-gptq}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"
 cargo build --release --quiet --bin llmtool
 llmtool="$root/target/release/llmtool"
 text="$out/licenses.txt"
@@ -35,8 +36,9 @@ run() { # name, extra flags
 reference() { # name, script, args...
   local name="$1" script="$2"; shift 2
   rm -rf "${out:?}/$name"
-  /usr/bin/time -v -o "$out/$name.time" $python "$root/tests/oracle/$script" "$@" \
-    > "$out/$name.log" 2>&1
+  # From $out: GPTQModel writes its logs/ into the working directory.
+  (cd "$out" && /usr/bin/time -v -o "$out/$name.time" $python "$root/tests/oracle/$script" "$@" \
+    > "$out/$name.log" 2>&1)
   echo "$name: $(grep -E 'Elapsed' "$out/$name.time" | awk '{print $NF}') wall, $(grep -E 'Maximum resident' "$out/$name.time" | awk '{print $NF}') KB peak RSS"
 }
 if [ -n "${REF_PYTHON:-}" ]; then
