@@ -480,9 +480,8 @@ impl LayerStages<'_, '_> {
     /// down's input, from the attention block's output `x`.
     pub fn down_input(&mut self, li: usize, w: &LayerWeights<'_>, x: &[f32]) -> &[f32] {
         let e = self.engine;
-        let c = &e.config;
         rayon::scope(|_| {
-            rms_norm(x, &e.layers[li].ffn_norm, c.norm_eps, &mut self.s.xn);
+            e.mlp_norm(li, x, &mut self.s);
             e.activation(w, &mut self.s);
         });
         &self.s.gate
@@ -880,10 +879,19 @@ impl<'m> Engine<'m> {
 
     /// `x` += o(`s.att`), then `s.xn` = its MLP norm: gate/up's input.
     fn attention_residual(&self, li: usize, w: &LayerWeights<'_>, x: &mut [f32], s: &mut Scratch) {
-        let c = &self.config;
         matmul(w.o, &s.att, s.rows, &mut s.proj, self.activations);
         x.iter_mut().zip(&s.proj).for_each(|(a, b)| *a += b);
-        rms_norm(x, &self.layers[li].ffn_norm, c.norm_eps, &mut s.xn);
+        self.mlp_norm(li, x, s);
+    }
+
+    /// `s.xn` = the MLP norm of `x`: gate/up's input.
+    fn mlp_norm(&self, li: usize, x: &[f32], s: &mut Scratch) {
+        rms_norm(
+            x,
+            &self.layers[li].ffn_norm,
+            self.config.norm_eps,
+            &mut s.xn,
+        );
     }
 
     /// `s.gate` = SiLU(gate(`s.xn`)) · up(`s.xn`): down's input.

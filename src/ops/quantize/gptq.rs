@@ -144,12 +144,11 @@ pub fn calibrate<'m>(
     } else {
         engine.embed(&flat)?
     };
-    let rows = |r: &Range<usize>| r.start * seqlen * d..r.end * seqlen * d;
     let all = projections(model, c.layers);
     // One capture per group, the layer run once over every batch in stages
     // (see `staged_layer`); the other modes run whole passes.
     let staged = p.true_sequential && p.propagate_quantized && !p.round_to_nearest;
-    let act_bytes = (windows.len() * seqlen * c.ffn * 4) as u64;
+    let keep_act = (windows.len() * seqlen * c.ffn * 4) as u64 <= p.keep_activations_up_to;
     let mut stages: Vec<LayerStages<'_, 'm>> = Vec::new();
     if staged {
         for b in &batches {
@@ -176,7 +175,6 @@ pub fn calibrate<'m>(
             },
         };
         if staged {
-            let keep_act = act_bytes <= p.keep_activations_up_to;
             staged_layer(
                 &mut layer,
                 engine,
@@ -236,10 +234,13 @@ pub fn calibrate<'m>(
             for b in batches.iter().filter(|_| !p.round_to_nearest) {
                 crate::cancel::check()?;
                 let lens = vec![seqlen; b.len()];
-                let _ =
-                    engine.layer_pass(li, &weights, &mut hidden[rows(b)], &lens, &mut |_, _| {
-                        ControlFlow::Continue(())
-                    });
+                let _ = engine.layer_pass(
+                    li,
+                    &weights,
+                    &mut hidden[batch_rows(b, seqlen, d)],
+                    &lens,
+                    &mut |_, _| ControlFlow::Continue(()),
+                );
             }
         }
         let Layer { done, stats, .. } = layer;
@@ -342,8 +343,8 @@ impl<'m> Layer<'_, 'm> {
 /// of the layer runs over every batch, giving the Hessian of one group's
 /// input; the group is quantized; the next stage runs with it. The
 /// attention output and (`keep_act`) the MLP activations are kept between
-/// stages; `hidden` ends as the layer's
-/// quantized output. The same arithmetic as a capture pass per group.
+/// stages; `hidden` ends as the layer's quantized output. The same
+/// arithmetic as a capture pass per group.
 fn staged_layer(
     layer: &mut Layer<'_, '_>,
     engine: &Engine<'_>,
@@ -365,7 +366,7 @@ fn staged_layer(
             let weights = layer.weights(base);
             for (bi, b) in batches.iter().enumerate() {
                 crate::cancel::check()?;
-                let x = &mut hidden[b.start * seqlen * d..b.end * seqlen * d];
+                let x = &mut hidden[batch_rows(b, seqlen, d)];
                 let st = stage_for(stages, b.len() * seqlen);
                 let xs: &[f32] = match input {
                     LayerPart::Q => st.q_input(li, x),
@@ -393,20 +394,14 @@ fn staged_layer(
             att = Vec::new();
         }
         if let Some(h) = hess {
-            let cols = h.cols();
-            let prep = h
-                .finish()
-                .and_then(|h| kernels::Prepared::new(&h, cols, layer.p.config))
-                .map_err(|e| {
-                    Error::Refused(format!("{}: layer {li}: {e}", model.root.display()))
-                })?;
+            let prep = factorize(model, li, h, layer.p.config)?;
             layer.quantize(group, input, &prep)?;
         }
     }
     let weights = layer.weights(base);
     for (bi, b) in batches.iter().enumerate() {
         crate::cancel::check()?;
-        let x = &mut hidden[b.start * seqlen * d..b.end * seqlen * d];
+        let x = &mut hidden[batch_rows(b, seqlen, d)];
         let st = stage_for(stages, b.len() * seqlen);
         if keep_act {
             st.output(&weights, x, &act[bi]);
@@ -470,7 +465,7 @@ fn capture(
         .collect();
     for b in batches {
         crate::cancel::check()?;
-        let mut x = hidden[b.start * seqlen * d..b.end * seqlen * d].to_vec();
+        let mut x = hidden[batch_rows(b, seqlen, d)].to_vec();
         let lens = vec![seqlen; b.len()];
         let mut failed: Option<(LayerPart, GptqError)> = None;
         let _ = engine.layer_pass(li, weights, &mut x, &lens, &mut |part, xs| {
@@ -491,12 +486,27 @@ fn capture(
         }
     }
     hess.into_iter()
-        .map(|(i, h)| {
-            let cols = h.cols();
-            Ok((i, kernels::Prepared::new(&h.finish()?, cols, cfg)?))
-        })
-        .collect::<Result<_, GptqError>>()
+        .map(|(i, h)| Ok((i, factorize(model, li, h, cfg)?)))
+        .collect()
+}
+
+/// The Hessian of one input of layer `li`, factorized for its projections.
+fn factorize(
+    model: &Model,
+    li: usize,
+    h: Hessian,
+    cfg: &GptqConfig,
+) -> Result<kernels::Prepared, Error> {
+    let cols = h.cols();
+    h.finish()
+        .and_then(|h| kernels::Prepared::new(&h, cols, cfg))
         .map_err(|e| Error::Refused(format!("{}: layer {li}: {e}", model.root.display())))
+}
+
+/// The rows of `hidden` (`seqlen` tokens of `d` each per window) that hold
+/// the windows of batch `b`.
+fn batch_rows(b: &Range<usize>, seqlen: usize, d: usize) -> Range<usize> {
+    b.start * seqlen * d..b.end * seqlen * d
 }
 
 /// The module name of a projection, as in Hugging Face checkpoints.
