@@ -524,6 +524,11 @@ fn stream_faults() {
     let mut conn = Conn::open(&server);
     let r = conn.send("POST", path, chat(3, true).to_string().as_bytes());
     assert!(r.complete, "the body ends properly");
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "the close is announced"
+    );
     assert!(!r.events().contains(&"[DONE]".to_string()));
     assert_eq!(
         r.chunks_json().last().unwrap()["usage"]["completion_tokens"],

@@ -127,7 +127,8 @@ pub enum FaultKind {
     /// the rest as usual. Not streamed: a body that is not JSON.
     MalformedSse,
     /// Streams: everything up to the usage chunk, a clean end of the HTTP
-    /// body and a closed connection, but no `data: [DONE]`. Not streamed:
+    /// body and a closed connection (announced by `Connection: close`), but
+    /// no `data: [DONE]`. Not streamed:
     /// close without answering.
     NoDone,
     /// Streams: nothing for this long after the first chunk. Not streamed:
@@ -856,9 +857,22 @@ fn stream(
     w: &mut TcpStream,
     done: &mut Done,
 ) -> io::Result<()> {
+    // A server that closes after a clean end of the body says so in the
+    // head, as HTTP/1.1 asks. Unannounced, the client may already have
+    // pooled the connection and sent the next request on it when the close
+    // lands: that request would fail (and a fault meant for it would go to
+    // the one after), which made the fault test depend on thread timing.
+    let close = if fault == Some(FaultKind::NoDone) {
+        "Connection: close\r\n"
+    } else {
+        ""
+    };
     w.write_all(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
-          Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n",
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n\
+             Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n{close}\r\n"
+        )
+        .as_bytes(),
     )?;
     let frames = Frames::new(cfg, job, id);
     let mut sink = Sink {
