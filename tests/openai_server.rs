@@ -458,8 +458,13 @@ fn answer(
         write_whole(w, status, extra, bytes).is_ok()
     };
     if req.chunked {
-        // No client of this server sends chunked bodies; say so plainly.
-        reply(411, &[], &error_body(411, "send a Content-Length body"));
+        // No client of this server sends chunked bodies; say so plainly,
+        // and announce the close as `stream` does for NoDone.
+        reply(
+            411,
+            &[("Connection", "close".into())],
+            &error_body(411, "send a Content-Length body"),
+        );
         return false;
     }
     match fault {
