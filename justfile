@@ -36,6 +36,11 @@ bench-gptq smol_hf calib_ids ref_dir:
 bench-awq smol_hf calib_ids text ref_dir:
     scripts/bench-awq.sh {{smol_hf}} {{calib_ids}} {{text}} {{ref_dir}}
 
+# f32 GEMM throughput of the engine and of torch (REF_PYTHON) on SmolLM2's
+# shapes: the ceiling of the GPTQ/AWQ floor (docs/PERFORMANCE.md).
+bench-gemm:
+    scripts/gemm-ceiling.sh
+
 # GPTQ (each column order), RTN and AWQ measured on held-out windows of the
 # calibration text, as the model cards measure (docs/PERFORMANCE.md).
 bench-held-out smol_hf:

@@ -35,7 +35,7 @@
 
 use rayon::prelude::*;
 
-use crate::quant::minmax;
+use crate::quant::{minmax, round_ties_even};
 
 /// Grid points of the scale search (AutoAWQ's and llm-compressor's `n_grid`).
 pub const DEFAULT_N_GRID: usize = 20;
@@ -222,7 +222,7 @@ fn autoawq_fake_quantize(g: &mut [f32], bits: u8, zero_point: bool) {
         let s = (mx - mn).max(1e-5) / max_int;
         let z = (-(mn / s).round_ties_even()).clamp(0.0, max_int);
         for x in g.iter_mut() {
-            *x = (((*x / s).round_ties_even() + z).clamp(0.0, max_int) - z) * s;
+            *x = ((round_ties_even(*x / s) + z).clamp(0.0, max_int) - z) * s;
         }
     } else {
         let max_int = ((1u32 << (bits - 1)) - 1) as f32;
@@ -230,7 +230,7 @@ fn autoawq_fake_quantize(g: &mut [f32], bits: u8, zero_point: bool) {
         let mx = g.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-5);
         let s = mx / max_int;
         for x in g.iter_mut() {
-            *x = (*x / s).round_ties_even().clamp(min_int, max_int) * s;
+            *x = round_ties_even(*x / s).clamp(min_int, max_int) * s;
         }
     }
 }

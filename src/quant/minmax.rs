@@ -20,6 +20,7 @@
 use rayon::prelude::*;
 
 use crate::quant::int4pack::IntWeights;
+use crate::quant::round_ties_even;
 
 /// The signed code range of `bits` (compressed-tensors' `calculate_range`).
 pub fn code_range(bits: u8) -> (f32, f32) {
@@ -53,7 +54,7 @@ pub fn code(x: f32, scale: f32, zero: f32, sym: bool, (qmin, qmax): (f32, f32)) 
     if !sym {
         scaled += zero;
     }
-    scaled.clamp(qmin, qmax).round_ties_even()
+    round_ties_even(scaled.clamp(qmin, qmax))
 }
 
 /// The value a signed code stands for (`_dequantize`).

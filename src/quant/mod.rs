@@ -489,6 +489,19 @@ pub fn f32_to_bf16_bits(v: f32) -> u16 {
     }
 }
 
+/// `v.round_ties_even()` for every f32, bit for bit (sign of zero, NaN and
+/// infinities included), without the libm `rintf` call it becomes on
+/// baseline x86-64, which keeps the quantizers' loops scalar: below 2²³,
+/// adding and subtracting ±2²³ leaves the integer rounded half to even;
+/// from 2²³ up every f32 is an integer already.
+#[inline(always)]
+pub fn round_ties_even(v: f32) -> f32 {
+    const TWO_23: f32 = 8_388_608.0;
+    let c = TWO_23.copysign(v);
+    let r = if v.abs() < TWO_23 { (v + c) - c } else { v };
+    r.copysign(v)
+}
+
 /// ggml's `nearest_int` (`ggml/src/ggml-quants.c`): adding 1.5·2²³ leaves
 /// the integer part in the low mantissa bits, rounded half to even. Only
 /// meaningful for |v| < 2²², like the original; outside that it returns the
@@ -579,6 +592,42 @@ fn f16_at<const B: usize>(block: &[u8; B], at: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_ties_even_equals_std_bit_for_bit() {
+        let specials = [
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            0.49999997,
+            4_194_303.5,
+            4_194_304.5,
+            8_388_607.5,
+            -8_388_607.5,
+            8_388_608.0,
+            16_777_215.0,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        // Every 997th bit pattern covers every exponent and both signs.
+        let sampled = (0..=u32::MAX).step_by(997).map(f32::from_bits);
+        for v in specials.into_iter().chain(sampled) {
+            let (got, want) = (round_ties_even(v), v.round_ties_even());
+            if want.is_nan() {
+                assert!(got.is_nan(), "{v:e}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{v:e}");
+            }
+        }
+    }
 
     #[test]
     fn every_id_round_trips() {

@@ -1098,12 +1098,8 @@ impl<'m> Engine<'m> {
                     *s = (*s - max).exp();
                     sum += *s;
                 }
-                o.fill(0.0);
-                for (j, s) in scores.iter().enumerate() {
-                    let w = s / sum;
-                    let vr = &vc[j * kvd + kv_off..j * kvd + kv_off + hd];
-                    o.iter_mut().zip(vr).for_each(|(a, b)| *a += w * b);
-                }
+                scores.iter_mut().for_each(|s| *s /= sum);
+                weights::weighted_rows(o, scores, vc, kvd, kv_off);
             });
     }
 }

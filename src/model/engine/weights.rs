@@ -225,6 +225,59 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_portable(a, b)
 }
 
+/// `out = Σ_j w[j] · v[j·stride + offset ..][..out.len()]`, summed in `j`
+/// order with a rounding after each product and each sum (no fused
+/// multiply-add), so every CPU path gives the same bits as the plain loop.
+/// Attention's probability-weighted sum of value rows; on x86-64 with AVX2
+/// the partial sums stay in registers across `j`.
+pub fn weighted_rows(out: &mut [f32], w: &[f32], v: &[f32], stride: usize, offset: usize) {
+    if let Some(j) = w.len().checked_sub(1) {
+        assert!(
+            j * stride + offset + out.len() <= v.len(),
+            "value rows out of bounds"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU supports AVX2 and the rows are in bounds (above).
+        return unsafe { weighted_rows_avx2(out, w, v, stride, offset) };
+    }
+    out.fill(0.0);
+    for (j, &wj) in w.iter().enumerate() {
+        let row = &v[j * stride + offset..][..out.len()];
+        out.iter_mut().zip(row).for_each(|(a, b)| *a += wj * b);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn weighted_rows_avx2(out: &mut [f32], w: &[f32], v: &[f32], stride: usize, offset: usize) {
+    use std::arch::x86_64::*;
+    let n = out.len();
+    let lanes = n - n % 8;
+    // Blocks of up to 64 outputs: eight 8-lane accumulators.
+    for c in (0..lanes).step_by(64) {
+        let regs = ((lanes - c) / 8).min(8);
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (j, &wj) in w.iter().enumerate() {
+            let wv = _mm256_set1_ps(wj);
+            let row = v.as_ptr().add(j * stride + offset + c);
+            for (l, acc) in acc.iter_mut().enumerate().take(regs) {
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(wv, _mm256_loadu_ps(row.add(8 * l))));
+            }
+        }
+        for (l, acc) in acc.iter().enumerate().take(regs) {
+            _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * l), *acc);
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate().skip(lanes) {
+        *o = 0.0;
+        for (j, &wj) in w.iter().enumerate() {
+            *o += wj * v[j * stride + offset + i];
+        }
+    }
+}
+
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -444,6 +497,26 @@ unsafe impl Sync for OutPtr {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weighted_rows_equals_the_plain_loop_bit_for_bit() {
+        let val = |i: usize| ((i * 7919 % 1013) as f32 - 506.0) * 1.37e-3;
+        for (hd, keys) in [(64, 300), (128, 17), (100, 9), (3, 5), (72, 1), (64, 0)] {
+            let (stride, offset) = (3 * hd + 5, hd + 2);
+            let v: Vec<f32> = (0..keys.max(1) * stride + offset + hd).map(val).collect();
+            let w: Vec<f32> = (0..keys).map(|j| val(j + 11) / 7.0).collect();
+            let mut want = vec![0f32; hd];
+            for (j, wj) in w.iter().enumerate() {
+                for (a, o) in want.iter_mut().enumerate() {
+                    *o += wj * v[j * stride + offset + a];
+                }
+            }
+            let mut got = vec![f32::NAN; hd];
+            weighted_rows(&mut got, &w, &v, stride, offset);
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "hd {hd}, {keys} keys");
+        }
+    }
 
     #[test]
     fn matmul_and_matvec_agree_with_a_naive_product() {
