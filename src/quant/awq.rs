@@ -220,7 +220,7 @@ fn autoawq_fake_quantize(g: &mut [f32], bits: u8, zero_point: bool) {
         let mx = g.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mn = g.iter().copied().fold(f32::INFINITY, f32::min);
         let s = (mx - mn).max(1e-5) / max_int;
-        let z = (-(mn / s).round_ties_even()).clamp(0.0, max_int);
+        let z = (-round_ties_even(mn / s)).clamp(0.0, max_int);
         for x in g.iter_mut() {
             *x = ((round_ties_even(*x / s) + z).clamp(0.0, max_int) - z) * s;
         }

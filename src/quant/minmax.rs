@@ -39,7 +39,7 @@ pub fn qparams(group: &[f32], bits: u8, sym: bool) -> (f32, f32) {
     } else {
         let s = (mx - mn) / range;
         // 0/0 for an all-zero group: NaN, which the cast to int8 makes 0.
-        let z = (qmin - mn / s).clamp(qmin, qmax).round_ties_even();
+        let z = round_ties_even((qmin - mn / s).clamp(qmin, qmax));
         (s, if z.is_nan() { 0.0 } else { z })
     };
     let scale = if scale == 0.0 { f32::EPSILON } else { scale };

@@ -242,6 +242,10 @@ pub fn weighted_rows(out: &mut [f32], w: &[f32], v: &[f32], stride: usize, offse
         // SAFETY: the CPU supports AVX2 and the rows are in bounds (above).
         return unsafe { weighted_rows_avx2(out, w, v, stride, offset) };
     }
+    weighted_rows_portable(out, w, v, stride, offset);
+}
+
+fn weighted_rows_portable(out: &mut [f32], w: &[f32], v: &[f32], stride: usize, offset: usize) {
     out.fill(0.0);
     for (j, &wj) in w.iter().enumerate() {
         let row = &v[j * stride + offset..][..out.len()];
@@ -270,12 +274,7 @@ unsafe fn weighted_rows_avx2(out: &mut [f32], w: &[f32], v: &[f32], stride: usiz
             _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * l), *acc);
         }
     }
-    for (i, o) in out.iter_mut().enumerate().skip(lanes) {
-        *o = 0.0;
-        for (j, &wj) in w.iter().enumerate() {
-            *o += wj * v[j * stride + offset + i];
-        }
-    }
+    weighted_rows_portable(&mut out[lanes..], w, v, stride, offset + lanes);
 }
 
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
